@@ -1,0 +1,41 @@
+package grants
+
+import "time"
+
+// Clock is the only source of time in accessbroker. Production code uses RealClock; tests use
+// clocktest.Fake so that no test waits for a grant to expire.
+type Clock interface {
+	// Now returns the current time in UTC.
+	Now() time.Time
+	// NewTimer returns a timer that fires once after d.
+	NewTimer(d time.Duration) Timer
+}
+
+// Timer is the part of *time.Timer that accessbroker uses.
+type Timer interface {
+	// C delivers the time once the timer fires.
+	C() <-chan time.Time
+	// Stop prevents the timer from firing; it reports whether it was still pending.
+	Stop() bool
+}
+
+// RealClock is the wall clock.
+type RealClock struct{}
+
+// Now returns the wall-clock time in UTC.
+func (RealClock) Now() time.Time { return time.Now().UTC() }
+
+// NewTimer wraps time.NewTimer.
+func (RealClock) NewTimer(d time.Duration) Timer { return realTimer{time.NewTimer(d)} }
+
+type realTimer struct{ t *time.Timer }
+
+func (r realTimer) C() <-chan time.Time { return r.t.C }
+func (r realTimer) Stop() bool          { return r.t.Stop() }
+
+// Timestamp formats t as UTC RFC 3339 with milliseconds, the one time format accessbroker
+// shows and stores.
+func Timestamp(t time.Time) string { return t.UTC().Format(TimeLayout) }
+
+// TimeLayout is RFC 3339 with exactly three fractional digits, always in UTC ("Z").
+const TimeLayout = "2006-01-02T15:04:05.000Z07:00"

@@ -1,0 +1,127 @@
+// Package clocktest provides a fake grants.Clock that only moves when a test advances it.
+package clocktest
+
+import (
+	"context"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/accessbroker/accessbroker/grants"
+)
+
+// Fake is a manual clock. Timers fire when Advance moves the time past their deadline.
+// It is safe for concurrent use.
+type Fake struct {
+	mu      sync.Mutex
+	now     time.Time
+	timers  []*fakeTimer
+	changed chan struct{} // closed and replaced whenever the set of timers changes
+}
+
+// New returns a fake clock set to start (converted to UTC).
+func New(start time.Time) *Fake {
+	return &Fake{now: start.UTC(), changed: make(chan struct{})}
+}
+
+// Now returns the fake time.
+func (f *Fake) Now() time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.now
+}
+
+// NewTimer returns a timer that fires when the clock reaches now+d.
+func (f *Fake) NewTimer(d time.Duration) grants.Timer {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	t := &fakeTimer{f: f, at: f.now.Add(d), c: make(chan time.Time, 1)}
+	if d <= 0 {
+		t.c <- f.now
+		t.fired = true
+		return t
+	}
+	f.timers = append(f.timers, t)
+	f.notifyLocked()
+	return t
+}
+
+// Advance moves the clock forward by d and fires every timer whose deadline has passed.
+func (f *Fake) Advance(d time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.now = f.now.Add(d)
+	sort.Slice(f.timers, func(i, j int) bool { return f.timers[i].at.Before(f.timers[j].at) })
+	kept := f.timers[:0]
+	for _, t := range f.timers {
+		if !t.at.After(f.now) {
+			t.fired = true
+			t.c <- f.now
+			continue
+		}
+		kept = append(kept, t)
+	}
+	f.timers = kept
+	f.notifyLocked()
+}
+
+// Set moves the clock to t (which must not be earlier than now) and fires due timers.
+func (f *Fake) Set(t time.Time) {
+	d := t.Sub(f.Now())
+	if d < 0 {
+		panic("clocktest: Set would move the clock backwards")
+	}
+	f.Advance(d)
+}
+
+// Waiters returns how many timers are pending.
+func (f *Fake) Waiters() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.timers)
+}
+
+// BlockUntil waits until at least n timers are pending, or ctx ends.
+func (f *Fake) BlockUntil(ctx context.Context, n int) error {
+	for {
+		f.mu.Lock()
+		if len(f.timers) >= n {
+			f.mu.Unlock()
+			return nil
+		}
+		ch := f.changed
+		f.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (f *Fake) notifyLocked() {
+	close(f.changed)
+	f.changed = make(chan struct{})
+}
+
+type fakeTimer struct {
+	f     *Fake
+	at    time.Time
+	c     chan time.Time
+	fired bool
+}
+
+func (t *fakeTimer) C() <-chan time.Time { return t.c }
+
+func (t *fakeTimer) Stop() bool {
+	t.f.mu.Lock()
+	defer t.f.mu.Unlock()
+	for i, o := range t.f.timers {
+		if o == t {
+			t.f.timers = append(t.f.timers[:i], t.f.timers[i+1:]...)
+			t.f.notifyLocked()
+			return true
+		}
+	}
+	return false
+}

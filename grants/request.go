@@ -1,0 +1,78 @@
+package grants
+
+import (
+	"fmt"
+	"time"
+)
+
+// RequestState is where an access request is.
+type RequestState string
+
+// Request states: pending → approved | denied | expired; rejected is final on arrival.
+const (
+	RequestPending  RequestState = "pending"
+	RequestApproved RequestState = "approved"
+	RequestDenied   RequestState = "denied"
+	RequestExpired  RequestState = "expired"
+	RequestRejected RequestState = "rejected"
+)
+
+var requestTransitions = map[RequestState][]RequestState{
+	RequestPending: {RequestPending, RequestApproved, RequestDenied, RequestExpired},
+}
+
+// Source is where a request came from.
+type Source string
+
+// Request sources.
+const (
+	SourceSlack     Source = "slack"
+	SourcePagerDuty Source = "pagerduty"
+	SourceAPI       Source = "api"
+	SourceCLI       Source = "cli"
+)
+
+// Approval is one approver's decision.
+type Approval struct {
+	By       string    `json:"by"` // Slack user id of the approver
+	At       time.Time `json:"at"`
+	Approved bool      `json:"approved"`
+}
+
+// Request is a person asking for access to a resource.
+type Request struct {
+	ID         string
+	Requester  Person
+	Resource   string
+	Duration   time.Duration
+	Reason     string
+	Source     Source
+	State      RequestState
+	Approvals  []Approval
+	IncidentID string
+	// Evidence is the non-secret context of the decision (on-call schedule, incident, …).
+	Evidence map[string]string
+	// ExternalKey deduplicates deliveries (a Slack trigger id, a PagerDuty event id); unique
+	// when set.
+	ExternalKey string
+	// Notify is opaque delivery context for the front end (for example a Slack response_url
+	// or approval message reference); never a secret.
+	Notify string
+
+	CreatedAt time.Time
+	DecidedAt time.Time
+	ExpiresAt time.Time // a pending request expires then
+	Version   int64
+	UpdatedAt time.Time
+}
+
+// Transition moves r to next, or returns an error if the state machine forbids it.
+func (r *Request) Transition(next RequestState) error {
+	for _, s := range requestTransitions[r.State] {
+		if s == next {
+			r.State = next
+			return nil
+		}
+	}
+	return fmt.Errorf("request %s: illegal transition %s → %s: %w", r.ID, r.State, next, ErrIllegalTransition)
+}
