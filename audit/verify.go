@@ -1,0 +1,371 @@
+package audit
+
+import (
+	"cmp"
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Reader is what Verify needs from a store.
+type Reader interface {
+	// ReadEvents returns up to limit events with Seq > after, in ascending seq order as stored.
+	// Seq is the row's sequence number; an event has no other. An empty result means there
+	// are no more events.
+	ReadEvents(ctx context.Context, after int64, limit int) ([]Event, error)
+	// ReadCheckpoints returns every checkpoint in ascending seq (then time) order.
+	ReadCheckpoints(ctx context.Context) ([]Checkpoint, error)
+}
+
+// Damage names the first problem Verify found. The values are stable strings that the
+// command line and the API print.
+type Damage string
+
+// Kinds of damage, from the row level up to the checkpoint level.
+const (
+	// DamageHashMismatch: a row does not hash to what the chain says. Either its content (or
+	// stored hash) was edited in place, or it was rewritten with a recomputed hash so that the
+	// next row's prev_hash no longer links to it.
+	DamageHashMismatch Damage = "hash_mismatch"
+	// DamageGap: sequence numbers jump; FirstBad is the first missing seq (deleted rows).
+	DamageGap Damage = "gap"
+	// DamageReorder: authentic rows in the wrong place: seq not strictly increasing
+	// (duplicated or moved rows), or a row whose content and hashes are genuine for another
+	// seq (contents swapped between rows while the seq column stayed).
+	DamageReorder Damage = "reorder"
+	// DamageBadCheckpointSignature: a checkpoint does not verify with the public key: forged,
+	// altered, or signed by another key. FirstBad is the checkpoint's seq.
+	DamageBadCheckpointSignature Damage = "bad_checkpoint_signature"
+	// DamageCheckpointMismatch: a validly signed checkpoint disagrees with the recomputed
+	// chain at its seq: history before it was rewritten, hashes and all.
+	DamageCheckpointMismatch Damage = "checkpoint_mismatch"
+	// DamageMissingCheckpoint: checkpoints are absent, too old or too far behind (see
+	// VerifyOptions).
+	DamageMissingCheckpoint Damage = "missing_checkpoint"
+	// DamageTruncated: a validly signed checkpoint names a seq beyond the log's last event:
+	// the tail was removed.
+	DamageTruncated Damage = "truncated"
+)
+
+// DefaultPageSize is the number of events Verify reads per ReadEvents call by default.
+const DefaultPageSize = 10000
+
+// movedSearchWindow bounds the search for the original seq of a row whose content was moved
+// to another seq (DamageReorder): seqs within this distance are tried. Farther moves are
+// reported as DamageHashMismatch, which is still detection, only less precisely named.
+const movedSearchWindow = 4096
+
+// VerifyOptions tunes Verify. The zero value checks the chain and every checkpoint present
+// but does not require any checkpoint to exist.
+type VerifyOptions struct {
+	// PageSize is the limit passed to ReadEvents; 0 means DefaultPageSize.
+	PageSize int
+	// RequireCheckpoint reports DamageMissingCheckpoint when there is no checkpoint at all.
+	RequireCheckpoint bool
+	// CheckpointEvery, when > 0, is the configured audit.checkpoint_every; more than twice that
+	// many events after the last checkpoint is DamageMissingCheckpoint.
+	CheckpointEvery int64
+	// MaxCheckpointAge, when > 0, reports DamageMissingCheckpoint when the newest checkpoint
+	// (by time) is older than Now - MaxCheckpointAge, or when there is none.
+	MaxCheckpointAge time.Duration
+	// Now is the current time from the injected clock; required when MaxCheckpointAge > 0.
+	Now time.Time
+}
+
+// Result is the outcome of Verify.
+type Result struct {
+	// OK is true when no damage was found.
+	OK bool
+	// Events is the number of events read and chained before Verify stopped (all of them
+	// when OK). LastSeq and Head are the seq and chain hash of the last of them (0 and
+	// Genesis for an empty log). When OK is false they describe progress, not a guarantee:
+	// see FirstBad.
+	Events  int64
+	LastSeq int64
+	Head    Hash
+	// Checkpoints is the number of checkpoints whose signature and hash were verified.
+	// LastCheckpoint is the last of them (highest seq, then latest time); zero if none.
+	Checkpoints    int
+	LastCheckpoint Checkpoint
+	// FirstBad is the first sequence number that cannot be trusted (0 when OK). Damage is its
+	// kind and Detail a sentence for people: what differs and what it suggests.
+	FirstBad int64
+	Damage   Damage
+	Detail   string
+}
+
+// String is a one-line summary for the command line and logs.
+func (r Result) String() string {
+	var b strings.Builder
+	if r.OK {
+		fmt.Fprintf(&b, "audit log intact: %d events", r.Events)
+		if r.Events > 0 {
+			fmt.Fprintf(&b, " up to seq %d", r.LastSeq)
+		}
+		fmt.Fprintf(&b, ", head %s, %d checkpoints verified", r.Head, r.Checkpoints)
+		if r.Checkpoints > 0 {
+			fmt.Fprintf(&b, " (last at seq %d, %s)", r.LastCheckpoint.Seq, FormatTime(r.LastCheckpoint.Time))
+		}
+		return b.String()
+	}
+	fmt.Fprintf(&b, "audit log DAMAGED: %s at seq %d: %s (%d events and %d checkpoints checked before stopping)",
+		r.Damage, r.FirstBad, r.Detail, r.Events, r.Checkpoints)
+	return b.String()
+}
+
+// Verify reads the whole log through r, recomputes the chain from Genesis, checks every
+// checkpoint with pub, and reports the first damage in seq order. It returns an error only
+// when it could not do its job (invalid pub or opts, a Reader error, a Reader that breaks its
+// contract, or ctx ending); damage is reported in the Result with a nil error.
+//
+// Events are read in pages of opts.PageSize and hashed with one reused buffer, so memory
+// stays flat however long the log is. For each row, in order:
+//
+//  1. Seq must be the previous seq + 1 (1 for the first row). A jump is DamageGap naming the
+//     first missing seq, unless that seq appears later in the same page (DamageReorder); a
+//     seq that does not increase is DamageReorder naming it.
+//  2. If the row's prev_hash equals the recomputed hash of the previous row, its stored hash
+//     must equal SHA-256(prev || Canonical(row)); otherwise DamageHashMismatch at this seq
+//     (a field, or the hash itself, was edited in place).
+//  3. If prev_hash does not link:
+//     - the row is self-consistent (its hash matches its own prev_hash and content): a row
+//     was rewritten with a recomputed hash. That is DamageHashMismatch naming the previous
+//     seq, which is the one the attacker rewrote in the usual case (edit a row, recompute
+//     its hash). If the previous row is already covered by a verified checkpoint, the
+//     current row is named instead, since the previous one is proven genuine.
+//     - the row's content and hashes are genuine for another seq within movedSearchWindow:
+//     DamageReorder at this seq (contents swapped or moved while the seq column stayed;
+//     for a swap the lower seq is reported because it is read first).
+//     - otherwise DamageHashMismatch at this seq.
+//  4. Each checkpoint is checked when the chain reaches its seq (seq 0 before the first row):
+//     a bad signature is DamageBadCheckpointSignature at its seq; a hash different from the
+//     recomputed one is DamageCheckpointMismatch. A consistent rewrite of every hash from
+//     some row on is invisible to steps 1-3, so only a checkpoint catches it, and the
+//     rewritten row could be anywhere after the last checkpoint that did match: FirstBad is
+//     that checkpoint's seq + 1 (the first seq no signature vouches for) and Detail names
+//     the failing checkpoint.
+//  5. After the last row: a validly signed checkpoint beyond it is DamageTruncated with
+//     FirstBad = last seq + 1 (a forged one is DamageBadCheckpointSignature). Then the
+//     checkpoint freshness rules of opts apply (DamageMissingCheckpoint, FirstBad = first
+//     seq after the last verified checkpoint).
+//
+// Verify stops at the first damage. What no verifier can see: events appended after the
+// last checkpoint and then removed or rewritten, by someone who can write the database,
+// remain undetectable until the next checkpoint disagrees; that is why checkpoints are made
+// every audit.checkpoint_every events and during quiet periods, and why opts can require
+// them to be recent.
+func Verify(ctx context.Context, r Reader, pub ed25519.PublicKey, opts VerifyOptions) (Result, error) {
+	res := Result{Head: Genesis}
+	if len(pub) != ed25519.PublicKeySize {
+		return res, fmt.Errorf("verify audit log: public key has %d bytes, want %d: pass the checkpoint key file", len(pub), ed25519.PublicKeySize)
+	}
+	switch {
+	case opts.PageSize < 0:
+		return res, fmt.Errorf("verify audit log: page size %d is negative", opts.PageSize)
+	case opts.CheckpointEvery < 0:
+		return res, fmt.Errorf("verify audit log: checkpoint_every %d is negative", opts.CheckpointEvery)
+	case opts.MaxCheckpointAge < 0:
+		return res, fmt.Errorf("verify audit log: max checkpoint age %s is negative", opts.MaxCheckpointAge)
+	case opts.MaxCheckpointAge > 0 && opts.Now.IsZero():
+		return res, errors.New("verify audit log: max checkpoint age is set but Now is zero: pass the current time from the clock")
+	}
+	if opts.PageSize == 0 {
+		opts.PageSize = DefaultPageSize
+	}
+	cps, err := r.ReadCheckpoints(ctx)
+	if err != nil {
+		return res, fmt.Errorf("verify audit log: read checkpoints: %w", err)
+	}
+	cps = slices.Clone(cps)
+	slices.SortStableFunc(cps, func(a, b Checkpoint) int {
+		return cmp.Or(cmp.Compare(a.Seq, b.Seq), a.Time.Compare(b.Time))
+	})
+	v := verifier{pub: pub, opts: opts, cps: cps, res: res}
+	v.h.w.b = make([]byte, 0, 1024)
+	if v.checkpointsUpTo(0) {
+		return v.res, nil
+	}
+	after := int64(0)
+	for {
+		if err := ctx.Err(); err != nil {
+			return v.res, fmt.Errorf("verify audit log after seq %d: %w", after, err)
+		}
+		page, err := r.ReadEvents(ctx, after, opts.PageSize)
+		if err != nil {
+			return v.res, fmt.Errorf("verify audit log: read events after seq %d: %w", after, err)
+		}
+		if len(page) == 0 {
+			break
+		}
+		for i := range page {
+			if page[i].Seq <= after {
+				return v.res, fmt.Errorf("verify audit log: reader returned seq %d when asked for seq > %d: the Reader breaks its contract", page[i].Seq, after)
+			}
+			if v.row(&page[i], page[i+1:]) {
+				return v.res, nil
+			}
+		}
+		after = v.res.LastSeq
+	}
+	v.finish()
+	return v.res, nil
+}
+
+// verifier is the state of one Verify run.
+type verifier struct {
+	pub    ed25519.PublicKey
+	opts   VerifyOptions
+	cps    []Checkpoint // sorted by seq, then time
+	next   int          // index of the first checkpoint not yet checked
+	goodCp int64        // seq of the last checkpoint that matched; 0 (Genesis) at first
+	newest time.Time    // latest time among verified checkpoints
+	h      hasher
+	res    Result
+}
+
+// damage records the first damage and reports true, so callers can `return v.damage(...)`.
+func (v *verifier) damage(kind Damage, firstBad int64, format string, args ...any) bool {
+	v.res.OK = false
+	v.res.Damage = kind
+	v.res.FirstBad = firstBad
+	v.res.Detail = fmt.Sprintf(format, args...)
+	return true
+}
+
+// row checks e, the next row read; rest is what follows it in the same page (for telling a
+// gap from a reorder). It reports whether damage was found.
+func (v *verifier) row(e *Event, rest []Event) bool {
+	last := v.res.LastSeq
+	want := last + 1
+	switch {
+	case e.Seq < want:
+		return v.damage(DamageReorder, e.Seq, "seq %d is stored after seq %d: rows are duplicated or out of order", e.Seq, last)
+	case e.Seq > want:
+		for i := range rest {
+			if rest[i].Seq == want {
+				return v.damage(DamageReorder, want, "seq %d is stored after seq %d: rows are out of order", want, e.Seq)
+			}
+		}
+		if e.Seq == want+1 {
+			return v.damage(DamageGap, want, "seq %d is missing (seq %d follows seq %d): a row was deleted", want, e.Seq, last)
+		}
+		return v.damage(DamageGap, want, "seqs %d..%d are missing (seq %d follows seq %d): %d rows were deleted", want, e.Seq-1, e.Seq, last, e.Seq-want)
+	}
+
+	head := v.res.Head
+	h, err := v.h.hash(head, e)
+	if err != nil {
+		return v.damage(DamageHashMismatch, e.Seq, "seq %d cannot be hashed (%v): a field was edited to a value no event can hold", e.Seq, err)
+	}
+	if e.PrevHash == head {
+		if h != e.Hash {
+			return v.damage(DamageHashMismatch, e.Seq, "seq %d has stored hash %s but its content hashes to %s: a field (or the hash) was edited", e.Seq, e.Hash, h)
+		}
+	} else {
+		self, _ := v.h.hash(e.PrevHash, e) // same content: cannot fail now
+		switch {
+		case self == e.Hash && last == 0:
+			return v.damage(DamageHashMismatch, e.Seq, "seq %d links to prev_hash %s, not to the genesis hash (all zeros): its prev_hash was changed and its hash recomputed", e.Seq, e.PrevHash)
+		case self == e.Hash && v.goodCp == last:
+			// The previous hash is vouched for by a verified checkpoint, so this row's
+			// prev_hash was changed and its hash recomputed.
+			return v.damage(DamageHashMismatch, e.Seq, "seq %d links to prev_hash %s, not to %s which is verified at seq %d: its prev_hash was changed and its hash recomputed", e.Seq, e.PrevHash, head, last)
+		case self == e.Hash:
+			return v.damage(DamageHashMismatch, last, "seq %d links to prev_hash %s but seq %d's stored hash is %s: seq %d was rewritten with a recomputed hash (or seq %d's prev_hash was)", e.Seq, e.PrevHash, last, head, last, e.Seq)
+		}
+		if from, ok := v.movedFrom(e); ok {
+			return v.damage(DamageReorder, e.Seq, "seq %d holds the event that was chained at seq %d: rows were swapped, moved, or renumbered after a deletion", e.Seq, from)
+		}
+		return v.damage(DamageHashMismatch, e.Seq, "seq %d matches neither the chain (prev_hash %s, want %s) nor its own stored hash: the row was edited", e.Seq, e.PrevHash, head)
+	}
+	v.res.Events++
+	v.res.LastSeq = e.Seq
+	v.res.Head = h
+	return v.checkpointsUpTo(e.Seq)
+}
+
+// movedFrom looks for the seq at which e's content, prev_hash and hash form a genuine link,
+// nearest first. It is only called on a damaged row, so its cost does not matter.
+func (v *verifier) movedFrom(e *Event) (int64, bool) {
+	c := *e
+	try := func(s int64) bool {
+		c.Seq = s
+		h, err := v.h.hash(c.PrevHash, &c)
+		return err == nil && h == c.Hash
+	}
+	for d := int64(1); d <= movedSearchWindow; d++ {
+		if lo := e.Seq - d; lo >= 1 && try(lo) {
+			return lo, true
+		}
+		if hi := e.Seq + d; hi > e.Seq && try(hi) { // hi > e.Seq guards overflow
+			return hi, true
+		}
+	}
+	return 0, false
+}
+
+// checkpointsUpTo checks every pending checkpoint with Seq <= seq against the chain head,
+// which is the hash at seq. It reports whether damage was found.
+func (v *verifier) checkpointsUpTo(seq int64) bool {
+	for v.next < len(v.cps) && v.cps[v.next].Seq <= seq {
+		c := v.cps[v.next]
+		v.next++
+		if p := c.problem(v.pub); p != "" {
+			return v.damage(DamageBadCheckpointSignature, max(c.Seq, 0), "checkpoint at seq %d (%s) does not verify: %s", c.Seq, FormatTime(c.Time), p)
+		}
+		if c.Seq != seq || c.Hash != v.res.Head {
+			return v.damage(DamageCheckpointMismatch, min(v.goodCp+1, c.Seq),
+				"signed checkpoint at seq %d (%s) has hash %s but the log hashes to %s there: history after seq %d, up to seq %d, was rewritten",
+				c.Seq, FormatTime(c.Time), c.Hash, v.res.Head, v.goodCp, c.Seq)
+		}
+		v.goodCp = c.Seq
+		v.res.Checkpoints++
+		v.res.LastCheckpoint = c
+		if c.Time.After(v.newest) {
+			v.newest = c.Time
+		}
+	}
+	return false
+}
+
+// finish runs the end-of-log checks: checkpoints beyond the last event, then freshness.
+func (v *verifier) finish() {
+	last := v.res.LastSeq
+	var forged *Checkpoint
+	for i := v.next; i < len(v.cps); i++ {
+		c := &v.cps[i]
+		if p := c.problem(v.pub); p != "" {
+			if forged == nil {
+				forged = c
+			}
+			continue
+		}
+		v.damage(DamageTruncated, last+1, "signed checkpoint at seq %d (%s) is beyond the last event, seq %d: seqs %d..%d were removed", c.Seq, FormatTime(c.Time), last, last+1, c.Seq)
+		return
+	}
+	if forged != nil {
+		v.damage(DamageBadCheckpointSignature, forged.Seq, "checkpoint at seq %d (%s), beyond the last event (seq %d), does not verify: %s", forged.Seq, FormatTime(forged.Time), last, forged.problem(v.pub))
+		return
+	}
+
+	uncovered := last - v.goodCp
+	switch o := v.opts; {
+	case o.RequireCheckpoint && v.res.Checkpoints == 0:
+		v.damage(DamageMissingCheckpoint, v.goodCp+1, "there is no signed checkpoint: the log cannot be checked against rewriting or truncation")
+		return
+	case o.CheckpointEvery > 0 && uncovered > 2*o.CheckpointEvery:
+		v.damage(DamageMissingCheckpoint, v.goodCp+1, "%d events after the last checkpoint (seq %d), more than twice checkpoint_every (%d): checkpoints stopped or were deleted", uncovered, v.goodCp, o.CheckpointEvery)
+		return
+	case o.MaxCheckpointAge > 0 && v.res.Checkpoints == 0:
+		v.damage(DamageMissingCheckpoint, v.goodCp+1, "there is no signed checkpoint, and one no older than %s is required", o.MaxCheckpointAge)
+		return
+	case o.MaxCheckpointAge > 0 && v.newest.Before(o.Now.Add(-o.MaxCheckpointAge)):
+		v.damage(DamageMissingCheckpoint, v.goodCp+1, "the newest checkpoint was made at %s, more than %s before %s: checkpoints stopped or were deleted", FormatTime(v.newest), o.MaxCheckpointAge, FormatTime(o.Now))
+		return
+	}
+	v.res.OK = true
+}

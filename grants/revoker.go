@@ -1,0 +1,389 @@
+package grants
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/accessbroker/accessbroker/audit"
+)
+
+// Observer hears about revocation outcomes after they are recorded, to tell the owner and the
+// audit channel. Implementations must not block for long.
+type Observer interface {
+	GrantRevoked(ctx context.Context, g Grant)
+	RevokeFailed(ctx context.Context, g Grant, err error)
+}
+
+// RevokerMetrics receives revocation measurements. Optional.
+type RevokerMetrics interface {
+	// Revoked is called once per completed revocation with the lag past its due time.
+	Revoked(provider string, lag time.Duration)
+	// RevokeFailed is called once per failed attempt.
+	RevokeFailed(provider string, needsOperator bool)
+}
+
+// RevokerOptions tunes a Revoker. Zero values take the documented defaults.
+type RevokerOptions struct {
+	Instance               string        // claim owner name (default random)
+	ConcurrencyPerProvider int           // provider calls in flight per provider kind (default 32)
+	Batch                  int           // grants claimed per store round trip (default 256)
+	BackoffBase            time.Duration // first retry delay (default 5s)
+	BackoffMax             time.Duration // retry delay cap (default 5m)
+	ClaimLease             time.Duration // how long a claim holds (default 2m)
+	AttemptTimeout         time.Duration // one provider Revoke call (default 30s)
+	IdleWait               time.Duration // longest sleep without a known deadline (default 1m)
+	ShutdownGrace          time.Duration // in-flight revocations may finish this long after stop (default 10s)
+	Observer               Observer
+	Metrics                RevokerMetrics
+	// Jitter returns a number in [0,1) for backoff jitter (default math/rand).
+	Jitter func() float64
+}
+
+// Revoker ends grants on a durable timer: it sleeps until the next deadline (or until woken),
+// claims due grants, revokes them with bounded concurrency per provider, and records every
+// outcome. A failed revocation is retried with capped, jittered exponential backoff, forever.
+type Revoker struct {
+	store     Store
+	providers map[string]Provider
+	clock     Clock
+	log       *slog.Logger
+	opts      RevokerOptions
+	wake      chan struct{}
+	semMu     sync.Mutex
+	sems      map[string]chan struct{}
+}
+
+// NewRevoker returns a revoker; call Run to start it.
+func NewRevoker(store Store, providers map[string]Provider, clock Clock, logger *slog.Logger, opts RevokerOptions) *Revoker {
+	if opts.Instance == "" {
+		opts.Instance = NewID("i")
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	if opts.ConcurrencyPerProvider <= 0 {
+		opts.ConcurrencyPerProvider = 32
+	}
+	if opts.Batch <= 0 {
+		opts.Batch = 256
+	}
+	def(&opts.BackoffBase, 5*time.Second)
+	def(&opts.BackoffMax, 5*time.Minute)
+	def(&opts.ClaimLease, 2*time.Minute)
+	def(&opts.AttemptTimeout, 30*time.Second)
+	def(&opts.IdleWait, time.Minute)
+	def(&opts.ShutdownGrace, 10*time.Second)
+	if opts.Jitter == nil {
+		opts.Jitter = rand.Float64
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Revoker{store: store, providers: providers, clock: clock, log: logger, opts: opts,
+		wake: make(chan struct{}, 1), sems: map[string]chan struct{}{}}
+}
+
+// Wake makes a sleeping revoker look at the store again now. It never blocks.
+func (r *Revoker) Wake() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run revokes due grants until ctx ends. Revocations in flight when ctx ends get
+// ShutdownGrace to finish and be recorded; any that do not stay claimed until their lease
+// lapses and are picked up again after restart. Run returns nil on shutdown.
+func (r *Revoker) Run(ctx context.Context) error {
+	for {
+		if err := r.Sweep(ctx); err != nil && ctx.Err() == nil {
+			r.log.ErrorContext(ctx, "revocation sweep failed; retrying", "error", err)
+			if !r.sleep(ctx, r.opts.BackoffBase) {
+				return nil
+			}
+			continue
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		wait := r.opts.IdleWait
+		next, ok, err := r.store.NextDue(ctx)
+		if err != nil {
+			r.log.ErrorContext(ctx, "read next revocation deadline", "error", err)
+			wait = r.opts.BackoffBase
+		} else if ok {
+			if d := next.Sub(r.clock.Now()); d < wait {
+				wait = max(d, 0)
+			}
+		}
+		if !r.sleep(ctx, wait) {
+			return nil
+		}
+	}
+}
+
+// sleep waits for d, a wake-up or the end of ctx; it reports false when ctx ended.
+func (r *Revoker) sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := r.clock.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C():
+	case <-r.wake:
+	}
+	return true
+}
+
+type outcome struct {
+	g     *Grant
+	ev    *audit.Event
+	err   error // the provider error, for the observer
+	lag   time.Duration
+	final bool
+}
+
+// Sweep revokes every grant due now and returns when none is left (or ctx ends). It is safe to
+// run in several processes at once: claims keep them apart.
+func (r *Revoker) Sweep(ctx context.Context) error {
+	jobCtx, cancelJobs := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelJobs()
+	stop := context.AfterFunc(ctx, func() {
+		t := r.clock.NewTimer(r.opts.ShutdownGrace)
+		go func() {
+			defer t.Stop()
+			select {
+			case <-t.C():
+				cancelJobs()
+			case <-jobCtx.Done():
+			}
+		}()
+	})
+	defer stop()
+
+	results := make(chan outcome, r.opts.Batch)
+	var collectErr error
+	collected := make(chan struct{})
+	go func() {
+		defer close(collected)
+		collectErr = r.collect(jobCtx, results)
+	}()
+
+	var wg sync.WaitGroup
+	inflight := make(chan struct{}, 2*r.opts.Batch)
+	var err error
+	for ctx.Err() == nil {
+		room := cap(inflight) - len(inflight)
+		if room == 0 {
+			// Wait for one to finish before claiming more.
+			inflight <- struct{}{}
+			<-inflight
+			continue
+		}
+		batch, cerr := r.store.ClaimDue(ctx, r.opts.Instance, r.clock.Now(), min(room, r.opts.Batch), r.opts.ClaimLease)
+		if cerr != nil {
+			if ctx.Err() == nil {
+				err = fmt.Errorf("claim due grants: %w", cerr)
+			}
+			break
+		}
+		if len(batch) == 0 {
+			break
+		}
+		for i := range batch {
+			g := batch[i]
+			inflight <- struct{}{}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() { <-inflight }()
+				results <- r.revokeOne(jobCtx, &g)
+			}()
+		}
+	}
+	wg.Wait()
+	close(results)
+	<-collected
+	return errors.Join(err, collectErr)
+}
+
+// collect records outcomes in groups: one transaction for as many as have arrived, so a
+// burst of revocations costs a few commits, not one each. Every grant's state change commits
+// with its own audit event.
+func (r *Revoker) collect(ctx context.Context, results <-chan outcome) error {
+	var firstErr error
+	for o := range results {
+		group := []outcome{o}
+	drain:
+		for len(group) < r.opts.Batch {
+			select {
+			case more, ok := <-results:
+				if !ok {
+					break drain
+				}
+				group = append(group, more)
+			default:
+				break drain
+			}
+		}
+		if err := r.record(ctx, group); err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
+	return firstErr
+}
+
+func (r *Revoker) record(ctx context.Context, group []outcome) error {
+	c := &Change{}
+	for _, o := range group {
+		c.Grants = append(c.Grants, GrantWrite{Grant: o.g})
+		c.Events = append(c.Events, o.ev)
+	}
+	err := r.store.Apply(ctx, c)
+	if errors.Is(err, ErrConflict) && len(group) > 1 {
+		// One row changed under us; record the others one by one.
+		var firstErr error
+		for _, o := range group {
+			if err := r.record(ctx, []outcome{o}); err != nil && firstErr == nil {
+				firstErr = err
+			}
+		}
+		return firstErr
+	}
+	if err != nil {
+		// Not recorded: the claims lapse and the grants are revoked (idempotently) again.
+		r.log.ErrorContext(ctx, "record revocation outcomes", "count", len(group), "error", err)
+		return fmt.Errorf("record %d revocation outcomes: %w", len(group), err)
+	}
+	for _, o := range group {
+		if o.final {
+			if r.opts.Metrics != nil {
+				r.opts.Metrics.Revoked(o.g.Provider, o.lag)
+			}
+			if r.opts.Observer != nil {
+				r.opts.Observer.GrantRevoked(ctx, *o.g)
+			}
+		} else {
+			if r.opts.Metrics != nil {
+				r.opts.Metrics.RevokeFailed(o.g.Provider, errors.Is(o.err, ErrNeedsOperator))
+			}
+			if r.opts.Observer != nil {
+				r.opts.Observer.RevokeFailed(ctx, *o.g, o.err)
+			}
+		}
+	}
+	return nil
+}
+
+// revokeOne runs one revocation attempt for a claimed grant and returns its outcome, not yet
+// recorded.
+func (r *Revoker) revokeOne(ctx context.Context, g *Grant) outcome {
+	due := g.DueAt
+	cause := g.RevokeCause
+	switch g.State {
+	case StateActive:
+		cause = CauseExpired
+	case StateIssuing:
+		cause = CauseIssueInterrupted
+	}
+	if cause == "" {
+		cause = CauseExpired
+	}
+	g.RevokeCause = cause
+
+	note, err := r.attempt(ctx, g)
+	now := r.clock.Now().Truncate(time.Millisecond)
+	g.ClaimedBy, g.ClaimedTo = "", time.Time{}
+	if err == nil || errors.Is(err, ErrGone) {
+		_ = g.Transition(StateRevoked)
+		g.RevokedAt, g.LastError = now, ""
+		ev := NewGrantEvent(now, systemActor, audit.ActionGrantRevoked, g, note, map[string]string{
+			"cause": string(cause), "attempts": fmt.Sprint(g.Attempts + 1),
+		})
+		return outcome{g: g, ev: ev, lag: now.Sub(due), final: true}
+	}
+	g.Attempts++
+	_ = g.Transition(StateRevokeFailed)
+	delay := r.backoff(g.Attempts)
+	g.DueAt = now.Add(delay)
+	g.LastError = scrub(err.Error(), nil)
+	class := "retryable"
+	if errors.Is(err, ErrNeedsOperator) {
+		class = "needs_operator"
+	}
+	r.log.WarnContext(ctx, "revocation failed; will retry", "grant_id", g.ID, "provider", g.Provider,
+		"attempt", g.Attempts, "class", class, "retry_at", Timestamp(g.DueAt), "error", g.LastError)
+	ev := NewGrantEvent(now, systemActor, audit.ActionGrantRevokeFailed, g, g.LastError, map[string]string{
+		"cause": string(cause), "attempt": fmt.Sprint(g.Attempts), "class": class, "retry_at": Timestamp(g.DueAt),
+	})
+	return outcome{g: g, ev: ev, err: err}
+}
+
+// attempt calls the provider unless the access must stay (it predates the grant, or another
+// live grant still gives it). It returns a note for the audit record.
+func (r *Revoker) attempt(ctx context.Context, g *Grant) (string, error) {
+	if g.Handle.Preexisting {
+		return "the person had this access before the grant; left in place", nil
+	}
+	if g.Handle.Key != "" {
+		others, err := r.store.ListGrants(ctx, GrantFilter{HandleKey: g.Handle.Key, States: []State{StateIssuing, StateActive}})
+		if err != nil {
+			return "", fmt.Errorf("check overlapping grants: %w", err)
+		}
+		now := r.clock.Now()
+		for _, o := range others {
+			if o.ID != g.ID && (o.State == StateIssuing || o.ExpiresAt.After(now)) {
+				return fmt.Sprintf("access still granted by %s; left in place", o.ID), nil
+			}
+		}
+	}
+	p, ok := r.providers[g.Provider]
+	if !ok {
+		return "", fmt.Errorf("provider %q is not configured: %w", g.Provider, ErrNeedsOperator)
+	}
+	sem := r.sem(g.Provider)
+	select {
+	case sem <- struct{}{}:
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+	defer func() { <-sem }()
+	actx, cancel := context.WithTimeout(ctx, r.opts.AttemptTimeout)
+	defer cancel()
+	if err := p.Revoke(actx, RevokeRequest{GrantID: g.ID, Resource: g.Resource, Person: g.Person, Handle: g.Handle}); err != nil {
+		return "", fmt.Errorf("revoke grant %s: %w", g.ID, err)
+	}
+	return "", nil
+}
+
+func (r *Revoker) sem(kind string) chan struct{} {
+	r.semMu.Lock()
+	defer r.semMu.Unlock()
+	s, ok := r.sems[kind]
+	if !ok {
+		s = make(chan struct{}, r.opts.ConcurrencyPerProvider)
+		r.sems[kind] = s
+	}
+	return s
+}
+
+// backoff returns the delay before retry number attempt (1-based): exponential from
+// BackoffBase, capped at BackoffMax, with jitter in [d/2, d).
+func (r *Revoker) backoff(attempt int) time.Duration {
+	d := r.opts.BackoffBase
+	for i := 1; i < attempt && d < r.opts.BackoffMax; i++ {
+		d *= 2
+	}
+	d = min(d, r.opts.BackoffMax)
+	return d/2 + time.Duration(r.opts.Jitter()*float64(d/2))
+}

@@ -1,0 +1,200 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/accessbroker/accessbroker/audit"
+	"github.com/accessbroker/accessbroker/grants"
+)
+
+// Apply implements grants.Store: rows and audit events in one transaction.
+func (s *Store) Apply(ctx context.Context, c *grants.Change) error {
+	if len(c.Events) == 0 {
+		return errors.New("apply change: no audit event; every change must explain itself")
+	}
+	now := s.clock.Now().Truncate(time.Millisecond)
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer tx.Rollback()
+
+	for _, rw := range c.Requests {
+		if err := writeRequest(ctx, tx, rw, now); err != nil {
+			return err
+		}
+	}
+	for _, gw := range c.Grants {
+		if err := writeGrant(ctx, tx, gw, now); err != nil {
+			return err
+		}
+	}
+	if err := appendEvents(ctx, tx, c.Events); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	for _, rw := range c.Requests {
+		rw.Request.Version++
+		rw.Request.UpdatedAt = now
+	}
+	for _, gw := range c.Grants {
+		gw.Grant.Version++
+		gw.Grant.UpdatedAt = now
+	}
+	return nil
+}
+
+func appendEvents(ctx context.Context, tx *sql.Tx, events []*audit.Event) error {
+	var seq int64
+	prev := audit.Genesis
+	var prevHex string
+	err := tx.QueryRowContext(ctx, `SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1`).Scan(&seq, &prevHex)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+	case err != nil:
+		return fmt.Errorf("read audit head: %w", err)
+	default:
+		if prev, err = audit.ParseHash(prevHex); err != nil {
+			return fmt.Errorf("audit head seq %d: %w", seq, err)
+		}
+	}
+	stmt, err := tx.PrepareContext(ctx, `INSERT INTO audit_events
+		(seq, id, time_ms, actor_kind, actor_id, actor_email, action, request_id, grant_id, resource, reason, evidence, prev_hash, hash)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+	if err != nil {
+		return fmt.Errorf("prepare audit insert: %w", err)
+	}
+	defer stmt.Close()
+	for _, e := range events {
+		if e.ID == "" || e.Time.IsZero() || e.Action == "" || e.Actor.Kind == "" {
+			return fmt.Errorf("audit event %q (%s): id, time, action and actor are required", e.ID, e.Action)
+		}
+		e.Time = e.Time.UTC().Truncate(time.Millisecond)
+		seq++
+		e.Seq = seq
+		if err := audit.Seal(prev, e); err != nil {
+			return fmt.Errorf("seal audit event %d: %w", seq, err)
+		}
+		var ev string
+		if len(e.Evidence) > 0 {
+			b, err := json.Marshal(e.Evidence)
+			if err != nil {
+				return err
+			}
+			ev = string(b)
+		}
+		if _, err := stmt.ExecContext(ctx, e.Seq, e.ID, ms(e.Time), string(e.Actor.Kind), e.Actor.ID, e.Actor.Email,
+			string(e.Action), e.RequestID, e.GrantID, e.Resource, e.Reason, ev, e.PrevHash.String(), e.Hash.String()); err != nil {
+			if isUnique(err) {
+				return fmt.Errorf("append audit event %s: %w", e.ID, grants.ErrConflict)
+			}
+			return fmt.Errorf("append audit event %d: %w", seq, err)
+		}
+		prev = e.Hash
+	}
+	return nil
+}
+
+func writeRequest(ctx context.Context, tx *sql.Tx, rw grants.RequestWrite, now time.Time) error {
+	r := rw.Request
+	requester, _ := json.Marshal(r.Requester)
+	approvals, _ := json.Marshal(nonNil(r.Approvals))
+	evidence, _ := json.Marshal(nonNilMap(r.Evidence))
+	var ext any
+	if r.ExternalKey != "" {
+		ext = r.ExternalKey
+	}
+	if rw.Create {
+		if r.ID == "" {
+			return errors.New("create request: empty id")
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO requests (id, requester, slack_user, resource, duration_ms, reason, source, state,
+			approvals, incident_id, evidence, external_key, notify, created_at, decided_at, expires_at, version, updated_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			r.ID, string(requester), r.Requester.SlackUserID, r.Resource, r.Duration.Milliseconds(), r.Reason, string(r.Source), string(r.State),
+			string(approvals), r.IncidentID, string(evidence), ext, r.Notify, ms(r.CreatedAt), ms(r.DecidedAt), ms(r.ExpiresAt), r.Version+1, ms(now))
+		if isUnique(err) {
+			return fmt.Errorf("create request %s: already exists: %w", r.ID, grants.ErrConflict)
+		}
+		if err != nil {
+			return fmt.Errorf("create request %s: %w", r.ID, err)
+		}
+		return nil
+	}
+	res, err := tx.ExecContext(ctx, `UPDATE requests SET requester = ?, slack_user = ?, resource = ?, duration_ms = ?, reason = ?,
+		source = ?, state = ?, approvals = ?, incident_id = ?, evidence = ?, external_key = ?, notify = ?, created_at = ?,
+		decided_at = ?, expires_at = ?, version = version + 1, updated_at = ?
+		WHERE id = ? AND version = ?`,
+		string(requester), r.Requester.SlackUserID, r.Resource, r.Duration.Milliseconds(), r.Reason, string(r.Source), string(r.State),
+		string(approvals), r.IncidentID, string(evidence), ext, r.Notify, ms(r.CreatedAt), ms(r.DecidedAt), ms(r.ExpiresAt), ms(now),
+		r.ID, r.Version)
+	if err != nil {
+		if isUnique(err) {
+			return fmt.Errorf("update request %s: %w", r.ID, grants.ErrConflict)
+		}
+		return fmt.Errorf("update request %s: %w", r.ID, err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		return fmt.Errorf("update request %s at version %d: %w", r.ID, r.Version, grants.ErrConflict)
+	}
+	return nil
+}
+
+func writeGrant(ctx context.Context, tx *sql.Tx, gw grants.GrantWrite, now time.Time) error {
+	g := gw.Grant
+	person, _ := json.Marshal(g.Person)
+	handle, _ := json.Marshal(g.Handle)
+	args := []any{g.RequestID, g.Resource, g.Provider, string(person), g.Person.SlackUserID, string(g.State), g.Reason, g.IncidentID,
+		ms(g.CreatedAt), ms(g.IssuedAt), ms(g.ExpiresAt), ms(g.RevokedAt), string(g.RevokeCause), string(handle), g.Handle.Key,
+		g.Attempts, ms(g.DueAt), g.LastError, g.ClaimedBy, ms(g.ClaimedTo)}
+	if gw.Create {
+		if g.ID == "" {
+			return errors.New("create grant: empty id")
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO grants (request_id, resource, provider, person, slack_user, state, reason, incident_id,
+			created_at, issued_at, expires_at, revoked_at, revoke_cause, handle, handle_key, attempts, due_at, last_error,
+			claimed_by, claimed_to, id, version, updated_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			append(args, g.ID, g.Version+1, ms(now))...)
+		if isUnique(err) {
+			return fmt.Errorf("create grant %s: already exists: %w", g.ID, grants.ErrConflict)
+		}
+		if err != nil {
+			return fmt.Errorf("create grant %s: %w", g.ID, err)
+		}
+		return nil
+	}
+	res, err := tx.ExecContext(ctx, `UPDATE grants SET request_id = ?, resource = ?, provider = ?, person = ?, slack_user = ?, state = ?,
+		reason = ?, incident_id = ?, created_at = ?, issued_at = ?, expires_at = ?, revoked_at = ?, revoke_cause = ?, handle = ?,
+		handle_key = ?, attempts = ?, due_at = ?, last_error = ?, claimed_by = ?, claimed_to = ?,
+		version = version + 1, updated_at = ?
+		WHERE id = ? AND version = ?`, append(args, ms(now), g.ID, g.Version)...)
+	if err != nil {
+		return fmt.Errorf("update grant %s: %w", g.ID, err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		return fmt.Errorf("update grant %s at version %d: %w", g.ID, g.Version, grants.ErrConflict)
+	}
+	return nil
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+func nonNilMap(m map[string]string) map[string]string {
+	if m == nil {
+		return map[string]string{}
+	}
+	return m
+}

@@ -1,0 +1,187 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/accessbroker/accessbroker/audit"
+)
+
+const eventCols = `seq, id, time_ms, actor_kind, actor_id, actor_email, action, request_id, grant_id, resource, reason, evidence, prev_hash, hash`
+
+func scanEvent(sc scanner) (audit.Event, error) {
+	var e audit.Event
+	var t int64
+	var kind, action, evidence, prev, hash string
+	if err := sc.Scan(&e.Seq, &e.ID, &t, &kind, &e.Actor.ID, &e.Actor.Email, &action, &e.RequestID, &e.GrantID,
+		&e.Resource, &e.Reason, &evidence, &prev, &hash); err != nil {
+		return e, err
+	}
+	e.Time, e.Actor.Kind, e.Action = fromMS(t), audit.ActorKind(kind), audit.Action(action)
+	if evidence != "" {
+		if err := json.Unmarshal([]byte(evidence), &e.Evidence); err != nil {
+			return e, fmt.Errorf("audit event %d evidence: %w", e.Seq, err)
+		}
+	}
+	var err error
+	if e.PrevHash, err = audit.ParseHash(prev); err != nil {
+		return e, fmt.Errorf("audit event %d prev_hash: %w", e.Seq, err)
+	}
+	if e.Hash, err = audit.ParseHash(hash); err != nil {
+		return e, fmt.Errorf("audit event %d hash: %w", e.Seq, err)
+	}
+	return e, nil
+}
+
+// ReadEvents implements audit.Reader: up to limit events after seq, in stored seq order.
+func (s *Store) ReadEvents(ctx context.Context, after int64, limit int) ([]audit.Event, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT `+eventCols+` FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?`, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("read audit events: %w", err)
+	}
+	defer rows.Close()
+	out := make([]audit.Event, 0, min(limit, 10000))
+	for rows.Next() {
+		e, err := scanEvent(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// ReadCheckpoints implements audit.Reader.
+func (s *Store) ReadCheckpoints(ctx context.Context) ([]audit.Checkpoint, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT seq, hash, time_ms, key_id, signature FROM audit_checkpoints ORDER BY seq, time_ms`)
+	if err != nil {
+		return nil, fmt.Errorf("read checkpoints: %w", err)
+	}
+	defer rows.Close()
+	var out []audit.Checkpoint
+	for rows.Next() {
+		var c audit.Checkpoint
+		var h string
+		var t int64
+		if err := rows.Scan(&c.Seq, &h, &t, &c.KeyID, &c.Signature); err != nil {
+			return nil, err
+		}
+		if c.Hash, err = audit.ParseHash(h); err != nil {
+			return nil, fmt.Errorf("checkpoint %d: %w", c.Seq, err)
+		}
+		c.Time = fromMS(t)
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// Head returns the last event's seq, hash and time (0, Genesis, zero when the log is empty).
+func (s *Store) Head(ctx context.Context) (int64, audit.Hash, time.Time, error) {
+	var seq, t int64
+	var h string
+	err := s.r.QueryRowContext(ctx, `SELECT seq, hash, time_ms FROM audit_events ORDER BY seq DESC LIMIT 1`).Scan(&seq, &h, &t)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, audit.Genesis, time.Time{}, nil
+	}
+	if err != nil {
+		return 0, audit.Hash{}, time.Time{}, fmt.Errorf("read audit head: %w", err)
+	}
+	hash, err := audit.ParseHash(h)
+	return seq, hash, fromMS(t), err
+}
+
+// AppendCheckpoint stores a signed checkpoint.
+func (s *Store) AppendCheckpoint(ctx context.Context, c audit.Checkpoint) error {
+	_, err := s.w.ExecContext(ctx, `INSERT INTO audit_checkpoints(seq, hash, time_ms, key_id, signature) VALUES (?, ?, ?, ?, ?)`,
+		c.Seq, c.Hash.String(), ms(c.Time), c.KeyID, c.Signature)
+	if err != nil {
+		return fmt.Errorf("append checkpoint at seq %d: %w", c.Seq, err)
+	}
+	return nil
+}
+
+// LastCheckpoint returns the newest checkpoint, ok=false when there is none.
+func (s *Store) LastCheckpoint(ctx context.Context) (audit.Checkpoint, bool, error) {
+	var c audit.Checkpoint
+	var h string
+	var t int64
+	err := s.r.QueryRowContext(ctx, `SELECT seq, hash, time_ms, key_id, signature FROM audit_checkpoints ORDER BY time_ms DESC, seq DESC LIMIT 1`).
+		Scan(&c.Seq, &h, &t, &c.KeyID, &c.Signature)
+	if errors.Is(err, sql.ErrNoRows) {
+		return c, false, nil
+	}
+	if err != nil {
+		return c, false, fmt.Errorf("read last checkpoint: %w", err)
+	}
+	c.Time = fromMS(t)
+	c.Hash, err = audit.ParseHash(h)
+	return c, err == nil, err
+}
+
+// Search returns events matching q in seq order (descending when q.Descending), using the
+// audit table's indexes. Pagination: pass the last seq seen as q.AfterSeq (for descending
+// order, events with a lower seq follow).
+func (s *Store) Search(ctx context.Context, q audit.Query) ([]audit.Event, error) {
+	if err := q.Validate(); err != nil {
+		return nil, err
+	}
+	var where []string
+	var args []any
+	if q.Actor != "" {
+		where = append(where, "(actor_id = ? OR actor_email = ?)")
+		args = append(args, q.Actor, q.Actor)
+	}
+	for col, v := range map[string]string{"resource": q.Resource, "action": string(q.Action), "grant_id": q.GrantID, "request_id": q.RequestID} {
+		if v != "" {
+			where = append(where, col+" = ?")
+			args = append(args, v)
+		}
+	}
+	if !q.Since.IsZero() {
+		where = append(where, "time_ms >= ?")
+		args = append(args, ms(q.Since))
+	}
+	if !q.Until.IsZero() {
+		where = append(where, "time_ms < ?")
+		args = append(args, ms(q.Until))
+	}
+	order := "ASC"
+	if q.Descending {
+		order = "DESC"
+		if q.AfterSeq > 0 {
+			where = append(where, "seq < ?")
+			args = append(args, q.AfterSeq)
+		}
+	} else if q.AfterSeq > 0 {
+		where = append(where, "seq > ?")
+		args = append(args, q.AfterSeq)
+	}
+	limit := q.Limit
+	if limit <= 0 {
+		limit = 100
+	}
+	sqlq := `SELECT ` + eventCols + ` FROM audit_events`
+	if len(where) > 0 {
+		sqlq += " WHERE " + strings.Join(where, " AND ")
+	}
+	sqlq += " ORDER BY seq " + order + " LIMIT " + itoa(int64(limit))
+	rows, err := s.r.QueryContext(ctx, sqlq, args...)
+	if err != nil {
+		return nil, fmt.Errorf("search audit: %w", err)
+	}
+	defer rows.Close()
+	var out []audit.Event
+	for rows.Next() {
+		e, err := scanEvent(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}

@@ -1,0 +1,268 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/accessbroker/accessbroker/grants"
+)
+
+const grantCols = `id, request_id, resource, provider, person, state, reason, incident_id, created_at, issued_at, expires_at,
+	revoked_at, revoke_cause, handle, attempts, due_at, last_error, claimed_by, claimed_to, version, updated_at`
+
+type scanner interface{ Scan(...any) error }
+
+func scanGrant(sc scanner) (grants.Grant, error) {
+	var g grants.Grant
+	var person, handle, state, cause string
+	var created, issued, expires, revoked, due, claimedTo, updated int64
+	if err := sc.Scan(&g.ID, &g.RequestID, &g.Resource, &g.Provider, &person, &state, &g.Reason, &g.IncidentID,
+		&created, &issued, &expires, &revoked, &cause, &handle, &g.Attempts, &due, &g.LastError, &g.ClaimedBy, &claimedTo,
+		&g.Version, &updated); err != nil {
+		return g, err
+	}
+	if err := json.Unmarshal([]byte(person), &g.Person); err != nil {
+		return g, fmt.Errorf("grant %s person: %w", g.ID, err)
+	}
+	if err := json.Unmarshal([]byte(handle), &g.Handle); err != nil {
+		return g, fmt.Errorf("grant %s handle: %w", g.ID, err)
+	}
+	g.State, g.RevokeCause = grants.State(state), grants.RevokeCause(cause)
+	g.CreatedAt, g.IssuedAt, g.ExpiresAt, g.RevokedAt = fromMS(created), fromMS(issued), fromMS(expires), fromMS(revoked)
+	g.DueAt, g.ClaimedTo, g.UpdatedAt = fromMS(due), fromMS(claimedTo), fromMS(updated)
+	return g, nil
+}
+
+// GetGrant implements grants.Store.
+func (s *Store) GetGrant(ctx context.Context, id string) (grants.Grant, error) {
+	g, err := scanGrant(s.r.QueryRowContext(ctx, `SELECT `+grantCols+` FROM grants WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return g, fmt.Errorf("grant %s: %w", id, grants.ErrNotFound)
+	}
+	return g, err
+}
+
+// ListGrants implements grants.Store.
+func (s *Store) ListGrants(ctx context.Context, f grants.GrantFilter) ([]grants.Grant, error) {
+	var where []string
+	var args []any
+	if len(f.States) > 0 {
+		where = append(where, "state IN ("+placeholders(len(f.States))+")")
+		for _, st := range f.States {
+			args = append(args, string(st))
+		}
+	}
+	add := func(col, v string) {
+		if v != "" {
+			where = append(where, col+" = ?")
+			args = append(args, v)
+		}
+	}
+	add("resource", f.Resource)
+	add("slack_user", f.SlackUser)
+	add("request_id", f.RequestID)
+	add("incident_id", f.IncidentID)
+	add("handle_key", f.HandleKey)
+	q := `SELECT ` + grantCols + ` FROM grants`
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	q += " ORDER BY created_at DESC, id DESC"
+	if f.Limit > 0 {
+		q += " LIMIT " + itoa(int64(f.Limit))
+	}
+	rows, err := s.r.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list grants: %w", err)
+	}
+	defer rows.Close()
+	var out []grants.Grant
+	for rows.Next() {
+		g, err := scanGrant(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, g)
+	}
+	return out, rows.Err()
+}
+
+// ClaimDue implements grants.Store. SQLite has one writer at a time, so the select-then-update
+// inside one immediate transaction cannot hand the same grant to two claimers.
+func (s *Store) ClaimDue(ctx context.Context, owner string, now time.Time, limit int, lease time.Duration) ([]grants.Grant, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	nowMS := ms(now)
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("claim: begin: %w", err)
+	}
+	defer tx.Rollback()
+	rows, err := tx.QueryContext(ctx, `SELECT `+grantCols+` FROM grants
+		WHERE state <> 'revoked' AND due_at <= ? AND claimed_to <= ?
+		ORDER BY due_at, id LIMIT ?`, nowMS, nowMS, limit)
+	if err != nil {
+		return nil, fmt.Errorf("claim: select: %w", err)
+	}
+	var out []grants.Grant
+	for rows.Next() {
+		g, err := scanGrant(rows)
+		if err != nil {
+			rows.Close()
+			return nil, err
+		}
+		out = append(out, g)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	until := now.Add(lease).Truncate(time.Millisecond)
+	stmt, err := tx.PrepareContext(ctx, `UPDATE grants SET claimed_by = ?, claimed_to = ?, version = version + 1 WHERE id = ? AND version = ?`)
+	if err != nil {
+		return nil, err
+	}
+	defer stmt.Close()
+	for i := range out {
+		if _, err := stmt.ExecContext(ctx, owner, ms(until), out[i].ID, out[i].Version); err != nil {
+			return nil, fmt.Errorf("claim grant %s: %w", out[i].ID, err)
+		}
+		out[i].ClaimedBy, out[i].ClaimedTo = owner, until
+		out[i].Version++
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("claim: commit: %w", err)
+	}
+	return out, nil
+}
+
+// NextDue implements grants.Store: the earliest moment a live grant becomes claimable.
+func (s *Store) NextDue(ctx context.Context) (time.Time, bool, error) {
+	var v sql.NullInt64
+	err := s.r.QueryRowContext(ctx, `SELECT MIN(MAX(due_at, claimed_to)) FROM grants WHERE state <> 'revoked'`).Scan(&v)
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("next due: %w", err)
+	}
+	if !v.Valid {
+		return time.Time{}, false, nil
+	}
+	return fromMS(v.Int64), true, nil
+}
+
+const requestCols = `id, requester, resource, duration_ms, reason, source, state, approvals, incident_id, evidence,
+	COALESCE(external_key, ''), notify, created_at, decided_at, expires_at, version, updated_at`
+
+func scanRequest(sc scanner) (grants.Request, error) {
+	var r grants.Request
+	var requester, source, state, approvals, evidence string
+	var dur, created, decided, expires, updated int64
+	if err := sc.Scan(&r.ID, &requester, &r.Resource, &dur, &r.Reason, &source, &state, &approvals, &r.IncidentID, &evidence,
+		&r.ExternalKey, &r.Notify, &created, &decided, &expires, &r.Version, &updated); err != nil {
+		return r, err
+	}
+	if err := json.Unmarshal([]byte(requester), &r.Requester); err != nil {
+		return r, fmt.Errorf("request %s requester: %w", r.ID, err)
+	}
+	if err := json.Unmarshal([]byte(approvals), &r.Approvals); err != nil {
+		return r, fmt.Errorf("request %s approvals: %w", r.ID, err)
+	}
+	if err := json.Unmarshal([]byte(evidence), &r.Evidence); err != nil {
+		return r, fmt.Errorf("request %s evidence: %w", r.ID, err)
+	}
+	if len(r.Approvals) == 0 {
+		r.Approvals = nil
+	}
+	if len(r.Evidence) == 0 {
+		r.Evidence = nil
+	}
+	r.Duration = time.Duration(dur) * time.Millisecond
+	r.Source, r.State = grants.Source(source), grants.RequestState(state)
+	r.CreatedAt, r.DecidedAt, r.ExpiresAt, r.UpdatedAt = fromMS(created), fromMS(decided), fromMS(expires), fromMS(updated)
+	return r, nil
+}
+
+// GetRequest implements grants.Store.
+func (s *Store) GetRequest(ctx context.Context, id string) (grants.Request, error) {
+	r, err := scanRequest(s.r.QueryRowContext(ctx, `SELECT `+requestCols+` FROM requests WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return r, fmt.Errorf("request %s: %w", id, grants.ErrNotFound)
+	}
+	return r, err
+}
+
+// ListRequests implements grants.Store.
+func (s *Store) ListRequests(ctx context.Context, f grants.RequestFilter) ([]grants.Request, error) {
+	var where []string
+	var args []any
+	if len(f.States) > 0 {
+		where = append(where, "state IN ("+placeholders(len(f.States))+")")
+		for _, st := range f.States {
+			args = append(args, string(st))
+		}
+	}
+	if f.Resource != "" {
+		where = append(where, "resource = ?")
+		args = append(args, f.Resource)
+	}
+	if f.SlackUser != "" {
+		where = append(where, "slack_user = ?")
+		args = append(args, f.SlackUser)
+	}
+	q := `SELECT ` + requestCols + ` FROM requests`
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	q += " ORDER BY created_at DESC, id DESC"
+	if f.Limit > 0 {
+		q += " LIMIT " + itoa(int64(f.Limit))
+	}
+	rows, err := s.r.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list requests: %w", err)
+	}
+	defer rows.Close()
+	var out []grants.Request
+	for rows.Next() {
+		r, err := scanRequest(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// Seen records key as acted on and reports whether this is the first time (dedupe of
+// webhook deliveries and replayed requests, durable across restarts).
+func (s *Store) Seen(ctx context.Context, key string) (first bool, err error) {
+	res, err := s.w.ExecContext(ctx, `INSERT INTO seen_keys(key, seen_at) VALUES (?, ?) ON CONFLICT(key) DO NOTHING`, key, ms(s.clock.Now()))
+	if err != nil {
+		return false, fmt.Errorf("record seen key: %w", err)
+	}
+	n, _ := res.RowsAffected()
+	return n == 1, nil
+}
+
+// AcquireLease takes or renews the named lease for holder until now+ttl, and reports whether
+// holder has it. Only one holder has a lease at a time.
+func (s *Store) AcquireLease(ctx context.Context, name, holder string, ttl time.Duration) (bool, error) {
+	now := s.clock.Now()
+	res, err := s.w.ExecContext(ctx, `INSERT INTO leases(name, holder, until_ms) VALUES (?, ?, ?)
+		ON CONFLICT(name) DO UPDATE SET holder = excluded.holder, until_ms = excluded.until_ms
+		WHERE leases.holder = excluded.holder OR leases.until_ms <= ?`, name, holder, ms(now.Add(ttl)), ms(now))
+	if err != nil {
+		return false, fmt.Errorf("acquire lease %s: %w", name, err)
+	}
+	n, _ := res.RowsAffected()
+	return n == 1, nil
+}
+
+func placeholders(n int) string {
+	return strings.TrimSuffix(strings.Repeat("?, ", n), ", ")
+}

@@ -1,0 +1,435 @@
+// Package storetest is the conformance suite every grants.Store implementation must pass.
+// Run it from the implementation's tests:
+//
+//	storetest.Run(t, func(t *testing.T, clock *clocktest.Fake) grants.Store { … })
+package storetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/accessbroker/accessbroker/audit"
+	"github.com/accessbroker/accessbroker/grants"
+	"github.com/accessbroker/accessbroker/grants/clocktest"
+)
+
+// Factory returns a new, empty store that takes its time from clock. It registers its own
+// cleanup with t.
+type Factory func(t *testing.T, clock *clocktest.Fake) grants.Store
+
+// Start is the fake clock's start time in every case.
+var Start = time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+
+// Run runs every conformance case as a subtest.
+func Run(t *testing.T, newStore Factory) {
+	cases := []struct {
+		name string
+		fn   func(t *testing.T, s grants.Store, clock *clocktest.Fake)
+	}{
+		{"GrantRoundTrip", testGrantRoundTrip},
+		{"RequestRoundTrip", testRequestRoundTrip},
+		{"StaleVersionConflicts", testStaleVersion},
+		{"DuplicateIDConflicts", testDuplicateID},
+		{"ExternalKeyUnique", testExternalKeyUnique},
+		{"ChangeIsAtomic", testAtomic},
+		{"ChangeWithoutEventRefused", testNoEvent},
+		{"EventsAreChained", testChained},
+		{"ListGrantsFilters", testListFilters},
+		{"ClaimDueOrderAndLease", testClaimDue},
+		{"ConcurrentClaimsDisjoint", testConcurrentClaims},
+		{"NextDueHonoursClaims", testNextDue},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			clock := clocktest.New(Start)
+			s := newStore(t, clock)
+			c.fn(t, s, clock)
+		})
+	}
+}
+
+// NewGrant returns an active grant for tests, expiring after d.
+func NewGrant(now time.Time, resource string, d time.Duration) *grants.Grant {
+	return &grants.Grant{
+		ID: grants.NewID("g"), RequestID: grants.NewID("r"), Resource: resource, Provider: "fake",
+		Person: grants.Person{SlackTeamID: "T1", SlackUserID: "U0ALICE", Email: "alice@example.com", ResolvedBy: "config"},
+		State:  grants.StateActive, Reason: "checking replication lag",
+		CreatedAt: now, IssuedAt: now, ExpiresAt: now.Add(d), DueAt: now.Add(d),
+		Handle: grants.Handle{Key: "fake:" + resource + ":alice", Data: map[string]string{"role": "ab_alice"}},
+	}
+}
+
+// Event returns an audit event for g.
+func Event(now time.Time, action audit.Action, g *grants.Grant) *audit.Event {
+	return grants.NewGrantEvent(now, audit.Actor{Kind: audit.ActorSystem, ID: "test"}, action, g, "test", nil)
+}
+
+// MustApply applies c or fails the test.
+func MustApply(t *testing.T, s grants.Store, c *grants.Change) {
+	t.Helper()
+	if err := s.Apply(context.Background(), c); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+}
+
+// MustCreate writes g with a grant.issued event.
+func MustCreate(t *testing.T, s grants.Store, now time.Time, g *grants.Grant) {
+	t.Helper()
+	MustApply(t, s, &grants.Change{Grants: []grants.GrantWrite{{Grant: g, Create: true}}, Events: []*audit.Event{Event(now, audit.ActionGrantIssued, g)}})
+}
+
+var grantCmp = cmp.Options{cmpopts.EquateEmpty()}
+
+func testGrantRoundTrip(t *testing.T, s grants.Store, clock *clocktest.Fake) {
+	ctx := context.Background()
+	g := NewGrant(clock.Now(), "prod-db", time.Hour)
+	g.IncidentID = "PINC1"
+	MustCreate(t, s, clock.Now(), g)
+	if g.Version != 1 {
+		t.Fatalf("after create Version = %d, want 1", g.Version)
+	}
+	got, err := s.GetGrant(ctx, g.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(*g, got, grantCmp); diff != "" {
+		t.Errorf("GetGrant mismatch (-want +got):\n%s", diff)
+	}
+	clock.Advance(time.Minute)
+	got.State, got.RevokedAt, got.RevokeCause, got.Attempts, got.LastError = grants.StateRevoked, clock.Now(), grants.CauseManual, 2, "boom"
+	MustApply(t, s, &grants.Change{Grants: []grants.GrantWrite{{Grant: &got}}, Events: []*audit.Event{Event(clock.Now(), audit.ActionGrantRevoked, &got)}})
+	again, err := s.GetGrant(ctx, g.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(got, again, grantCmp); diff != "" {
+		t.Errorf("after update (-want +got):\n%s", diff)
+	}
+	if _, err := s.GetGrant(ctx, "g_missing"); !errors.Is(err, grants.ErrNotFound) {
+		t.Errorf("GetGrant(missing) = %v, want ErrNotFound", err)
+	}
+}
+
+func testRequestRoundTrip(t *testing.T, s grants.Store, clock *clocktest.Fake) {
+	ctx := context.Background()
+	now := clock.Now()
+	r := &grants.Request{
+		ID: grants.NewID("r"), Requester: grants.Person{SlackTeamID: "T1", SlackUserID: "U0BOB", Email: "bob@example.com"},
+		Resource: "prod-db", Duration: 90 * time.Minute, Reason: "deploy rollback", Source: grants.SourceSlack,
+		State: grants.RequestPending, Evidence: map[string]string{"on_call": "false"}, ExternalKey: "slack:trigger:1",
+		Notify: "https://hooks.slack.com/commands/T1/1/abc", CreatedAt: now, ExpiresAt: now.Add(time.Hour),
+	}
+	ev := &audit.Event{ID: grants.NewID("e"), Time: now, Actor: audit.Actor{Kind: audit.ActorUser, ID: "U0BOB"}, Action: audit.ActionRequestCreated, RequestID: r.ID}
+	MustApply(t, s, &grants.Change{Requests: []grants.RequestWrite{{Request: r, Create: true}}, Events: []*audit.Event{ev}})
+	got, err := s.GetRequest(ctx, r.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(*r, got, grantCmp); diff != "" {
+		t.Errorf("GetRequest (-want +got):\n%s", diff)
+	}
+	got.Approvals = append(got.Approvals, grants.Approval{By: "U0LEAD", At: now, Approved: true})
+	if err := got.Transition(grants.RequestApproved); err != nil {
+		t.Fatal(err)
+	}
+	got.DecidedAt = now
+	ev2 := &audit.Event{ID: grants.NewID("e"), Time: now, Actor: audit.Actor{Kind: audit.ActorUser, ID: "U0LEAD"}, Action: audit.ActionRequestApproved, RequestID: r.ID}
+	MustApply(t, s, &grants.Change{Requests: []grants.RequestWrite{{Request: &got}}, Events: []*audit.Event{ev2}})
+	list, err := s.ListRequests(ctx, grants.RequestFilter{States: []grants.RequestState{grants.RequestApproved}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 1 || list[0].ID != r.ID || len(list[0].Approvals) != 1 {
+		t.Errorf("ListRequests(approved) = %+v", list)
+	}
+}
+
+func testStaleVersion(t *testing.T, s grants.Store, clock *clocktest.Fake) {
+	ctx := context.Background()
+	g := NewGrant(clock.Now(), "prod-db", time.Hour)
+	MustCreate(t, s, clock.Now(), g)
+	a, _ := s.GetGrant(ctx, g.ID)
+	b, _ := s.GetGrant(ctx, g.ID)
+	a.Reason = "first writer"
+	MustApply(t, s, &grants.Change{Grants: []grants.GrantWrite{{Grant: &a}}, Events: []*audit.Event{Event(clock.Now(), audit.ActionGrantExtended, &a)}})
+	b.Reason = "second writer"
+	err := s.Apply(ctx, &grants.Change{Grants: []grants.GrantWrite{{Grant: &b}}, Events: []*audit.Event{Event(clock.Now(), audit.ActionGrantExtended, &b)}})
+	if !errors.Is(err, grants.ErrConflict) {
+		t.Fatalf("stale update = %v, want ErrConflict", err)
+	}
+	got, _ := s.GetGrant(ctx, g.ID)
+	if got.Reason != "first writer" {
+		t.Errorf("reason = %q, want the first writer's", got.Reason)
+	}
+	if n := countEvents(t, s); n != 2 {
+		t.Errorf("events = %d, want 2 (the refused change must append none)", n)
+	}
+}
+
+func testDuplicateID(t *testing.T, s grants.Store, clock *clocktest.Fake) {
+	g := NewGrant(clock.Now(), "prod-db", time.Hour)
+	MustCreate(t, s, clock.Now(), g)
+	dup := *g
+	dup.Version = 0
+	err := s.Apply(context.Background(), &grants.Change{Grants: []grants.GrantWrite{{Grant: &dup, Create: true}}, Events: []*audit.Event{Event(clock.Now(), audit.ActionGrantIssued, &dup)}})
+	if !errors.Is(err, grants.ErrConflict) {
+		t.Fatalf("duplicate create = %v, want ErrConflict", err)
+	}
+}
+
+func testExternalKeyUnique(t *testing.T, s grants.Store, clock *clocktest.Fake) {
+	mk := func() *grants.Request {
+		return &grants.Request{ID: grants.NewID("r"), Resource: "prod-db", Duration: time.Hour, Reason: "x", Source: grants.SourceSlack,
+			State: grants.RequestPending, ExternalKey: "pagerduty:event:01ABC", CreatedAt: clock.Now()}
+	}
+	ev := func(r *grants.Request) []*audit.Event {
+		return []*audit.Event{{ID: grants.NewID("e"), Time: clock.Now(), Actor: audit.Actor{Kind: audit.ActorPagerDuty, ID: "P1"}, Action: audit.ActionRequestCreated, RequestID: r.ID}}
+	}
+	r1 := mk()
+	MustApply(t, s, &grants.Change{Requests: []grants.RequestWrite{{Request: r1, Create: true}}, Events: ev(r1)})
+	r2 := mk()
+	err := s.Apply(context.Background(), &grants.Change{Requests: []grants.RequestWrite{{Request: r2, Create: true}}, Events: ev(r2)})
+	if !errors.Is(err, grants.ErrConflict) {
+		t.Fatalf("second request with the same external key = %v, want ErrConflict", err)
+	}
+	// Requests without a key never collide.
+	for range 2 {
+		r := mk()
+		r.ExternalKey = ""
+		MustApply(t, s, &grants.Change{Requests: []grants.RequestWrite{{Request: r, Create: true}}, Events: ev(r)})
+	}
+}
+
+func testAtomic(t *testing.T, s grants.Store, clock *clocktest.Fake) {
+	ctx := context.Background()
+	g := NewGrant(clock.Now(), "prod-db", time.Hour)
+	MustCreate(t, s, clock.Now(), g)
+	stale := *g
+	stale.Version = 0
+	fresh := NewGrant(clock.Now(), "prod-db", time.Hour)
+	err := s.Apply(ctx, &grants.Change{
+		Grants: []grants.GrantWrite{{Grant: fresh, Create: true}, {Grant: &stale}},
+		Events: []*audit.Event{Event(clock.Now(), audit.ActionGrantIssued, fresh), Event(clock.Now(), audit.ActionGrantRevoked, &stale)},
+	})
+	if !errors.Is(err, grants.ErrConflict) {
+		t.Fatalf("Apply = %v, want ErrConflict", err)
+	}
+	if _, err := s.GetGrant(ctx, fresh.ID); !errors.Is(err, grants.ErrNotFound) {
+		t.Errorf("grant from the failed change exists (err=%v): the change was not atomic", err)
+	}
+	if fresh.Version != 0 {
+		t.Errorf("failed Apply bumped Version to %d", fresh.Version)
+	}
+	if n := countEvents(t, s); n != 1 {
+		t.Errorf("events = %d, want 1", n)
+	}
+}
+
+func testNoEvent(t *testing.T, s grants.Store, clock *clocktest.Fake) {
+	g := NewGrant(clock.Now(), "prod-db", time.Hour)
+	if err := s.Apply(context.Background(), &grants.Change{Grants: []grants.GrantWrite{{Grant: g, Create: true}}}); err == nil {
+		t.Fatal("Apply without audit events succeeded; want refusal")
+	}
+	if _, err := s.GetGrant(context.Background(), g.ID); !errors.Is(err, grants.ErrNotFound) {
+		t.Errorf("grant written without its audit event")
+	}
+}
+
+func testChained(t *testing.T, s grants.Store, clock *clocktest.Fake) {
+	var all []*audit.Event
+	for i := range 5 {
+		g := NewGrant(clock.Now(), fmt.Sprintf("r%d", i), time.Hour)
+		e1, e2 := Event(clock.Now(), audit.ActionGrantIssuing, g), Event(clock.Now(), audit.ActionGrantIssued, g)
+		MustApply(t, s, &grants.Change{Grants: []grants.GrantWrite{{Grant: g, Create: true}}, Events: []*audit.Event{e1, e2}})
+		all = append(all, e1, e2)
+		clock.Advance(time.Second)
+	}
+	prev := audit.Genesis
+	for i, e := range all {
+		if e.Seq != int64(i+1) {
+			t.Fatalf("event %d Seq = %d", i, e.Seq)
+		}
+		want, err := audit.Next(prev, *e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.PrevHash != prev || e.Hash != want {
+			t.Fatalf("event %d not chained: prev %s hash %s want %s", e.Seq, e.PrevHash, e.Hash, want)
+		}
+		prev = e.Hash
+	}
+}
+
+func testListFilters(t *testing.T, s grants.Store, clock *clocktest.Fake) {
+	ctx := context.Background()
+	a := NewGrant(clock.Now(), "prod-db", time.Hour)
+	a.IncidentID = "PINC1"
+	clock.Advance(time.Second)
+	b := NewGrant(clock.Now(), "prod-aws", time.Hour)
+	b.State = grants.StateRevoked
+	b.Person.SlackUserID = "U0BOB"
+	MustCreate(t, s, clock.Now(), a)
+	MustCreate(t, s, clock.Now(), b)
+	ids := func(gs []grants.Grant) []string {
+		var out []string
+		for _, g := range gs {
+			out = append(out, g.ID)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name string
+		f    grants.GrantFilter
+		want []string
+	}{
+		{"all newest first", grants.GrantFilter{}, []string{b.ID, a.ID}},
+		{"state", grants.GrantFilter{States: []grants.State{grants.StateActive}}, []string{a.ID}},
+		{"resource", grants.GrantFilter{Resource: "prod-aws"}, []string{b.ID}},
+		{"slack user", grants.GrantFilter{SlackUser: "U0BOB"}, []string{b.ID}},
+		{"incident", grants.GrantFilter{IncidentID: "PINC1"}, []string{a.ID}},
+		{"handle key", grants.GrantFilter{HandleKey: a.Handle.Key}, []string{a.ID}},
+		{"request", grants.GrantFilter{RequestID: b.RequestID}, []string{b.ID}},
+		{"limit", grants.GrantFilter{Limit: 1}, []string{b.ID}},
+	} {
+		got, err := s.ListGrants(ctx, tc.f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(tc.want, ids(got)); diff != "" {
+			t.Errorf("%s (-want +got):\n%s", tc.name, diff)
+		}
+	}
+}
+
+func testClaimDue(t *testing.T, s grants.Store, clock *clocktest.Fake) {
+	ctx := context.Background()
+	now := clock.Now()
+	late := NewGrant(now, "a", 2*time.Minute)
+	early := NewGrant(now, "b", time.Minute)
+	future := NewGrant(now, "c", time.Hour)
+	done := NewGrant(now, "d", time.Minute)
+	done.State = grants.StateRevoked
+	for _, g := range []*grants.Grant{late, early, future, done} {
+		MustCreate(t, s, now, g)
+	}
+	clock.Advance(3 * time.Minute)
+	got, err := s.ClaimDue(ctx, "i1", clock.Now(), 10, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].ID != early.ID || got[1].ID != late.ID {
+		t.Fatalf("claimed %v, want [early late] oldest first", got)
+	}
+	if got[0].ClaimedBy != "i1" || !got[0].ClaimedTo.Equal(clock.Now().Add(time.Minute).Truncate(time.Millisecond)) {
+		t.Errorf("claim = %s until %s", got[0].ClaimedBy, got[0].ClaimedTo)
+	}
+	if again, _ := s.ClaimDue(ctx, "i2", clock.Now(), 10, time.Minute); len(again) != 0 {
+		t.Errorf("claimed twice while the lease holds: %v", again)
+	}
+	clock.Advance(time.Minute)
+	again, err := s.ClaimDue(ctx, "i2", clock.Now(), 1, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(again) != 1 || again[0].ID != early.ID {
+		t.Errorf("after the lease lapsed, claimed %v; want early (limit 1)", again)
+	}
+	// The claim's version is current: the claimer can write the outcome.
+	g := again[0]
+	g.State = grants.StateRevoked
+	MustApply(t, s, &grants.Change{Grants: []grants.GrantWrite{{Grant: &g}}, Events: []*audit.Event{Event(clock.Now(), audit.ActionGrantRevoked, &g)}})
+}
+
+func testConcurrentClaims(t *testing.T, s grants.Store, clock *clocktest.Fake) {
+	ctx := context.Background()
+	const n = 200
+	now := clock.Now()
+	c := &grants.Change{}
+	for i := range n {
+		g := NewGrant(now, fmt.Sprintf("r%d", i), time.Minute)
+		c.Grants = append(c.Grants, grants.GrantWrite{Grant: g, Create: true})
+		c.Events = append(c.Events, Event(now, audit.ActionGrantIssued, g))
+	}
+	MustApply(t, s, c)
+	clock.Advance(2 * time.Minute)
+	var mu sync.Mutex
+	seen := map[string]string{}
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			owner := fmt.Sprintf("w%d", w)
+			for {
+				got, err := s.ClaimDue(ctx, owner, clock.Now(), 7, time.Hour)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if len(got) == 0 {
+					return
+				}
+				mu.Lock()
+				for _, g := range got {
+					if prev, dup := seen[g.ID]; dup {
+						t.Errorf("grant %s claimed by %s and %s", g.ID, prev, owner)
+					}
+					seen[g.ID] = owner
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if len(seen) != n {
+		t.Errorf("claimed %d grants, want %d", len(seen), n)
+	}
+}
+
+func testNextDue(t *testing.T, s grants.Store, clock *clocktest.Fake) {
+	ctx := context.Background()
+	if _, ok, err := s.NextDue(ctx); err != nil || ok {
+		t.Fatalf("NextDue on empty store = ok %v, err %v", ok, err)
+	}
+	g := NewGrant(clock.Now(), "a", time.Minute)
+	MustCreate(t, s, clock.Now(), g)
+	next, ok, err := s.NextDue(ctx)
+	if err != nil || !ok || !next.Equal(g.ExpiresAt) {
+		t.Fatalf("NextDue = %v %v %v, want %v", next, ok, err, g.ExpiresAt)
+	}
+	clock.Advance(2 * time.Minute)
+	if _, err := s.ClaimDue(ctx, "i1", clock.Now(), 10, 5*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	next, _, _ = s.NextDue(ctx)
+	if want := clock.Now().Add(5 * time.Minute).Truncate(time.Millisecond); !next.Equal(want) {
+		t.Errorf("NextDue with a claimed grant = %v, want the lease end %v", next, want)
+	}
+}
+
+// countEvents counts the audit events through the store's audit reader, when it has one.
+func countEvents(t *testing.T, s grants.Store) int {
+	t.Helper()
+	r, ok := s.(audit.Reader)
+	if !ok {
+		t.Skip("store does not implement audit.Reader")
+	}
+	n := 0
+	var after int64
+	for {
+		evs, err := r.ReadEvents(context.Background(), after, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(evs) == 0 {
+			return n
+		}
+		n += len(evs)
+		after = evs[len(evs)-1].Seq
+	}
+}
