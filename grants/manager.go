@@ -35,7 +35,8 @@ type Manager struct {
 	opts      ManagerOptions
 }
 
-// NewManager returns a Manager over the given store, providers (by kind) and resources.
+// NewManager returns a Manager over the given store, providers (keyed by resource name: two
+// resources of one kind have two configured providers) and resources.
 func NewManager(store Store, providers map[string]Provider, resources []Resource, clock Clock, logger *slog.Logger, opts ManagerOptions) *Manager {
 	if opts.Instance == "" {
 		opts.Instance = NewID("i")
@@ -103,9 +104,9 @@ func (m *Manager) Issue(ctx context.Context, in IssueInput) (Grant, Credential, 
 	if !ok {
 		return Grant{}, Credential{}, fmt.Errorf("unknown resource %q: %w", in.Resource, ErrInvalid)
 	}
-	prov, ok := m.providers[res.Provider]
+	prov, ok := m.providers[res.Name]
 	if !ok {
-		return Grant{}, Credential{}, fmt.Errorf("resource %s: provider %q is not configured", res.Name, res.Provider)
+		return Grant{}, Credential{}, fmt.Errorf("resource %s: no %s provider is configured for it", res.Name, res.Provider)
 	}
 	if err := res.CheckDuration(in.Duration); err != nil {
 		return Grant{}, Credential{}, err
@@ -277,7 +278,7 @@ func (m *Manager) Extend(ctx context.Context, grantID string, by time.Duration, 
 	if err := m.store.Apply(ctx, &Change{Grants: []GrantWrite{{Grant: &g}}, Events: []*audit.Event{ev}}); err != nil {
 		return g, fmt.Errorf("extend grant %s: %w", grantID, err)
 	}
-	if ext, ok := m.providers[g.Provider].(Extender); ok {
+	if ext, ok := m.providers[g.Resource].(Extender); ok {
 		if err := ext.Extend(ctx, RevokeRequest{GrantID: g.ID, Resource: g.Resource, Person: g.Person, Handle: g.Handle}, newExp); err != nil {
 			// Safe direction: the upstream expiry stays earlier than ours.
 			m.log.WarnContext(ctx, "provider did not move its own expiry", "grant_id", g.ID, "error", scrub(err.Error(), nil))

@@ -92,7 +92,7 @@ func newEnv(t *testing.T) *env {
 	}
 	t.Cleanup(func() { st.Close() })
 	prov := newFakeProvider()
-	mgr := grants.NewManager(st, map[string]grants.Provider{"fake": prov}, []grants.Resource{testResource}, clock, nil, grants.ManagerOptions{Instance: "i-test"})
+	mgr := grants.NewManager(st, map[string]grants.Provider{"prod-db": prov}, []grants.Resource{testResource}, clock, nil, grants.ManagerOptions{Instance: "i-test"})
 	return &env{clock: clock, store: st, prov: prov, mgr: mgr}
 }
 
@@ -168,7 +168,7 @@ func (failingStore) Apply(context.Context, *grants.Change) error { return errors
 
 func TestIssueFailsClosedWhenAuditFails(t *testing.T) {
 	e := newEnv(t)
-	mgr := grants.NewManager(failingStore{e.store}, map[string]grants.Provider{"fake": e.prov}, []grants.Resource{testResource}, e.clock, nil, grants.ManagerOptions{})
+	mgr := grants.NewManager(failingStore{e.store}, map[string]grants.Provider{"prod-db": e.prov}, []grants.Resource{testResource}, e.clock, nil, grants.ManagerOptions{})
 	_, cred, err := mgr.Issue(context.Background(), grants.IssueInput{Resource: "prod-db", Person: alice, Duration: time.Hour, Reason: "x", Actor: operator})
 	if !errors.Is(err, grants.ErrAudit) {
 		t.Fatalf("err = %v, want ErrAudit", err)
@@ -192,7 +192,7 @@ func TestIssueFailureQueuesRevocation(t *testing.T) {
 	if got.State != grants.StateRevoking || got.RevokeCause != grants.CauseIssueFailed || got.DueAt.After(e.clock.Now()) {
 		t.Fatalf("after failed issue: %s cause %s due %s", got.State, got.RevokeCause, got.DueAt)
 	}
-	r := grants.NewRevoker(e.store, map[string]grants.Provider{"fake": e.prov}, e.clock, nil, grants.RevokerOptions{})
+	r := grants.NewRevoker(e.store, map[string]grants.Provider{"prod-db": e.prov}, e.clock, nil, grants.RevokerOptions{})
 	if err := r.Sweep(context.Background()); err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,9 @@ import (
 // RequestState is where an access request is.
 type RequestState string
 
-// Request states: pending → approved | denied | expired; rejected is final on arrival.
+// Request states: pending → approved | denied | expired | rejected. A request is rejected on
+// arrival, or after it was recorded when it turns out nobody may grant it (the requester cannot
+// be identified, or the policy has no path).
 const (
 	RequestPending  RequestState = "pending"
 	RequestApproved RequestState = "approved"
@@ -18,7 +20,7 @@ const (
 )
 
 var requestTransitions = map[RequestState][]RequestState{
-	RequestPending: {RequestPending, RequestApproved, RequestDenied, RequestExpired},
+	RequestPending: {RequestPending, RequestApproved, RequestDenied, RequestExpired, RequestRejected},
 }
 
 // Source is where a request came from.

@@ -58,7 +58,7 @@ type Revoker struct {
 	sems      map[string]chan struct{}
 }
 
-// NewRevoker returns a revoker; call Run to start it.
+// NewRevoker returns a revoker; call Run to start it. providers is keyed by resource name.
 func NewRevoker(store Store, providers map[string]Provider, clock Clock, logger *slog.Logger, opts RevokerOptions) *Revoker {
 	if opts.Instance == "" {
 		opts.Instance = NewID("i")
@@ -347,9 +347,9 @@ func (r *Revoker) attempt(ctx context.Context, g *Grant) (string, error) {
 			}
 		}
 	}
-	p, ok := r.providers[g.Provider]
+	p, ok := r.providers[g.Resource]
 	if !ok {
-		return "", fmt.Errorf("provider %q is not configured: %w", g.Provider, ErrNeedsOperator)
+		return "", fmt.Errorf("resource %q is no longer configured, so its %s provider cannot be called; restore it in the config: %w", g.Resource, g.Provider, ErrNeedsOperator)
 	}
 	sem := r.sem(g.Provider)
 	select {

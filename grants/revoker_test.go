@@ -21,7 +21,7 @@ type observer struct {
 func newObserver() *observer {
 	return &observer{revoked: make(chan grants.Grant, 100), failed: make(chan grants.Grant, 100)}
 }
-func (o *observer) GrantRevoked(_ context.Context, g grants.Grant)           { o.revoked <- g }
+func (o *observer) GrantRevoked(_ context.Context, g grants.Grant)          { o.revoked <- g }
 func (o *observer) RevokeFailed(_ context.Context, g grants.Grant, _ error) { o.failed <- g }
 
 func mustJSON(t *testing.T, v any) string {
@@ -47,7 +47,7 @@ func recv[T any](t *testing.T, ch <-chan T, what string) T {
 // startRevoker runs a revoker until the test ends and waits for it to sleep.
 func startRevoker(t *testing.T, e *env, obs *observer) *grants.Revoker {
 	t.Helper()
-	r := grants.NewRevoker(e.store, map[string]grants.Provider{"fake": e.prov}, e.clock, nil, grants.RevokerOptions{
+	r := grants.NewRevoker(e.store, map[string]grants.Provider{"prod-db": e.prov}, e.clock, nil, grants.RevokerOptions{
 		Observer: obs, BackoffBase: 5 * time.Second, BackoffMax: time.Minute, Jitter: func() float64 { return 0.5 },
 	})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -139,7 +139,7 @@ func TestRevokeNeedsOperatorStillRetries(t *testing.T) {
 	e.prov.revokeErr = fmt.Errorf("AccessDenied: %w", grants.ErrNeedsOperator)
 	g := e.issue(t, time.Minute)
 	e.clock.Advance(time.Minute)
-	r := grants.NewRevoker(e.store, map[string]grants.Provider{"fake": e.prov}, e.clock, nil, grants.RevokerOptions{BackoffBase: time.Second})
+	r := grants.NewRevoker(e.store, map[string]grants.Provider{"prod-db": e.prov}, e.clock, nil, grants.RevokerOptions{BackoffBase: time.Second})
 	if err := r.Sweep(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +166,7 @@ func TestManualRevokeWakesRevoker(t *testing.T) {
 	g := e.issue(t, 4*time.Hour)
 	r := startRevoker(t, e, obs)
 	waitSleeping(t, e)
-	mgr := grants.NewManager(e.store, map[string]grants.Provider{"fake": e.prov}, []grants.Resource{testResource}, e.clock, nil, grants.ManagerOptions{Wake: r.Wake})
+	mgr := grants.NewManager(e.store, map[string]grants.Provider{"prod-db": e.prov}, []grants.Resource{testResource}, e.clock, nil, grants.ManagerOptions{Wake: r.Wake})
 	if _, err := mgr.Revoke(context.Background(), g.ID, grants.CauseManual, operator, "done early"); err != nil {
 		t.Fatal(err)
 	}
@@ -186,7 +186,7 @@ func TestOverlappingGrantsKeepAccess(t *testing.T) {
 		t.Fatal("access created by another live grant was marked preexisting")
 	}
 	e.clock.Advance(time.Hour)
-	r := grants.NewRevoker(e.store, map[string]grants.Provider{"fake": e.prov}, e.clock, nil, grants.RevokerOptions{})
+	r := grants.NewRevoker(e.store, map[string]grants.Provider{"prod-db": e.prov}, e.clock, nil, grants.RevokerOptions{})
 	if err := r.Sweep(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -213,7 +213,7 @@ func TestPreexistingAccessIsLeftInPlace(t *testing.T) {
 		t.Fatal("handle not preexisting")
 	}
 	e.clock.Advance(time.Hour)
-	r := grants.NewRevoker(e.store, map[string]grants.Provider{"fake": e.prov}, e.clock, nil, grants.RevokerOptions{})
+	r := grants.NewRevoker(e.store, map[string]grants.Provider{"prod-db": e.prov}, e.clock, nil, grants.RevokerOptions{})
 	if err := r.Sweep(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -247,7 +247,7 @@ func TestReconcileRevokesInterruptedIssue(t *testing.T) {
 	if n, err := e.mgr.ReconcileOnStart(ctx, true); err != nil || n != 1 {
 		t.Fatalf("exclusive reconcile queued %d (%v), want 1", n, err)
 	}
-	r := grants.NewRevoker(e.store, map[string]grants.Provider{"fake": e.prov}, e.clock, nil, grants.RevokerOptions{})
+	r := grants.NewRevoker(e.store, map[string]grants.Provider{"prod-db": e.prov}, e.clock, nil, grants.RevokerOptions{})
 	if err := r.Sweep(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -263,12 +263,12 @@ func TestReconcileRevokesInterruptedIssue(t *testing.T) {
 func TestIssueTimeoutQueuesRevocation(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	slow := grants.NewManager(e.store, map[string]grants.Provider{"fake": hangingProvider{e.prov}}, []grants.Resource{testResource}, e.clock, nil, grants.ManagerOptions{IssueTimeout: time.Millisecond})
+	slow := grants.NewManager(e.store, map[string]grants.Provider{"prod-db": hangingProvider{e.prov}}, []grants.Resource{testResource}, e.clock, nil, grants.ManagerOptions{IssueTimeout: time.Millisecond})
 	g, _, err := slow.Issue(ctx, grants.IssueInput{Resource: "prod-db", Person: alice, Duration: time.Hour, Reason: "x", Actor: operator})
 	if err == nil {
 		t.Fatal("hanging issue succeeded")
 	}
-	r := grants.NewRevoker(e.store, map[string]grants.Provider{"fake": e.prov}, e.clock, nil, grants.RevokerOptions{})
+	r := grants.NewRevoker(e.store, map[string]grants.Provider{"prod-db": e.prov}, e.clock, nil, grants.RevokerOptions{})
 	if err := r.Sweep(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -282,7 +282,7 @@ func TestBackoffIsCappedAndJittered(t *testing.T) {
 	e.prov.failRevokes = 100
 	g := e.issue(t, time.Minute)
 	e.clock.Advance(time.Minute)
-	r := grants.NewRevoker(e.store, map[string]grants.Provider{"fake": e.prov}, e.clock, nil, grants.RevokerOptions{
+	r := grants.NewRevoker(e.store, map[string]grants.Provider{"prod-db": e.prov}, e.clock, nil, grants.RevokerOptions{
 		BackoffBase: time.Second, BackoffMax: 10 * time.Second, Jitter: func() float64 { return 0 }})
 	var delays []time.Duration
 	for range 6 {

@@ -27,7 +27,12 @@ type command struct {
 }
 
 // commands is the explicit table of sub-commands; each lives in its own file.
-var commands = map[string]command{}
+var commands = map[string]command{
+	"config": {summary: "check a configuration file: config check --config FILE", run: runConfig},
+	"serve":  {summary: "run the broker: serve --config FILE", run: runServe},
+	"grants": {summary: "list, issue or revoke grants: grants list|issue|revoke --config FILE", run: runGrants},
+	"audit":  {summary: "audit log: audit verify|search|export|keygen", run: runAudit},
+}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -266,3 +266,22 @@ func (s *Store) AcquireLease(ctx context.Context, name, holder string, ttl time.
 func placeholders(n int) string {
 	return strings.TrimSuffix(strings.Repeat("?, ", n), ", ")
 }
+
+// CountByState returns how many grants are in each state.
+func (s *Store) CountByState(ctx context.Context) (map[grants.State]int, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT state, COUNT(*) FROM grants GROUP BY state`)
+	if err != nil {
+		return nil, fmt.Errorf("count grants: %w", err)
+	}
+	defer rows.Close()
+	out := map[grants.State]int{}
+	for rows.Next() {
+		var st string
+		var n int
+		if err := rows.Scan(&st, &n); err != nil {
+			return nil, err
+		}
+		out[grants.State(st)] = n
+	}
+	return out, rows.Err()
+}

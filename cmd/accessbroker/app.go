@@ -1,0 +1,130 @@
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/accessbroker/accessbroker/audit"
+	"github.com/accessbroker/accessbroker/grants"
+	"github.com/accessbroker/accessbroker/grants/sqlstore"
+)
+
+// app is one configured broker: store, providers, manager and revoker, built from a Config.
+// Every sub-command that touches state builds one; serve also runs its workers.
+type app struct {
+	cfg       *Config
+	log       *slog.Logger
+	clock     grants.Clock
+	store     *sqlstore.Store
+	providers map[string]grants.Provider
+	manager   *grants.Manager
+	revoker   *grants.Revoker
+	metrics   *metrics
+	instance  string
+}
+
+// appOptions are the developer-only knobs kept apart from the config contract.
+type appOptions struct {
+	clock  grants.Clock
+	logOut io.Writer
+	// withProviders builds the providers (serve, grants issue/revoke); read-only commands
+	// (list, audit) skip them so they work without upstream credentials.
+	withProviders bool
+}
+
+func newApp(ctx context.Context, cfg *Config, opts appOptions) (*app, error) {
+	if opts.clock == nil {
+		opts.clock = grants.RealClock{}
+	}
+	if opts.logOut == nil {
+		opts.logOut = os.Stderr
+	}
+	log := slog.New(slog.NewJSONHandler(opts.logOut, &slog.HandlerOptions{Level: cfg.SlogLevel()}))
+	if cfg.InstanceName != "" {
+		log = log.With("instance", cfg.InstanceName)
+	}
+	if cfg.Store.Driver != "sqlite" {
+		return nil, fmt.Errorf("store.driver %q: this build supports sqlite only", cfg.Store.Driver)
+	}
+	st, err := sqlstore.Open(ctx, cfg.Store.Driver, cfg.Store.DSN.Reveal(), opts.clock, log)
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	a := &app{cfg: cfg, log: log, clock: opts.clock, store: st, providers: map[string]grants.Provider{}, instance: grants.NewID("i")}
+	a.metrics = newMetrics(st)
+	if opts.withProviders {
+		if a.providers, err = buildProviders(ctx, cfg, opts.clock, log); err != nil {
+			st.Close()
+			return nil, err
+		}
+	}
+	rc := cfg.Revoker
+	a.revoker = grants.NewRevoker(a.metrics.timedStore, a.providers, opts.clock, log, grants.RevokerOptions{
+		Instance: a.instance, ConcurrencyPerProvider: rc.ConcurrencyPerProvider, Batch: rc.Batch,
+		BackoffBase: rc.BackoffBase, BackoffMax: rc.BackoffMax, ClaimLease: rc.ClaimLease,
+		AttemptTimeout: rc.IssueTimeout, ShutdownGrace: rc.ShutdownGrace, IdleWait: 15 * time.Second,
+		Metrics: a.metrics,
+	})
+	a.manager = grants.NewManager(a.metrics.timedStore, a.providers, cfg.GrantResources(), opts.clock, log, grants.ManagerOptions{
+		Instance: a.instance, IssueTimeout: rc.IssueTimeout, Wake: a.revoker.Wake,
+	})
+	return a, nil
+}
+
+func (a *app) Close() error { return a.store.Close() }
+
+// signingKey reads the checkpoint signing key named in the config.
+func (a *app) signingKey() (ed25519.PrivateKey, error) {
+	return readSigningKey(a.cfg.Audit.SigningKeyFile)
+}
+
+func readSigningKey(path string) (ed25519.PrivateKey, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("audit.signing_key_file %s does not exist: create it with `accessbroker audit keygen --out %s`", path, path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read audit.signing_key_file: %w", err)
+	}
+	k, err := audit.ParsePrivateKey(b)
+	if err != nil {
+		return nil, fmt.Errorf("audit.signing_key_file %s: %w", path, err)
+	}
+	return k, nil
+}
+
+// operatorActor names the person at the command line.
+func operatorActor(name string) audit.Actor {
+	if name == "" {
+		name = os.Getenv("USER")
+	}
+	if name == "" {
+		name = "unknown-operator"
+	}
+	return audit.Actor{Kind: audit.ActorOperator, ID: name}
+}
+
+// loadConfigFlag loads --config, printing problems to stderr; ok=false means exit 2.
+func loadConfigFlag(path string, stderr io.Writer) (*Config, bool) {
+	if path == "" {
+		fmt.Fprintln(stderr, "accessbroker: --config FILE is required")
+		return nil, false
+	}
+	cfg, err := LoadConfig(path, os.LookupEnv)
+	if err != nil {
+		var ce *ConfigError
+		if errors.As(err, &ce) {
+			fmt.Fprintln(stderr, ce.Error())
+		} else {
+			fmt.Fprintf(stderr, "accessbroker: %v\n", err)
+		}
+		return nil, false
+	}
+	return cfg, true
+}

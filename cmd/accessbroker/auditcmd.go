@@ -1,0 +1,282 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/accessbroker/accessbroker/audit"
+)
+
+func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, "usage: accessbroker audit verify|search|export|keygen [flags]")
+		return exitUsage
+	}
+	switch args[0] {
+	case "verify":
+		return auditVerify(ctx, args[1:], stdout, stderr)
+	case "search":
+		return auditSearch(ctx, args[1:], stdout, stderr, false)
+	case "export":
+		return auditSearch(ctx, args[1:], stdout, stderr, true)
+	case "keygen":
+		return auditKeygen(args[1:], stdout, stderr)
+	default:
+		fmt.Fprintf(stderr, "accessbroker audit: unknown sub-command %q (want verify, search, export or keygen)\n", args[0])
+		return exitUsage
+	}
+}
+
+func auditKeygen(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("audit keygen", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	out := fs.String("out", "", "where to write the new ed25519 private key (PEM); refuses to overwrite")
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	if *out == "" {
+		fmt.Fprintln(stderr, "usage: accessbroker audit keygen --out FILE")
+		return exitUsage
+	}
+	key, err := audit.GenerateKey(rand.Reader)
+	if err != nil {
+		fmt.Fprintf(stderr, "accessbroker audit keygen: %v\n", err)
+		return exitFailure
+	}
+	pemBytes, err := audit.MarshalPrivateKey(key)
+	if err != nil {
+		fmt.Fprintf(stderr, "accessbroker audit keygen: %v\n", err)
+		return exitFailure
+	}
+	f, err := os.OpenFile(*out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		fmt.Fprintf(stderr, "accessbroker audit keygen: %v (an existing key is never overwritten)\n", err)
+		return exitFailure
+	}
+	if _, err := f.Write(pemBytes); err != nil {
+		f.Close()
+		fmt.Fprintf(stderr, "accessbroker audit keygen: %v\n", err)
+		return exitFailure
+	}
+	if err := f.Close(); err != nil {
+		fmt.Fprintf(stderr, "accessbroker audit keygen: %v\n", err)
+		return exitFailure
+	}
+	pub, _ := audit.MarshalPublicKey(audit.PublicKeyOf(key))
+	fmt.Fprintf(stdout, "wrote %s (key id %s); public key:\n%s", *out, audit.KeyID(audit.PublicKeyOf(key)), pub)
+	return exitOK
+}
+
+func auditVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("audit verify", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", "", "configuration file")
+	pubPath := fs.String("public-key", "", "verify checkpoints with this PEM public key instead of the config's signing key")
+	maxAge := fs.Duration("max-checkpoint-age", 0, "fail if the newest checkpoint is older than this (default: twice audit.checkpoint_period)")
+	format := fs.String("format", "text", "text or json")
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	cfg, ok := loadConfigFlag(*configPath, stderr)
+	if !ok {
+		return exitUsage
+	}
+	var pub []byte
+	if *pubPath != "" {
+		b, err := os.ReadFile(*pubPath)
+		if err != nil {
+			fmt.Fprintf(stderr, "accessbroker audit verify: %v\n", err)
+			return exitUsage
+		}
+		p, err := audit.ParsePublicKey(b)
+		if err != nil {
+			fmt.Fprintf(stderr, "accessbroker audit verify: --public-key: %v\n", err)
+			return exitUsage
+		}
+		pub = p
+	} else {
+		key, err := readSigningKey(cfg.Audit.SigningKeyFile)
+		if err != nil {
+			fmt.Fprintf(stderr, "accessbroker audit verify: %v\n", err)
+			return exitUsage
+		}
+		pub = audit.PublicKeyOf(key)
+	}
+	a, err := newApp(ctx, cfg, appOptions{logOut: io.Discard})
+	if err != nil {
+		fmt.Fprintf(stderr, "accessbroker audit verify: %v\n", err)
+		return exitFailure
+	}
+	defer a.Close()
+	age := *maxAge
+	if age == 0 {
+		age = 2 * cfg.Audit.CheckpointPeriod
+	}
+	res, err := audit.Verify(ctx, a.store, pub, audit.VerifyOptions{
+		RequireCheckpoint: true, CheckpointEvery: int64(cfg.Audit.CheckpointEvery), MaxCheckpointAge: age, Now: a.clock.Now(),
+	})
+	if err != nil {
+		fmt.Fprintf(stderr, "accessbroker audit verify: %v\n", err)
+		return exitFailure
+	}
+	if *format == "json" {
+		_ = json.NewEncoder(stdout).Encode(map[string]any{
+			"ok": res.OK, "events": res.Events, "last_seq": res.LastSeq, "head": res.Head, "checkpoints": res.Checkpoints,
+			"first_bad": res.FirstBad, "damage": res.Damage, "detail": res.Detail,
+		})
+	} else {
+		fmt.Fprintln(stdout, res.String())
+	}
+	if !res.OK {
+		return exitFailure
+	}
+	return exitOK
+}
+
+func auditSearch(ctx context.Context, args []string, stdout, stderr io.Writer, export bool) int {
+	name := "audit search"
+	if export {
+		name = "audit export"
+	}
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", "", "configuration file")
+	var q audit.Query
+	var since, until, action string
+	fs.StringVar(&q.Actor, "actor", "", "actor id or email")
+	fs.StringVar(&q.Resource, "resource", "", "resource name")
+	fs.StringVar(&action, "action", "", "action, e.g. grant.revoked")
+	fs.StringVar(&q.GrantID, "grant", "", "grant id")
+	fs.StringVar(&q.RequestID, "request", "", "request id")
+	fs.StringVar(&since, "since", "", "from this time (RFC 3339) or this long ago (e.g. 168h)")
+	fs.StringVar(&until, "until", "", "before this time (RFC 3339) or this long ago")
+	limit := fs.Int("limit", 100, "at most this many events (search only; export writes all)")
+	defFormat := "table"
+	if export {
+		defFormat = "jsonl"
+	}
+	format := fs.String("format", defFormat, "search: table, json or csv; export: jsonl or csv")
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	valid := map[string]bool{"table": !export, "json": !export, "csv": true, "jsonl": export}
+	if !valid[*format] {
+		fmt.Fprintf(stderr, "accessbroker %s: --format %q is not supported\n", name, *format)
+		return exitUsage
+	}
+	cfg, ok := loadConfigFlag(*configPath, stderr)
+	if !ok {
+		return exitUsage
+	}
+	a, err := newApp(ctx, cfg, appOptions{logOut: io.Discard})
+	if err != nil {
+		fmt.Fprintf(stderr, "accessbroker %s: %v\n", name, err)
+		return exitFailure
+	}
+	defer a.Close()
+	now := a.clock.Now()
+	if q.Since, err = parseWhen(since, now); err != nil {
+		fmt.Fprintf(stderr, "accessbroker %s: --since: %v\n", name, err)
+		return exitUsage
+	}
+	if q.Until, err = parseWhen(until, now); err != nil {
+		fmt.Fprintf(stderr, "accessbroker %s: --until: %v\n", name, err)
+		return exitUsage
+	}
+	q.Action = audit.Action(action)
+	if export {
+		return auditExport(ctx, a, q, *format, stdout, stderr)
+	}
+	q.Limit = *limit
+	if err := q.Validate(); err != nil {
+		fmt.Fprintf(stderr, "accessbroker %s: %v\n", name, err)
+		return exitUsage
+	}
+	evs, err := a.store.Search(ctx, q)
+	if err != nil {
+		fmt.Fprintf(stderr, "accessbroker %s: %v\n", name, err)
+		return exitFailure
+	}
+	switch *format {
+	case "json":
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if evs == nil {
+			evs = []audit.Event{}
+		}
+		err = enc.Encode(evs)
+	case "csv":
+		err = audit.WriteCSV(stdout, evs, true)
+	default:
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "SEQ\tTIME (UTC)\tACTOR\tACTION\tRESOURCE\tGRANT\tREASON")
+		for _, e := range evs {
+			actor := e.Actor.ID
+			if e.Actor.Email != "" {
+				actor += " <" + e.Actor.Email + ">"
+			}
+			fmt.Fprintf(tw, "%d\t%s\t%s:%s\t%s\t%s\t%s\t%s\n", e.Seq, audit.FormatTime(e.Time), e.Actor.Kind, actor, e.Action, e.Resource, e.GrantID, firstLine(e.Reason, 60))
+		}
+		err = tw.Flush()
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "accessbroker %s: %v\n", name, err)
+		return exitFailure
+	}
+	return exitOK
+}
+
+// auditExport streams every matching event in pages, in seq order.
+func auditExport(ctx context.Context, a *app, q audit.Query, format string, stdout, stderr io.Writer) int {
+	q.Limit = 5000
+	header := true
+	for {
+		evs, err := a.store.Search(ctx, q)
+		if err != nil {
+			fmt.Fprintf(stderr, "accessbroker audit export: %v\n", err)
+			return exitFailure
+		}
+		if format == "csv" {
+			err = audit.WriteCSV(stdout, evs, header)
+			header = false
+		} else {
+			err = audit.WriteJSONL(stdout, evs)
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "accessbroker audit export: %v\n", err)
+			return exitFailure
+		}
+		if len(evs) < q.Limit {
+			return exitOK
+		}
+		q.AfterSeq = evs[len(evs)-1].Seq
+	}
+}
+
+// parseWhen reads an RFC 3339 time or a duration meaning "that long before now".
+func parseWhen(s string, now time.Time) (time.Time, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return time.Time{}, nil
+	}
+	if d, err := time.ParseDuration(s); err == nil {
+		if d < 0 {
+			return time.Time{}, errors.New("a duration must be positive (it means that long ago)")
+		}
+		return now.Add(-d), nil
+	}
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%q is neither an RFC 3339 time (2026-11-22T09:00:00Z) nor a duration (168h)", s)
+	}
+	return t.UTC(), nil
+}

@@ -1,0 +1,2227 @@
+package main
+
+// This file is the configuration contract of accessbroker: one YAML file, described in
+// DESIGN.md "Configuration (contract)" and documented key by key in
+// accessbroker.example.yaml at the repository root.
+//
+// Loading happens in four steps, each of which collects every problem it finds instead of
+// stopping at the first:
+//
+//  1. Parse the YAML into a yaml.v3 node tree (syntax errors carry their line).
+//  2. Decode the tree into Config with our own strict decoder: unknown keys (with a
+//     did-you-mean), duplicate keys, wrong shapes and wrong scalar types are problems with
+//     their key path and line. ${NAME} references are expanded inside scalar values only,
+//     while decoding, so an environment value can never change the document's structure.
+//  3. Read secrets given as "file:/path", then apply defaults (a default applies only when the
+//     key is absent, so an explicit 0 is still seen and rejected by validation).
+//  4. Validate the whole configuration, naming each bad key path and its line.
+//
+// Secret values never appear in a Problem: messages about a secret name its key only, and
+// values that came from the environment are not quoted back either.
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/mail"
+	"net/url"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/accessbroker/accessbroker/grants"
+)
+
+// Provider kinds accepted in resources[].provider.
+const (
+	ProviderPostgres          = "postgres"
+	ProviderAWSSTS            = "aws-sts"
+	ProviderAWSIdentityCenter = "aws-identity-center"
+	ProviderGitHubTeam        = "github-team"
+	ProviderWebhook           = "webhook"
+)
+
+// Default upstream API base URLs, used when the matching api_url is empty or absent. They are
+// the defaults of the SDKs accessbroker uses (slack-go, go-pagerduty, go-github).
+const (
+	DefaultSlackAPIURL     = "https://slack.com/api/"
+	DefaultPagerDutyAPIURL = "https://api.pagerduty.com"
+	DefaultGitHubAPIURL    = "https://api.github.com/"
+)
+
+// Limits that keep a configuration sane.
+const (
+	// MaxResourceDuration is the longest max_duration a resource may have: anything longer is
+	// not just-in-time access.
+	MaxResourceDuration = 7 * 24 * time.Hour
+	// MinAPITokenLength is the shortest api.token accepted.
+	MinAPITokenLength = 32
+	// maxConfigSize bounds the config file LoadConfig reads.
+	maxConfigSize = 1 << 20
+	// maxSecretFileSize bounds a "file:" secret.
+	maxSecretFileSize = 64 << 10
+	// maxDecodeSteps bounds decoding work, so a small file full of aliases cannot explode.
+	maxDecodeSteps = 200_000
+)
+
+// Config is the whole accessbroker configuration, after ${ENV} expansion, "file:" secrets,
+// defaults and validation. A *Config returned by LoadConfig or ParseConfig is valid; do not
+// build one by hand except in tests. Printing a Config never reveals a secret: every secret is
+// a Secret, which prints as [REDACTED].
+type Config struct {
+	// InstanceName (instance_name) names this broker in messages and metrics when several
+	// brokers exist (e.g. "prod-eu"). Optional; at most 64 printable characters.
+	InstanceName string `yaml:"instance_name"`
+	// LogLevel (log_level) is debug, info, warn or error. Default info. See SlogLevel.
+	LogLevel string `yaml:"log_level"`
+	// Listen (listen) is the HTTP listen address, host:port. Default ":8080".
+	Listen string `yaml:"listen"`
+	// API (api) configures the /api/v1 admin API.
+	API APIConfig `yaml:"api"`
+	// Store (store) is the database. Required.
+	Store StoreConfig `yaml:"store"`
+	// Audit (audit) configures the audit log's signed checkpoints. Required.
+	Audit AuditConfig `yaml:"audit"`
+	// Revoker (revoker) tunes the durable revocation loop. Every key has a default.
+	Revoker RevokerConfig `yaml:"revoker"`
+	// Slack (slack) is the Slack app. nil when the section is absent; required as soon as a
+	// resource names approvers.
+	Slack *SlackConfig `yaml:"slack"`
+	// PagerDuty (pagerduty) is the PagerDuty account. nil when absent; required as soon as a
+	// resource has an on-call policy or auto_grant rules exist.
+	PagerDuty *PagerDutyConfig `yaml:"pagerduty"`
+	// AWS (aws) is shared by the aws-sts and aws-identity-center providers. nil when absent;
+	// required (with region) as soon as such a resource exists. Credentials come from the
+	// AWS SDK's default chain (environment, shared config, instance or task role), never
+	// from this file.
+	AWS *AWSConfig `yaml:"aws"`
+	// GitHub (github) is used by the github-team provider. nil when absent; required (with
+	// token) as soon as a github-team resource exists.
+	GitHub *GitHubConfig `yaml:"github"`
+	// Resources (resources) are the things access can be granted to. At least one.
+	Resources []ResourceConfig `yaml:"resources"`
+	// AutoGrant (auto_grant) grants resources to whoever acknowledges a page on the listed
+	// PagerDuty services.
+	AutoGrant []AutoGrantConfig `yaml:"auto_grant"`
+	// Identities (identities) is an optional explicit map from Slack users to the same person
+	// elsewhere, consulted before the users.info → email → PagerDuty lookup.
+	Identities []IdentityConfig `yaml:"identities"`
+
+	lines   map[string]int  // key path → line of the key (or list item) in the file
+	set     map[string]bool // key paths given a non-null value in the file
+	fromEnv map[string]bool // key paths whose value came (partly) from ${NAME}
+}
+
+// APIConfig is the api section.
+type APIConfig struct {
+	// Token (api.token) is the bearer token of the /api/v1 admin API. Optional: without it
+	// the admin API answers 401 to everything. When set it must be at least 32 characters.
+	// A secret: accepts "file:/path".
+	Token Secret `yaml:"token"`
+}
+
+// StoreConfig is the store section.
+type StoreConfig struct {
+	// Driver (store.driver) is sqlite (one process, embedded) or postgres (several replicas).
+	// Required.
+	Driver string `yaml:"driver"`
+	// DSN (store.dsn) is the database to open: for sqlite a modernc.org/sqlite DSN such as
+	// "file:accessbroker.db" (passed to the driver as is, relative to the working directory);
+	// for postgres a postgres:// URL or key=value connection string. Required. With the
+	// postgres driver it is a secret and accepts "file:/path"; with sqlite it does not (the
+	// "file:" prefix is SQLite's own URI syntax there).
+	DSN Secret `yaml:"dsn"`
+}
+
+// AuditConfig is the audit section.
+type AuditConfig struct {
+	// SigningKeyFile (audit.signing_key_file) is the ed25519 key that signs checkpoints.
+	// Required. A relative path is relative to the config file's directory.
+	SigningKeyFile string `yaml:"signing_key_file"`
+	// CheckpointEvery (audit.checkpoint_every) signs a checkpoint after this many events.
+	// Default 1000; at least 1.
+	CheckpointEvery int `yaml:"checkpoint_every"`
+	// CheckpointPeriod (audit.checkpoint_period) also signs a checkpoint this often, even when
+	// nothing happened, so "no events" can be told from "events deleted". Default 1h; between
+	// 1s and 24h.
+	CheckpointPeriod time.Duration `yaml:"checkpoint_period"`
+}
+
+// RevokerConfig is the revoker section. Every field has a default.
+type RevokerConfig struct {
+	// ConcurrencyPerProvider (revoker.concurrency_per_provider) bounds concurrent revocations
+	// per provider kind, so a slow provider cannot starve the others. Default 32; 1 to 1024.
+	ConcurrencyPerProvider int `yaml:"concurrency_per_provider"`
+	// Batch (revoker.batch) is how many due grants one claim takes. Default 256; 1 to 10000.
+	Batch int `yaml:"batch"`
+	// BackoffBase (revoker.backoff_base) is the first retry delay after a failed revocation;
+	// it doubles (with jitter) up to BackoffMax, forever. Default 5s.
+	BackoffBase time.Duration `yaml:"backoff_base"`
+	// BackoffMax (revoker.backoff_max) caps the retry delay. Default 5m; at most 1h and at
+	// least backoff_base.
+	BackoffMax time.Duration `yaml:"backoff_max"`
+	// ClaimLease (revoker.claim_lease) is how long a claimed grant stays reserved for the
+	// broker that claimed it; after that another replica may take it. Default 2m; must be
+	// longer than issue_timeout.
+	ClaimLease time.Duration `yaml:"claim_lease"`
+	// IssueTimeout (revoker.issue_timeout) bounds one provider call (issue or revoke).
+	// Default 1m.
+	IssueTimeout time.Duration `yaml:"issue_timeout"`
+	// ShutdownGrace (revoker.shutdown_grace) lets in-flight revocations finish and be
+	// recorded after shutdown starts. Default 10s; at most 5m.
+	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
+}
+
+// SlackConfig is the slack section.
+type SlackConfig struct {
+	// APIURL (slack.api_url) overrides Slack's Web API base URL (tests, demo). Empty means
+	// DefaultSlackAPIURL. Must be https unless the host is loopback.
+	APIURL string `yaml:"api_url"`
+	// TeamID (slack.team_id) is the workspace (T…) or Enterprise Grid org (E…) the broker
+	// serves; requests from any other team are rejected. Required.
+	TeamID string `yaml:"team_id"`
+	// BotToken (slack.bot_token) is the bot token (xoxb-…). Required. A secret.
+	BotToken Secret `yaml:"bot_token"`
+	// SigningSecret (slack.signing_secret) verifies Slack's request signatures. A secret.
+	// At least one of signing_secret and signing_secrets is required.
+	SigningSecret Secret `yaml:"signing_secret"`
+	// SigningSecrets (slack.signing_secrets) are further accepted signing secrets, for
+	// rotation. Secrets. See SigningSecretList.
+	SigningSecrets []Secret `yaml:"signing_secrets"`
+	// AuditChannel (slack.audit_channel) receives a note of every grant and every alert
+	// (failed revocations, break-glass). Required; a channel id (C… or G…).
+	AuditChannel string `yaml:"audit_channel"`
+	// ApprovalsChannel (slack.approvals_channel) receives approval requests. Default: the
+	// audit channel.
+	ApprovalsChannel string `yaml:"approvals_channel"`
+	// Summary (slack.summary) schedules the weekly report. Defaults: the audit channel,
+	// monday, 09:00 UTC.
+	Summary SummaryConfig `yaml:"summary"`
+	// RequestTTL (slack.request_ttl) is how long a request may wait for approval before it
+	// expires. Default 1h; at most 7 days.
+	RequestTTL time.Duration `yaml:"request_ttl"`
+	// MinReasonLength (slack.min_reason_length) is the shortest reason /access accepts, in
+	// characters. Default 10; 0 accepts any reason; at most 500.
+	MinReasonLength int `yaml:"min_reason_length"`
+}
+
+// SummaryConfig is slack.summary: when and where the weekly report is posted (UTC).
+type SummaryConfig struct {
+	// Channel (slack.summary.channel) is where the report goes. Default: the audit channel.
+	Channel string `yaml:"channel"`
+	// Day (slack.summary.weekday) is the English day name, any case. Default monday. Stored
+	// in lower case; see Weekday.
+	Day string `yaml:"weekday"`
+	// Time (slack.summary.time) is HH:MM, 24-hour, UTC. Default "09:00". See HourMinute.
+	Time string `yaml:"time"`
+}
+
+// PagerDutyConfig is the pagerduty section.
+type PagerDutyConfig struct {
+	// APIURL (pagerduty.api_url) overrides the REST API base URL (tests, demo). Empty means
+	// DefaultPagerDutyAPIURL. Must be https unless the host is loopback.
+	APIURL string `yaml:"api_url"`
+	// Token (pagerduty.token) is a REST API key (read access suffices). Required. A secret.
+	Token Secret `yaml:"token"`
+	// WebhookSecrets (pagerduty.webhook_secrets) verify v3 webhook signatures; any one may
+	// match (rotation). Required when auto_grant rules exist. Secrets.
+	WebhookSecrets []Secret `yaml:"webhook_secrets"`
+	// Freshness (pagerduty.freshness) is the oldest webhook event (by occurred_at) acted on.
+	// Default 5m; at most 1h.
+	Freshness time.Duration `yaml:"freshness"`
+}
+
+// AWSConfig is the aws section.
+type AWSConfig struct {
+	// Region (aws.region), e.g. us-east-1. Required when the section is used.
+	Region string `yaml:"region"`
+	// EndpointURL (aws.endpoint_url) overrides every AWS endpoint (tests, demo). Empty means
+	// the SDK's endpoints. Must be https unless the host is loopback.
+	EndpointURL string `yaml:"endpoint_url"`
+}
+
+// GitHubConfig is the github section.
+type GitHubConfig struct {
+	// APIURL (github.api_url) overrides the REST API base URL (GitHub Enterprise Server,
+	// tests). Empty means DefaultGitHubAPIURL. Must be https unless the host is loopback.
+	APIURL string `yaml:"api_url"`
+	// Token (github.token) may manage the configured teams' memberships. Required when a
+	// github-team resource exists. A secret.
+	Token Secret `yaml:"token"`
+}
+
+// ResourceConfig is one entry of resources.
+type ResourceConfig struct {
+	// Name (resources[].name) is what requesters type: ^[a-z0-9][a-z0-9-]{0,62}$, unique.
+	Name string `yaml:"name"`
+	// Provider (resources[].provider) is the provider kind: postgres, aws-sts,
+	// aws-identity-center, github-team or webhook. The block of the same name (with - as _)
+	// is required and no other provider block is allowed.
+	Provider string `yaml:"provider"`
+	// DefaultDuration (resources[].default_duration) is used when a request names no
+	// duration. Default 1h, or max_duration when that is shorter; at least 1m.
+	DefaultDuration time.Duration `yaml:"default_duration"`
+	// MaxDuration (resources[].max_duration) is the longest grant. Default 4h; at most 7 days
+	// (168h); at least default_duration.
+	MaxDuration time.Duration `yaml:"max_duration"`
+	// Postgres (resources[].postgres) is the postgres provider's block.
+	Postgres *PostgresConfig `yaml:"postgres"`
+	// AWSSTS (resources[].aws_sts) is the aws-sts provider's block.
+	AWSSTS *AWSSTSConfig `yaml:"aws_sts"`
+	// AWSIdentityCenter (resources[].aws_identity_center) is the aws-identity-center
+	// provider's block.
+	AWSIdentityCenter *AWSIdentityCenterConfig `yaml:"aws_identity_center"`
+	// GitHubTeam (resources[].github_team) is the github-team provider's block.
+	GitHubTeam *GitHubTeamConfig `yaml:"github_team"`
+	// Webhook (resources[].webhook) is the webhook provider's block.
+	Webhook *WebhookConfig `yaml:"webhook"`
+	// Policy (resources[].policy) says who gets access and how.
+	Policy PolicyConfig `yaml:"policy"`
+}
+
+// PostgresConfig is the postgres provider's block: a login role with VALID UNTIL, member of
+// Roles, dropped on revoke.
+type PostgresConfig struct {
+	// DSN (postgres.dsn) is the admin connection (a postgres:// URL or key=value string) used
+	// to create and drop login roles. Required. A secret.
+	DSN Secret `yaml:"dsn"`
+	// Roles (postgres.roles) are the existing roles the login role is granted. At least one.
+	Roles []string `yaml:"roles"`
+	// Host (postgres.host) goes into the connection string delivered to the requester.
+	// Default: the admin DSN's host.
+	Host string `yaml:"host"`
+	// Port (postgres.port) goes into the delivered connection string. Default: the admin
+	// DSN's port, else 5432.
+	Port int `yaml:"port"`
+	// Database (postgres.database) goes into the delivered connection string. Default: the
+	// admin DSN's database.
+	Database string `yaml:"database"`
+	// ConnectionLimit (postgres.connection_limit) is the login role's CONNECTION LIMIT.
+	// Default 5; -1 means unlimited; 0 is rejected (the role could never log in).
+	ConnectionLimit int `yaml:"connection_limit"`
+	// SSLMode (postgres.sslmode) goes into the delivered connection string: disable, allow,
+	// prefer, require, verify-ca or verify-full. Default: the admin DSN's sslmode, else
+	// prefer.
+	SSLMode string `yaml:"sslmode"`
+}
+
+// AWSSTSConfig is the aws-sts provider's block: AssumeRole per grant, revoked with a
+// per-session deny.
+type AWSSTSConfig struct {
+	// RoleARN (aws_sts.role_arn) is the IAM role to assume,
+	// arn:aws:iam::123456789012:role/name. Required.
+	RoleARN string `yaml:"role_arn"`
+	// SessionPolicy (aws_sts.session_policy) is an optional inline session policy (a JSON
+	// object of at most 2048 characters) that narrows the role further.
+	SessionPolicy string `yaml:"session_policy"`
+	// MaxSessionDuration (aws_sts.max_session_duration) caps each STS session (credentials
+	// last min(grant, this)); it must not exceed the role's own MaxSessionDuration.
+	// Default 1h; 15m to 12h.
+	MaxSessionDuration time.Duration `yaml:"max_session_duration"`
+}
+
+// AWSIdentityCenterConfig is the aws-identity-center provider's block: an account
+// assignment per grant. All four fields are required.
+type AWSIdentityCenterConfig struct {
+	// InstanceARN (aws_identity_center.instance_arn), arn:aws:sso:::instance/ssoins-….
+	InstanceARN string `yaml:"instance_arn"`
+	// IdentityStoreID (aws_identity_center.identity_store_id), d-1234567890.
+	IdentityStoreID string `yaml:"identity_store_id"`
+	// PermissionSetARN (aws_identity_center.permission_set_arn),
+	// arn:aws:sso:::permissionSet/ssoins-…/ps-…, of the same instance.
+	PermissionSetARN string `yaml:"permission_set_arn"`
+	// AccountID (aws_identity_center.account_id), twelve digits.
+	AccountID string `yaml:"account_id"`
+}
+
+// GitHubTeamConfig is the github-team provider's block: team membership per grant.
+type GitHubTeamConfig struct {
+	// Org (github_team.org) is the organization login. Required.
+	Org string `yaml:"org"`
+	// Team (github_team.team) is the team slug. Required.
+	Team string `yaml:"team"`
+	// Role (github_team.role) is member or maintainer. Default member.
+	Role string `yaml:"role"`
+}
+
+// WebhookConfig is the webhook provider's block: a generic HTTP provider that POSTs issue
+// and revoke requests to an operator's endpoint.
+type WebhookConfig struct {
+	// URL (webhook.url) is the endpoint. Required; https unless the host is loopback.
+	URL string `yaml:"url"`
+	// Token (webhook.token) is sent as a bearer token. Required. A secret.
+	Token Secret `yaml:"token"`
+}
+
+// PolicyConfig is resources[].policy; it maps onto grants.Policy.
+type PolicyConfig struct {
+	// OnCall (policy.on_call) says what counts as being on call for this resource.
+	OnCall OnCallConfig `yaml:"on_call"`
+	// AutoApproveOnCall (policy.auto_approve_on_call) grants on-call requesters without
+	// approval. Needs on_call.escalation_policies or on_call.schedules.
+	AutoApproveOnCall bool `yaml:"auto_approve_on_call"`
+	// Approvers (policy.approvers) may approve requests; never their own.
+	Approvers ApproversConfig `yaml:"approvers"`
+	// MinApprovals (policy.min_approvals) is how many distinct approvers must approve.
+	// Default 1 when approvers are configured (0 otherwise); at least 1 then, and at most
+	// the number of slack_users when there is no usergroup.
+	MinApprovals int `yaml:"min_approvals"`
+	// BreakGlass (policy.break_glass) allows an immediate, loudly audited grant without
+	// approval.
+	BreakGlass bool `yaml:"break_glass"`
+	// CapToShift (policy.cap_to_shift) ends on-call grants when the shift ends. Needs an
+	// on_call policy.
+	CapToShift bool `yaml:"cap_to_shift"`
+}
+
+// OnCallConfig is policy.on_call. Sources are PagerDuty ids.
+type OnCallConfig struct {
+	// EscalationPolicies (on_call.escalation_policies): being on call in one of these counts.
+	EscalationPolicies []string `yaml:"escalation_policies"`
+	// Schedules (on_call.schedules): being on call in one of these counts.
+	Schedules []string `yaml:"schedules"`
+	// Levels (on_call.levels) restricts escalation_policies to these escalation levels
+	// (each ≥ 1). Empty means all levels.
+	Levels []int `yaml:"levels"`
+}
+
+// ApproversConfig is policy.approvers.
+type ApproversConfig struct {
+	// SlackUsers (approvers.slack_users) are Slack user ids (U… or W…).
+	SlackUsers []string `yaml:"slack_users"`
+	// SlackUsergroup (approvers.slack_usergroup) is a Slack user group id (S…) whose members
+	// may approve.
+	SlackUsergroup string `yaml:"slack_usergroup"`
+}
+
+// AutoGrantConfig is one entry of auto_grant: acknowledging an incident of one of
+// PagerDutyServices grants Resources to the acknowledging user.
+type AutoGrantConfig struct {
+	// PagerDutyServices (auto_grant[].pagerduty_services) are PagerDuty service ids. At least
+	// one.
+	PagerDutyServices []string `yaml:"pagerduty_services"`
+	// Resources (auto_grant[].resources) are configured resource names. At least one.
+	Resources []string `yaml:"resources"`
+	// Duration (auto_grant[].duration) of each grant. Default: the shortest default_duration
+	// of its resources; never more than any of their max_duration.
+	Duration time.Duration `yaml:"duration"`
+	// RevokeOnResolve (auto_grant[].revoke_on_resolve) revokes the grants when the incident
+	// is resolved.
+	RevokeOnResolve bool `yaml:"revoke_on_resolve"`
+	// GracePeriod (auto_grant[].grace_period) delays that revocation after the resolve.
+	// Default 0; at most 24h; only with revoke_on_resolve.
+	GracePeriod time.Duration `yaml:"grace_period"`
+}
+
+// IdentityConfig is one entry of identities: the same person in each system.
+type IdentityConfig struct {
+	// Slack (identities[].slack) is the Slack user id (U… or W…). Required; unique per team.
+	Slack string `yaml:"slack"`
+	// SlackTeam (identities[].slack_team) is the Slack team of that user. Default:
+	// slack.team_id.
+	SlackTeam string `yaml:"slack_team"`
+	// Email (identities[].email) is the verified email, a bare address. Unique.
+	Email string `yaml:"email"`
+	// GitHub (identities[].github) is the GitHub login. Unique.
+	GitHub string `yaml:"github"`
+	// PagerDuty (identities[].pagerduty) is the PagerDuty user id. Unique.
+	PagerDuty string `yaml:"pagerduty"`
+}
+
+// Secret is a configuration value that must not be printed: tokens, signing secrets, DSNs
+// with passwords. fmt, slog, encoding/json and yaml print it as [REDACTED] (or "" when
+// empty); Reveal returns the value for the one place that uses it.
+//
+// In the file, a secret is either the value itself (usually "${ENV_NAME}") or
+// "file:/path/to/secret", meaning the contents of that file with surrounding whitespace
+// trimmed (Docker and Kubernetes secrets). A relative path is relative to the config file's
+// directory. The file must be a regular file of at most 64 KiB and not empty.
+type Secret struct {
+	value  string
+	source string // "file:/path" when read from a file; not secret
+}
+
+// NewSecret wraps a value, for tests and for the demo.
+func NewSecret(v string) Secret { return Secret{value: v} }
+
+// FromFile is the file the secret was read from ("file:" form), or "". Not secret.
+func (s Secret) FromFile() string { return strings.TrimPrefix(s.source, "file:") }
+
+// Reveal returns the secret value. Call it only where the value is used.
+func (s Secret) Reveal() string { return s.value }
+
+// IsSet reports whether the secret is non-empty.
+func (s Secret) IsSet() bool { return s.value != "" }
+
+// String redacts.
+func (s Secret) String() string {
+	if s.value == "" {
+		return ""
+	}
+	return "[REDACTED]"
+}
+
+// GoString redacts (%#v).
+func (s Secret) GoString() string { return strconv.Quote(s.String()) }
+
+// LogValue redacts.
+func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
+
+// MarshalJSON redacts.
+func (s Secret) MarshalJSON() ([]byte, error) { return json.Marshal(s.String()) }
+
+// MarshalYAML redacts.
+func (s Secret) MarshalYAML() (any, error) { return s.String(), nil }
+
+// Problem is one thing wrong with a configuration.
+type Problem struct {
+	// Path is the key path, e.g. "resources[1].max_duration"; empty for the whole file.
+	Path string
+	// Line is the 1-based line in the file; 0 when unknown.
+	Line int
+	// Msg says what is wrong and how to fix it. It never contains a secret value.
+	Msg string
+}
+
+// String formats the problem as "line 12: path: message" (parts omitted when unknown).
+func (p Problem) String() string {
+	var b strings.Builder
+	if p.Line > 0 {
+		fmt.Fprintf(&b, "line %d: ", p.Line)
+	}
+	if p.Path != "" {
+		b.WriteString(p.Path)
+		b.WriteString(": ")
+	}
+	b.WriteString(p.Msg)
+	return b.String()
+}
+
+// ConfigError is the error LoadConfig and ParseConfig return when the configuration is
+// invalid. It holds every problem found, sorted by line.
+type ConfigError struct {
+	// File is the config file's path as given to LoadConfig; empty from ParseConfig.
+	File     string
+	Problems []Problem
+}
+
+// Format formats one problem as "FILE:LINE: path: message", the form `config check` prints.
+// Without a file it is Problem.String.
+func (e *ConfigError) Format(p Problem) string {
+	if e.File == "" {
+		return p.String()
+	}
+	var b strings.Builder
+	b.WriteString(e.File)
+	if p.Line > 0 {
+		fmt.Fprintf(&b, ":%d", p.Line)
+	}
+	b.WriteString(": ")
+	if p.Path != "" {
+		b.WriteString(p.Path)
+		b.WriteString(": ")
+	}
+	b.WriteString(p.Msg)
+	return b.String()
+}
+
+// Error prints every problem, one per line.
+func (e *ConfigError) Error() string {
+	lines := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		lines[i] = e.Format(p)
+	}
+	return strings.Join(lines, "\n")
+}
+
+// LoadConfig reads, expands, decodes, defaults and validates the config file at path.
+// getenv looks up ${NAME} references (os.LookupEnv in production). A file that cannot be read
+// is a plain wrapped error; an invalid configuration is a *ConfigError with File set to path.
+func LoadConfig(path string, getenv func(string) (string, bool)) (*Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxConfigSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read config %s: %w", path, err)
+	}
+	if len(data) > maxConfigSize {
+		return nil, fmt.Errorf("read config %s: file is larger than %d bytes", path, maxConfigSize)
+	}
+	cfg, err := parseConfig(data, loadOptions{getenv: getenv, baseDir: filepath.Dir(path)})
+	var ce *ConfigError
+	if errors.As(err, &ce) {
+		ce.File = path
+	}
+	return cfg, err
+}
+
+// ParseConfig is LoadConfig on bytes, for tests and fuzzing. Relative paths ("file:" secrets,
+// audit.signing_key_file) are relative to the working directory. A nil getenv treats every
+// variable as unset.
+func ParseConfig(data []byte, getenv func(string) (string, bool)) (*Config, error) {
+	return parseConfig(data, loadOptions{getenv: getenv})
+}
+
+type loadOptions struct {
+	getenv  func(string) (string, bool)
+	baseDir string // for relative paths; "" = working directory
+}
+
+func parseConfig(data []byte, opts loadOptions) (*Config, error) {
+	if opts.getenv == nil {
+		opts.getenv = func(string) (string, bool) { return "", false }
+	}
+	protected, refs := protectEnvRefs(data)
+	root, prob := parseYAML(protected)
+	if prob != nil {
+		return nil, &ConfigError{Problems: []Problem{*prob}}
+	}
+	d := &decoder{
+		getenv:   opts.getenv,
+		refs:     refs,
+		lines:    map[string]int{},
+		set:      map[string]bool{},
+		fromEnv:  map[string]bool{},
+		inAlias:  map[*yaml.Node]bool{},
+		maxSteps: maxDecodeSteps,
+	}
+	cfg := &Config{}
+	if root != nil {
+		d.decode(root, reflect.ValueOf(cfg).Elem(), "")
+	}
+	cfg.lines, cfg.set, cfg.fromEnv = d.lines, d.set, d.fromEnv
+	probs := d.probs
+	if len(probs) == 0 {
+		probs = append(probs, cfg.resolveFiles(opts.baseDir)...)
+		if f := cfg.Audit.SigningKeyFile; f != "" && opts.baseDir != "" && !filepath.IsAbs(f) {
+			cfg.Audit.SigningKeyFile = filepath.Join(opts.baseDir, f)
+		}
+	}
+	if len(probs) == 0 {
+		cfg.applyDefaults()
+		probs = append(probs, cfg.validate()...)
+	}
+	if len(probs) > 0 {
+		return nil, &ConfigError{Problems: sortProblems(probs)}
+	}
+	return cfg, nil
+}
+
+var yamlLineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+
+// parseYAML returns the single document's root node (nil for an empty file).
+func parseYAML(data []byte) (*yaml.Node, *Problem) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, nil
+		}
+		return nil, yamlProblem(err)
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		if err != nil {
+			return nil, yamlProblem(err)
+		}
+		return nil, &Problem{Line: extra.Line, Msg: "the config must be a single YAML document; remove the second document (after ---)"}
+	}
+	if doc.Kind == yaml.DocumentNode {
+		if len(doc.Content) == 0 {
+			return nil, nil
+		}
+		return doc.Content[0], nil
+	}
+	return &doc, nil
+}
+
+// yamlParserProblems are yaml.v3's parser (not scanner) error messages. For these, yaml.v3
+// reports the 0-based line of the enclosing collection's start (or of the problem when that
+// is the first line), so the line is shifted and the message says where to look.
+var yamlParserProblems = map[string]bool{
+	"did not find expected ',' or ']'":       true,
+	"did not find expected ',' or '}'":       true,
+	"did not find expected '-' indicator":    true,
+	"did not find expected <document start>": true,
+	"did not find expected <stream-start>":   true,
+	"did not find expected key":              true,
+	"did not find expected node content":     true,
+	"found duplicate %TAG directive":         true,
+	"found duplicate %YAML directive":        true,
+	"found incompatible YAML document":       true,
+	"found undefined tag handle":             true,
+}
+
+func yamlProblem(err error) *Problem {
+	msg := err.Error()
+	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
+		line, _ := strconv.Atoi(m[1])
+		if yamlParserProblems[m[2]] {
+			return &Problem{Line: line + 1, Msg: "invalid YAML: " + m[2] + " (on this line or in the block that starts here)"}
+		}
+		return &Problem{Line: line, Msg: "invalid YAML: " + m[2]}
+	}
+	return &Problem{Msg: "invalid YAML: " + strings.TrimPrefix(msg, "yaml: ")}
+}
+
+// decoder decodes a yaml.v3 node tree into Config strictly, expanding ${NAME} in scalars.
+type decoder struct {
+	getenv   func(string) (string, bool)
+	refs     *envRefs
+	lines    map[string]int
+	set      map[string]bool
+	fromEnv  map[string]bool
+	inAlias  map[*yaml.Node]bool
+	probs    []Problem
+	steps    int
+	maxSteps int
+}
+
+var (
+	durationType = reflect.TypeFor[time.Duration]()
+	secretType   = reflect.TypeFor[Secret]()
+)
+
+func (d *decoder) add(path string, line int, format string, args ...any) {
+	d.probs = append(d.probs, Problem{Path: path, Line: line, Msg: fmt.Sprintf(format, args...)})
+}
+
+func isNull(n *yaml.Node) bool {
+	return n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null"
+}
+
+func describe(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	default:
+		return "a single value"
+	}
+}
+
+func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
+	d.steps++
+	if d.steps > d.maxSteps {
+		if d.steps == d.maxSteps+1 {
+			d.add(path, n.Line, "the config is too large: more than %d values (check for aliases that repeat large blocks)", d.maxSteps)
+		}
+		return
+	}
+	line := n.Line
+	if n.Kind == yaml.AliasNode {
+		target := n.Alias
+		if target == nil {
+			return
+		}
+		if d.inAlias[target] {
+			d.add(path, line, "anchor %q contains an alias to itself", target.Anchor)
+			return
+		}
+		d.inAlias[target] = true
+		defer delete(d.inAlias, target)
+		n = target
+	}
+	t := v.Type()
+	switch {
+	case t == secretType:
+		if s, ok := d.scalar(n, line, path); ok {
+			v.Set(reflect.ValueOf(Secret{value: s}))
+		}
+		return
+	case t == durationType:
+		s, ok := d.scalar(n, line, path)
+		if !ok || s == "" {
+			return
+		}
+		dur, err := time.ParseDuration(s)
+		if err != nil {
+			d.add(path, line, "must be a duration such as 90m, 1h30m or 4h (Go syntax), not %s", d.show(path, s))
+			return
+		}
+		v.SetInt(int64(dur))
+		return
+	}
+	switch t.Kind() {
+	case reflect.Pointer:
+		if isNull(n) {
+			v.SetZero()
+			return
+		}
+		if v.IsNil() {
+			v.Set(reflect.New(t.Elem()))
+		}
+		d.decode(n, v.Elem(), path)
+	case reflect.Struct:
+		d.decodeStruct(n, line, v, path)
+	case reflect.Slice:
+		if isNull(n) {
+			v.SetZero()
+			return
+		}
+		if n.Kind != yaml.SequenceNode {
+			d.add(path, line, "must be a list, like [a, b] or one \"- item\" per line, not %s", describe(n))
+			return
+		}
+		s := reflect.MakeSlice(t, len(n.Content), len(n.Content))
+		for i, item := range n.Content {
+			if d.steps > d.maxSteps {
+				break
+			}
+			p := fmt.Sprintf("%s[%d]", path, i)
+			d.lines[p] = item.Line
+			d.decode(item, s.Index(i), p)
+		}
+		v.Set(s)
+	case reflect.String:
+		if s, ok := d.scalar(n, line, path); ok {
+			v.SetString(s)
+		}
+	case reflect.Bool:
+		s, ok := d.scalar(n, line, path)
+		if !ok || s == "" {
+			return
+		}
+		switch strings.ToLower(s) {
+		case "true":
+			v.SetBool(true)
+		case "false":
+			v.SetBool(false)
+		default:
+			d.add(path, line, "must be true or false, not %s", d.show(path, s))
+		}
+	case reflect.Int:
+		s, ok := d.scalar(n, line, path)
+		if !ok || s == "" {
+			return
+		}
+		i, err := strconv.ParseInt(s, 10, 32)
+		if err != nil {
+			d.add(path, line, "must be a whole number, not %s", d.show(path, s))
+			return
+		}
+		v.SetInt(i)
+	default:
+		// Only reachable if Config grows a field of a kind this decoder does not know.
+		d.add(path, line, "internal error: cannot decode into %s", t)
+	}
+}
+
+func (d *decoder) decodeStruct(n *yaml.Node, line int, v reflect.Value, path string) {
+	if isNull(n) {
+		return
+	}
+	if n.Kind != yaml.MappingNode {
+		d.add(path, line, "must be a mapping of keys to values, not %s", describe(n))
+		return
+	}
+	fields := structFields(v.Type())
+	// Merge keys (<<: *anchor) first, so the mapping's own keys override them.
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if isMergeKey(n.Content[i]) {
+			d.merge(n.Content[i+1], v, path)
+		}
+	}
+	seen := map[string]int{}
+	for i := 0; i+1 < len(n.Content) && d.steps <= d.maxSteps; i += 2 {
+		k, val := n.Content[i], n.Content[i+1]
+		if isMergeKey(k) {
+			continue
+		}
+		if k.Kind != yaml.ScalarNode {
+			d.add(path, k.Line, "keys must be plain names, not %s", describe(k))
+			continue
+		}
+		name := d.refs.restore(k.Value)
+		child := name
+		if path != "" {
+			child = path + "." + name
+		}
+		if first, dup := seen[name]; dup {
+			d.add(child, k.Line, "duplicate key %q (first set on line %d); keep one", name, first)
+			continue
+		}
+		seen[name] = k.Line
+		idx, ok := fields.index[name]
+		if !ok {
+			d.add(path, k.Line, "%s", unknownKeyMsg(name, path, fields.names))
+			continue
+		}
+		d.lines[child] = k.Line
+		if !isNull(val) {
+			d.set[child] = true
+		}
+		f := v.Field(idx)
+		f.SetZero()
+		d.decode(val, f, child)
+	}
+}
+
+func isMergeKey(k *yaml.Node) bool {
+	return k.Kind == yaml.ScalarNode && k.Value == "<<" && k.ShortTag() == "!!merge"
+}
+
+// merge decodes the mapping(s) of a merge key into v.
+func (d *decoder) merge(n *yaml.Node, v reflect.Value, path string) {
+	switch {
+	case n.Kind == yaml.AliasNode && n.Alias != nil && n.Alias.Kind == yaml.MappingNode:
+		d.decode(n, v, path)
+	case n.Kind == yaml.MappingNode:
+		d.decode(n, v, path)
+	case n.Kind == yaml.SequenceNode:
+		// Earlier mappings win: decode in reverse so they overwrite later ones.
+		for i := len(n.Content) - 1; i >= 0; i-- {
+			m := n.Content[i]
+			if m.Kind == yaml.AliasNode && m.Alias != nil && m.Alias.Kind == yaml.MappingNode {
+				d.decode(m, v, path)
+				continue
+			}
+			d.add(path, m.Line, "a merge key (<<) takes an alias of a mapping or a list of them")
+		}
+	default:
+		d.add(path, n.Line, "a merge key (<<) takes an alias of a mapping or a list of them")
+	}
+}
+
+type fieldSet struct {
+	index map[string]int
+	names []string
+}
+
+func structFields(t reflect.Type) fieldSet {
+	fs := fieldSet{index: map[string]int{}}
+	for i := range t.NumField() {
+		f := t.Field(i)
+		tag := f.Tag.Get("yaml")
+		if tag == "" || tag == "-" || !f.IsExported() {
+			continue
+		}
+		fs.index[tag] = i
+		fs.names = append(fs.names, tag)
+	}
+	return fs
+}
+
+func unknownKeyMsg(name, path string, known []string) string {
+	msg := fmt.Sprintf("unknown key %q", name)
+	if path == "" {
+		msg += " in config"
+	}
+	if s := closest(name, known); s != "" {
+		return msg + fmt.Sprintf(" (did you mean %q?)", s)
+	}
+	sorted := append([]string(nil), known...)
+	sort.Strings(sorted)
+	return msg + "; known keys: " + strings.Join(sorted, ", ")
+}
+
+// closest returns the known name nearest to name by edit distance, if it is close enough to
+// be a typo.
+func closest(name string, known []string) string {
+	best, bestDist := "", len(name)/3+2
+	lower := strings.ToLower(name)
+	for _, k := range known {
+		if dist := editDistance(lower, k); dist < bestDist {
+			best, bestDist = k, dist
+		}
+	}
+	return best
+}
+
+func editDistance(a, b string) int {
+	ra, rb := []rune(a), []rune(b)
+	prev := make([]int, len(rb)+1)
+	cur := make([]int, len(rb)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(ra); i++ {
+		cur[0] = i
+		for j := 1; j <= len(rb); j++ {
+			cost := 1
+			if ra[i-1] == rb[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(rb)]
+}
+
+// scalar returns the expanded value of a scalar node; ok is false after recording a problem.
+// A YAML null (absent value, "~", "null") is "".
+func (d *decoder) scalar(n *yaml.Node, line int, path string) (string, bool) {
+	if n.Kind != yaml.ScalarNode {
+		d.add(path, line, "must be a single value, not %s", describe(n))
+		return "", false
+	}
+	if isNull(n) {
+		return "", true
+	}
+	if !strings.Contains(n.Value, "$") && !strings.Contains(n.Value, d.refs.prefix) {
+		return n.Value, true
+	}
+	out, refs, err := expandEnv(n.Value, d.refs, d.getenv)
+	if err != nil {
+		d.add(path, valueLine(n, err.offset), "%s", err.msg)
+		return "", false
+	}
+	if len(refs) > 0 {
+		d.fromEnv[path] = true
+	}
+	missing := false
+	for _, r := range refs {
+		if !r.set {
+			d.add(path, valueLine(n, r.offset), "environment variable %s is not set (referenced as ${%s}); set it, or use $$ for a literal $", r.name, r.name)
+			missing = true
+		}
+	}
+	return out, !missing
+}
+
+// valueLine is the line of the byte at offset in a scalar's value. Only literal (|) blocks
+// keep their line structure; other multi-line scalars are folded, so their first line is used.
+func valueLine(n *yaml.Node, offset int) int {
+	if n.Style&yaml.LiteralStyle != 0 {
+		return n.Line + 1 + strings.Count(n.Value[:offset], "\n")
+	}
+	return n.Line
+}
+
+// show quotes a value for a message, unless it came from the environment (it could be a
+// secret put in the wrong key).
+func (d *decoder) show(path, s string) string {
+	if d.fromEnv[path] {
+		return "the value from the environment (not shown)"
+	}
+	return strconv.Quote(s)
+}
+
+type envRef struct {
+	name   string
+	offset int
+	set    bool
+}
+
+type expandError struct {
+	offset int
+	msg    string
+}
+
+var envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// envRefs records the ${NAME} references of a config file. Before YAML parsing, each is
+// replaced by a placeholder made of letters, digits and underscores (prefix_N_), which is a
+// plain scalar in any YAML context, including inside [..] and {..}. Placeholders are replaced
+// by the variables' values only inside scalar values, after parsing, so a value can never
+// change the document's structure.
+type envRefs struct {
+	prefix string // never occurs in the original file
+	names  []string
+}
+
+// protectEnvRefs replaces every well-formed ${NAME} in data by a placeholder. $$ is kept as is
+// (so $${NAME} stays literal); malformed references are kept and reported by expandEnv.
+func protectEnvRefs(data []byte) ([]byte, *envRefs) {
+	refs := &envRefs{}
+	for k := 0; ; k++ {
+		refs.prefix = "ABENV" + strconv.Itoa(k) + "_"
+		if !bytes.Contains(data, []byte(refs.prefix)) {
+			break
+		}
+	}
+	if !bytes.Contains(data, []byte("${")) {
+		return data, refs
+	}
+	var out bytes.Buffer
+	out.Grow(len(data))
+	for i := 0; i < len(data); {
+		if data[i] != '$' || i+1 >= len(data) {
+			out.WriteByte(data[i])
+			i++
+			continue
+		}
+		switch data[i+1] {
+		case '$':
+			out.WriteString("$$")
+			i += 2
+			continue
+		case '{':
+			if end := bytes.IndexByte(data[i+2:], '}'); end >= 0 {
+				if name := string(data[i+2 : i+2+end]); envNameRE.MatchString(name) {
+					fmt.Fprintf(&out, "%s%d_", refs.prefix, len(refs.names))
+					refs.names = append(refs.names, name)
+					i += 2 + end + 1
+					continue
+				}
+			}
+		}
+		out.WriteByte('$')
+		i++
+	}
+	return out.Bytes(), refs
+}
+
+// placeholder parses a placeholder at the start of s: the variable's index and the
+// placeholder's length.
+func (r *envRefs) placeholder(s string) (idx, n int, ok bool) {
+	if !strings.HasPrefix(s, r.prefix) {
+		return 0, 0, false
+	}
+	j := len(r.prefix)
+	for j < len(s) && s[j] >= '0' && s[j] <= '9' {
+		j++
+	}
+	if j == len(r.prefix) || j >= len(s) || s[j] != '_' {
+		return 0, 0, false
+	}
+	idx, err := strconv.Atoi(s[len(r.prefix):j])
+	if err != nil || idx >= len(r.names) {
+		return 0, 0, false
+	}
+	return idx, j + 1, true
+}
+
+// restore turns placeholders back into ${NAME}, to show text (such as a key) as written.
+func (r *envRefs) restore(s string) string {
+	if !strings.Contains(s, r.prefix) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		if idx, n, ok := r.placeholder(s[i:]); ok {
+			b.WriteString("${" + r.names[idx] + "}")
+			i += n
+			continue
+		}
+		b.WriteByte(s[i])
+		i++
+	}
+	return b.String()
+}
+
+// expandEnv expands a scalar value: placeholders become getenv(NAME), $$ becomes $, and any
+// other $ is kept. Values are inserted literally: they are never expanded again. An unset
+// variable expands to "" and is reported in the result's refs (set false). A ${ left in the
+// value is malformed (or came from a YAML escape sequence, and is then kept literally).
+func expandEnv(s string, refs *envRefs, getenv func(string) (string, bool)) (string, []envRef, *expandError) {
+	var b strings.Builder
+	var used []envRef
+	for i := 0; i < len(s); {
+		if idx, n, ok := refs.placeholder(s[i:]); ok {
+			name := refs.names[idx]
+			val, set := getenv(name)
+			used = append(used, envRef{name: name, offset: i, set: set})
+			b.WriteString(val)
+			i += n
+			continue
+		}
+		c := s[i]
+		if c != '$' || i+1 >= len(s) {
+			b.WriteByte(c)
+			i++
+			continue
+		}
+		switch s[i+1] {
+		case '$':
+			b.WriteByte('$')
+			i += 2
+		case '{':
+			end := strings.IndexByte(s[i+2:], '}')
+			if end < 0 {
+				return "", nil, &expandError{offset: i, msg: "unterminated ${ (write ${NAME}, or $$ for a literal $)"}
+			}
+			name := s[i+2 : i+2+end]
+			if !envNameRE.MatchString(name) {
+				return "", nil, &expandError{offset: i, msg: fmt.Sprintf("invalid variable reference %q: write ${NAME} with letters, digits and underscores, or $$ for a literal $", refs.restore("${"+name+"}"))}
+			}
+			b.WriteString(s[i : i+2+end+1])
+			i += 2 + end + 1
+		default:
+			b.WriteByte('$')
+			i++
+		}
+	}
+	return b.String(), used, nil
+}
+
+// resolveFiles replaces "file:" secrets by their file's contents.
+func (c *Config) resolveFiles(baseDir string) []Problem {
+	var probs []Problem
+	walkSecrets(reflect.ValueOf(c).Elem(), "", func(path string, s *Secret) {
+		if path == "store.dsn" && c.Store.Driver != "postgres" {
+			return // SQLite's own "file:" URIs
+		}
+		name, ok := strings.CutPrefix(s.value, "file:")
+		if !ok {
+			return
+		}
+		if name == "" {
+			probs = append(probs, Problem{Path: path, Line: c.lineOf(path), Msg: "\"file:\" needs a path, e.g. file:/run/secrets/token"})
+			return
+		}
+		if !filepath.IsAbs(name) && baseDir != "" {
+			name = filepath.Join(baseDir, name)
+		}
+		v, err := readSecretFile(name)
+		if err != nil {
+			probs = append(probs, Problem{Path: path, Line: c.lineOf(path), Msg: err.Error()})
+			return
+		}
+		*s = Secret{value: v, source: "file:" + name}
+	})
+	return probs
+}
+
+func readSecretFile(name string) (string, error) {
+	fi, err := os.Stat(name)
+	if err != nil {
+		return "", fmt.Errorf("cannot read the secret file: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return "", fmt.Errorf("secret file %s is not a regular file", name)
+	}
+	f, err := os.Open(name)
+	if err != nil {
+		return "", fmt.Errorf("cannot read the secret file: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxSecretFileSize+1))
+	if err != nil {
+		return "", fmt.Errorf("cannot read the secret file %s: %w", name, err)
+	}
+	if len(data) > maxSecretFileSize {
+		return "", fmt.Errorf("secret file %s is larger than %d bytes", name, maxSecretFileSize)
+	}
+	v := strings.TrimSpace(string(data))
+	if v == "" {
+		return "", fmt.Errorf("secret file %s is empty", name)
+	}
+	return v, nil
+}
+
+// walkSecrets calls fn for every Secret in v, with its key path.
+func walkSecrets(v reflect.Value, path string, fn func(path string, s *Secret)) {
+	switch {
+	case v.Type() == secretType:
+		fn(path, v.Addr().Interface().(*Secret))
+	case v.Kind() == reflect.Pointer:
+		if !v.IsNil() {
+			walkSecrets(v.Elem(), path, fn)
+		}
+	case v.Kind() == reflect.Slice:
+		for i := range v.Len() {
+			walkSecrets(v.Index(i), fmt.Sprintf("%s[%d]", path, i), fn)
+		}
+	case v.Kind() == reflect.Struct:
+		t := v.Type()
+		for i := range t.NumField() {
+			tag := t.Field(i).Tag.Get("yaml")
+			if tag == "" || !t.Field(i).IsExported() {
+				continue
+			}
+			child := tag
+			if path != "" {
+				child = path + "." + tag
+			}
+			walkSecrets(v.Field(i), child, fn)
+		}
+	}
+}
+
+// has reports whether the key path was given a (non-null) value in the file.
+func (c *Config) has(path string) bool { return c.set[path] }
+
+// lineOf is the line of path, or of its closest ancestor written in the file.
+func (c *Config) lineOf(path string) int {
+	for path != "" {
+		if l, ok := c.lines[path]; ok {
+			return l
+		}
+		path = parentPath(path)
+	}
+	return 0
+}
+
+func parentPath(p string) string {
+	if strings.HasSuffix(p, "]") {
+		if i := strings.LastIndexByte(p, '['); i >= 0 {
+			return p[:i]
+		}
+	}
+	if i := strings.LastIndexByte(p, '.'); i >= 0 {
+		return p[:i]
+	}
+	return ""
+}
+
+// applyDefaults fills absent keys. Numbers and durations are defaulted only when the key is
+// absent, so an explicit 0 reaches validation.
+func (c *Config) applyDefaults() {
+	setStr := func(p *string, def string) {
+		if *p == "" {
+			*p = def
+		}
+	}
+	setInt := func(path string, p *int, def int) {
+		if !c.has(path) {
+			*p = def
+		}
+	}
+	setDur := func(path string, p *time.Duration, def time.Duration) {
+		if !c.has(path) {
+			*p = def
+		}
+	}
+	setStr(&c.LogLevel, "info")
+	c.LogLevel = strings.ToLower(c.LogLevel)
+	setStr(&c.Listen, ":8080")
+	setInt("audit.checkpoint_every", &c.Audit.CheckpointEvery, 1000)
+	setDur("audit.checkpoint_period", &c.Audit.CheckpointPeriod, time.Hour)
+
+	r := &c.Revoker
+	setInt("revoker.concurrency_per_provider", &r.ConcurrencyPerProvider, 32)
+	setInt("revoker.batch", &r.Batch, 256)
+	setDur("revoker.backoff_base", &r.BackoffBase, 5*time.Second)
+	setDur("revoker.backoff_max", &r.BackoffMax, 5*time.Minute)
+	setDur("revoker.claim_lease", &r.ClaimLease, 2*time.Minute)
+	setDur("revoker.issue_timeout", &r.IssueTimeout, time.Minute)
+	setDur("revoker.shutdown_grace", &r.ShutdownGrace, 10*time.Second)
+
+	if s := c.Slack; s != nil {
+		setStr(&s.APIURL, DefaultSlackAPIURL)
+		setStr(&s.ApprovalsChannel, s.AuditChannel)
+		setStr(&s.Summary.Channel, s.AuditChannel)
+		setStr(&s.Summary.Day, "monday")
+		s.Summary.Day = strings.ToLower(s.Summary.Day)
+		setStr(&s.Summary.Time, "09:00")
+		setDur("slack.request_ttl", &s.RequestTTL, time.Hour)
+		setInt("slack.min_reason_length", &s.MinReasonLength, 10)
+	}
+	if p := c.PagerDuty; p != nil {
+		setStr(&p.APIURL, DefaultPagerDutyAPIURL)
+		setDur("pagerduty.freshness", &p.Freshness, 5*time.Minute)
+	}
+	if g := c.GitHub; g != nil {
+		setStr(&g.APIURL, DefaultGitHubAPIURL)
+	}
+
+	byName := map[string]*ResourceConfig{}
+	for i := range c.Resources {
+		res := &c.Resources[i]
+		rp := fmt.Sprintf("resources[%d]", i)
+		setDur(rp+".max_duration", &res.MaxDuration, 4*time.Hour)
+		def := time.Hour
+		if res.MaxDuration > 0 {
+			def = min(def, res.MaxDuration)
+		}
+		setDur(rp+".default_duration", &res.DefaultDuration, def)
+		if pg := res.Postgres; pg != nil {
+			setInt(rp+".postgres.connection_limit", &pg.ConnectionLimit, 5)
+			if dsn, err := parsePostgresDSN(pg.DSN.Reveal()); err == nil {
+				setStr(&pg.Host, dsn.host)
+				if !c.has(rp + ".postgres.port") {
+					pg.Port = 5432
+					if dsn.port != "" {
+						pg.Port, _ = strconv.Atoi(dsn.port)
+					}
+				}
+				setStr(&pg.Database, dsn.database)
+				setStr(&pg.SSLMode, dsn.sslmode)
+			}
+			setStr(&pg.SSLMode, "prefer")
+		}
+		if sts := res.AWSSTS; sts != nil {
+			setDur(rp+".aws_sts.max_session_duration", &sts.MaxSessionDuration, time.Hour)
+		}
+		if gt := res.GitHubTeam; gt != nil {
+			setStr(&gt.Role, "member")
+		}
+		ap := res.Policy.Approvers
+		if len(ap.SlackUsers) > 0 || ap.SlackUsergroup != "" {
+			setInt(rp+".policy.min_approvals", &res.Policy.MinApprovals, 1)
+		}
+		if _, dup := byName[res.Name]; !dup {
+			byName[res.Name] = res
+		}
+	}
+	for i := range c.AutoGrant {
+		ag := &c.AutoGrant[i]
+		if c.has(fmt.Sprintf("auto_grant[%d].duration", i)) {
+			continue
+		}
+		for _, name := range ag.Resources {
+			if res, ok := byName[name]; ok && (ag.Duration == 0 || res.DefaultDuration < ag.Duration) {
+				ag.Duration = res.DefaultDuration
+			}
+		}
+	}
+	for i := range c.Identities {
+		if c.Slack != nil {
+			setStr(&c.Identities[i].SlackTeam, c.Slack.TeamID)
+		}
+	}
+}
+
+var (
+	resourceNameRE  = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+	slackUserRE     = regexp.MustCompile(`^[UW][A-Z0-9]+$`)
+	slackTeamRE     = regexp.MustCompile(`^[TE][A-Z0-9]+$`)
+	slackChannelRE  = regexp.MustCompile(`^[CG][A-Z0-9]+$`)
+	slackGroupRE    = regexp.MustCompile(`^S[A-Z0-9]+$`)
+	pagerDutyIDRE   = regexp.MustCompile(`^[A-Z0-9]{2,20}$`)
+	awsRegionRE     = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-[0-9]+$`)
+	iamRoleARNRE    = regexp.MustCompile(`^arn:aws(-cn|-us-gov|-iso|-iso-b)?:iam::[0-9]{12}:role/([\x21-\x7e]*/)?[\w+=,.@-]{1,64}$`)
+	ssoInstanceRE   = regexp.MustCompile(`^arn:aws(-cn|-us-gov|-iso|-iso-b)?:sso:::instance/((?:sso)?ins-[a-zA-Z0-9-.]{16})$`)
+	ssoPermSetRE    = regexp.MustCompile(`^arn:aws(-cn|-us-gov|-iso|-iso-b)?:sso:::permissionSet/((?:sso)?ins-[a-zA-Z0-9-.]{16})/ps-[a-zA-Z0-9-./]{16}$`)
+	identityStoreRE = regexp.MustCompile(`^(d-[0-9a-f]{10}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$`)
+	awsAccountRE    = regexp.MustCompile(`^[0-9]{12}$`)
+	githubLoginRE   = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,37}[A-Za-z0-9])?$`)
+	githubTeamRE    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$`)
+	pgRoleRE        = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,62}$`)
+	summaryTimeRE   = regexp.MustCompile(`^([01][0-9]|2[0-3]):([0-5][0-9])$`)
+)
+
+var weekdays = map[string]time.Weekday{
+	"sunday": time.Sunday, "monday": time.Monday, "tuesday": time.Tuesday,
+	"wednesday": time.Wednesday, "thursday": time.Thursday, "friday": time.Friday,
+	"saturday": time.Saturday,
+}
+
+var providerBlocks = map[string]string{
+	ProviderPostgres:          "postgres",
+	ProviderAWSSTS:            "aws_sts",
+	ProviderAWSIdentityCenter: "aws_identity_center",
+	ProviderGitHubTeam:        "github_team",
+	ProviderWebhook:           "webhook",
+}
+
+// validator collects problems with their lines.
+type validator struct {
+	c     *Config
+	probs []Problem
+}
+
+func (v *validator) add(path, format string, args ...any) {
+	v.probs = append(v.probs, Problem{Path: path, Line: v.c.lineOf(path), Msg: fmt.Sprintf(format, args...)})
+}
+
+// show quotes a value, unless it came from the environment.
+func (v *validator) show(path, s string) string {
+	if v.c.fromEnv[path] {
+		return "the value from the environment (not shown)"
+	}
+	return strconv.Quote(s)
+}
+
+func (v *validator) required(path, s, hint string) bool {
+	if strings.TrimSpace(s) == "" {
+		v.add(path, "is required: %s", hint)
+		return false
+	}
+	return true
+}
+
+func (v *validator) match(path, s string, re *regexp.Regexp, what string) bool {
+	if !re.MatchString(s) {
+		v.add(path, "%s is not %s", v.show(path, s), what)
+		return false
+	}
+	return true
+}
+
+// duration checks lo ≤ d ≤ hi (hi 0 = no upper bound).
+func (v *validator) duration(path string, d, lo, hi time.Duration) {
+	switch {
+	case d <= 0 && lo > 0:
+		v.add(path, "must be positive, not %s", d)
+	case d < lo:
+		v.add(path, "must be at least %s, not %s", fmtDur(lo), fmtDur(d))
+	case hi > 0 && d > hi:
+		v.add(path, "must be at most %s, not %s", fmtDur(hi), fmtDur(d))
+	}
+}
+
+func (v *validator) intRange(path string, n, lo, hi int) {
+	if n < lo || n > hi {
+		v.add(path, "must be between %d and %d, not %d", lo, hi, n)
+	}
+}
+
+// fmtDur prints whole-unit durations compactly (4h, not 4h0m0s).
+func fmtDur(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
+// checkURL requires an absolute https URL, or http on a loopback host, with no credentials.
+func (v *validator) checkURL(path, raw string) {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+		v.add(path, "must be an absolute https:// URL")
+		return
+	}
+	if u.User != nil {
+		v.add(path, "must not contain credentials; they belong in the token key")
+		return
+	}
+	if u.Scheme == "http" && !isLoopback(u.Hostname()) {
+		v.add(path, "must use https (plain http is only allowed for loopback hosts such as 127.0.0.1 or localhost), not http://%s", u.Host)
+	}
+}
+
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func (c *Config) validate() []Problem {
+	v := &validator{c: c}
+
+	if c.InstanceName != "" {
+		if len(c.InstanceName) > 64 || strings.IndexFunc(c.InstanceName, func(r rune) bool { return !unicode.IsPrint(r) }) >= 0 {
+			v.add("instance_name", "must be at most 64 printable characters")
+		}
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		v.add("log_level", "must be debug, info, warn or error, not %s", v.show("log_level", c.LogLevel))
+	}
+	if host, port, err := net.SplitHostPort(c.Listen); err != nil {
+		v.add("listen", "%s is not a host:port address such as \":8080\" or \"127.0.0.1:8080\"", v.show("listen", c.Listen))
+	} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		v.add("listen", "port %s is not a number between 0 and 65535", v.show("listen", port))
+	} else if host != "" && net.ParseIP(host) == nil && !validHostname(host) {
+		v.add("listen", "host %s is neither an IP address nor a host name", v.show("listen", host))
+	}
+	if c.API.Token.IsSet() && len(c.API.Token.Reveal()) < MinAPITokenLength {
+		v.add("api.token", "is too short: use at least %d random characters (e.g. openssl rand -hex 32)", MinAPITokenLength)
+	}
+
+	// store
+	switch c.Store.Driver {
+	case "sqlite", "postgres":
+	case "":
+		v.add("store.driver", "is required: sqlite or postgres")
+	default:
+		v.add("store.driver", "must be sqlite or postgres, not %s", v.show("store.driver", c.Store.Driver))
+	}
+	if v.required("store.dsn", c.Store.DSN.Reveal(), "the database to open, e.g. \"file:accessbroker.db\" for sqlite") && c.Store.Driver == "postgres" {
+		if _, err := parsePostgresDSN(c.Store.DSN.Reveal()); err != nil {
+			v.add("store.dsn", "%v", err)
+		}
+	}
+
+	// audit
+	v.required("audit.signing_key_file", c.Audit.SigningKeyFile, "the ed25519 key file that signs checkpoints")
+	if c.Audit.CheckpointEvery < 1 {
+		v.add("audit.checkpoint_every", "must be at least 1, not %d", c.Audit.CheckpointEvery)
+	}
+	v.duration("audit.checkpoint_period", c.Audit.CheckpointPeriod, time.Second, 24*time.Hour)
+
+	// revoker
+	r := c.Revoker
+	v.intRange("revoker.concurrency_per_provider", r.ConcurrencyPerProvider, 1, 1024)
+	v.intRange("revoker.batch", r.Batch, 1, 10000)
+	v.duration("revoker.backoff_base", r.BackoffBase, time.Millisecond, time.Hour)
+	v.duration("revoker.backoff_max", r.BackoffMax, time.Millisecond, time.Hour)
+	if r.BackoffBase > 0 && r.BackoffMax > 0 && r.BackoffBase > r.BackoffMax {
+		v.add("revoker.backoff_base", "(%s) must not exceed revoker.backoff_max (%s)", fmtDur(r.BackoffBase), fmtDur(r.BackoffMax))
+	}
+	v.duration("revoker.claim_lease", r.ClaimLease, time.Second, 24*time.Hour)
+	v.duration("revoker.issue_timeout", r.IssueTimeout, time.Second, time.Hour)
+	if r.ClaimLease > 0 && r.IssueTimeout > 0 && r.ClaimLease <= r.IssueTimeout {
+		v.add("revoker.claim_lease", "(%s) must be longer than revoker.issue_timeout (%s), or another replica could claim a grant whose revocation is still running", fmtDur(r.ClaimLease), fmtDur(r.IssueTimeout))
+	}
+	v.duration("revoker.shutdown_grace", r.ShutdownGrace, 0, 5*time.Minute)
+
+	c.validateSlack(v)
+	c.validatePagerDuty(v)
+	if a := c.AWS; a != nil {
+		if a.Region != "" {
+			v.match("aws.region", a.Region, awsRegionRE, "an AWS region such as us-east-1")
+		}
+		if a.EndpointURL != "" {
+			v.checkURL("aws.endpoint_url", a.EndpointURL)
+		}
+	}
+	if g := c.GitHub; g != nil {
+		v.checkURL("github.api_url", g.APIURL)
+	}
+	c.validateResources(v)
+	c.validateAutoGrant(v)
+	c.validateIdentities(v)
+	return v.probs
+}
+
+func validHostname(h string) bool {
+	if len(h) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(h, ".") {
+		if label == "" || len(label) > 63 {
+			return false
+		}
+		for _, r := range label {
+			if !(r == '-' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func (c *Config) validateSlack(v *validator) {
+	s := c.Slack
+	if s == nil {
+		return
+	}
+	v.checkURL("slack.api_url", s.APIURL)
+	if v.required("slack.team_id", s.TeamID, "the workspace id (T…) the broker serves") {
+		v.match("slack.team_id", s.TeamID, slackTeamRE, "a Slack team id (T… or E…)")
+	}
+	v.required("slack.bot_token", s.BotToken.Reveal(), "the Slack bot token (xoxb-…)")
+	if !s.SigningSecret.IsSet() && len(s.SigningSecrets) == 0 {
+		v.add("slack.signing_secret", "is required (or slack.signing_secrets): the app's signing secret verifies every Slack request")
+	}
+	for i, sec := range s.SigningSecrets {
+		if !sec.IsSet() {
+			v.add(fmt.Sprintf("slack.signing_secrets[%d]", i), "is empty")
+		}
+	}
+	if v.required("slack.audit_channel", s.AuditChannel, "the channel id (C…) that receives grant notes and alerts") {
+		v.match("slack.audit_channel", s.AuditChannel, slackChannelRE, "a Slack channel id (C… or G…)")
+	}
+	if s.ApprovalsChannel != s.AuditChannel {
+		v.match("slack.approvals_channel", s.ApprovalsChannel, slackChannelRE, "a Slack channel id (C… or G…)")
+	}
+	if s.Summary.Channel != s.AuditChannel {
+		v.match("slack.summary.channel", s.Summary.Channel, slackChannelRE, "a Slack channel id (C… or G…)")
+	}
+	if _, ok := weekdays[s.Summary.Day]; !ok {
+		v.add("slack.summary.weekday", "%s is not a day of the week (monday … sunday)", v.show("slack.summary.weekday", s.Summary.Day))
+	}
+	if !summaryTimeRE.MatchString(s.Summary.Time) {
+		v.add("slack.summary.time", "%s is not a 24-hour HH:MM time such as \"09:00\" (UTC)", v.show("slack.summary.time", s.Summary.Time))
+	}
+	v.duration("slack.request_ttl", s.RequestTTL, time.Minute, MaxResourceDuration)
+	v.intRange("slack.min_reason_length", s.MinReasonLength, 0, 500)
+}
+
+func (c *Config) validatePagerDuty(v *validator) {
+	p := c.PagerDuty
+	if p == nil {
+		return
+	}
+	v.checkURL("pagerduty.api_url", p.APIURL)
+	v.required("pagerduty.token", p.Token.Reveal(), "a PagerDuty REST API key")
+	for i, sec := range p.WebhookSecrets {
+		if !sec.IsSet() {
+			v.add(fmt.Sprintf("pagerduty.webhook_secrets[%d]", i), "is empty")
+		}
+	}
+	if len(c.AutoGrant) > 0 && len(p.WebhookSecrets) == 0 {
+		v.add("pagerduty.webhook_secrets", "is required when auto_grant is used: without a secret every webhook is rejected")
+	}
+	v.duration("pagerduty.freshness", p.Freshness, time.Second, time.Hour)
+}
+
+func (c *Config) validateResources(v *validator) {
+	if len(c.Resources) == 0 {
+		v.add("resources", "at least one resource is required")
+	}
+	names := map[string]int{}
+	var needAWS, needGitHub []string
+	for i := range c.Resources {
+		res := &c.Resources[i]
+		rp := fmt.Sprintf("resources[%d]", i)
+		if v.required(rp+".name", res.Name, "the name requesters type, e.g. prod-db") {
+			if v.match(rp+".name", res.Name, resourceNameRE, "a valid resource name (lower-case letters, digits and -, at most 63, starting with a letter or digit)") {
+				if first, dup := names[res.Name]; dup {
+					v.add(rp+".name", "duplicate resource name %q (also resources[%d])", res.Name, first)
+				} else {
+					names[res.Name] = i
+				}
+			}
+		}
+		v.duration(rp+".max_duration", res.MaxDuration, grants.MinDuration, MaxResourceDuration)
+		v.duration(rp+".default_duration", res.DefaultDuration, grants.MinDuration, 0)
+		if res.DefaultDuration > 0 && res.MaxDuration > 0 && res.DefaultDuration > res.MaxDuration {
+			v.add(rp+".default_duration", "(%s) must not exceed max_duration (%s)", fmtDur(res.DefaultDuration), fmtDur(res.MaxDuration))
+		}
+
+		present := map[string]bool{
+			"postgres":            res.Postgres != nil,
+			"aws_sts":             res.AWSSTS != nil,
+			"aws_identity_center": res.AWSIdentityCenter != nil,
+			"github_team":         res.GitHubTeam != nil,
+			"webhook":             res.Webhook != nil,
+		}
+		block, known := providerBlocks[res.Provider]
+		switch {
+		case res.Provider == "":
+			v.add(rp+".provider", "is required: one of %s", knownProviders())
+		case !known:
+			v.add(rp+".provider", "unknown provider %s; known: %s", v.show(rp+".provider", res.Provider), knownProviders())
+		case !present[block]:
+			v.add(rp+"."+block, "is required: provider %s takes its settings from the %s block", res.Provider, block)
+		}
+		if known { // with an unknown provider, the provider is the one problem
+			for _, b := range sortedKeys(present) {
+				if present[b] && b != block {
+					v.add(rp+"."+b, "does not belong to provider %s; remove it (or set provider to the kind this block is for)", res.Provider)
+				}
+			}
+		}
+		switch res.Provider {
+		case ProviderPostgres:
+			if res.Postgres != nil {
+				v.postgres(rp+".postgres", res.Postgres)
+			}
+		case ProviderAWSSTS:
+			needAWS = append(needAWS, res.Name)
+			if res.AWSSTS != nil {
+				v.awsSTS(rp+".aws_sts", res.AWSSTS)
+			}
+		case ProviderAWSIdentityCenter:
+			needAWS = append(needAWS, res.Name)
+			if res.AWSIdentityCenter != nil {
+				v.identityCenter(rp+".aws_identity_center", res.AWSIdentityCenter)
+			}
+		case ProviderGitHubTeam:
+			needGitHub = append(needGitHub, res.Name)
+			if res.GitHubTeam != nil {
+				v.githubTeam(rp+".github_team", res.GitHubTeam)
+			}
+		case ProviderWebhook:
+			if res.Webhook != nil {
+				if v.required(rp+".webhook.url", res.Webhook.URL, "the endpoint that issues and revokes access") {
+					v.checkURL(rp+".webhook.url", res.Webhook.URL)
+				}
+				v.required(rp+".webhook.token", res.Webhook.Token.Reveal(), "the bearer token sent to the webhook")
+			}
+		}
+		c.validatePolicy(v, rp+".policy", &res.Policy)
+	}
+	if len(needAWS) > 0 {
+		if c.AWS == nil || c.AWS.Region == "" {
+			v.add("aws.region", "is required: resources %s use AWS", strings.Join(needAWS, ", "))
+		}
+	}
+	if len(needGitHub) > 0 {
+		if c.GitHub == nil || !c.GitHub.Token.IsSet() {
+			v.add("github.token", "is required: resources %s use provider github-team", strings.Join(needGitHub, ", "))
+		}
+	}
+}
+
+func knownProviders() string {
+	return strings.Join([]string{ProviderPostgres, ProviderAWSSTS, ProviderAWSIdentityCenter, ProviderGitHubTeam, ProviderWebhook}, ", ")
+}
+
+func sortedKeys(m map[string]bool) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+var sslModes = map[string]bool{"disable": true, "allow": true, "prefer": true, "require": true, "verify-ca": true, "verify-full": true}
+
+func (v *validator) postgres(p string, pg *PostgresConfig) {
+	dsnOK := false
+	if v.required(p+".dsn", pg.DSN.Reveal(), "the admin connection string that creates login roles") {
+		if dsn, err := parsePostgresDSN(pg.DSN.Reveal()); err != nil {
+			v.add(p+".dsn", "%v", err)
+		} else {
+			dsnOK = true
+			if pg.Host == "" && dsn.host == "" {
+				v.add(p+".host", "is required: the admin DSN names no TCP host, so the delivered connection string needs one")
+			}
+		}
+	}
+	if len(pg.Roles) == 0 {
+		v.add(p+".roles", "at least one role to grant is required, e.g. [readonly]")
+	}
+	for i, role := range pg.Roles {
+		v.match(fmt.Sprintf("%s.roles[%d]", p, i), role, pgRoleRE, "a plain PostgreSQL role name (letters, digits, _)")
+	}
+	if dsnOK {
+		if pg.Host != "" && net.ParseIP(pg.Host) == nil && !validHostname(pg.Host) {
+			v.add(p+".host", "%s is neither an IP address nor a host name", v.show(p+".host", pg.Host))
+		}
+		v.intRange(p+".port", pg.Port, 1, 65535)
+		if pg.Database == "" {
+			v.add(p+".database", "is required: the admin DSN names no database")
+		}
+	}
+	if !sslModes[pg.SSLMode] {
+		v.add(p+".sslmode", "must be one of disable, allow, prefer, require, verify-ca, verify-full, not %s", v.show(p+".sslmode", pg.SSLMode))
+	}
+	if pg.ConnectionLimit == 0 || pg.ConnectionLimit < -1 {
+		v.add(p+".connection_limit", "must be -1 (unlimited) or at least 1, not %d", pg.ConnectionLimit)
+	}
+}
+
+func (v *validator) awsSTS(p string, s *AWSSTSConfig) {
+	if v.required(p+".role_arn", s.RoleARN, "the IAM role to assume, arn:aws:iam::123456789012:role/name") {
+		v.match(p+".role_arn", s.RoleARN, iamRoleARNRE, "an IAM role ARN (arn:aws:iam::123456789012:role/name)")
+	}
+	if s.SessionPolicy != "" {
+		trimmed := strings.TrimSpace(s.SessionPolicy)
+		switch {
+		case !json.Valid([]byte(trimmed)) || !strings.HasPrefix(trimmed, "{"):
+			v.add(p+".session_policy", "must be an IAM policy document as a JSON object")
+		case len(trimmed) > 2048:
+			v.add(p+".session_policy", "is %d characters; AWS accepts at most 2048", len(trimmed))
+		}
+	}
+	v.duration(p+".max_session_duration", s.MaxSessionDuration, 15*time.Minute, 12*time.Hour)
+}
+
+func (v *validator) identityCenter(p string, ic *AWSIdentityCenterConfig) {
+	var instance string
+	if v.required(p+".instance_arn", ic.InstanceARN, "arn:aws:sso:::instance/ssoins-…") {
+		if m := ssoInstanceRE.FindStringSubmatch(ic.InstanceARN); m == nil {
+			v.add(p+".instance_arn", "%s is not an Identity Center instance ARN (arn:aws:sso:::instance/ssoins-…)", v.show(p+".instance_arn", ic.InstanceARN))
+		} else {
+			instance = m[2]
+		}
+	}
+	if v.required(p+".identity_store_id", ic.IdentityStoreID, "d-… (IAM Identity Center settings)") {
+		v.match(p+".identity_store_id", ic.IdentityStoreID, identityStoreRE, "an identity store id (d-1234567890)")
+	}
+	if v.required(p+".permission_set_arn", ic.PermissionSetARN, "arn:aws:sso:::permissionSet/ssoins-…/ps-…") {
+		if m := ssoPermSetRE.FindStringSubmatch(ic.PermissionSetARN); m == nil {
+			v.add(p+".permission_set_arn", "%s is not a permission set ARN (arn:aws:sso:::permissionSet/ssoins-…/ps-…)", v.show(p+".permission_set_arn", ic.PermissionSetARN))
+		} else if instance != "" && m[2] != instance {
+			v.add(p+".permission_set_arn", "belongs to instance %s, not to instance_arn's %s", m[2], instance)
+		}
+	}
+	if v.required(p+".account_id", ic.AccountID, "the twelve-digit AWS account id") {
+		v.match(p+".account_id", ic.AccountID, awsAccountRE, "a twelve-digit AWS account id")
+	}
+}
+
+func (v *validator) githubTeam(p string, gt *GitHubTeamConfig) {
+	if v.required(p+".org", gt.Org, "the organization login") {
+		v.match(p+".org", gt.Org, githubLoginRE, "a GitHub organization login")
+	}
+	if v.required(p+".team", gt.Team, "the team slug") {
+		v.match(p+".team", gt.Team, githubTeamRE, "a GitHub team slug")
+	}
+	if gt.Role != "member" && gt.Role != "maintainer" {
+		v.add(p+".role", "must be member or maintainer, not %s", v.show(p+".role", gt.Role))
+	}
+}
+
+func (c *Config) validatePolicy(v *validator, p string, pol *PolicyConfig) {
+	oc := pol.OnCall
+	for i, id := range oc.EscalationPolicies {
+		v.match(fmt.Sprintf("%s.on_call.escalation_policies[%d]", p, i), id, pagerDutyIDRE, "a PagerDuty escalation policy id (e.g. PABC123)")
+	}
+	for i, id := range oc.Schedules {
+		v.match(fmt.Sprintf("%s.on_call.schedules[%d]", p, i), id, pagerDutyIDRE, "a PagerDuty schedule id (e.g. PSCH123)")
+	}
+	for i, l := range oc.Levels {
+		if l < 1 {
+			v.add(fmt.Sprintf("%s.on_call.levels[%d]", p, i), "escalation levels start at 1, not %d", l)
+		}
+	}
+	if len(oc.Levels) > 0 && len(oc.EscalationPolicies) == 0 {
+		v.add(p+".on_call.levels", "only applies to on_call.escalation_policies, and there are none")
+	}
+	hasOnCall := len(oc.EscalationPolicies)+len(oc.Schedules) > 0
+	if hasOnCall && c.PagerDuty == nil {
+		v.add(p+".on_call", "needs the pagerduty section to check who is on call")
+	}
+	if pol.AutoApproveOnCall && !hasOnCall {
+		v.add(p+".auto_approve_on_call", "needs on_call.escalation_policies or on_call.schedules: otherwise nobody is ever on call")
+	}
+	if pol.CapToShift && !hasOnCall {
+		v.add(p+".cap_to_shift", "needs on_call.escalation_policies or on_call.schedules to know when the shift ends")
+	}
+	ap := pol.Approvers
+	for i, u := range ap.SlackUsers {
+		v.match(fmt.Sprintf("%s.approvers.slack_users[%d]", p, i), u, slackUserRE, "a Slack user id (U… or W…)")
+	}
+	if ap.SlackUsergroup != "" {
+		v.match(p+".approvers.slack_usergroup", ap.SlackUsergroup, slackGroupRE, "a Slack user group id (S…)")
+	}
+	hasApprovers := len(ap.SlackUsers) > 0 || ap.SlackUsergroup != ""
+	switch {
+	case hasApprovers && pol.MinApprovals < 1:
+		v.add(p+".min_approvals", "must be at least 1 when approvers are configured, not %d", pol.MinApprovals)
+	case !hasApprovers && pol.MinApprovals > 0:
+		v.add(p+".min_approvals", "is %d but policy.approvers names nobody who could approve", pol.MinApprovals)
+	case hasApprovers && ap.SlackUsergroup == "" && pol.MinApprovals > len(uniq(ap.SlackUsers)):
+		v.add(p+".min_approvals", "is %d but approvers.slack_users lists only %d distinct approvers", pol.MinApprovals, len(uniq(ap.SlackUsers)))
+	}
+	if hasApprovers && c.Slack == nil {
+		v.add(p+".approvers", "needs the slack section: approvals happen in Slack")
+	}
+}
+
+func uniq(s []string) map[string]bool {
+	m := make(map[string]bool, len(s))
+	for _, x := range s {
+		m[x] = true
+	}
+	return m
+}
+
+func (c *Config) validateAutoGrant(v *validator) {
+	if len(c.AutoGrant) > 0 && c.PagerDuty == nil {
+		v.add("auto_grant", "needs the pagerduty section: auto grants are driven by PagerDuty webhooks")
+	}
+	byName := map[string]*ResourceConfig{}
+	for i := range c.Resources {
+		if _, dup := byName[c.Resources[i].Name]; !dup {
+			byName[c.Resources[i].Name] = &c.Resources[i]
+		}
+	}
+	for i, ag := range c.AutoGrant {
+		p := fmt.Sprintf("auto_grant[%d]", i)
+		if len(ag.PagerDutyServices) == 0 {
+			v.add(p+".pagerduty_services", "at least one PagerDuty service id is required")
+		}
+		for j, s := range ag.PagerDutyServices {
+			v.match(fmt.Sprintf("%s.pagerduty_services[%d]", p, j), s, pagerDutyIDRE, "a PagerDuty service id (e.g. PSVC123)")
+		}
+		if len(ag.Resources) == 0 {
+			v.add(p+".resources", "at least one resource name is required")
+		}
+		for j, name := range ag.Resources {
+			rp := fmt.Sprintf("%s.resources[%d]", p, j)
+			res, ok := byName[name]
+			if !ok {
+				v.add(rp, "unknown resource %s; configured: %s", v.show(rp, name), strings.Join(sortedNames(byName), ", "))
+				continue
+			}
+			if ag.Duration > res.MaxDuration && res.MaxDuration > 0 {
+				v.add(p+".duration", "(%s) exceeds %s's max_duration (%s)", fmtDur(ag.Duration), name, fmtDur(res.MaxDuration))
+			}
+		}
+		if c.has(p+".duration") || ag.Duration != 0 {
+			v.duration(p+".duration", ag.Duration, grants.MinDuration, MaxResourceDuration)
+		}
+		if ag.GracePeriod < 0 || ag.GracePeriod > 24*time.Hour {
+			v.add(p+".grace_period", "must be between 0 and 24h, not %s", fmtDur(ag.GracePeriod))
+		}
+		if ag.GracePeriod > 0 && !ag.RevokeOnResolve {
+			v.add(p+".grace_period", "only applies with revoke_on_resolve: true")
+		}
+	}
+}
+
+func sortedNames(m map[string]*ResourceConfig) []string {
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+func (c *Config) validateIdentities(v *validator) {
+	slackIDs := map[string]int{}
+	emails := map[string]int{}
+	githubs := map[string]int{}
+	pds := map[string]int{}
+	dup := func(seen map[string]int, key string, i int, path, what string) {
+		if key == "" {
+			return
+		}
+		if first, ok := seen[key]; ok {
+			v.add(path, "duplicate %s (also identities[%d]): one person per entry", what, first)
+			return
+		}
+		seen[key] = i
+	}
+	for i, id := range c.Identities {
+		p := fmt.Sprintf("identities[%d]", i)
+		if v.required(p+".slack", id.Slack, "the person's Slack user id (U…)") {
+			if v.match(p+".slack", id.Slack, slackUserRE, "a Slack user id (U… or W…)") {
+				dup(slackIDs, id.SlackTeam+"/"+id.Slack, i, p+".slack", "Slack user "+id.Slack)
+			}
+		}
+		if id.SlackTeam != "" {
+			v.match(p+".slack_team", id.SlackTeam, slackTeamRE, "a Slack team id (T… or E…)")
+		}
+		if id.Email != "" {
+			if a, err := mail.ParseAddress(id.Email); err != nil || a.Address != id.Email || a.Name != "" {
+				v.add(p+".email", "%s is not a bare email address such as alice@example.com", v.show(p+".email", id.Email))
+			} else {
+				dup(emails, strings.ToLower(id.Email), i, p+".email", "email "+id.Email)
+			}
+		}
+		if id.GitHub != "" && v.match(p+".github", id.GitHub, githubLoginRE, "a GitHub login") {
+			dup(githubs, strings.ToLower(id.GitHub), i, p+".github", "GitHub login "+id.GitHub)
+		}
+		if id.PagerDuty != "" && v.match(p+".pagerduty", id.PagerDuty, pagerDutyIDRE, "a PagerDuty user id (e.g. PUSER12)") {
+			dup(pds, id.PagerDuty, i, p+".pagerduty", "PagerDuty user "+id.PagerDuty)
+		}
+	}
+}
+
+// pgDSN is what accessbroker needs from a PostgreSQL connection string.
+type pgDSN struct {
+	host, port, database, sslmode string
+}
+
+// parsePostgresDSN parses a postgres:// URL or a libpq key=value string. Its errors never
+// contain the DSN (it may hold a password).
+func parsePostgresDSN(s string) (pgDSN, error) {
+	var d pgDSN
+	params := map[string]string{}
+	switch {
+	case strings.HasPrefix(s, "postgres://") || strings.HasPrefix(s, "postgresql://"):
+		u, err := url.Parse(s)
+		if err != nil {
+			return d, errors.New("is not a valid postgres:// URL (postgres://user:password@host:5432/database?sslmode=require); percent-encode special characters in the password")
+		}
+		d.host, d.port = u.Hostname(), u.Port()
+		d.database = strings.TrimPrefix(u.Path, "/")
+		for k, vs := range u.Query() {
+			if len(vs) > 0 {
+				params[k] = vs[len(vs)-1]
+			}
+		}
+	case strings.Contains(s, "="):
+		kv, err := parseKeyValueDSN(s)
+		if err != nil {
+			return d, err
+		}
+		params = kv
+	default:
+		return d, errors.New("must be a postgres:// URL or a key=value connection string (host=… dbname=… user=…)")
+	}
+	if h, ok := params["host"]; ok {
+		d.host = h
+	}
+	if p, ok := params["port"]; ok {
+		d.port = p
+	}
+	if db, ok := params["dbname"]; ok {
+		d.database = db
+	}
+	d.sslmode = params["sslmode"]
+	if strings.HasPrefix(d.host, "/") {
+		d.host = "" // a Unix socket directory is not deliverable
+	}
+	if d.port != "" {
+		if p, err := strconv.Atoi(d.port); err != nil || p < 1 || p > 65535 {
+			return d, errors.New("has a port that is not a number between 1 and 65535")
+		}
+	}
+	if d.sslmode != "" && !sslModes[d.sslmode] {
+		return d, errors.New("has an unknown sslmode (use disable, allow, prefer, require, verify-ca or verify-full)")
+	}
+	return d, nil
+}
+
+// parseKeyValueDSN parses libpq's key=value format: whitespace-separated pairs, values
+// optionally single-quoted with \' and \\ escapes.
+func parseKeyValueDSN(s string) (map[string]string, error) {
+	out := map[string]string{}
+	i := 0
+	skipSpace := func() {
+		for i < len(s) && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r') {
+			i++
+		}
+	}
+	for {
+		skipSpace()
+		if i >= len(s) {
+			return out, nil
+		}
+		start := i
+		for i < len(s) && s[i] != '=' && s[i] != ' ' && s[i] != '\t' {
+			i++
+		}
+		key := s[start:i]
+		skipSpace()
+		if i >= len(s) || s[i] != '=' || key == "" || !envNameRE.MatchString(key) {
+			return nil, errors.New("is not a valid key=value connection string: each setting must be key=value (quote values with spaces in single quotes)")
+		}
+		i++ // '='
+		skipSpace()
+		var val strings.Builder
+		if i < len(s) && s[i] == '\'' {
+			i++
+			closed := false
+			for i < len(s) {
+				if s[i] == '\\' && i+1 < len(s) {
+					val.WriteByte(s[i+1])
+					i += 2
+					continue
+				}
+				if s[i] == '\'' {
+					closed = true
+					i++
+					break
+				}
+				val.WriteByte(s[i])
+				i++
+			}
+			if !closed {
+				return nil, fmt.Errorf("is not a valid key=value connection string: the quoted value of %s is not closed", key)
+			}
+		} else {
+			for i < len(s) && s[i] != ' ' && s[i] != '\t' && s[i] != '\n' && s[i] != '\r' {
+				if s[i] == '\\' && i+1 < len(s) {
+					i++
+				}
+				val.WriteByte(s[i])
+				i++
+			}
+		}
+		out[key] = val.String()
+	}
+}
+
+func sortProblems(p []Problem) []Problem {
+	sort.SliceStable(p, func(i, j int) bool { return p[i].Line < p[j].Line })
+	return p
+}
+
+// SlogLevel is log_level as a slog.Level.
+func (c *Config) SlogLevel() slog.Level {
+	switch c.LogLevel {
+	case "debug":
+		return slog.LevelDebug
+	case "warn":
+		return slog.LevelWarn
+	case "error":
+		return slog.LevelError
+	default:
+		return slog.LevelInfo
+	}
+}
+
+// SigningSecretList is every accepted Slack signing secret: signing_secret first, then
+// signing_secrets.
+func (s *SlackConfig) SigningSecretList() []Secret {
+	var out []Secret
+	if s.SigningSecret.IsSet() {
+		out = append(out, s.SigningSecret)
+	}
+	return append(out, s.SigningSecrets...)
+}
+
+// Weekday is slack.summary.weekday as a time.Weekday (valid after loading).
+func (s SummaryConfig) Weekday() time.Weekday { return weekdays[s.Day] }
+
+// HourMinute is slack.summary.time (UTC) as numbers (valid after loading).
+func (s SummaryConfig) HourMinute() (hour, minute int) {
+	m := summaryTimeRE.FindStringSubmatch(s.Time)
+	if m == nil {
+		return 0, 0
+	}
+	hour, _ = strconv.Atoi(m[1])
+	minute, _ = strconv.Atoi(m[2])
+	return hour, minute
+}
+
+// Resource returns the resource named name.
+func (c *Config) Resource(name string) (*ResourceConfig, bool) {
+	for i := range c.Resources {
+		if c.Resources[i].Name == name {
+			return &c.Resources[i], true
+		}
+	}
+	return nil, false
+}
+
+// GrantResources maps resources to the domain's grants.Resource, in file order.
+func (c *Config) GrantResources() []grants.Resource {
+	out := make([]grants.Resource, 0, len(c.Resources))
+	for _, r := range c.Resources {
+		p := r.Policy
+		out = append(out, grants.Resource{
+			Name:            r.Name,
+			Provider:        r.Provider,
+			DefaultDuration: r.DefaultDuration,
+			MaxDuration:     r.MaxDuration,
+			Policy: grants.Policy{
+				OnCallEscalationPolicies: clone(p.OnCall.EscalationPolicies),
+				OnCallSchedules:          clone(p.OnCall.Schedules),
+				OnCallLevels:             clone(p.OnCall.Levels),
+				AutoApproveOnCall:        p.AutoApproveOnCall,
+				ApproverSlackUsers:       clone(p.Approvers.SlackUsers),
+				ApproverSlackUsergroup:   p.Approvers.SlackUsergroup,
+				MinApprovals:             p.MinApprovals,
+				BreakGlass:               p.BreakGlass,
+				CapToShift:               p.CapToShift,
+			},
+		})
+	}
+	return out
+}
+
+func clone[T any](s []T) []T {
+	if len(s) == 0 {
+		return nil
+	}
+	return append([]T(nil), s...)
+}
+
+// SecretValues returns every configured secret value (non-empty), for scrubbing them from
+// upstream error messages before they are logged.
+func (c *Config) SecretValues() []string {
+	var out []string
+	walkSecrets(reflect.ValueOf(c).Elem(), "", func(_ string, s *Secret) {
+		if s.IsSet() {
+			out = append(out, s.Reveal())
+		}
+	})
+	return out
+}
+
+// URLOverrides lists the upstream URLs that differ from the SDK defaults, as "key=url", so
+// serve can log a warning about each: an override sends tokens somewhere else.
+func (c *Config) URLOverrides() []string {
+	var out []string
+	if c.Slack != nil && c.Slack.APIURL != DefaultSlackAPIURL {
+		out = append(out, "slack.api_url="+c.Slack.APIURL)
+	}
+	if c.PagerDuty != nil && c.PagerDuty.APIURL != DefaultPagerDutyAPIURL {
+		out = append(out, "pagerduty.api_url="+c.PagerDuty.APIURL)
+	}
+	if c.GitHub != nil && c.GitHub.APIURL != DefaultGitHubAPIURL {
+		out = append(out, "github.api_url="+c.GitHub.APIURL)
+	}
+	if c.AWS != nil && c.AWS.EndpointURL != "" {
+		out = append(out, "aws.endpoint_url="+c.AWS.EndpointURL)
+	}
+	return out
+}

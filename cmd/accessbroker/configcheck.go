@@ -1,0 +1,80 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+)
+
+const configUsage = "usage: accessbroker config check --config FILE"
+
+// runConfig is the `config` sub-command. `config check --config FILE` loads and validates
+// the file (expanding ${NAME} from the process environment) and exits 0 with a one-line
+// summary on stdout, or 2 with every problem on stderr as "FILE:LINE: path: message".
+func runConfig(_ context.Context, args []string, stdout, stderr io.Writer) int {
+	return runConfigCommand(args, stdout, stderr, os.LookupEnv)
+}
+
+// runConfigCommand is runConfig with the environment injected, for tests.
+func runConfigCommand(args []string, stdout, stderr io.Writer, getenv func(string) (string, bool)) int {
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, configUsage)
+		return exitUsage
+	}
+	switch args[0] {
+	case "check":
+	case "-h", "--help", "help":
+		fmt.Fprintln(stderr, configUsage)
+		return exitOK
+	default:
+		fmt.Fprintf(stderr, "accessbroker config: unknown sub-command %q\n%s\n", args[0], configUsage)
+		return exitUsage
+	}
+	fs := flag.NewFlagSet("accessbroker config check", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "", "the YAML configuration file to check (required)")
+	if err := fs.Parse(args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "accessbroker config check: unexpected arguments %q\n%s\n", fs.Args(), configUsage)
+		return exitUsage
+	}
+	if *path == "" {
+		fmt.Fprintf(stderr, "accessbroker config check: --config FILE is required\n%s\n", configUsage)
+		return exitUsage
+	}
+	cfg, err := LoadConfig(*path, getenv)
+	if err != nil {
+		var ce *ConfigError
+		if errors.As(err, &ce) {
+			for _, p := range ce.Problems {
+				fmt.Fprintln(stderr, ce.Format(p))
+			}
+			fmt.Fprintf(stderr, "accessbroker config check: %s has %d %s\n", *path, len(ce.Problems), plural(len(ce.Problems), "problem", "problems"))
+			return exitUsage
+		}
+		fmt.Fprintf(stderr, "accessbroker config check: %v\n", err)
+		return exitUsage
+	}
+	names := make([]string, len(cfg.Resources))
+	for i, r := range cfg.Resources {
+		names[i] = r.Name + " [" + r.Provider + "]"
+	}
+	fmt.Fprintf(stdout, "config OK: %d %s (%s)\n", len(names), plural(len(names), "resource", "resources"), strings.Join(names, ", "))
+	return exitOK
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}

@@ -1,0 +1,108 @@
+package main
+
+import (
+	"context"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/accessbroker/accessbroker/grants"
+	"github.com/accessbroker/accessbroker/grants/sqlstore"
+)
+
+// metrics is the Prometheus side of accessbroker. It also decorates the store to time audit
+// appends, so that no domain package imports Prometheus.
+type metrics struct {
+	reg          *prometheus.Registry
+	issued       *prometheus.CounterVec
+	revoked      *prometheus.CounterVec
+	revokeFailed *prometheus.CounterVec
+	lag          *prometheus.HistogramVec
+	appendLat    prometheus.Histogram
+	timedStore   grants.Store
+}
+
+func newMetrics(st *sqlstore.Store) *metrics {
+	m := &metrics{reg: prometheus.NewRegistry()}
+	m.issued = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "accessbroker_grants_issued_total", Help: "Grants that became active."}, []string{"provider"})
+	m.revoked = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "accessbroker_grants_revoked_total", Help: "Completed revocations."}, []string{"provider"})
+	m.revokeFailed = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "accessbroker_revoke_failures_total", Help: "Failed revocation attempts (each is retried)."}, []string{"provider", "class"})
+	m.lag = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "accessbroker_revocation_lag_seconds", Help: "Time from a grant's revocation deadline to its completed revocation.",
+		Buckets: []float64{0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900},
+	}, []string{"provider"})
+	m.appendLat = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "accessbroker_audit_append_seconds", Help: "Latency of one store change with its audit events.",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+	})
+	m.reg.MustRegister(m.issued, m.revoked, m.revokeFailed, m.lag, m.appendLat,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		&stateCollector{st: st})
+	m.timedStore = &timedStore{Store: st, m: m}
+	return m
+}
+
+// Revoked implements grants.RevokerMetrics.
+func (m *metrics) Revoked(provider string, lag time.Duration) {
+	m.revoked.WithLabelValues(provider).Inc()
+	m.lag.WithLabelValues(provider).Observe(max(lag, 0).Seconds())
+}
+
+// RevokeFailed implements grants.RevokerMetrics.
+func (m *metrics) RevokeFailed(provider string, needsOperator bool) {
+	class := "retryable"
+	if needsOperator {
+		class = "needs_operator"
+	}
+	m.revokeFailed.WithLabelValues(provider, class).Inc()
+}
+
+// timedStore times every Apply and counts grants that became active.
+type timedStore struct {
+	grants.Store
+	m *metrics
+}
+
+func (t *timedStore) Apply(ctx context.Context, c *grants.Change) error {
+	start := time.Now() // wall time for a latency metric, not domain time
+	err := t.Store.Apply(ctx, c)
+	t.m.appendLat.Observe(time.Since(start).Seconds())
+	if err == nil {
+		for _, e := range c.Events {
+			if e.Action == "grant.issued" {
+				t.m.issued.WithLabelValues(providerOf(c, e.GrantID)).Inc()
+			}
+		}
+	}
+	return err
+}
+
+func providerOf(c *grants.Change, id string) string {
+	for _, g := range c.Grants {
+		if g.Grant.ID == id {
+			return g.Grant.Provider
+		}
+	}
+	return ""
+}
+
+// stateCollector reports grants by state at scrape time.
+type stateCollector struct{ st *sqlstore.Store }
+
+var grantsDesc = prometheus.NewDesc("accessbroker_grants", "Grants by state.", []string{"state"}, nil)
+
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) { ch <- grantsDesc }
+
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	counts, err := c.st.CountByState(ctx)
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(grantsDesc, err)
+		return
+	}
+	for _, s := range grants.States {
+		ch <- prometheus.MustNewConstMetric(grantsDesc, prometheus.GaugeValue, float64(counts[s]), string(s))
+	}
+}

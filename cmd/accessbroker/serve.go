@@ -1,0 +1,135 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/accessbroker/accessbroker/grants"
+)
+
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", "", "configuration file (YAML)")
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	cfg, ok := loadConfigFlag(*configPath, stderr)
+	if !ok {
+		return exitUsage
+	}
+	srv, err := newServer(ctx, cfg, appOptions{logOut: stderr, withProviders: true})
+	if err != nil {
+		fmt.Fprintf(stderr, "accessbroker serve: %v\n", err)
+		return exitFailure
+	}
+	defer srv.Close()
+	if err := srv.Run(ctx, nil); err != nil {
+		fmt.Fprintf(stderr, "accessbroker serve: %v\n", err)
+		return exitFailure
+	}
+	return exitOK
+}
+
+// server is `accessbroker serve`: the app plus its HTTP endpoints and background workers.
+type server struct {
+	*app
+	checkpointer *grants.Checkpointer
+	mux          *http.ServeMux
+}
+
+func newServer(ctx context.Context, cfg *Config, opts appOptions) (*server, error) {
+	a, err := newApp(ctx, cfg, opts)
+	if err != nil {
+		return nil, err
+	}
+	key, err := a.signingKey()
+	if err != nil {
+		a.Close()
+		return nil, err
+	}
+	s := &server{app: a, mux: http.NewServeMux()}
+	s.checkpointer = grants.NewCheckpointer(a.store, key, a.clock, a.log, int64(cfg.Audit.CheckpointEvery), cfg.Audit.CheckpointPeriod)
+	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		io.WriteString(w, "ok\n")
+	})
+	s.mux.HandleFunc("GET /readyz", s.ready)
+	s.mux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics.reg, promhttp.HandlerOpts{}))
+	return s, nil
+}
+
+func (s *server) ready(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if err := s.store.Ready(ctx); err != nil {
+		s.log.WarnContext(ctx, "not ready", "error", err)
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintf(w, "not ready: %v\n", err)
+		return
+	}
+	io.WriteString(w, "ready\n")
+}
+
+// Run reconciles what a previous process left, then serves HTTP and runs the workers until
+// ctx ends. listening, when not nil, receives the bound address once the listener is open.
+func (s *server) Run(ctx context.Context, listening chan<- string) error {
+	n, err := s.manager.ReconcileOnStart(ctx, s.cfg.Store.Driver == "sqlite")
+	if err != nil {
+		return fmt.Errorf("reconcile on start: %w", err)
+	}
+	s.log.InfoContext(ctx, "started", "listen", s.cfg.Listen, "resources", len(s.cfg.Resources), "reconciled", n, "instance", s.instance)
+
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", s.cfg.Listen, err)
+	}
+	hs := &http.Server{Handler: s.mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 15 * time.Second}
+
+	workCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	var wg sync.WaitGroup
+	errs := make(chan error, 3)
+	run := func(name string, fn func(context.Context) error) {
+		wg.Go(func() {
+			if err := fn(workCtx); err != nil {
+				errs <- fmt.Errorf("%s: %w", name, err)
+				stop()
+			}
+		})
+	}
+	run("revoker", s.revoker.Run)
+	run("checkpointer", s.checkpointer.Run)
+	wg.Go(func() {
+		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errs <- fmt.Errorf("http: %w", err)
+			stop()
+		}
+	})
+	if listening != nil {
+		listening <- ln.Addr().String()
+	}
+	<-workCtx.Done()
+	s.log.Info("shutting down")
+	shCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.Revoker.ShutdownGrace+5*time.Second)
+	defer cancel()
+	_ = hs.Shutdown(shCtx)
+	wg.Wait()
+	close(errs)
+	var all []error
+	for e := range errs {
+		all = append(all, e)
+	}
+	s.log.Info("stopped")
+	return errors.Join(all...)
+}
