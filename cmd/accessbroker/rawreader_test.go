@@ -48,4 +48,3 @@ func (r *rawReader) all() ([]audit.Event, error) {
 		after = evs[len(evs)-1].Seq
 	}
 }
-
