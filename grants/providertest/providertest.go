@@ -340,6 +340,7 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 			t.Errorf("retryable fault reported as needing an operator: %v", err)
 		}
 		assertNoSecrets(t, err, secrets)
+		t.Logf("Revoke under the injected fault: %s", scrubbed(err.Error(), secrets))
 		if !h.has(t, id, iss.Handle) {
 			t.Error("a failed Revoke reported an error but removed the access")
 		}

@@ -24,13 +24,15 @@ func (s *Store) Apply(ctx context.Context, c *grants.Change) error {
 	}
 	defer tx.Rollback()
 
+	st := &txStmts{tx: tx}
+	defer st.close()
 	for _, rw := range c.Requests {
 		if err := writeRequest(ctx, tx, rw, now); err != nil {
 			return err
 		}
 	}
 	for _, gw := range c.Grants {
-		if err := writeGrant(ctx, tx, gw, now); err != nil {
+		if err := st.writeGrant(ctx, gw, now); err != nil {
 			return err
 		}
 	}
@@ -147,7 +149,44 @@ func writeRequest(ctx context.Context, tx *sql.Tx, rw grants.RequestWrite, now t
 	return nil
 }
 
-func writeGrant(ctx context.Context, tx *sql.Tx, gw grants.GrantWrite, now time.Time) error {
+// txStmts prepares each grant statement once per transaction: parsing a 23-column UPDATE
+// costs more than executing it, and the revoker writes hundreds per transaction.
+type txStmts struct {
+	tx             *sql.Tx
+	insert, update *sql.Stmt
+}
+
+func (s *txStmts) prepare(ctx context.Context, slot **sql.Stmt, q string) (*sql.Stmt, error) {
+	if *slot == nil {
+		st, err := s.tx.PrepareContext(ctx, q)
+		if err != nil {
+			return nil, fmt.Errorf("prepare: %w", err)
+		}
+		*slot = st
+	}
+	return *slot, nil
+}
+
+func (s *txStmts) close() {
+	for _, st := range []*sql.Stmt{s.insert, s.update} {
+		if st != nil {
+			st.Close()
+		}
+	}
+}
+
+const insertGrantSQL = `INSERT INTO grants (request_id, resource, provider, person, slack_user, state, reason, incident_id,
+	created_at, issued_at, expires_at, revoked_at, revoke_cause, handle, handle_key, attempts, due_at, last_error,
+	claimed_by, claimed_to, id, version, updated_at)
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+
+const updateGrantSQL = `UPDATE grants SET request_id = ?, resource = ?, provider = ?, person = ?, slack_user = ?, state = ?,
+	reason = ?, incident_id = ?, created_at = ?, issued_at = ?, expires_at = ?, revoked_at = ?, revoke_cause = ?, handle = ?,
+	handle_key = ?, attempts = ?, due_at = ?, last_error = ?, claimed_by = ?, claimed_to = ?,
+	version = version + 1, updated_at = ?
+	WHERE id = ? AND version = ?`
+
+func (s *txStmts) writeGrant(ctx context.Context, gw grants.GrantWrite, now time.Time) error {
 	g := gw.Grant
 	person, _ := json.Marshal(g.Person)
 	handle, _ := json.Marshal(g.Handle)
@@ -158,11 +197,11 @@ func writeGrant(ctx context.Context, tx *sql.Tx, gw grants.GrantWrite, now time.
 		if g.ID == "" {
 			return errors.New("create grant: empty id")
 		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO grants (request_id, resource, provider, person, slack_user, state, reason, incident_id,
-			created_at, issued_at, expires_at, revoked_at, revoke_cause, handle, handle_key, attempts, due_at, last_error,
-			claimed_by, claimed_to, id, version, updated_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			append(args, g.ID, g.Version+1, ms(now))...)
+		ins, err := s.prepare(ctx, &s.insert, insertGrantSQL)
+		if err != nil {
+			return err
+		}
+		_, err = ins.ExecContext(ctx, append(args, g.ID, g.Version+1, ms(now))...)
 		if isUnique(err) {
 			return fmt.Errorf("create grant %s: already exists: %w", g.ID, grants.ErrConflict)
 		}
@@ -171,11 +210,11 @@ func writeGrant(ctx context.Context, tx *sql.Tx, gw grants.GrantWrite, now time.
 		}
 		return nil
 	}
-	res, err := tx.ExecContext(ctx, `UPDATE grants SET request_id = ?, resource = ?, provider = ?, person = ?, slack_user = ?, state = ?,
-		reason = ?, incident_id = ?, created_at = ?, issued_at = ?, expires_at = ?, revoked_at = ?, revoke_cause = ?, handle = ?,
-		handle_key = ?, attempts = ?, due_at = ?, last_error = ?, claimed_by = ?, claimed_to = ?,
-		version = version + 1, updated_at = ?
-		WHERE id = ? AND version = ?`, append(args, ms(now), g.ID, g.Version)...)
+	upd, err := s.prepare(ctx, &s.update, updateGrantSQL)
+	if err != nil {
+		return err
+	}
+	res, err := upd.ExecContext(ctx, append(args, ms(now), g.ID, g.Version)...)
 	if err != nil {
 		return fmt.Errorf("update grant %s: %w", g.ID, err)
 	}

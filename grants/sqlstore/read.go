@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
 	"strings"
 	"time"
 
@@ -92,53 +93,40 @@ func (s *Store) ListGrants(ctx context.Context, f grants.GrantFilter) ([]grants.
 	return out, rows.Err()
 }
 
-// ClaimDue implements grants.Store. SQLite has one writer at a time, so the select-then-update
-// inside one immediate transaction cannot hand the same grant to two claimers.
+// ClaimDue implements grants.Store.
 func (s *Store) ClaimDue(ctx context.Context, owner string, now time.Time, limit int, lease time.Duration) ([]grants.Grant, error) {
 	if limit <= 0 {
 		return nil, nil
 	}
 	nowMS := ms(now)
-	tx, err := s.w.BeginTx(ctx, nil)
+	until := now.Add(lease).Truncate(time.Millisecond)
+	// One statement claims the batch: SQLite runs one writer at a time, so the inner select
+	// and the update cannot interleave with another claimer.
+	rows, err := s.w.QueryContext(ctx, `UPDATE grants SET claimed_by = ?, claimed_to = ?, version = version + 1
+		WHERE id IN (SELECT id FROM grants WHERE state <> 'revoked' AND due_at <= ? AND claimed_to <= ?
+		             ORDER BY due_at, id LIMIT ?)
+		RETURNING `+grantCols, owner, ms(until), nowMS, nowMS, limit)
 	if err != nil {
-		return nil, fmt.Errorf("claim: begin: %w", err)
+		return nil, fmt.Errorf("claim due grants: %w", err)
 	}
-	defer tx.Rollback()
-	rows, err := tx.QueryContext(ctx, `SELECT `+grantCols+` FROM grants
-		WHERE state <> 'revoked' AND due_at <= ? AND claimed_to <= ?
-		ORDER BY due_at, id LIMIT ?`, nowMS, nowMS, limit)
-	if err != nil {
-		return nil, fmt.Errorf("claim: select: %w", err)
-	}
+	defer rows.Close()
 	var out []grants.Grant
 	for rows.Next() {
 		g, err := scanGrant(rows)
 		if err != nil {
-			rows.Close()
 			return nil, err
 		}
 		out = append(out, g)
 	}
-	rows.Close()
 	if err := rows.Err(); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("claim due grants: %w", err)
 	}
-	until := now.Add(lease).Truncate(time.Millisecond)
-	stmt, err := tx.PrepareContext(ctx, `UPDATE grants SET claimed_by = ?, claimed_to = ?, version = version + 1 WHERE id = ? AND version = ?`)
-	if err != nil {
-		return nil, err
-	}
-	defer stmt.Close()
-	for i := range out {
-		if _, err := stmt.ExecContext(ctx, owner, ms(until), out[i].ID, out[i].Version); err != nil {
-			return nil, fmt.Errorf("claim grant %s: %w", out[i].ID, err)
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].DueAt.Equal(out[j].DueAt) {
+			return out[i].DueAt.Before(out[j].DueAt)
 		}
-		out[i].ClaimedBy, out[i].ClaimedTo = owner, until
-		out[i].Version++
-	}
-	if err := tx.Commit(); err != nil {
-		return nil, fmt.Errorf("claim: commit: %w", err)
-	}
+		return out[i].ID < out[j].ID
+	})
 	return out, nil
 }
 
