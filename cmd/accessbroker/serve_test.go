@@ -131,4 +131,3 @@ func excerpt(s, around string) string {
 	lo, hi := max(i-200, 0), min(i+200, len(s))
 	return string(bytes.ToValidUTF8([]byte(s[lo:hi]), []byte("?")))
 }
-
