@@ -580,11 +580,16 @@ func ParseConfig(data []byte, getenv func(string) (string, bool)) (*Config, erro
 type loadOptions struct {
 	getenv  func(string) (string, bool)
 	baseDir string // for relative paths; "" = working directory
+	// maxSteps bounds decoding work; 0 means maxDecodeSteps.
+	maxSteps int
 }
 
 func parseConfig(data []byte, opts loadOptions) (*Config, error) {
 	if opts.getenv == nil {
 		opts.getenv = func(string) (string, bool) { return "", false }
+	}
+	if opts.maxSteps == 0 {
+		opts.maxSteps = maxDecodeSteps
 	}
 	protected, refs := protectEnvRefs(data)
 	root, prob := parseYAML(protected)
@@ -594,11 +599,12 @@ func parseConfig(data []byte, opts loadOptions) (*Config, error) {
 	d := &decoder{
 		getenv:   opts.getenv,
 		refs:     refs,
+		bad:      map[string]bool{},
 		lines:    map[string]int{},
 		set:      map[string]bool{},
 		fromEnv:  map[string]bool{},
 		inAlias:  map[*yaml.Node]bool{},
-		maxSteps: maxDecodeSteps,
+		maxSteps: opts.maxSteps,
 	}
 	cfg := &Config{}
 	if root != nil {
@@ -606,15 +612,22 @@ func parseConfig(data []byte, opts loadOptions) (*Config, error) {
 	}
 	cfg.lines, cfg.set, cfg.fromEnv = d.lines, d.set, d.fromEnv
 	probs := d.probs
-	if len(probs) == 0 {
-		probs = append(probs, cfg.resolveFiles(opts.baseDir)...)
+	// Validation runs even after decoding problems, so one run reports everything; it skips
+	// the keys whose value could not be decoded or read (their problem is already reported).
+	if d.steps <= d.maxSteps {
+		for _, p := range cfg.resolveFiles(opts.baseDir) {
+			d.bad[p.Path] = true
+			probs = append(probs, p)
+		}
 		if f := cfg.Audit.SigningKeyFile; f != "" && opts.baseDir != "" && !filepath.IsAbs(f) {
 			cfg.Audit.SigningKeyFile = filepath.Join(opts.baseDir, f)
 		}
-	}
-	if len(probs) == 0 {
 		cfg.applyDefaults()
-		probs = append(probs, cfg.validate()...)
+		for _, p := range cfg.validate() {
+			if !underBad(p.Path, d.bad) {
+				probs = append(probs, p)
+			}
+		}
 	}
 	if len(probs) > 0 {
 		return nil, &ConfigError{Problems: sortProblems(probs)}
@@ -683,6 +696,7 @@ func yamlProblem(err error) *Problem {
 type decoder struct {
 	getenv   func(string) (string, bool)
 	refs     *envRefs
+	bad      map[string]bool // paths whose value could not be decoded
 	lines    map[string]int
 	set      map[string]bool
 	fromEnv  map[string]bool
@@ -697,7 +711,28 @@ var (
 	secretType   = reflect.TypeFor[Secret]()
 )
 
+// underBad reports whether path is, or is inside, a key whose value was bad ("" is the
+// whole document).
+func underBad(path string, bad map[string]bool) bool {
+	for p := path; ; p = parentPath(p) {
+		if bad[p] {
+			return true
+		}
+		if p == "" {
+			return false
+		}
+	}
+}
+
+// add records a problem with the value at path, which validation then skips.
 func (d *decoder) add(path string, line int, format string, args ...any) {
+	d.bad[path] = true
+	d.addKey(path, line, format, args...)
+}
+
+// addKey records a problem with a key (unknown, duplicate), leaving its value's path
+// unmarked.
+func (d *decoder) addKey(path string, line int, format string, args ...any) {
 	d.probs = append(d.probs, Problem{Path: path, Line: line, Msg: fmt.Sprintf(format, args...)})
 }
 
@@ -845,7 +880,7 @@ func (d *decoder) decodeStruct(n *yaml.Node, line int, v reflect.Value, path str
 			continue
 		}
 		if k.Kind != yaml.ScalarNode {
-			d.add(path, k.Line, "keys must be plain names, not %s", describe(k))
+			d.addKey(path, k.Line, "keys must be plain names, not %s", describe(k))
 			continue
 		}
 		name := d.refs.restore(k.Value)
@@ -854,13 +889,13 @@ func (d *decoder) decodeStruct(n *yaml.Node, line int, v reflect.Value, path str
 			child = path + "." + name
 		}
 		if first, dup := seen[name]; dup {
-			d.add(child, k.Line, "duplicate key %q (first set on line %d); keep one", name, first)
+			d.addKey(child, k.Line, "duplicate key %q (first set on line %d); keep one", name, first)
 			continue
 		}
 		seen[name] = k.Line
 		idx, ok := fields.index[name]
 		if !ok {
-			d.add(path, k.Line, "%s", unknownKeyMsg(name, path, fields.names))
+			d.addKey(path, k.Line, "%s", unknownKeyMsg(name, path, fields.names))
 			continue
 		}
 		d.lines[child] = k.Line

@@ -169,32 +169,50 @@ func TestConfigCheckBadFiles(t *testing.T) {
 
 func TestConfigCheckReportsEveryProblem(t *testing.T) {
 	t.Parallel()
-	file := filepath.Join(testdataDir, "bad_multiple_problems.yaml")
-	var stdout, stderr bytes.Buffer
-	if code := runConfigCommand([]string{"check", "--config", file}, &stdout, &stderr, envMap(nil)); code != exitUsage {
-		t.Fatalf("exit code = %d, want %d", code, exitUsage)
+	tests := []struct {
+		file string
+		want []string // each line of stderr contains the matching string
+	}{
+		{"bad_multiple_problems.yaml", []string{
+			": aws.region: is required: resources app use AWS",
+			`:2: store.driver: must be sqlite or postgres, not "oracle"`,
+			":2: store.dsn: is required",
+			":3: audit.signing_key_file: is required",
+			":3: audit.checkpoint_every: must be at least 1, not 0",
+			":7: resources[0].webhook.url: must be an absolute https:// URL",
+			":7: resources[0].webhook.token: is required",
+			":8: resources[0].max_duration: must be at most 168h, not 900h",
+			`:9: resources[1].name: duplicate resource name "app" (also resources[0])`,
+			":9: resources[1].aws_sts: is required",
+			"has 10 problems",
+		}},
+		// Decoding problems do not hide validation problems, and are not reported twice.
+		{"bad_decode_and_validation.yaml", []string{
+			`:3: audit.checkpoint_every: must be a whole number, not "many"`,
+			`:7: resources[0].max_duration: must be a duration such as 90m, 1h30m or 4h (Go syntax), not "4hours"`,
+			":8: resources[0].webhook.url: must use https",
+			`:9: resources[0].policy: unknown key "aproovers" (did you mean "approvers"?)`,
+			"has 4 problems",
+		}},
 	}
-	want := []string{
-		file + ": aws.region: is required: resources app use AWS",
-		file + `:2: store.driver: must be sqlite or postgres, not "oracle"`,
-		file + ":2: store.dsn: is required",
-		file + ":3: audit.signing_key_file: is required",
-		file + ":3: audit.checkpoint_every: must be at least 1, not 0",
-		file + ":7: resources[0].webhook.url: must be an absolute https:// URL",
-		file + ":7: resources[0].webhook.token: is required",
-		file + ":8: resources[0].max_duration: must be at most 168h, not 900h",
-		file + `:9: resources[1].name: duplicate resource name "app" (also resources[0])`,
-		file + ":9: resources[1].aws_sts: is required",
-		"has 10 problems",
-	}
-	got := strings.Split(strings.TrimSpace(stderr.String()), "\n")
-	if len(got) != len(want) {
-		t.Fatalf("got %d lines, want %d:\n%s", len(got), len(want), stderr.String())
-	}
-	for i := range want {
-		if !strings.Contains(got[i], want[i]) {
-			t.Errorf("line %d = %q, want it to contain %q", i, got[i], want[i])
-		}
+	for _, tt := range tests {
+		t.Run(tt.file, func(t *testing.T) {
+			t.Parallel()
+			file := filepath.Join(testdataDir, tt.file)
+			var stdout, stderr bytes.Buffer
+			if code := runConfigCommand([]string{"check", "--config", file}, &stdout, &stderr, envMap(nil)); code != exitUsage {
+				t.Fatalf("exit code = %d, want %d", code, exitUsage)
+			}
+			got := strings.Split(strings.TrimSpace(stderr.String()), "\n")
+			if len(got) != len(tt.want) {
+				t.Fatalf("got %d lines, want %d:\n%s", len(got), len(tt.want), stderr.String())
+			}
+			for i, want := range tt.want {
+				if (i < len(got)-1 && !strings.HasPrefix(got[i], file)) || !strings.Contains(got[i], want) {
+					t.Errorf("line %d = %q, want it to start with %s and contain %q", i, got[i], file, want)
+				}
+			}
+		})
 	}
 }
 
@@ -498,17 +516,17 @@ func TestParseConfigAnchors(t *testing.T) {
 
 func TestParseConfigAliasExplosionIsBounded(t *testing.T) {
 	t.Parallel()
-	// 1000 resources, each an alias of one resource whose roles are 1000 aliases: a million
-	// values from a 10 KB file.
+	// 300 resources, each an alias of one resource whose roles are 300 aliases: 90,000
+	// values from a 3 KB file, against a budget of 20,000 (production: maxDecodeSteps).
 	var b strings.Builder
 	b.WriteString("store: {driver: sqlite, dsn: x}\naudit: {signing_key_file: k}\nresources:\n")
 	b.WriteString("  - &r\n    name: db\n    provider: postgres\n    postgres:\n      dsn: postgres://h/d\n      roles: [&role readonly")
-	b.WriteString(strings.Repeat(", *role", 999))
+	b.WriteString(strings.Repeat(", *role", 299))
 	b.WriteString("]\n")
-	b.WriteString(strings.Repeat("  - *r\n", 999))
-	_, err := ParseConfig([]byte(b.String()), nil)
+	b.WriteString(strings.Repeat("  - *r\n", 299))
+	_, err := parseConfig([]byte(b.String()), loadOptions{maxSteps: 20_000})
 	ce := mustConfigError(t, err)
-	if !strings.Contains(ce.Error(), "the config is too large") {
+	if !strings.Contains(ce.Error(), "the config is too large: more than 20000 values") {
 		t.Errorf("error does not mention the size limit:\n%.2000s", ce.Error())
 	}
 }
@@ -1006,7 +1024,13 @@ func TestYAMLStructureProblems(t *testing.T) {
 		{"two documents", "listen: \":1\"\n---\nlisten: \":2\"\n", []Problem{{Line: 2, Msg: "the config must be a single YAML document; remove the second document (after ---)"}}},
 		{"tab indentation", "store:\n\tdriver: sqlite\n", []Problem{{Line: 2, Msg: "invalid YAML: found character that cannot start any token"}}},
 		{"unknown anchor", "resources: *nope\n", []Problem{{Msg: "invalid YAML: unknown anchor 'nope' referenced"}}},
-		{"key that is a list", "[a]: 1\n", []Problem{{Line: 1, Msg: "keys must be plain names, not a list"}}},
+		{"key that is a list", "[a]: 1\n", []Problem{
+			{Path: "store.driver", Msg: "is required: sqlite or postgres"},
+			{Path: "store.dsn", Msg: `is required: the database to open, e.g. "file:accessbroker.db" for sqlite`},
+			{Path: "audit.signing_key_file", Msg: "is required: the ed25519 key file that signs checkpoints"},
+			{Path: "resources", Msg: "at least one resource is required"},
+			{Line: 1, Msg: "keys must be plain names, not a list"},
+		}},
 		{"bool that is not", "store: {driver: sqlite, dsn: x}\naudit: {signing_key_file: k}\nresources:\n  - {name: a, provider: webhook, webhook: {url: \"https://h/\", token: t}, policy: {break_glass: yes}}\n",
 			[]Problem{{Path: "resources[0].policy.break_glass", Line: 4, Msg: `must be true or false, not "yes"`}}},
 	}
@@ -1093,4 +1117,23 @@ func FuzzParseConfig(f *testing.F) {
 			}
 		}
 	})
+}
+
+func BenchmarkParseConfig(b *testing.B) {
+	data, err := os.ReadFile(filepath.Join("..", "..", "accessbroker.example.yaml"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	getenv := func(name string) (string, bool) {
+		if name == "PROD_DB_ADMIN_DSN" {
+			return "postgres://admin:pw@db.internal:5432/app", true
+		}
+		return strings.Repeat("s", 40), true
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ParseConfig(data, getenv); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
