@@ -190,7 +190,9 @@ type SlackConfig struct {
 	// DefaultSlackAPIURL. Must be https unless the host is loopback.
 	APIURL string `yaml:"api_url"`
 	// TeamID (slack.team_id) is the workspace (T…) or Enterprise Grid org (E…) the broker
-	// serves; requests from any other team are rejected. Required.
+	// serves; requests from any other team are rejected. Optional: when empty, serve asks
+	// Slack (auth.test) which team the bot token belongs to at start, and refuses to start if
+	// it cannot tell. (DESIGN.md's contract has no team_id, so it cannot be required.)
 	TeamID string `yaml:"team_id"`
 	// BotToken (slack.bot_token) is the bot token (xoxb-…). Required. A secret.
 	BotToken Secret `yaml:"bot_token"`
@@ -1639,7 +1641,7 @@ func (c *Config) validateSlack(v *validator) {
 		return
 	}
 	v.checkURL("slack.api_url", s.APIURL)
-	if v.required("slack.team_id", s.TeamID, "the workspace id (T…) the broker serves") {
+	if s.TeamID != "" {
 		v.match("slack.team_id", s.TeamID, slackTeamRE, "a Slack team id (T… or E…)")
 	}
 	v.required("slack.bot_token", s.BotToken.Reveal(), "the Slack bot token (xoxb-…)")

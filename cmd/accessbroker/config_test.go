@@ -114,7 +114,6 @@ func TestConfigCheckBadFiles(t *testing.T) {
 		{"bad_resource_name.yaml", 5, "resources[0].name", `"Prod_DB" is not a valid resource name`},
 		{"bad_missing_slack_token.yaml", 9, "slack.bot_token", "is required"},
 		{"bad_missing_signing_secret.yaml", 9, "slack.signing_secret", "is required (or slack.signing_secrets)"},
-		{"bad_missing_team_id.yaml", 9, "slack.team_id", "is required"},
 		{"bad_slack_http_api_url.yaml", 14, "slack.api_url", "must use https"},
 		{"bad_missing_pagerduty_token.yaml", 9, "pagerduty.token", "is required"},
 		{"bad_missing_github_token.yaml", 9, "github.token", "is required: resources app use provider github-team"},
@@ -903,8 +902,7 @@ func TestExampleConfigLoads(t *testing.T) {
 }
 
 // TestDesignContractExample loads DESIGN.md's example verbatim: every key it uses decodes.
-// The only problems are the "…" placeholders it leaves for the reader and slack.team_id,
-// which this configuration adds and requires.
+// The only problems are the "…" placeholders it leaves for the reader.
 func TestDesignContractExample(t *testing.T) {
 	t.Parallel()
 	env := map[string]string{
@@ -919,7 +917,6 @@ func TestDesignContractExample(t *testing.T) {
 		got = append(got, fmt.Sprintf("%d %s", p.Line, p.Path))
 	}
 	want := []string{
-		"6 slack.team_id",
 		"36 resources[2].aws_identity_center.instance_arn",
 		"36 resources[2].aws_identity_center.identity_store_id",
 		"36 resources[2].aws_identity_center.permission_set_arn",
