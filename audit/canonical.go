@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -48,7 +49,7 @@ import (
 //   - Update encodeEvent, the export encoding (which uses the same function), WriteCSV's
 //     columns, the test oracle in canonical_test.go and the vectors in testdata.
 func Canonical(e Event) ([]byte, error) {
-	w := encoder{b: make([]byte, 0, 256), strict: true}
+	w := encoder{b: make([]byte, 0, 512), strict: true}
 	w.event(&e, false)
 	if w.err != nil {
 		return nil, w.err
@@ -78,8 +79,8 @@ type encoder struct {
 	// strict rejects invalid UTF-8 and the zero time (Canonical); lenient replaces invalid
 	// bytes with U+FFFD and writes the zero time (export), as encoding/json would.
 	strict bool
-	err    error    // first error; later writes are skipped
-	keys   []string // scratch space for sorting evidence keys
+	err    error      // first error; encoding goes on but the output is discarded
+	kvs    []keyValue // scratch space for sorting evidence entries
 }
 
 // event appends e. withHashes adds hash and prev_hash (export form, never hashed).
@@ -135,23 +136,29 @@ func (w *encoder) optional(key, field, s string) {
 
 // stringMap appends m as an object with bytewise-sorted keys.
 func (w *encoder) stringMap(m map[string]string) {
-	w.keys = w.keys[:0]
-	for k := range m {
-		w.keys = append(w.keys, k)
+	if cap(w.kvs) < len(m) {
+		w.kvs = make([]keyValue, 0, len(m))
 	}
-	slices.Sort(w.keys) // Go compares strings bytewise
+	w.kvs = w.kvs[:0]
+	for k, v := range m {
+		w.kvs = append(w.kvs, keyValue{k, v})
+	}
+	// Go compares strings bytewise; keys are unique, so the order is total.
+	slices.SortFunc(w.kvs, func(a, b keyValue) int { return strings.Compare(a.k, b.k) })
 	w.b = append(w.b, '{')
-	for i, k := range w.keys {
+	for i, kv := range w.kvs {
 		if i > 0 {
 			w.b = append(w.b, ',')
 		}
-		w.str("evidence key", k)
+		w.str("evidence key", kv.k)
 		w.b = append(w.b, ':')
-		w.str("evidence value", m[k])
+		w.str("evidence value", kv.v)
 	}
 	w.b = append(w.b, '}')
-	clear(w.keys) // do not keep the map's strings alive through the scratch slice
+	clear(w.kvs) // do not keep the map's strings alive through the scratch slice
 }
+
+type keyValue struct{ k, v string }
 
 func (w *encoder) time(t time.Time) {
 	if w.strict && t.IsZero() {
@@ -177,6 +184,10 @@ func (w *encoder) str(field, s string) {
 	b := append(w.b, '"')
 	start := 0
 	for i := 0; i < len(s); {
+		if i+8 <= len(s) && !needsEscapeOrDecode(load8(s, i)) {
+			i += 8 // eight plain ASCII bytes: the common case
+			continue
+		}
 		c := s[i]
 		if c < utf8.RuneSelf {
 			if c >= 0x20 && c != '"' && c != '\\' {
@@ -229,6 +240,22 @@ func (w *encoder) str(field, s string) {
 }
 
 const hexDigits = "0123456789abcdef"
+
+// load8 returns s[i:i+8] as a little-endian word (the compiler merges the loads).
+func load8(s string, i int) uint64 {
+	s = s[i : i+8]
+	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
+}
+
+// needsEscapeOrDecode reports whether any byte of x is below 0x20, '"', '\\' or non-ASCII.
+// Per byte: b-0x20 borrows (sets the high bit) only for b < 0x20; (b^'"')-1 only for b == '"';
+// likewise for '\\'; a borrow into a higher byte only happens when a lower byte already
+// matched, and any false high bit comes from a byte >= 0x80, which matches anyway.
+func needsEscapeOrDecode(x uint64) bool {
+	const lo, hi = 0x0101010101010101, 0x8080808080808080
+	return ((x-lo*0x20)|((x^lo*'"')-lo)|((x^lo*'\\')-lo)|x)&hi != 0
+}
 
 func appendHex(b, src []byte) []byte {
 	for _, c := range src {

@@ -264,3 +264,22 @@ func TestFormatTime(t *testing.T) {
 		}
 	}
 }
+
+// TestNeedsEscapeOrDecode checks the word-at-a-time scan against the byte rule: every byte
+// value in every position, against backgrounds of plain, borderline and high bytes.
+func TestNeedsEscapeOrDecode(t *testing.T) {
+	t.Parallel()
+	needs := func(c byte) bool { return c < 0x20 || c == '"' || c == '\\' || c >= 0x80 }
+	for _, bg := range []byte{'a', ' ', '!', '#', '[', ']', 0x7f, '~'} {
+		for pos := 0; pos < 8; pos++ {
+			for v := 0; v < 256; v++ {
+				word := bytes.Repeat([]byte{bg}, 8)
+				word[pos] = byte(v)
+				want := needs(byte(v))
+				if got := needsEscapeOrDecode(load8(string(word), 0)); got != want {
+					t.Fatalf("word %q: got %v, want %v", word, got, want)
+				}
+			}
+		}
+	}
+}

@@ -79,7 +79,7 @@ func (c Checkpoint) problem(pub ed25519.PublicKey) string {
 		return fmt.Sprintf("public key has %d bytes, want %d", len(pub), ed25519.PublicKeySize)
 	case c.Seq < 0:
 		return fmt.Sprintf("negative seq %d", c.Seq)
-	case c.Time.Year() < 0 || c.Time.Year() > 9999:
+	case c.Time.UTC().Year() < 0 || c.Time.UTC().Year() > 9999:
 		return "time outside years 0000..9999"
 	case c.KeyID != KeyID(pub):
 		return fmt.Sprintf("signed by key id %q, verifying with key id %s (wrong public key, or a forged checkpoint)", c.KeyID, KeyID(pub))
@@ -108,8 +108,8 @@ type checkpointJSON struct {
 
 // MarshalJSON writes c with its time in UTC RFC 3339 with milliseconds.
 func (c Checkpoint) MarshalJSON() ([]byte, error) {
-	if c.Time.Year() < 0 || c.Time.Year() > 9999 {
-		return nil, fmt.Errorf("audit checkpoint seq %d: time year %d outside 0000..9999", c.Seq, c.Time.Year())
+	if y := c.Time.UTC().Year(); y < 0 || y > 9999 {
+		return nil, fmt.Errorf("audit checkpoint seq %d: time year %d outside 0000..9999", c.Seq, y)
 	}
 	return json.Marshal(checkpointJSON{Seq: c.Seq, Hash: c.Hash, Time: FormatTime(c.Time), KeyID: c.KeyID, Signature: c.Signature})
 }

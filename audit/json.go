@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 )
@@ -20,8 +21,11 @@ func (e Event) MarshalJSON() ([]byte, error) {
 
 // UnmarshalJSON reads the form written by MarshalJSON (any RFC 3339 time is accepted and
 // stored in UTC). It replaces all of *e; fields absent from the input are zero. Unknown keys
-// are ignored.
+// are ignored. JSON null leaves *e unchanged, as encoding/json does for structs.
 func (e *Event) UnmarshalJSON(b []byte) error {
+	if string(bytes.TrimSpace(b)) == "null" {
+		return nil
+	}
 	type plain Event // same fields and tags, without these methods
 	var p plain
 	if err := json.Unmarshal(b, &p); err != nil {

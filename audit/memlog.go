@@ -27,9 +27,15 @@ func (m *MemLog) ReadEvents(ctx context.Context, after int64, limit int) ([]Even
 	}
 	i := sort.Search(len(m.Events), func(i int) bool { return m.Events[i].Seq > after })
 	out := make([]Event, 0, min(limit, len(m.Events)-i))
-	for ; i < len(m.Events) && len(out) < limit; i++ {
-		if m.Events[i].Seq > after {
-			out = append(out, m.Events[i])
+	for i < len(m.Events) && len(out) < limit {
+		// Copy runs of qualifying events at once; skip events at or below after (only an
+		// unsorted slice has them).
+		j := i
+		for j < len(m.Events) && j-i < limit-len(out) && m.Events[j].Seq > after {
+			j++
+		}
+		out = append(out, m.Events[i:j]...)
+		for i = j; i < len(m.Events) && m.Events[i].Seq <= after; i++ {
 		}
 	}
 	return out, nil

@@ -25,29 +25,34 @@ type Reader interface {
 // command line and the API print.
 type Damage string
 
-// Kinds of damage, from the row level up to the checkpoint level.
+// Kinds of damage, from the row level up to the checkpoint level. Each says what FirstBad
+// names for it.
 const (
 	// DamageHashMismatch: a row does not hash to what the chain says. Either its content (or
-	// stored hash) was edited in place, or it was rewritten with a recomputed hash so that the
-	// next row's prev_hash no longer links to it.
+	// its stored hash or prev_hash) was edited in place (FirstBad: that row), or a row was
+	// rewritten with a recomputed hash so that the next row no longer links to it (FirstBad:
+	// the rewritten row; see Verify, step 3).
 	DamageHashMismatch Damage = "hash_mismatch"
-	// DamageGap: sequence numbers jump; FirstBad is the first missing seq (deleted rows).
+	// DamageGap: sequence numbers jump (deleted rows). FirstBad: the first missing seq.
 	DamageGap Damage = "gap"
-	// DamageReorder: authentic rows in the wrong place: seq not strictly increasing
+	// DamageReorder: genuine rows in the wrong place: seq not strictly increasing
 	// (duplicated or moved rows), or a row whose content and hashes are genuine for another
-	// seq (contents swapped between rows while the seq column stayed).
+	// seq (contents swapped between rows while the seq column stayed). FirstBad: the seq
+	// whose row is misplaced; for a swap, the lower of the two.
 	DamageReorder Damage = "reorder"
 	// DamageBadCheckpointSignature: a checkpoint does not verify with the public key: forged,
-	// altered, or signed by another key. FirstBad is the checkpoint's seq.
+	// altered, or signed by another key. FirstBad: the checkpoint's seq.
 	DamageBadCheckpointSignature Damage = "bad_checkpoint_signature"
 	// DamageCheckpointMismatch: a validly signed checkpoint disagrees with the recomputed
-	// chain at its seq: history before it was rewritten, hashes and all.
+	// chain at its seq: history before it was rewritten, hashes and all. FirstBad: the first
+	// seq after the last checkpoint that did match (the rewrite lies between there and the
+	// failing checkpoint, which Detail names).
 	DamageCheckpointMismatch Damage = "checkpoint_mismatch"
 	// DamageMissingCheckpoint: checkpoints are absent, too old or too far behind (see
-	// VerifyOptions).
+	// VerifyOptions). FirstBad: the first seq after the last verified checkpoint.
 	DamageMissingCheckpoint Damage = "missing_checkpoint"
 	// DamageTruncated: a validly signed checkpoint names a seq beyond the log's last event:
-	// the tail was removed.
+	// the tail was removed. FirstBad: the last remaining seq + 1.
 	DamageTruncated Damage = "truncated"
 )
 
@@ -91,8 +96,9 @@ type Result struct {
 	// LastCheckpoint is the last of them (highest seq, then latest time); zero if none.
 	Checkpoints    int
 	LastCheckpoint Checkpoint
-	// FirstBad is the first sequence number that cannot be trusted (0 when OK). Damage is its
-	// kind and Detail a sentence for people: what differs and what it suggests.
+	// FirstBad is the sequence number the damage is reported at (0 when OK); the Damage
+	// constants say what it names for each kind. Damage is the kind of the first damage in
+	// seq order and Detail a sentence for people: what differs and what it suggests.
 	FirstBad int64
 	Damage   Damage
 	Detail   string
@@ -123,7 +129,10 @@ func (r Result) String() string {
 // contract, or ctx ending); damage is reported in the Result with a nil error.
 //
 // Events are read in pages of opts.PageSize and hashed with one reused buffer, so memory
-// stays flat however long the log is. For each row, in order:
+// stays flat however long the log is. An event's Seq is its row's sequence number (there is
+// no other) and is part of its canonical content, so content moved to another row no longer
+// hashes to its stored hash there; step 3 uses that to recognise moved rows. For each row,
+// in order:
 //
 //  1. Seq must be the previous seq + 1 (1 for the first row). A jump is DamageGap naming the
 //     first missing seq, unless that seq appears later in the same page (DamageReorder); a
@@ -131,16 +140,16 @@ func (r Result) String() string {
 //  2. If the row's prev_hash equals the recomputed hash of the previous row, its stored hash
 //     must equal SHA-256(prev || Canonical(row)); otherwise DamageHashMismatch at this seq
 //     (a field, or the hash itself, was edited in place).
-//  3. If prev_hash does not link:
-//     - the row is self-consistent (its hash matches its own prev_hash and content): a row
-//     was rewritten with a recomputed hash. That is DamageHashMismatch naming the previous
-//     seq, which is the one the attacker rewrote in the usual case (edit a row, recompute
-//     its hash). If the previous row is already covered by a verified checkpoint, the
-//     current row is named instead, since the previous one is proven genuine.
-//     - the row's content and hashes are genuine for another seq within movedSearchWindow:
-//     DamageReorder at this seq (contents swapped or moved while the seq column stayed;
-//     for a swap the lower seq is reported because it is read first).
-//     - otherwise DamageHashMismatch at this seq.
+//  3. If prev_hash does not link, there are three cases. (a) The row is self-consistent
+//     (its stored hash matches its own prev_hash and content): since seq is hashed, it sits
+//     at its own seq, so this is rewriting, not reordering. It is DamageHashMismatch naming
+//     the previous seq, the row an attacker rewrites in the usual case (edit a row,
+//     recompute its hash); if the previous hash is vouched for (Genesis or a verified
+//     checkpoint at the previous seq), this row's prev_hash was rewritten and this seq is
+//     named. (b) The row's content and hashes are genuine for another seq at most 4,096
+//     away: DamageReorder at this seq (contents swapped or moved while the seq
+//     column stayed; for a swap the lower seq is reported, because it is read first).
+//     (c) Otherwise DamageHashMismatch at this seq.
 //  4. Each checkpoint is checked when the chain reaches its seq (seq 0 before the first row):
 //     a bad signature is DamageBadCheckpointSignature at its seq; a hash different from the
 //     recomputed one is DamageCheckpointMismatch. A consistent rewrite of every hash from

@@ -18,16 +18,19 @@ func (s *Store) Apply(ctx context.Context, c *grants.Change) error {
 		return errors.New("apply change: no audit event; every change must explain itself")
 	}
 	now := s.clock.Now().Truncate(time.Millisecond)
-	tx, err := s.w.BeginTx(ctx, nil)
+	tx, err := s.beginWrite(ctx)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
 	defer tx.Rollback()
+	if err := s.lockChain(ctx, tx); err != nil {
+		return err
+	}
 
-	st := &txStmts{tx: tx}
+	st := &txStmts{s: s, tx: tx}
 	defer st.close()
 	for _, rw := range c.Requests {
-		if err := writeRequest(ctx, tx, rw, now); err != nil {
+		if err := s.writeRequest(ctx, tx, rw, now); err != nil {
 			return err
 		}
 	}
@@ -36,7 +39,7 @@ func (s *Store) Apply(ctx context.Context, c *grants.Change) error {
 			return err
 		}
 	}
-	if err := appendEvents(ctx, tx, c.Events); err != nil {
+	if err := st.appendEvents(ctx, c.Events); err != nil {
 		return err
 	}
 	if err := tx.Commit(); err != nil {
@@ -53,7 +56,10 @@ func (s *Store) Apply(ctx context.Context, c *grants.Change) error {
 	return nil
 }
 
-func appendEvents(ctx context.Context, tx *sql.Tx, events []*audit.Event) error {
+// appendEvents chains events after the current head. The caller holds the chain lock
+// (lockChain), so the head read here stays the head until this transaction ends.
+func (st *txStmts) appendEvents(ctx context.Context, events []*audit.Event) error {
+	tx := st.tx
 	var seq int64
 	prev := audit.Genesis
 	var prevHex string
@@ -67,13 +73,6 @@ func appendEvents(ctx context.Context, tx *sql.Tx, events []*audit.Event) error 
 			return fmt.Errorf("audit head seq %d: %w", seq, err)
 		}
 	}
-	stmt, err := tx.PrepareContext(ctx, `INSERT INTO audit_events
-		(seq, id, time_ms, actor_kind, actor_id, actor_email, action, request_id, grant_id, resource, reason, evidence, prev_hash, hash)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
-	if err != nil {
-		return fmt.Errorf("prepare audit insert: %w", err)
-	}
-	defer stmt.Close()
 	for _, e := range events {
 		if e.ID == "" || e.Time.IsZero() || e.Action == "" || e.Actor.Kind == "" {
 			return fmt.Errorf("audit event %q (%s): id, time, action and actor are required", e.ID, e.Action)
@@ -92,7 +91,7 @@ func appendEvents(ctx context.Context, tx *sql.Tx, events []*audit.Event) error 
 			}
 			ev = string(b)
 		}
-		if _, err := stmt.ExecContext(ctx, e.Seq, e.ID, ms(e.Time), string(e.Actor.Kind), e.Actor.ID, e.Actor.Email,
+		if _, err := st.exec(ctx, &st.event, insertEventSQL, e.Seq, e.ID, ms(e.Time), string(e.Actor.Kind), e.Actor.ID, e.Actor.Email,
 			string(e.Action), e.RequestID, e.GrantID, e.Resource, e.Reason, ev, e.PrevHash.String(), e.Hash.String()); err != nil {
 			if isUnique(err) {
 				return fmt.Errorf("append audit event %s: %w", e.ID, grants.ErrConflict)
@@ -104,7 +103,11 @@ func appendEvents(ctx context.Context, tx *sql.Tx, events []*audit.Event) error 
 	return nil
 }
 
-func writeRequest(ctx context.Context, tx *sql.Tx, rw grants.RequestWrite, now time.Time) error {
+const insertEventSQL = `INSERT INTO audit_events
+	(seq, id, time_ms, actor_kind, actor_id, actor_email, action, request_id, grant_id, resource, reason, evidence, prev_hash, hash)
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+
+func (s *Store) writeRequest(ctx context.Context, tx *sql.Tx, rw grants.RequestWrite, now time.Time) error {
 	r := rw.Request
 	requester, _ := json.Marshal(r.Requester)
 	approvals, _ := json.Marshal(nonNil(r.Approvals))
@@ -117,9 +120,9 @@ func writeRequest(ctx context.Context, tx *sql.Tx, rw grants.RequestWrite, now t
 		if r.ID == "" {
 			return errors.New("create request: empty id")
 		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO requests (id, requester, slack_user, resource, duration_ms, reason, source, state,
+		_, err := tx.ExecContext(ctx, s.q(`INSERT INTO requests (id, requester, slack_user, resource, duration_ms, reason, source, state,
 			approvals, incident_id, evidence, external_key, notify, created_at, decided_at, expires_at, version, updated_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
 			r.ID, string(requester), r.Requester.SlackUserID, r.Resource, r.Duration.Milliseconds(), r.Reason, string(r.Source), string(r.State),
 			string(approvals), r.IncidentID, string(evidence), ext, r.Notify, ms(r.CreatedAt), ms(r.DecidedAt), ms(r.ExpiresAt), r.Version+1, ms(now))
 		if isUnique(err) {
@@ -130,10 +133,10 @@ func writeRequest(ctx context.Context, tx *sql.Tx, rw grants.RequestWrite, now t
 		}
 		return nil
 	}
-	res, err := tx.ExecContext(ctx, `UPDATE requests SET requester = ?, slack_user = ?, resource = ?, duration_ms = ?, reason = ?,
+	res, err := tx.ExecContext(ctx, s.q(`UPDATE requests SET requester = ?, slack_user = ?, resource = ?, duration_ms = ?, reason = ?,
 		source = ?, state = ?, approvals = ?, incident_id = ?, evidence = ?, external_key = ?, notify = ?, created_at = ?,
 		decided_at = ?, expires_at = ?, version = version + 1, updated_at = ?
-		WHERE id = ? AND version = ?`,
+		WHERE id = ? AND version = ?`),
 		string(requester), r.Requester.SlackUserID, r.Resource, r.Duration.Milliseconds(), r.Reason, string(r.Source), string(r.State),
 		string(approvals), r.IncidentID, string(evidence), ext, r.Notify, ms(r.CreatedAt), ms(r.DecidedAt), ms(r.ExpiresAt), ms(now),
 		r.ID, r.Version)
@@ -149,26 +152,33 @@ func writeRequest(ctx context.Context, tx *sql.Tx, rw grants.RequestWrite, now t
 	return nil
 }
 
-// txStmts prepares each grant statement once per transaction: parsing a 23-column UPDATE
-// costs more than executing it, and the revoker writes hundreds per transaction.
+// txStmts prepares each repeated statement once per transaction: parsing a 23-column UPDATE
+// costs more than executing it, and the revoker writes hundreds per transaction. On
+// PostgreSQL pgx already prepares and caches every statement per connection, so the
+// statements run directly (an explicit prepare would cost two more round trips).
 type txStmts struct {
-	tx             *sql.Tx
-	insert, update *sql.Stmt
+	s                     *Store
+	tx                    *sql.Tx
+	insert, update, event *sql.Stmt
 }
 
-func (s *txStmts) prepare(ctx context.Context, slot **sql.Stmt, q string) (*sql.Stmt, error) {
+// exec runs q (written with "?" placeholders) in the transaction.
+func (t *txStmts) exec(ctx context.Context, slot **sql.Stmt, q string, args ...any) (sql.Result, error) {
+	if t.s.dialect == dialectPostgres {
+		return t.tx.ExecContext(ctx, t.s.q(q), args...)
+	}
 	if *slot == nil {
-		st, err := s.tx.PrepareContext(ctx, q)
+		st, err := t.tx.PrepareContext(ctx, q)
 		if err != nil {
 			return nil, fmt.Errorf("prepare: %w", err)
 		}
 		*slot = st
 	}
-	return *slot, nil
+	return (*slot).ExecContext(ctx, args...)
 }
 
-func (s *txStmts) close() {
-	for _, st := range []*sql.Stmt{s.insert, s.update} {
+func (t *txStmts) close() {
+	for _, st := range []*sql.Stmt{t.insert, t.update, t.event} {
 		if st != nil {
 			st.Close()
 		}
@@ -186,7 +196,7 @@ const updateGrantSQL = `UPDATE grants SET request_id = ?, resource = ?, provider
 	version = version + 1, updated_at = ?
 	WHERE id = ? AND version = ?`
 
-func (s *txStmts) writeGrant(ctx context.Context, gw grants.GrantWrite, now time.Time) error {
+func (t *txStmts) writeGrant(ctx context.Context, gw grants.GrantWrite, now time.Time) error {
 	g := gw.Grant
 	person, _ := json.Marshal(g.Person)
 	handle, _ := json.Marshal(g.Handle)
@@ -197,11 +207,7 @@ func (s *txStmts) writeGrant(ctx context.Context, gw grants.GrantWrite, now time
 		if g.ID == "" {
 			return errors.New("create grant: empty id")
 		}
-		ins, err := s.prepare(ctx, &s.insert, insertGrantSQL)
-		if err != nil {
-			return err
-		}
-		_, err = ins.ExecContext(ctx, append(args, g.ID, g.Version+1, ms(now))...)
+		_, err := t.exec(ctx, &t.insert, insertGrantSQL, append(args, g.ID, g.Version+1, ms(now))...)
 		if isUnique(err) {
 			return fmt.Errorf("create grant %s: already exists: %w", g.ID, grants.ErrConflict)
 		}
@@ -210,11 +216,7 @@ func (s *txStmts) writeGrant(ctx context.Context, gw grants.GrantWrite, now time
 		}
 		return nil
 	}
-	upd, err := s.prepare(ctx, &s.update, updateGrantSQL)
-	if err != nil {
-		return err
-	}
-	res, err := upd.ExecContext(ctx, append(args, ms(now), g.ID, g.Version)...)
+	res, err := t.exec(ctx, &t.update, updateGrantSQL, append(args, ms(now), g.ID, g.Version)...)
 	if err != nil {
 		return fmt.Errorf("update grant %s: %w", g.ID, err)
 	}

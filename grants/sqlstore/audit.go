@@ -40,7 +40,7 @@ func scanEvent(sc scanner) (audit.Event, error) {
 
 // ReadEvents implements audit.Reader: up to limit events after seq, in stored seq order.
 func (s *Store) ReadEvents(ctx context.Context, after int64, limit int) ([]audit.Event, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT `+eventCols+` FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?`, after, limit)
+	rows, err := s.r.QueryContext(ctx, s.q(`SELECT `+eventCols+` FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?`), after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("read audit events: %w", err)
 	}
@@ -97,7 +97,7 @@ func (s *Store) Head(ctx context.Context) (int64, audit.Hash, time.Time, error) 
 
 // AppendCheckpoint stores a signed checkpoint.
 func (s *Store) AppendCheckpoint(ctx context.Context, c audit.Checkpoint) error {
-	_, err := s.w.ExecContext(ctx, `INSERT INTO audit_checkpoints(seq, hash, time_ms, key_id, signature) VALUES (?, ?, ?, ?, ?)`,
+	_, err := s.w.ExecContext(ctx, s.q(`INSERT INTO audit_checkpoints(seq, hash, time_ms, key_id, signature) VALUES (?, ?, ?, ?, ?)`),
 		c.Seq, c.Hash.String(), ms(c.Time), c.KeyID, c.Signature)
 	if err != nil {
 		return fmt.Errorf("append checkpoint at seq %d: %w", c.Seq, err)
@@ -170,7 +170,7 @@ func (s *Store) Search(ctx context.Context, q audit.Query) ([]audit.Event, error
 		sqlq += " WHERE " + strings.Join(where, " AND ")
 	}
 	sqlq += " ORDER BY seq " + order + " LIMIT " + itoa(int64(limit))
-	rows, err := s.r.QueryContext(ctx, sqlq, args...)
+	rows, err := s.r.QueryContext(ctx, s.q(sqlq), args...)
 	if err != nil {
 		return nil, fmt.Errorf("search audit: %w", err)
 	}

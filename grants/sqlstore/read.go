@@ -41,7 +41,7 @@ func scanGrant(sc scanner) (grants.Grant, error) {
 
 // GetGrant implements grants.Store.
 func (s *Store) GetGrant(ctx context.Context, id string) (grants.Grant, error) {
-	g, err := scanGrant(s.r.QueryRowContext(ctx, `SELECT `+grantCols+` FROM grants WHERE id = ?`, id))
+	g, err := scanGrant(s.r.QueryRowContext(ctx, s.q(`SELECT `+grantCols+` FROM grants WHERE id = ?`), id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return g, fmt.Errorf("grant %s: %w", id, grants.ErrNotFound)
 	}
@@ -77,7 +77,7 @@ func (s *Store) ListGrants(ctx context.Context, f grants.GrantFilter) ([]grants.
 	if f.Limit > 0 {
 		q += " LIMIT " + itoa(int64(f.Limit))
 	}
-	rows, err := s.r.QueryContext(ctx, q, args...)
+	rows, err := s.r.QueryContext(ctx, s.q(q), args...)
 	if err != nil {
 		return nil, fmt.Errorf("list grants: %w", err)
 	}
@@ -100,12 +100,18 @@ func (s *Store) ClaimDue(ctx context.Context, owner string, now time.Time, limit
 	}
 	nowMS := ms(now)
 	until := now.Add(lease).Truncate(time.Millisecond)
-	// One statement claims the batch: SQLite runs one writer at a time, so the inner select
-	// and the update cannot interleave with another claimer.
-	rows, err := s.w.QueryContext(ctx, `UPDATE grants SET claimed_by = ?, claimed_to = ?, version = version + 1
+	var rows *sql.Rows
+	var err error
+	if s.dialect == dialectPostgres {
+		rows, err = s.w.QueryContext(ctx, claimPostgresSQL, nowMS, nowMS, limit, owner, ms(until))
+	} else {
+		// One statement claims the batch: SQLite runs one writer at a time, so the inner
+		// select and the update cannot interleave with another claimer.
+		rows, err = s.w.QueryContext(ctx, `UPDATE grants SET claimed_by = ?, claimed_to = ?, version = version + 1
 		WHERE id IN (SELECT id FROM grants WHERE state <> 'revoked' AND due_at <= ? AND claimed_to <= ?
 		             ORDER BY due_at, id LIMIT ?)
 		RETURNING `+grantCols, owner, ms(until), nowMS, nowMS, limit)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("claim due grants: %w", err)
 	}
@@ -133,7 +139,11 @@ func (s *Store) ClaimDue(ctx context.Context, owner string, now time.Time, limit
 // NextDue implements grants.Store: the earliest moment a live grant becomes claimable.
 func (s *Store) NextDue(ctx context.Context) (time.Time, bool, error) {
 	var v sql.NullInt64
-	err := s.r.QueryRowContext(ctx, `SELECT MIN(MAX(due_at, claimed_to)) FROM grants WHERE state <> 'revoked'`).Scan(&v)
+	q := `SELECT MIN(MAX(due_at, claimed_to)) FROM grants WHERE state <> 'revoked'`
+	if s.dialect == dialectPostgres {
+		q = `SELECT MIN(GREATEST(due_at, claimed_to)) FROM grants WHERE state <> 'revoked'`
+	}
+	err := s.r.QueryRowContext(ctx, q).Scan(&v)
 	if err != nil {
 		return time.Time{}, false, fmt.Errorf("next due: %w", err)
 	}
@@ -177,7 +187,7 @@ func scanRequest(sc scanner) (grants.Request, error) {
 
 // GetRequest implements grants.Store.
 func (s *Store) GetRequest(ctx context.Context, id string) (grants.Request, error) {
-	r, err := scanRequest(s.r.QueryRowContext(ctx, `SELECT `+requestCols+` FROM requests WHERE id = ?`, id))
+	r, err := scanRequest(s.r.QueryRowContext(ctx, s.q(`SELECT `+requestCols+` FROM requests WHERE id = ?`), id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return r, fmt.Errorf("request %s: %w", id, grants.ErrNotFound)
 	}
@@ -210,7 +220,7 @@ func (s *Store) ListRequests(ctx context.Context, f grants.RequestFilter) ([]gra
 	if f.Limit > 0 {
 		q += " LIMIT " + itoa(int64(f.Limit))
 	}
-	rows, err := s.r.QueryContext(ctx, q, args...)
+	rows, err := s.r.QueryContext(ctx, s.q(q), args...)
 	if err != nil {
 		return nil, fmt.Errorf("list requests: %w", err)
 	}
@@ -229,7 +239,7 @@ func (s *Store) ListRequests(ctx context.Context, f grants.RequestFilter) ([]gra
 // Seen records key as acted on and reports whether this is the first time (dedupe of
 // webhook deliveries and replayed requests, durable across restarts).
 func (s *Store) Seen(ctx context.Context, key string) (first bool, err error) {
-	res, err := s.w.ExecContext(ctx, `INSERT INTO seen_keys(key, seen_at) VALUES (?, ?) ON CONFLICT(key) DO NOTHING`, key, ms(s.clock.Now()))
+	res, err := s.w.ExecContext(ctx, s.q(`INSERT INTO seen_keys(key, seen_at) VALUES (?, ?) ON CONFLICT(key) DO NOTHING`), key, ms(s.clock.Now()))
 	if err != nil {
 		return false, fmt.Errorf("record seen key: %w", err)
 	}
@@ -241,9 +251,9 @@ func (s *Store) Seen(ctx context.Context, key string) (first bool, err error) {
 // holder has it. Only one holder has a lease at a time.
 func (s *Store) AcquireLease(ctx context.Context, name, holder string, ttl time.Duration) (bool, error) {
 	now := s.clock.Now()
-	res, err := s.w.ExecContext(ctx, `INSERT INTO leases(name, holder, until_ms) VALUES (?, ?, ?)
+	res, err := s.w.ExecContext(ctx, s.q(`INSERT INTO leases(name, holder, until_ms) VALUES (?, ?, ?)
 		ON CONFLICT(name) DO UPDATE SET holder = excluded.holder, until_ms = excluded.until_ms
-		WHERE leases.holder = excluded.holder OR leases.until_ms <= ?`, name, holder, ms(now.Add(ttl)), ms(now))
+		WHERE leases.holder = excluded.holder OR leases.until_ms <= ?`), name, holder, ms(now.Add(ttl)), ms(now))
 	if err != nil {
 		return false, fmt.Errorf("acquire lease %s: %w", name, err)
 	}

@@ -1,7 +1,13 @@
 // Package sqlstore implements grants.Store on SQL databases: SQLite (the embedded default,
-// pure Go) and, behind the same conformance suite, PostgreSQL. Requests, grants and the audit
-// chain are written in one transaction per change; migrations are embedded and versioned; the
-// audit tables refuse UPDATE and DELETE through triggers.
+// pure Go, one process) and PostgreSQL (through pgx; several broker replicas on one schema),
+// behind the same conformance suite. Requests, grants and the audit chain are written in one
+// transaction per change; migrations are embedded and versioned; the audit tables refuse
+// UPDATE and DELETE (and, on PostgreSQL, TRUNCATE) through triggers.
+//
+// On PostgreSQL, replicas coordinate only through the database: audit appends are serialised
+// by a transaction-scoped advisory lock, so the chain has no gaps, forks or duplicate
+// sequence numbers; due grants are claimed with FOR UPDATE SKIP LOCKED under a lease; leases
+// (AcquireLease) and dedupe keys (Seen) are rows with unique keys.
 package sqlstore
 
 import (
@@ -13,11 +19,14 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/url"
+	"path"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 
@@ -27,26 +36,73 @@ import (
 //go:embed migrations
 var migrations embed.FS
 
-// Store is a grants.Store (and audit.Reader) on SQLite.
+// dialect is the SQL flavour a Store speaks. The queries are shared and written with "?"
+// placeholders; PostgreSQL gets them rebound to $1, $2, … (see Store.q).
+type dialect uint8
+
+const (
+	dialectSQLite dialect = iota
+	dialectPostgres
+)
+
+func (d dialect) String() string {
+	if d == dialectPostgres {
+		return "postgres"
+	}
+	return "sqlite"
+}
+
+// Store is a grants.Store (and audit.Reader) on SQLite or PostgreSQL. Every method works on
+// both; the differences (claiming, serialising audit appends, migrations) are inside.
 type Store struct {
-	w     *sql.DB // the single writer connection: SQLite allows one writer at a time
-	r     *sql.DB // readers (WAL lets them run beside the writer)
-	clock grants.Clock
-	log   *slog.Logger
+	dialect dialect
+	w       *sql.DB // writes. SQLite: the single writer connection; PostgreSQL: the pool (same as r)
+	r       *sql.DB // reads. SQLite: readers beside the writer (WAL); PostgreSQL: the pool
+	pool    *pgxpool.Pool
+	clock   grants.Clock
+	log     *slog.Logger
+
+	// PostgreSQL only: the schema the store lives in (the first existing schema on the
+	// connection's search_path), and the advisory lock keys derived from it, so that stores
+	// in different schemas of one database never wait for each other.
+	schema            string
+	chainKey, migrKey int64
 }
 
 var _ grants.Store = (*Store)(nil)
 
-// Open opens (creating if needed) the database and applies pending migrations. driver must be
-// "sqlite"; dsn is a SQLite URI such as "file:accessbroker.db". WAL journaling,
-// synchronous=FULL, foreign keys and a busy timeout are always set.
+// Open opens the store and applies pending migrations.
+//
+// driver "sqlite": dsn is a SQLite URI such as "file:accessbroker.db" (created if needed);
+// WAL journaling, synchronous=FULL, foreign keys and a busy timeout are always set. One
+// process only.
+//
+// driver "postgres": dsn is a postgres:// URL or a key=value connection string as accepted by
+// pgx (pgxpool.ParseConfig), including the pool settings pool_max_conns, pool_min_conns and
+// pool_max_conn_lifetime and runtime parameters such as search_path. The store lives in the
+// first existing schema on the search_path, which must exist. Several processes may open the
+// same schema at once: migrations are applied once, under an advisory lock. The
+// application_name defaults to "accessbroker" and connect_timeout to 10s.
+//
+// Errors never contain the DSN's password.
 func Open(ctx context.Context, driver, dsn string, clock grants.Clock, logger *slog.Logger) (*Store, error) {
-	if driver != "sqlite" {
-		return nil, fmt.Errorf("store driver %q is not supported here (want sqlite)", driver)
-	}
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	if clock == nil {
+		return nil, errors.New("open store: a clock is required (grants.RealClock{} in production)")
+	}
+	switch driver {
+	case "sqlite":
+		return openSQLite(ctx, dsn, clock, logger)
+	case "postgres":
+		return openPostgres(ctx, dsn, clock, logger)
+	default:
+		return nil, fmt.Errorf("store driver %q is not supported: use sqlite (one process) or postgres (several replicas)", driver)
+	}
+}
+
+func openSQLite(ctx context.Context, dsn string, clock grants.Clock, logger *slog.Logger) (*Store, error) {
 	full, err := sqliteDSN(dsn)
 	if err != nil {
 		return nil, err
@@ -63,8 +119,8 @@ func Open(ctx context.Context, driver, dsn string, clock grants.Clock, logger *s
 		return nil, fmt.Errorf("open sqlite %s: %w", dsn, err)
 	}
 	r.SetMaxOpenConns(4)
-	s := &Store{w: w, r: r, clock: clock, log: logger}
-	if err := s.migrate(ctx); err != nil {
+	s := &Store{dialect: dialectSQLite, w: w, r: r, clock: clock, log: logger}
+	if err := s.migrateSQLite(ctx); err != nil {
 		s.Close()
 		return nil, err
 	}
@@ -95,14 +151,22 @@ func sqliteDSN(dsn string) (string, error) {
 	return u.String(), nil
 }
 
-// Close releases the database.
+// Close releases the database connections. It does not wait for other processes.
 func (s *Store) Close() error {
+	if s.dialect == dialectPostgres {
+		err := s.w.Close()
+		s.pool.Close()
+		return err
+	}
 	return errors.Join(s.w.Close(), s.r.Close())
 }
 
+// Driver returns "sqlite" or "postgres".
+func (s *Store) Driver() string { return s.dialect.String() }
+
 // Ready reports nil when the database answers and every embedded migration is applied.
 func (s *Store) Ready(ctx context.Context) error {
-	want, err := migrationFiles()
+	want, err := migrationFiles(s.dialect)
 	if err != nil {
 		return err
 	}
@@ -116,28 +180,32 @@ func (s *Store) Ready(ctx context.Context) error {
 	return nil
 }
 
-func migrationFiles() ([]string, error) {
-	names, err := fs.Glob(migrations, "migrations/sqlite/*.sql")
+// migrationFiles lists the dialect's embedded migrations in order. Each is named
+// NNNN_description.sql with NNNN its 1-based version.
+func migrationFiles(d dialect) ([]string, error) {
+	names, err := fs.Glob(migrations, "migrations/"+d.String()+"/*.sql")
 	if err != nil {
 		return nil, err
 	}
 	sort.Strings(names)
+	for i, name := range names {
+		if want := fmt.Sprintf("%04d_", i+1); !strings.HasPrefix(path.Base(name), want) {
+			return nil, fmt.Errorf("migration %s: expected prefix %s", name, want)
+		}
+	}
 	return names, nil
 }
 
-func (s *Store) migrate(ctx context.Context) error {
+func (s *Store) migrateSQLite(ctx context.Context) error {
 	if _, err := s.w.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)`); err != nil {
 		return fmt.Errorf("create schema_migrations: %w", err)
 	}
-	names, err := migrationFiles()
+	names, err := migrationFiles(dialectSQLite)
 	if err != nil {
 		return err
 	}
 	for i, name := range names {
 		version := i + 1
-		if want := fmt.Sprintf("%04d_", version); !strings.HasPrefix(name[len("migrations/sqlite/"):], want) {
-			return fmt.Errorf("migration %s: expected prefix %s", name, want)
-		}
 		body, err := migrations.ReadFile(name)
 		if err != nil {
 			return err
@@ -171,6 +239,46 @@ func (s *Store) migrate(ctx context.Context) error {
 	return nil
 }
 
+// q adapts a query written with "?" placeholders to the store's dialect.
+func (s *Store) q(query string) string {
+	if s.dialect == dialectPostgres {
+		return rebind(query)
+	}
+	return query
+}
+
+// rebind turns "?" placeholders into PostgreSQL's $1, $2, …, leaving quoted text alone.
+func rebind(query string) string {
+	var b strings.Builder
+	b.Grow(len(query) + 16)
+	n := 0
+	inQuote := false
+	for i := 0; i < len(query); i++ {
+		c := query[i]
+		switch {
+		case c == '\'':
+			inQuote = !inQuote
+			b.WriteByte(c)
+		case c == '?' && !inQuote:
+			n++
+			b.WriteByte('$')
+			b.WriteString(strconv.Itoa(n))
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
+
+// beginWrite starts a write transaction. On PostgreSQL it runs at READ COMMITTED whatever the
+// server's default, which the claim and audit-append statements rely on.
+func (s *Store) beginWrite(ctx context.Context) (*sql.Tx, error) {
+	if s.dialect == dialectPostgres {
+		return s.w.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+	}
+	return s.w.BeginTx(ctx, nil)
+}
+
 func ms(t time.Time) int64 {
 	if t.IsZero() {
 		return 0
@@ -190,6 +298,10 @@ func isUnique(err error) bool {
 	if errors.As(err, &se) {
 		c := se.Code()
 		return c == sqlite3.SQLITE_CONSTRAINT_UNIQUE || c == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.Code == pgUniqueViolation
 	}
 	return false
 }

@@ -24,6 +24,8 @@ package httpclient
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -66,6 +68,9 @@ type Options struct {
 	Timeout time.Duration
 	// Transport performs the attempts (default: a pooled cleanhttp transport).
 	Transport http.RoundTripper
+	// RootCAs, when set and Transport is nil, replaces the system roots the default transport
+	// trusts (for an upstream behind a private CA, such as AWS_CA_BUNDLE).
+	RootCAs *x509.CertPool
 	// ReturnLastResponse makes an exhausted retry return the last response (status and body
 	// intact) instead of an error, so that an SDK can build its own typed error from it (the
 	// AWS SDK's "api error Throttling", slack-go's RateLimitedError, go-github's
@@ -100,7 +105,11 @@ func (o Options) withDefaults() Options {
 		o.Clock = grants.RealClock{}
 	}
 	if o.Transport == nil {
-		o.Transport = cleanhttp.DefaultPooledTransport()
+		t := cleanhttp.DefaultPooledTransport()
+		if o.RootCAs != nil {
+			t.TLSClientConfig = &tls.Config{RootCAs: o.RootCAs, MinVersion: tls.VersionTLS12}
+		}
+		o.Transport = t
 	}
 	return o
 }

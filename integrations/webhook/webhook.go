@@ -301,13 +301,12 @@ func (p *Provider) post(ctx context.Context, op string, body any) (int, http.Hea
 	hreq.Header.Set("Authorization", "Bearer "+p.token)
 	resp, err := p.client.Do(hreq)
 	if err != nil {
-		inner := unwrapURLError(err)
-		return 0, nil, nil, &scrubbedError{msg: p.scrub(fmt.Sprintf("POST %s: %v", u.Redacted(), inner)), err: inner}
+		return 0, nil, nil, p.scrubbed(fmt.Sprintf("POST %s", u.Redacted()), unwrapURLError(err))
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
 	if err != nil {
-		return 0, nil, nil, &scrubbedError{msg: p.scrub(fmt.Sprintf("read %s answer (HTTP %d): %v", op, resp.StatusCode, err)), err: err}
+		return 0, nil, nil, p.scrubbed(fmt.Sprintf("read %s answer (HTTP %d)", op, resp.StatusCode), err)
 	}
 	return resp.StatusCode, resp.Header, raw, nil
 }
@@ -322,11 +321,20 @@ func unwrapURLError(err error) error {
 	return err
 }
 
-// scrubbedError shows a message with secrets removed while keeping the cause reachable for
-// errors.Is (context.DeadlineExceeded, net errors).
+// scrubbedError shows a message with secrets removed. The cause stays reachable for errors.Is
+// (context.DeadlineExceeded, net errors) only when its own text held no secret.
 type scrubbedError struct {
 	msg string
 	err error
+}
+
+func (p *Provider) scrubbed(prefix string, err error) error {
+	raw := prefix + ": " + err.Error()
+	clean := p.scrub(raw)
+	if clean != raw {
+		return &scrubbedError{msg: clean}
+	}
+	return &scrubbedError{msg: raw, err: err}
 }
 
 func (e *scrubbedError) Error() string { return e.msg }
