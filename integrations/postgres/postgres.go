@@ -1,0 +1,375 @@
+// Package postgres is the "postgres" grants.Provider: each grant is its own short-lived
+// PostgreSQL login role, dropped on revocation.
+//
+// # What a grant is
+//
+// Issue creates a role named after the person and the grant id,
+// ab_<person>_<grant id suffix> (for example ab_alice_k3xq7m2a9b4c5d6e), with
+//
+//	CREATE ROLE "ab_alice_k3xq…" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION
+//	    NOBYPASSRLS INHERIT CONNECTION LIMIT 10 VALID UNTIL '<grant expiry>'
+//	    PASSWORD 'SCRAM-SHA-256$4096:…' IN ROLE "readonly";
+//
+// The password (40 random characters, 240 bits) is sent as its SCRAM-SHA-256 verifier, so the
+// password itself never appears in SQL text, server logs or errors. VALID UNTIL is the second
+// line of defence should revocation fail (it applies to password authentication only). The
+// credential is a connection string postgres://role:password@host:port/db?sslmode=… plus its
+// parts.
+//
+// Revoke is idempotent and works from the grant id alone (a role is found by its suffix):
+//
+//	ALTER ROLE r NOLOGIN;                         -- no new sessions
+//	GRANT r TO CURRENT_USER;                      -- non-superuser admin: the right to act as r
+//	SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE usesysid = <r>;
+//	-- in every database where r owns objects or holds privileges (pg_shdepend), and always
+//	-- in the configured database:
+//	REASSIGN OWNED BY r TO CURRENT_USER; DROP OWNED BY r;   -- objects r made are kept
+//	-- pg_terminate_backend once more, then:
+//	DROP ROLE IF EXISTS r;
+//
+// A role that no longer exists is success. Tables the role created survive, owned by the
+// admin role.
+//
+// # The admin role (least privilege)
+//
+// The admin DSN does not need a superuser. Create its role once, as a superuser:
+//
+//	CREATE ROLE accessbroker LOGIN CREATEROLE INHERIT PASSWORD '…';
+//	GRANT readonly TO accessbroker WITH ADMIN OPTION;          -- once per granted role
+//	GRANT CONNECT ON DATABASE app TO accessbroker;             -- the configured database
+//
+// On PostgreSQL 15 and earlier, CREATEROLE alone lets a role create, alter, drop and grant
+// membership in any non-superuser role; ADMIN OPTION on the granted roles is not checked, but
+// grant it anyway so that an upgrade to 16 keeps working. The admin role must have INHERIT
+// (the default): on 15 the privileges of a temporary role, needed to terminate its sessions
+// and reassign its objects, come from the membership GRANT r TO CURRENT_USER.
+//
+// On PostgreSQL 16 and later, CREATEROLE only gives power over roles the admin created (it
+// receives ADMIN OPTION on each automatically) and granting a role requires ADMIN OPTION on
+// it: the GRANT … WITH ADMIN OPTION lines above are required, and New checks them. Revoke then
+// uses GRANT r TO CURRENT_USER WITH INHERIT TRUE.
+//
+// Never grant superuser roles through accessbroker: a CREATEROLE admin cannot, and New refuses.
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/accessbroker/accessbroker/grants"
+)
+
+// Kind is the provider kind.
+const Kind = "postgres"
+
+// DefaultConnectionLimit is the CONNECTION LIMIT of a granted role when Config.ConnectionLimit
+// is zero.
+const DefaultConnectionLimit = 10
+
+// Config configures the postgres provider.
+type Config struct {
+	// AdminDSN connects as the admin role (see the package doc), e.g.
+	// postgres://accessbroker:…@db.internal:5432/app?sslmode=verify-full. Required.
+	AdminDSN string
+	// Roles are the existing roles each temporary login becomes a member of. Required.
+	Roles []string
+	// Host, Port, Database and SSLMode go into the delivered connection string; each defaults
+	// to the admin DSN's value (SSLMode: "prefer" when the DSN has none).
+	Host, Port, Database, SSLMode string
+	// ConnectionLimit caps the sessions of each temporary role; 0 means
+	// DefaultConnectionLimit.
+	ConnectionLimit int
+	// LockTimeout bounds how long one admin statement waits for a lock (a busy table, a role
+	// row another session is changing) before the attempt fails and is retried later; 0 means
+	// DefaultLockTimeout.
+	LockTimeout time.Duration
+}
+
+// DefaultLockTimeout is Config.LockTimeout's default.
+const DefaultLockTimeout = 10 * time.Second
+
+// Provider implements grants.Provider and grants.Extender for PostgreSQL. It is safe for
+// concurrent use. Close releases its connections.
+type Provider struct {
+	pool    *pgxpool.Pool
+	clock   grants.Clock
+	log     *slog.Logger
+	roles   []string
+	limit   int
+	host    string
+	port    string
+	db      string // database of the delivered credential, always cleaned on revoke
+	sslmode string
+
+	adminDB       string // database the pool connects to
+	adminPassword string // scrubbed from errors
+	superuser     bool
+	serverVersion int // server_version_num, e.g. 150020
+}
+
+var (
+	_ grants.Provider = (*Provider)(nil)
+	_ grants.Extender = (*Provider)(nil)
+)
+
+// New connects with the admin DSN and checks that the admin role can do its job: it is a
+// superuser or has CREATEROLE (and INHERIT), every granted role exists and is not a superuser
+// role, on PostgreSQL 16+ the admin holds ADMIN OPTION on each, and the configured database
+// accepts its connections. Errors say what to change.
+func New(ctx context.Context, cfg Config, clock grants.Clock, logger *slog.Logger) (*Provider, error) {
+	if clock == nil {
+		return nil, errors.New("postgres provider: nil clock")
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if strings.TrimSpace(cfg.AdminDSN) == "" {
+		return nil, fmt.Errorf("postgres provider: dsn is empty; set it to the admin role's connection string, e.g. postgres://accessbroker:PASSWORD@db.internal:5432/app?sslmode=verify-full: %w", grants.ErrInvalid)
+	}
+	pcfg, err := pgxpool.ParseConfig(cfg.AdminDSN)
+	if err != nil {
+		// The parser's message may quote part of the DSN, password included.
+		return nil, fmt.Errorf("postgres provider: dsn is not a valid PostgreSQL connection string (want postgres://user:password@host:5432/db?sslmode=require); details withheld because they may contain the password: %w", grants.ErrInvalid)
+	}
+	if len(cfg.Roles) == 0 {
+		return nil, fmt.Errorf("postgres provider: roles is empty; list the existing roles a temporary login gets, e.g. roles: [readonly]: %w", grants.ErrInvalid)
+	}
+	for _, r := range cfg.Roles {
+		if strings.TrimSpace(r) == "" || len(r) > 63 {
+			return nil, fmt.Errorf("postgres provider: role name %q in roles is empty or longer than 63 bytes: %w", r, grants.ErrInvalid)
+		}
+	}
+	if cfg.ConnectionLimit < 0 {
+		return nil, fmt.Errorf("postgres provider: connection_limit %d is negative; use a positive number or 0 for the default %d: %w", cfg.ConnectionLimit, DefaultConnectionLimit, grants.ErrInvalid)
+	}
+	if cfg.Port != "" {
+		if n, err := strconv.Atoi(cfg.Port); err != nil || n < 1 || n > 65535 {
+			return nil, fmt.Errorf("postgres provider: port %q is not a TCP port number: %w", cfg.Port, grants.ErrInvalid)
+		}
+	}
+	if cfg.LockTimeout < 0 {
+		return nil, fmt.Errorf("postgres provider: lock_timeout %s is negative: %w", cfg.LockTimeout, grants.ErrInvalid)
+	}
+	lockTimeout := cfg.LockTimeout
+	if lockTimeout == 0 {
+		lockTimeout = DefaultLockTimeout
+	}
+	// Every admin statement gives up on a lock after lockTimeout: revocation must fail and be
+	// retried, not hang behind a long transaction.
+	pcfg.ConnConfig.RuntimeParams["lock_timeout"] = strconv.FormatInt(max(lockTimeout.Milliseconds(), 1), 10)
+	switch cfg.SSLMode {
+	case "", "disable", "allow", "prefer", "require", "verify-ca", "verify-full":
+	default:
+		return nil, fmt.Errorf("postgres provider: sslmode %q is not one of disable, allow, prefer, require, verify-ca, verify-full: %w", cfg.SSLMode, grants.ErrInvalid)
+	}
+
+	p := &Provider{
+		clock:         clock,
+		log:           logger.With("provider", Kind),
+		roles:         slices.Clone(cfg.Roles),
+		limit:         cfg.ConnectionLimit,
+		host:          cfg.Host,
+		port:          cfg.Port,
+		db:            cfg.Database,
+		sslmode:       cfg.SSLMode,
+		adminDB:       pcfg.ConnConfig.Database,
+		adminPassword: pcfg.ConnConfig.Password,
+	}
+	if p.limit == 0 {
+		p.limit = DefaultConnectionLimit
+	}
+	if p.host == "" {
+		p.host = pcfg.ConnConfig.Host
+	}
+	if p.port == "" {
+		p.port = strconv.Itoa(int(pcfg.ConnConfig.Port))
+	}
+	if p.db == "" {
+		p.db = pcfg.ConnConfig.Database
+	}
+	if p.sslmode == "" {
+		p.sslmode = sslModeOf(cfg.AdminDSN)
+	}
+	if p.db == "" {
+		return nil, fmt.Errorf("postgres provider: no database: set database, or name one in the dsn: %w", grants.ErrInvalid)
+	}
+
+	p.pool, err = pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return nil, p.scrub(fmt.Errorf("postgres provider: connect with dsn: %w", err))
+	}
+	if err := p.checkAdmin(ctx); err != nil {
+		p.pool.Close()
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *Provider) checkAdmin(ctx context.Context) error {
+	var (
+		admin                  string
+		super, create, inherit bool
+	)
+	err := p.pool.QueryRow(ctx, `
+		SELECT r.rolname, r.rolsuper, r.rolcreaterole, r.rolinherit, current_setting('server_version_num')::int
+		FROM pg_roles r WHERE r.rolname = current_user`).Scan(&admin, &super, &create, &inherit, &p.serverVersion)
+	if err != nil {
+		return p.scrub(fmt.Errorf("postgres provider: check the admin role: %w", err))
+	}
+	p.superuser = super
+	if !super && !create {
+		return fmt.Errorf("postgres provider: admin role %q has neither CREATEROLE nor SUPERUSER; as a superuser run: ALTER ROLE %s CREATEROLE: %w", admin, quoteIdent(admin), grants.ErrNeedsOperator)
+	}
+	if !super && !inherit && p.serverVersion < 160000 {
+		return fmt.Errorf("postgres provider: admin role %q has NOINHERIT, so it cannot act for the roles it revokes; run: ALTER ROLE %s INHERIT: %w", admin, quoteIdent(admin), grants.ErrNeedsOperator)
+	}
+
+	rows, err := p.pool.Query(ctx, `
+		SELECT rolname, rolsuper, pg_has_role(current_user, oid, 'MEMBER WITH ADMIN OPTION')
+		FROM pg_roles WHERE rolname = ANY($1)`, p.roles)
+	if err != nil {
+		return p.scrub(fmt.Errorf("postgres provider: look up roles: %w", err))
+	}
+	found := map[string]bool{}
+	for rows.Next() {
+		var name string
+		var roleSuper, adminOption bool
+		if err := rows.Scan(&name, &roleSuper, &adminOption); err != nil {
+			rows.Close()
+			return p.scrub(fmt.Errorf("postgres provider: look up roles: %w", err))
+		}
+		found[name] = true
+		switch {
+		case roleSuper:
+			rows.Close()
+			return fmt.Errorf("postgres provider: role %q in roles is a superuser role; accessbroker grants only non-superuser roles: %w", name, grants.ErrInvalid)
+		case !adminOption && !super && p.serverVersion >= 160000:
+			rows.Close()
+			return fmt.Errorf("postgres provider: admin role %q cannot grant role %q; as a superuser run: GRANT %s TO %s WITH ADMIN OPTION: %w", admin, name, quoteIdent(name), quoteIdent(admin), grants.ErrNeedsOperator)
+		case !adminOption && !super:
+			p.log.Warn("admin role lacks ADMIN OPTION on a granted role; PostgreSQL 16+ will require it",
+				"admin_role", admin, "role", name, "fix", fmt.Sprintf("GRANT %s TO %s WITH ADMIN OPTION", quoteIdent(name), quoteIdent(admin)))
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return p.scrub(fmt.Errorf("postgres provider: look up roles: %w", err))
+	}
+	var missing []string
+	for _, r := range p.roles {
+		if !found[r] {
+			missing = append(missing, r)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("postgres provider: roles %q do not exist on the server; create them or fix roles in the config: %w", missing, grants.ErrInvalid)
+	}
+
+	// Revocation cleans the configured database: the admin must be able to connect to it.
+	if p.db != p.adminDB {
+		if err := p.inDatabase(ctx, p.db, func(c execer) error { return nil }); err != nil {
+			return fmt.Errorf("postgres provider: admin role %q cannot connect to database %q, which revocation must clean; run: GRANT CONNECT ON DATABASE %s TO %s: %w", admin, p.db, quoteIdent(p.db), quoteIdent(admin), err)
+		}
+	}
+	p.log.Info("postgres provider ready", "admin_role", admin, "superuser", super, "server_version", p.serverVersion, "roles", p.roles, "database", p.db)
+	return nil
+}
+
+// Kind returns "postgres".
+func (p *Provider) Kind() string { return Kind }
+
+// Close releases the admin connections.
+func (p *Provider) Close() { p.pool.Close() }
+
+// sslModeOf reads sslmode from a URL or key=value DSN; "prefer" (libpq's default) if absent.
+func sslModeOf(dsn string) string {
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		if u, err := url.Parse(dsn); err == nil {
+			if m := u.Query().Get("sslmode"); m != "" {
+				return m
+			}
+		}
+		return "prefer"
+	}
+	for _, f := range strings.Fields(dsn) {
+		if v, ok := strings.CutPrefix(f, "sslmode="); ok && v != "" {
+			return strings.Trim(v, `'`)
+		}
+	}
+	return "prefer"
+}
+
+// scrub removes the admin password from an error's text. If the text had nothing to remove,
+// err is returned as is, keeping errors.Is/As on the cause.
+func (p *Provider) scrub(err error, secrets ...string) error {
+	if err == nil {
+		return nil
+	}
+	msg := err.Error()
+	clean := msg
+	for _, s := range append(secrets, p.adminPassword) {
+		if s != "" {
+			clean = strings.ReplaceAll(clean, s, "[REDACTED]")
+		}
+	}
+	if clean == msg {
+		return err
+	}
+	return &scrubbedError{msg: clean, kind: classOf(err)}
+}
+
+// scrubbedError replaces an error whose text held a secret. Only its classification
+// survives; the original (secret-bearing) chain is dropped.
+type scrubbedError struct {
+	msg  string
+	kind error
+}
+
+func (e *scrubbedError) Error() string { return e.msg }
+func (e *scrubbedError) Unwrap() error { return e.kind }
+
+func classOf(err error) error {
+	for _, k := range []error{grants.ErrNeedsOperator, grants.ErrGone, grants.ErrInvalid} {
+		if errors.Is(err, k) {
+			return k
+		}
+	}
+	return nil
+}
+
+// classify marks PostgreSQL errors retrying will not fix as needing an operator.
+func classify(err error) error {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return err
+	}
+	switch {
+	case pgErr.Code == "42501", // insufficient_privilege
+		pgErr.Code == "3D000",               // invalid_catalog_name: database does not exist
+		strings.HasPrefix(pgErr.Code, "28"): // invalid authorization
+		return fmt.Errorf("%w (%w)", err, grants.ErrNeedsOperator)
+	}
+	return err
+}
+
+func pgCode(err error) string {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code
+	}
+	return ""
+}
+
+// quoteIdent quotes a role or database name for SQL.
+func quoteIdent(s string) string { return pgx.Identifier{s}.Sanitize() }

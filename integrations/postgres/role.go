@@ -1,0 +1,430 @@
+package postgres
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/accessbroker/accessbroker/grants"
+)
+
+// rolePrefix starts every role this provider creates. Revoke refuses to touch anything else.
+const rolePrefix = "ab_"
+
+const (
+	personPartMax = 24
+	terminateWait = 5 * time.Second
+)
+
+// grantSuffix is the part of the role name derived from the grant id alone, so that a role
+// can be found from the grant id after an interrupted issue. Ids made by grants.NewID give
+// their 16 random characters; any other id gives 16 hex digits of its SHA-256.
+func grantSuffix(grantID string) string {
+	if grants.ValidID("g", grantID) {
+		return strings.TrimPrefix(grantID, "g_")
+	}
+	sum := sha256.Sum256([]byte(grantID))
+	return hex.EncodeToString(sum[:8])
+}
+
+// personPart is a readable, sanitized name for the person: the email's local part, else the
+// Slack user id, else the GitHub login; [a-z0-9_] only, at most 24 bytes.
+func personPart(p grants.Person) string {
+	src := p.Email
+	if i := strings.IndexByte(src, '@'); i >= 0 {
+		src = src[:i]
+	}
+	if src == "" {
+		src = p.SlackUserID
+	}
+	if src == "" {
+		src = p.GitHubLogin
+	}
+	var b strings.Builder
+	lastUnderscore := true // also trims leading underscores
+	for _, r := range strings.ToLower(src) {
+		if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') {
+			b.WriteRune(r)
+			lastUnderscore = false
+		} else if !lastUnderscore {
+			b.WriteByte('_')
+			lastUnderscore = true
+		}
+		if b.Len() >= personPartMax {
+			break
+		}
+	}
+	s := strings.Trim(b.String(), "_")
+	if s == "" {
+		return "user"
+	}
+	return s
+}
+
+// RoleName is the role a grant gets: ab_<person>_<grant suffix>, at most 3+24+1+16 = 44 bytes
+// for ids made by grants.NewID (PostgreSQL's limit is 63).
+func RoleName(grantID string, p grants.Person) string {
+	return rolePrefix + personPart(p) + "_" + grantSuffix(grantID)
+}
+
+// ownRole reports whether name is a role this provider would create for the grant.
+func ownRole(name, grantID string) bool {
+	rest, ok := strings.CutPrefix(name, rolePrefix)
+	if !ok || len(name) > 63 || !strings.HasSuffix(rest, "_"+grantSuffix(grantID)) {
+		return false
+	}
+	for _, r := range rest {
+		if !(r >= 'a' && r <= 'z') && !(r >= '0' && r <= '9') && r != '_' {
+			return false
+		}
+	}
+	return true
+}
+
+func sqlTime(t time.Time) string {
+	return t.UTC().Format("2006-01-02 15:04:05.000") + "+00"
+}
+
+// Issue creates the grant's login role with a fresh random password. If the role already
+// exists (a retried Issue), it is given a new password and expiry. Errors never contain the
+// password.
+func (p *Provider) Issue(ctx context.Context, req grants.IssueRequest) (grants.Issued, error) {
+	if req.GrantID == "" {
+		return grants.Issued{}, fmt.Errorf("postgres issue: empty grant id: %w", grants.ErrInvalid)
+	}
+	if !req.ExpiresAt.After(p.clock.Now()) {
+		return grants.Issued{}, fmt.Errorf("postgres issue grant %s: expiry %s is not in the future: %w", req.GrantID, grants.Timestamp(req.ExpiresAt), grants.ErrInvalid)
+	}
+	name := RoleName(req.GrantID, req.Person)
+	password, err := newPassword()
+	if err != nil {
+		return grants.Issued{}, fmt.Errorf("postgres issue grant %s: %w", req.GrantID, err)
+	}
+	verifier, err := scramVerifier(password)
+	if err != nil {
+		return grants.Issued{}, fmt.Errorf("postgres issue grant %s: %w", req.GrantID, err)
+	}
+	role := quoteIdent(name)
+	granted := make([]string, len(p.roles))
+	for i, r := range p.roles {
+		granted[i] = quoteIdent(r)
+	}
+	// DDL takes no bind parameters. Every piece below is either quoted by pgx.Identifier or
+	// built here from a restricted alphabet (time, integer, base64 verifier).
+	login := fmt.Sprintf("LOGIN CONNECTION LIMIT %d VALID UNTIL '%s' PASSWORD '%s'", p.limit, sqlTime(req.ExpiresAt), verifier)
+	// Only CREATE states the attributes a temporary role must not have: a CREATEROLE admin
+	// may not even mention SUPERUSER, REPLICATION or BYPASSRLS in ALTER ROLE.
+	const safe = "NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT"
+	comment := fmt.Sprintf("accessbroker grant %s for %s, valid until %s", safeText(req.GrantID), safeText(req.Person.Label()), grants.Timestamp(req.ExpiresAt))
+
+	reissued := false
+	err = pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "CREATE ROLE "+role+" "+safe+" "+login+" IN ROLE "+strings.Join(granted, ", ")); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, "COMMENT ON ROLE "+role+" IS '"+comment+"'")
+		return err
+	})
+	if pgCode(err) == "42710" { // duplicate_object: this grant's role exists; issue again
+		reissued = true
+		err = pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, "ALTER ROLE "+role+" "+login); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, "GRANT "+strings.Join(granted, ", ")+" TO "+role)
+			return err
+		})
+	}
+	if err != nil {
+		return grants.Issued{}, p.scrub(fmt.Errorf("postgres issue grant %s: create role %s: %w", req.GrantID, name, classify(err)), password, verifier)
+	}
+	p.log.InfoContext(ctx, "postgres role created", "grant_id", req.GrantID, "role", name,
+		"member_of", p.roles, "valid_until", grants.Timestamp(req.ExpiresAt), "reissued", reissued)
+
+	cred := grants.NewCredential(Kind,
+		"connection_string", p.connString(name, password),
+		"user", name,
+		"password", password,
+		"host", p.host,
+		"port", p.port,
+		"database", p.db,
+		"sslmode", p.sslmode,
+	)
+	return grants.Issued{
+		Handle:     grants.Handle{Key: name, Data: map[string]string{"role": name}},
+		Credential: cred,
+	}, nil
+}
+
+func (p *Provider) connString(user, password string) string {
+	u := url.URL{Scheme: "postgres", User: url.UserPassword(user, password), Path: "/" + p.db}
+	q := url.Values{}
+	if strings.HasPrefix(p.host, "/") { // Unix socket directory
+		q.Set("host", p.host)
+		q.Set("port", p.port)
+	} else {
+		u.Host = net.JoinHostPort(p.host, p.port)
+	}
+	q.Set("sslmode", p.sslmode)
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// safeText keeps a comment literal to characters that need no quoting.
+func safeText(s string) string {
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', strings.ContainsRune("@._+-", r):
+			return r
+		}
+		return '_'
+	}, s)
+}
+
+type grantRole struct {
+	oid  uint32
+	name string
+}
+
+// findRoles returns the roles that exist for the grant: found by the grant id suffix (so an
+// empty Handle works), checked against the Handle's role when there is one.
+func (p *Provider) findRoles(ctx context.Context, op string, req grants.RevokeRequest) ([]grantRole, error) {
+	if req.GrantID == "" {
+		return nil, fmt.Errorf("postgres %s: empty grant id: %w", op, grants.ErrInvalid)
+	}
+	if r := req.Handle.Data["role"]; r != "" && !ownRole(r, req.GrantID) {
+		return nil, fmt.Errorf("postgres %s grant %s: handle names role %q, which is not a role accessbroker makes for this grant; refusing to touch it: %w", op, req.GrantID, r, grants.ErrNeedsOperator)
+	}
+	suffix := "_" + grantSuffix(req.GrantID)
+	rows, err := p.pool.Query(ctx, `SELECT oid, rolname FROM pg_roles WHERE starts_with(rolname, $1) AND right(rolname, $2) = $3 ORDER BY rolname`,
+		rolePrefix, len(suffix), suffix)
+	if err != nil {
+		return nil, p.scrub(fmt.Errorf("postgres %s grant %s: find role: %w", op, req.GrantID, classify(err)))
+	}
+	found, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (grantRole, error) {
+		var r grantRole
+		err := row.Scan(&r.oid, &r.name)
+		return r, err
+	})
+	if err != nil {
+		return nil, p.scrub(fmt.Errorf("postgres %s grant %s: find role: %w", op, req.GrantID, classify(err)))
+	}
+	out := found[:0]
+	for _, r := range found {
+		if ownRole(r.name, req.GrantID) {
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
+// Revoke drops the grant's role: no new logins, live sessions terminated, objects it owns
+// reassigned to the admin role, privileges dropped, role dropped. A role that does not exist
+// is success. A handle naming a role this provider would not have made is refused with
+// ErrNeedsOperator.
+func (p *Provider) Revoke(ctx context.Context, req grants.RevokeRequest) error {
+	if req.Handle.Preexisting {
+		return nil // never set by this provider; honoured per the contract
+	}
+	found, err := p.findRoles(ctx, "revoke", req)
+	if err != nil {
+		return err
+	}
+	for _, r := range found {
+		if err := p.dropRole(ctx, r); err != nil {
+			return p.scrub(fmt.Errorf("postgres revoke grant %s: role %s: %w", req.GrantID, r.name, err))
+		}
+	}
+	return nil
+}
+
+type execer interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	Begin(ctx context.Context) (pgx.Tx, error)
+}
+
+// inDatabase runs fn on an admin connection to database db.
+func (p *Provider) inDatabase(ctx context.Context, db string, fn func(execer) error) error {
+	if db == p.adminDB {
+		return p.pool.AcquireFunc(ctx, func(c *pgxpool.Conn) error { return fn(c) })
+	}
+	cfg := p.pool.Config().ConnConfig.Copy()
+	cfg.Database = db
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return classify(err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	return fn(conn)
+}
+
+func (p *Provider) dropRole(ctx context.Context, r grantRole) error {
+	role := quoteIdent(r.name)
+	var (
+		terminated int
+		dbs        []string
+	)
+	err := p.pool.AcquireFunc(ctx, func(c *pgxpool.Conn) error {
+		if _, err := c.Exec(ctx, "ALTER ROLE "+role+" NOLOGIN"); err != nil {
+			return fmt.Errorf("ALTER ROLE NOLOGIN: %w", err)
+		}
+		if !p.superuser {
+			// The right to terminate r's sessions and reassign its objects comes from
+			// membership in r; it disappears with r.
+			grant := "GRANT " + role + " TO CURRENT_USER"
+			if p.serverVersion >= 160000 {
+				grant += " WITH INHERIT TRUE"
+			}
+			if _, err := c.Exec(ctx, grant); err != nil {
+				return fmt.Errorf("take membership of the role: %w", err)
+			}
+		}
+		n, err := terminate(ctx, c, r.oid)
+		terminated += n
+		if err != nil {
+			return err
+		}
+		rows, err := c.Query(ctx, `SELECT DISTINCT d.datname, d.datallowconn FROM pg_shdepend s
+			JOIN pg_database d ON d.oid = s.dbid
+			WHERE s.refclassid = 'pg_authid'::regclass AND s.refobjid = $1 ORDER BY 1`, r.oid)
+		if err != nil {
+			return fmt.Errorf("find databases where the role owns objects: %w", err)
+		}
+		var blocked []string
+		for rows.Next() {
+			var db string
+			var allow bool
+			if err := rows.Scan(&db, &allow); err != nil {
+				rows.Close()
+				return err
+			}
+			if !allow {
+				blocked = append(blocked, db)
+			}
+			dbs = append(dbs, db)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if len(blocked) > 0 {
+			return fmt.Errorf("the role owns objects in databases %q that accept no connections; allow connections or run REASSIGN OWNED/DROP OWNED there by hand: %w", blocked, grants.ErrNeedsOperator)
+		}
+		return nil
+	})
+	if pgCode(err) == "42704" { // undefined_object: dropped meanwhile
+		return nil
+	}
+	if err != nil {
+		return classify(err)
+	}
+	if !slices.Contains(dbs, p.db) {
+		dbs = append([]string{p.db}, dbs...)
+	}
+	for _, db := range dbs {
+		err := p.inDatabase(ctx, db, func(c execer) error {
+			return pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
+				if _, err := tx.Exec(ctx, "REASSIGN OWNED BY "+role+" TO CURRENT_USER"); err != nil {
+					return fmt.Errorf("REASSIGN OWNED: %w", err)
+				}
+				if _, err := tx.Exec(ctx, "DROP OWNED BY "+role); err != nil {
+					return fmt.Errorf("DROP OWNED: %w", err)
+				}
+				return nil
+			})
+		})
+		if pgCode(err) == "42704" {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("clean database %s: %w", db, classify(err))
+		}
+	}
+	err = p.pool.AcquireFunc(ctx, func(c *pgxpool.Conn) error {
+		// A second sweep, for a session that authenticated just before NOLOGIN and was not
+		// yet visible: once the role is dropped, a non-superuser admin can no longer signal it.
+		n, err := terminate(ctx, c, r.oid)
+		terminated += n
+		if err != nil {
+			return err
+		}
+		if _, err := c.Exec(ctx, "DROP ROLE IF EXISTS "+role); err != nil {
+			if pgCode(err) == "2BP01" { // dependent_objects_still_exist
+				return fmt.Errorf("DROP ROLE: objects still depend on the role (created meanwhile?); will retry: %w", err)
+			}
+			return fmt.Errorf("DROP ROLE: %w", err)
+		}
+		return nil
+	})
+	if pgCode(err) == "42704" {
+		return nil
+	}
+	if err != nil {
+		return classify(err)
+	}
+	p.log.InfoContext(ctx, "postgres role dropped", "role", r.name, "sessions_terminated", terminated, "databases_cleaned", dbs)
+	return nil
+}
+
+// terminate ends every session of the role and checks that none is left.
+func terminate(ctx context.Context, c execer, oid uint32) (int, error) {
+	var terminated int
+	err := c.QueryRow(ctx, `SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, $2))::int
+		FROM pg_stat_activity WHERE usesysid = $1 AND pid <> pg_backend_pid()`,
+		oid, terminateWait.Milliseconds()).Scan(&terminated)
+	if err != nil {
+		return 0, fmt.Errorf("terminate sessions: %w", err)
+	}
+	var alive int
+	if err := c.QueryRow(ctx, `SELECT count(*)::int FROM pg_stat_activity WHERE usesysid = $1`, oid).Scan(&alive); err != nil {
+		return terminated, fmt.Errorf("count sessions: %w", err)
+	}
+	if alive > 0 {
+		return terminated, fmt.Errorf("%d session(s) still alive after pg_terminate_backend; will retry", alive)
+	}
+	return terminated, nil
+}
+
+// Extend moves the role's VALID UNTIL to newExpiry. A role that no longer exists gives an
+// error wrapping grants.ErrGone.
+func (p *Provider) Extend(ctx context.Context, req grants.RevokeRequest, newExpiry time.Time) error {
+	if !newExpiry.After(p.clock.Now()) {
+		return fmt.Errorf("postgres extend grant %s: new expiry %s is not in the future: %w", req.GrantID, grants.Timestamp(newExpiry), grants.ErrInvalid)
+	}
+	found, err := p.findRoles(ctx, "extend", req)
+	if err != nil {
+		return err
+	}
+	if len(found) == 0 {
+		return fmt.Errorf("postgres extend grant %s: no role exists for the grant: %w", req.GrantID, grants.ErrGone)
+	}
+	for _, r := range found {
+		_, err := p.pool.Exec(ctx, "ALTER ROLE "+quoteIdent(r.name)+" VALID UNTIL '"+sqlTime(newExpiry)+"'")
+		if pgCode(err) == "42704" {
+			return fmt.Errorf("postgres extend grant %s: role %s was dropped: %w", req.GrantID, r.name, grants.ErrGone)
+		}
+		if err != nil {
+			return p.scrub(fmt.Errorf("postgres extend grant %s: role %s: %w", req.GrantID, r.name, classify(err)))
+		}
+		p.log.InfoContext(ctx, "postgres role extended", "grant_id", req.GrantID, "role", r.name, "valid_until", grants.Timestamp(newExpiry))
+	}
+	return nil
+}
+
+// String describes the provider without secrets.
+func (p *Provider) String() string {
+	return "postgres(" + p.host + ":" + p.port + "/" + p.db + ", roles " + strings.Join(p.roles, ",") + ", limit " + strconv.Itoa(p.limit) + ")"
+}
