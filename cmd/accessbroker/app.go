@@ -27,6 +27,7 @@ type app struct {
 	revoker   *grants.Revoker
 	metrics   *metrics
 	instance  string
+	closers   []io.Closer
 }
 
 // appOptions are the developer-only knobs kept apart from the config contract.
@@ -59,7 +60,7 @@ func newApp(ctx context.Context, cfg *Config, opts appOptions) (*app, error) {
 	a := &app{cfg: cfg, log: log, clock: opts.clock, store: st, providers: map[string]grants.Provider{}, instance: grants.NewID("i")}
 	a.metrics = newMetrics(st)
 	if opts.withProviders {
-		if a.providers, err = buildProviders(ctx, cfg, opts.clock, log); err != nil {
+		if a.providers, a.closers, err = buildProviders(ctx, cfg, opts.clock, log); err != nil {
 			st.Close()
 			return nil, err
 		}
@@ -77,7 +78,13 @@ func newApp(ctx context.Context, cfg *Config, opts appOptions) (*app, error) {
 	return a, nil
 }
 
-func (a *app) Close() error { return a.store.Close() }
+// Close releases the providers' connections and the store.
+func (a *app) Close() error {
+	for _, c := range a.closers {
+		c.Close()
+	}
+	return a.store.Close()
+}
 
 // signingKey reads the checkpoint signing key named in the config.
 func (a *app) signingKey() (ed25519.PrivateKey, error) {

@@ -3,33 +3,66 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
+	"strconv"
 
 	"github.com/accessbroker/accessbroker/grants"
+	"github.com/accessbroker/accessbroker/integrations/github"
 	"github.com/accessbroker/accessbroker/integrations/httpclient"
+	"github.com/accessbroker/accessbroker/integrations/postgres"
 	"github.com/accessbroker/accessbroker/integrations/webhook"
 )
 
-// buildProviders returns one configured provider per resource, keyed by resource name. The
-// map of provider kinds to constructors is explicit here: no init() registry.
-func buildProviders(ctx context.Context, cfg *Config, clock grants.Clock, log *slog.Logger) (map[string]grants.Provider, error) {
+// buildProviders returns one configured provider per resource, keyed by resource name, and
+// the closers of those that hold connections. The map of provider kinds to constructors is
+// explicit here: no init() registry.
+func buildProviders(ctx context.Context, cfg *Config, clock grants.Clock, log *slog.Logger) (map[string]grants.Provider, []io.Closer, error) {
 	client := httpclient.New(httpclient.Options{Logger: log})
 	out := make(map[string]grants.Provider, len(cfg.Resources))
+	var closers []io.Closer
+	closeAll := func() {
+		for _, c := range closers {
+			c.Close()
+		}
+	}
 	for _, r := range cfg.Resources {
 		var p grants.Provider
 		var err error
 		switch r.Provider {
-		case "webhook":
+		case ProviderWebhook:
 			p, err = webhook.New(webhook.Config{URL: r.Webhook.URL, Token: r.Webhook.Token.Reveal()}, client)
+		case ProviderPostgres:
+			pc := r.Postgres
+			var pp *postgres.Provider
+			pp, err = postgres.New(ctx, postgres.Config{AdminDSN: pc.DSN.Reveal(), Roles: pc.Roles, Host: pc.Host,
+				Port: portString(pc.Port), Database: pc.Database, SSLMode: pc.SSLMode, ConnectionLimit: pc.ConnectionLimit}, clock, log)
+			if err == nil {
+				closers = append(closers, closerFunc(pp.Close))
+				p = pp
+			}
+		case ProviderGitHubTeam:
+			gt := r.GitHubTeam
+			p, err = github.New(github.Config{Org: gt.Org, Team: gt.Team, Role: gt.Role, APIURL: cfg.GitHub.APIURL, Token: cfg.GitHub.Token.Reveal()}, client, log)
 		default:
-			err = fmt.Errorf("provider %q is not available in this build", r.Provider)
+			p, err = buildAWSProvider(ctx, cfg, r, clock, log, client)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("resource %s: %w", r.Name, err)
+			closeAll()
+			return nil, nil, fmt.Errorf("resource %s (%s): %w", r.Name, r.Provider, err)
 		}
 		out[r.Name] = p
 	}
-	_ = ctx
-	_ = clock
-	return out, nil
+	return out, closers, nil
+}
+
+type closerFunc func()
+
+func (f closerFunc) Close() error { f(); return nil }
+
+func portString(p int) string {
+	if p == 0 {
+		return ""
+	}
+	return strconv.Itoa(p)
 }
