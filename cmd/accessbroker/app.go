@@ -50,9 +50,6 @@ func newApp(ctx context.Context, cfg *Config, opts appOptions) (*app, error) {
 	if cfg.InstanceName != "" {
 		log = log.With("instance", cfg.InstanceName)
 	}
-	if cfg.Store.Driver != "sqlite" {
-		return nil, fmt.Errorf("store.driver %q: this build supports sqlite only", cfg.Store.Driver)
-	}
 	st, err := sqlstore.Open(ctx, cfg.Store.Driver, cfg.Store.DSN.Reveal(), opts.clock, log)
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)

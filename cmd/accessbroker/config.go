@@ -330,7 +330,7 @@ type AWSSTSConfig struct {
 	SessionPolicy string `yaml:"session_policy"`
 	// MaxSessionDuration (aws_sts.max_session_duration) caps each STS session (credentials
 	// last min(grant, this)); it must not exceed the role's own MaxSessionDuration.
-	// Default 1h; 15m to 12h.
+	// Optional, 15m to 12h; unset means the role's own maximum (read from IAM).
 	MaxSessionDuration time.Duration `yaml:"max_session_duration"`
 }
 
@@ -1385,9 +1385,6 @@ func (c *Config) applyDefaults() {
 			}
 			setStr(&pg.SSLMode, "prefer")
 		}
-		if sts := res.AWSSTS; sts != nil {
-			setDur(rp+".aws_sts.max_session_duration", &sts.MaxSessionDuration, time.Hour)
-		}
 		if gt := res.GitHubTeam; gt != nil {
 			setStr(&gt.Role, "member")
 		}
@@ -1842,7 +1839,9 @@ func (v *validator) awsSTS(p string, s *AWSSTSConfig) {
 			v.add(p+".session_policy", "is %d characters; AWS accepts at most 2048", len(trimmed))
 		}
 	}
-	v.duration(p+".max_session_duration", s.MaxSessionDuration, 15*time.Minute, 12*time.Hour)
+	if s.MaxSessionDuration != 0 || v.c.has(p+".max_session_duration") {
+		v.duration(p+".max_session_duration", s.MaxSessionDuration, 15*time.Minute, 12*time.Hour)
+	}
 }
 
 func (v *validator) identityCenter(p string, ic *AWSIdentityCenterConfig) {

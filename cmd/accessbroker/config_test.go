@@ -441,7 +441,7 @@ func TestConfigDefaults(t *testing.T) {
 			},
 			{
 				Name: "aws", Provider: "aws-sts", DefaultDuration: time.Hour, MaxDuration: 4 * time.Hour,
-				AWSSTS: &AWSSTSConfig{RoleARN: "arn:aws:iam::123456789012:role/oncall", MaxSessionDuration: time.Hour},
+				AWSSTS: &AWSSTSConfig{RoleARN: "arn:aws:iam::123456789012:role/oncall"},
 			},
 			{
 				Name: "team", Provider: "github-team", DefaultDuration: time.Hour, MaxDuration: 4 * time.Hour,

@@ -18,7 +18,10 @@ import (
 // the closers of those that hold connections. The map of provider kinds to constructors is
 // explicit here: no init() registry.
 func buildProviders(ctx context.Context, cfg *Config, clock grants.Clock, log *slog.Logger) (map[string]grants.Provider, []io.Closer, error) {
-	client := httpclient.New(httpclient.Options{Logger: log})
+	// ReturnLastResponse hands the SDKs the upstream's own last answer when retries run out,
+	// so their typed errors (AWS codes, GitHub rate limits) survive.
+	client := httpclient.New(httpclient.Options{Logger: log, ReturnLastResponse: true, Clock: clock})
+	var awsc awsConfigs
 	out := make(map[string]grants.Provider, len(cfg.Resources))
 	var closers []io.Closer
 	closeAll := func() {
@@ -45,7 +48,7 @@ func buildProviders(ctx context.Context, cfg *Config, clock grants.Clock, log *s
 			gt := r.GitHubTeam
 			p, err = github.New(github.Config{Org: gt.Org, Team: gt.Team, Role: gt.Role, APIURL: cfg.GitHub.APIURL, Token: cfg.GitHub.Token.Reveal()}, client, log)
 		default:
-			p, err = buildAWSProvider(ctx, cfg, r, clock, log, client)
+			p, err = awsc.build(ctx, cfg, r, clock, log, client)
 		}
 		if err != nil {
 			closeAll()

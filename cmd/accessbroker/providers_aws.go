@@ -6,10 +6,39 @@ import (
 	"log/slog"
 	"net/http"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+
 	"github.com/accessbroker/accessbroker/grants"
+	awsprov "github.com/accessbroker/accessbroker/integrations/aws"
 )
 
+// awsConfigs caches one SDK configuration per process: every AWS resource shares the
+// region, endpoint override and credential chain of the aws section.
+type awsConfigs struct {
+	cfg    aws.Config
+	loaded bool
+}
+
 // buildAWSProvider builds the aws-sts and aws-identity-center providers.
-func buildAWSProvider(ctx context.Context, cfg *Config, r ResourceConfig, clock grants.Clock, log *slog.Logger, client *http.Client) (grants.Provider, error) {
-	return nil, fmt.Errorf("provider %q is not available in this build", r.Provider)
+func (c *awsConfigs) build(ctx context.Context, cfg *Config, r ResourceConfig, clock grants.Clock, log *slog.Logger, client *http.Client) (grants.Provider, error) {
+	if cfg.AWS == nil {
+		return nil, fmt.Errorf("provider %q needs the aws section (region)", r.Provider)
+	}
+	if !c.loaded {
+		ac, err := awsprov.LoadAWSConfig(ctx, cfg.AWS.Region, cfg.AWS.EndpointURL, client)
+		if err != nil {
+			return nil, err
+		}
+		c.cfg, c.loaded = ac, true
+	}
+	switch r.Provider {
+	case ProviderAWSSTS:
+		s := r.AWSSTS
+		return awsprov.NewSTS(ctx, awsprov.STSConfig{RoleARN: s.RoleARN, SessionPolicy: s.SessionPolicy, MaxSessionDuration: s.MaxSessionDuration}, c.cfg, clock, log)
+	case ProviderAWSIdentityCenter:
+		ic := r.AWSIdentityCenter
+		return awsprov.NewIdentityCenter(ctx, awsprov.IdentityCenterConfig{InstanceARN: ic.InstanceARN, IdentityStoreID: ic.IdentityStoreID,
+			PermissionSetARN: ic.PermissionSetARN, AccountID: ic.AccountID}, c.cfg, clock, log)
+	}
+	return nil, fmt.Errorf("unknown provider %q", r.Provider)
 }
