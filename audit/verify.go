@@ -79,6 +79,9 @@ type VerifyOptions struct {
 	MaxCheckpointAge time.Duration
 	// Now is the current time from the injected clock; required when MaxCheckpointAge > 0.
 	Now time.Time
+	// RetiredKeys are public keys that signed older checkpoints before a key rotation. A
+	// checkpoint is checked with the key whose KeyID it names, among pub and these.
+	RetiredKeys []ed25519.PublicKey
 }
 
 // Result is the outcome of Verify.
@@ -323,7 +326,7 @@ func (v *verifier) checkpointsUpTo(seq int64) bool {
 	for v.next < len(v.cps) && v.cps[v.next].Seq <= seq {
 		c := v.cps[v.next]
 		v.next++
-		if p := c.problem(v.pub); p != "" {
+		if p := c.problem(v.keyFor(c)); p != "" {
 			return v.damage(DamageBadCheckpointSignature, max(c.Seq, 0), "checkpoint at seq %d (%s) does not verify: %s", c.Seq, FormatTime(c.Time), p)
 		}
 		if c.Seq != seq || c.Hash != v.res.Head {
@@ -347,7 +350,7 @@ func (v *verifier) finish() {
 	var forged *Checkpoint
 	for i := v.next; i < len(v.cps); i++ {
 		c := &v.cps[i]
-		if p := c.problem(v.pub); p != "" {
+		if p := c.problem(v.keyFor(*c)); p != "" {
 			if forged == nil {
 				forged = c
 			}
@@ -357,7 +360,7 @@ func (v *verifier) finish() {
 		return
 	}
 	if forged != nil {
-		v.damage(DamageBadCheckpointSignature, forged.Seq, "checkpoint at seq %d (%s), beyond the last event (seq %d), does not verify: %s", forged.Seq, FormatTime(forged.Time), last, forged.problem(v.pub))
+		v.damage(DamageBadCheckpointSignature, forged.Seq, "checkpoint at seq %d (%s), beyond the last event (seq %d), does not verify: %s", forged.Seq, FormatTime(forged.Time), last, forged.problem(v.keyFor(*forged)))
 		return
 	}
 
@@ -377,4 +380,14 @@ func (v *verifier) finish() {
 		return
 	}
 	v.res.OK = true
+}
+
+// keyFor returns the key a checkpoint names (the current one unless a retired key matches).
+func (v *verifier) keyFor(c Checkpoint) ed25519.PublicKey {
+	for _, k := range v.opts.RetiredKeys {
+		if len(k) == ed25519.PublicKeySize && KeyID(k) == c.KeyID {
+			return k
+		}
+	}
+	return v.pub
 }

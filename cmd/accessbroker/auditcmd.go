@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
@@ -83,6 +84,19 @@ func auditVerify(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	pubPath := fs.String("public-key", "", "verify checkpoints with this PEM public key instead of the config's signing key")
 	maxAge := fs.Duration("max-checkpoint-age", 0, "fail if the newest checkpoint is older than this (default: twice audit.checkpoint_period)")
 	format := fs.String("format", "text", "text or json")
+	var retired []ed25519.PublicKey
+	fs.Func("retired-key", "a PEM public key that signed older checkpoints before a key rotation (repeatable)", func(path string) error {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		k, err := audit.ParsePublicKey(b)
+		if err != nil {
+			return err
+		}
+		retired = append(retired, k)
+		return nil
+	})
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
@@ -123,6 +137,7 @@ func auditVerify(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	}
 	res, err := audit.Verify(ctx, a.store, pub, audit.VerifyOptions{
 		RequireCheckpoint: true, CheckpointEvery: int64(cfg.Audit.CheckpointEvery), MaxCheckpointAge: age, Now: a.clock.Now(),
+		RetiredKeys: retired,
 	})
 	if err != nil {
 		fmt.Fprintf(stderr, "accessbroker audit verify: %v\n", err)
