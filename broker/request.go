@@ -1,0 +1,346 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/accessbroker/accessbroker/audit"
+	"github.com/accessbroker/accessbroker/grants"
+)
+
+// RequestInput is a request for access as a front end received it, before anything was
+// looked up.
+type RequestInput struct {
+	Source     grants.Source // default slack
+	TeamID     string
+	UserID     string
+	Resource   string
+	Duration   time.Duration
+	Reason     string
+	BreakGlass bool
+	// ExternalKey deduplicates deliveries (a Slack trigger id): a second Submit with the same
+	// key returns ErrDuplicate and records nothing.
+	ExternalKey string
+	// ResponseURL and ChannelID say where to answer the requester privately.
+	ResponseURL string
+	ChannelID   string
+}
+
+// Submit validates a request against the configuration and records it (state pending, audit
+// event request.created), so that it survives a crash before it is decided. It does no
+// network I/O; the front end acknowledges after it returns and then calls Process.
+//
+// Errors: a *Refusal (recorded as request.rejected) for an unknown resource, a duration out
+// of the resource's bounds, an empty reason or a break-glass request the policy forbids;
+// ErrDuplicate when ExternalKey was seen; otherwise an internal error (nothing recorded).
+func (b *Broker) Submit(ctx context.Context, in RequestInput) (grants.Request, error) {
+	actor := slackActor(in.UserID)
+	reject := func(reason string) (grants.Request, error) {
+		return grants.Request{}, b.refuseAndRecord(ctx, Rejection{Actor: actor, Resource: in.Resource, Reason: reason,
+			Evidence: map[string]string{"team": in.TeamID, "duration": in.Duration.String()}})
+	}
+	if in.TeamID == "" || in.UserID == "" {
+		return grants.Request{}, errors.New("submit request: team and user id are required")
+	}
+	res, ok := b.m.Resource(in.Resource)
+	if !ok {
+		return reject(fmt.Sprintf("There is no resource named %q. `/access resources` lists what you may request.", Clean(in.Resource)))
+	}
+	if res.MaxDuration > 0 && in.Duration > res.MaxDuration {
+		return reject(fmt.Sprintf("Duration %s is over %s's maximum of %s; ask for %s or less.", formatDur(in.Duration), res.Name, formatDur(res.MaxDuration), formatDur(res.MaxDuration)))
+	}
+	if err := res.CheckDuration(in.Duration); err != nil {
+		return reject(capitalize(plain(err)) + ".")
+	}
+	if strings.TrimSpace(in.Reason) == "" {
+		return reject("A reason is required: say why you need access.")
+	}
+	if in.BreakGlass && !res.Policy.BreakGlass {
+		return reject(fmt.Sprintf("Break-glass access is not allowed for %s; ask for it normally.", res.Name))
+	}
+	src := in.Source
+	if src == "" {
+		src = grants.SourceSlack
+	}
+	now := b.now()
+	r := &grants.Request{
+		ID:          grants.NewID("r"),
+		Requester:   grants.Person{SlackTeamID: in.TeamID, SlackUserID: in.UserID},
+		Resource:    res.Name,
+		Duration:    in.Duration,
+		Reason:      in.Reason,
+		Source:      src,
+		State:       grants.RequestPending,
+		ExternalKey: in.ExternalKey,
+		Notify:      notifyState{ResponseURL: in.ResponseURL, ChannelID: in.ChannelID}.encode(),
+		CreatedAt:   now,
+		ExpiresAt:   now.Add(b.opts.PendingTTL),
+		Evidence:    map[string]string{},
+	}
+	if in.BreakGlass {
+		r.Evidence[evBreakGlass] = "true"
+	}
+	ev := b.requestEvent(audit.ActionRequestCreated, actor, r, r.Reason, map[string]string{
+		"duration": in.Duration.String(), "source": string(src), evBreakGlass: r.Evidence[evBreakGlass],
+	})
+	err := b.commit.apply(ctx, &grants.Change{Requests: []grants.RequestWrite{{Request: r, Create: true}}, Events: []*audit.Event{ev}})
+	if err != nil {
+		if errors.Is(err, grants.ErrConflict) && in.ExternalKey != "" {
+			return grants.Request{}, fmt.Errorf("request with key %s: %w", in.ExternalKey, ErrDuplicate)
+		}
+		return grants.Request{}, fmt.Errorf("record request for %s: %w", res.Name, err)
+	}
+	b.Wake()
+	return *r, nil
+}
+
+// Process finishes a recorded request: it resolves the requester, checks on-call status,
+// applies the policy, and either issues and delivers the credential, asks the approvers, or
+// rejects the request, telling the requester in every case. It is idempotent: a request that
+// is no longer pending, or whose approvers were already asked, is left alone.
+func (b *Broker) Process(ctx context.Context, requestID string) error {
+	r, err := b.store.GetRequest(ctx, requestID)
+	if err != nil {
+		return fmt.Errorf("process request %s: %w", requestID, err)
+	}
+	if r.State != grants.RequestPending || r.Evidence[evStage] != "" {
+		return nil
+	}
+	if r.Evidence == nil {
+		r.Evidence = map[string]string{}
+	}
+	res, ok := b.m.Resource(r.Resource)
+	if !ok {
+		return b.rejectRecorded(ctx, r, fmt.Sprintf("Resource %s is no longer configured.", r.Resource), nil)
+	}
+	person, err := b.dir.Resolve(ctx, r.Requester.SlackTeamID, r.Requester.SlackUserID)
+	if err != nil {
+		msg := "You could not be identified, so the request was refused: " + err.Error()
+		if !errors.Is(err, ErrUnknownPerson) {
+			b.log.WarnContext(ctx, "identity lookup failed", "request_id", r.ID, "error", err)
+			msg = "Your identity could not be looked up just now, so the request was refused. Please try again."
+		}
+		return b.rejectRecorded(ctx, r, msg, map[string]string{"identity_error": truncate(err.Error(), 300)})
+	}
+	person.SlackTeamID, person.SlackUserID = r.Requester.SlackTeamID, r.Requester.SlackUserID
+	r.Requester = person
+
+	st, ocErr := b.oncall.Check(ctx, person, res.Policy)
+	evidence := OnCallEvidence(st, ocErr)
+	evidence["resolved_by"] = person.ResolvedBy
+	d := Decide(res, st, ocErr, r.Evidence[evBreakGlass] == "true")
+	for k, v := range evidence {
+		r.Evidence[k] = v
+	}
+	r.Evidence[evPath] = string(d.Path)
+	checked := b.requestEvent(audit.ActionOnCallChecked, audit.Actor{Kind: audit.ActorSystem, ID: "accessbroker"}, &r, d.Reason, evidence)
+
+	switch d.Path {
+	case PathReject:
+		return b.rejectRecorded(ctx, r, "Your request was refused: "+d.Reason+".", evidence, checked)
+	case PathApproval:
+		return b.askApprovers(ctx, r, res, d, checked)
+	}
+	// Auto-approve or break-glass: issue now.
+	r.Evidence[evStage] = "decided"
+	if err := r.Transition(grants.RequestApproved); err != nil {
+		return err
+	}
+	r.DecidedAt = b.now()
+	approved := b.requestEvent(audit.ActionRequestApproved, audit.Actor{Kind: audit.ActorSystem, ID: "accessbroker"}, &r, d.Reason, evidence)
+	g, cred, err := b.m.Issue(ctx, grants.IssueInput{
+		Request: &r, RequestEvents: []*audit.Event{checked, approved},
+		Resource: res.Name, Person: person, Duration: r.Duration, ExpiresAt: d.CapAt, Reason: r.Reason,
+		Actor: userActor(person), Evidence: withPath(evidence, d.Path),
+	})
+	to := b.requesterRecipient(r)
+	if err != nil {
+		if errors.Is(err, grants.ErrConflict) {
+			return nil // someone else decided it meanwhile
+		}
+		b.log.ErrorContext(ctx, "issue failed", "request_id", r.ID, "resource", res.Name, "error", err)
+		if g.ID == "" {
+			// Nothing was written: end the request so that it is not decided again later.
+			return b.rejectFresh(ctx, r.ID, issueFailureText(res.Name, err), err)
+		}
+		b.tell(ctx, to, issueFailureText(res.Name, err))
+		b.auditLine(ctx, fmt.Sprintf("Issuing %s for %s failed (request %s, grant %s); anything partly created is being revoked.", res.Name, person.Label(), r.ID, g.ID))
+		return nil
+	}
+	if d.Path == PathBreakGlass {
+		b.auditLine(ctx, fmt.Sprintf("BREAK-GLASS: %s took %s access (grant %s, until %s) without approval: %s", person.Label(), res.Name, g.ID, stamp(g.ExpiresAt), Clean(r.Reason)))
+	}
+	b.deliver(ctx, g, cred, to, to, d.Reason)
+	return nil
+}
+
+func withPath(ev map[string]string, p Path) map[string]string {
+	out := make(map[string]string, len(ev)+1)
+	for k, v := range ev {
+		out[k] = v
+	}
+	out[evPath] = string(p)
+	return out
+}
+
+func issueFailureText(resource string, err error) string {
+	if errors.Is(err, grants.ErrInvalid) {
+		return fmt.Sprintf("Access to %s could not be issued: %s.", resource, plain(err))
+	}
+	return fmt.Sprintf("Access to %s could not be issued. Nothing usable was created, and anything partly created is being revoked. %s", resource, UserMessage(err))
+}
+
+// askApprovers posts the approval request, then records that the approvers were asked.
+func (b *Broker) askApprovers(ctx context.Context, r grants.Request, res grants.Resource, d Decision, checked *audit.Event) error {
+	ask := ApprovalAsk{Request: r, Resource: res, Needed: d.Needed}
+	refs, err := b.notify.AskApproval(ctx, ask)
+	if err != nil || len(refs) == 0 {
+		b.log.ErrorContext(ctx, "ask approvers failed", "request_id", r.ID, "error", err)
+		return b.rejectRecorded(ctx, r, "Your request was refused because the approvers could not be reached in Slack. Please tell the operators.",
+			map[string]string{"notify_error": fmt.Sprint(err)}, checked)
+	}
+	n := decodeNotify(r.Notify)
+	n.Approvals = refs
+	r.Notify = n.encode()
+	r.Evidence[evStage] = "awaiting_approval"
+	err = b.store.Apply(ctx, &grants.Change{Requests: []grants.RequestWrite{{Request: &r}}, Events: []*audit.Event{checked}})
+	if errors.Is(err, grants.ErrConflict) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("record approval request %s: %w", r.ID, err)
+	}
+	b.Wake()
+	b.tell(ctx, b.requesterRecipient(r), fmt.Sprintf("Your request %s for %s (%s) needs %d approval(s): %s. You will get a direct message when it is decided; it expires at %s.",
+		r.ID, res.Name, formatDur(r.Duration), d.Needed, approverText(res.Policy), stamp(r.ExpiresAt)))
+	return nil
+}
+
+func approverText(pol grants.Policy) string {
+	var parts []string
+	for _, u := range pol.ApproverSlackUsers {
+		parts = append(parts, Mention(u))
+	}
+	if pol.ApproverSlackUsergroup != "" {
+		parts = append(parts, "the approver group")
+	}
+	return strings.Join(parts, ", ")
+}
+
+// rejectFresh re-reads a request and rejects it (telling the requester); if that cannot be
+// recorded either, the requester is still told.
+func (b *Broker) rejectFresh(ctx context.Context, id, msg string, cause error) error {
+	r, err := b.store.GetRequest(ctx, id)
+	if err == nil && r.State == grants.RequestPending {
+		err = b.rejectRecorded(ctx, r, msg, map[string]string{"issue_error": truncate(cause.Error(), 300)})
+	}
+	if err != nil {
+		b.log.ErrorContext(ctx, "reject request after failed issue", "request_id", id, "error", err)
+		b.tell(ctx, b.requesterRecipient(r), msg)
+	}
+	return nil
+}
+
+// rejectRecorded moves a recorded pending request to rejected, with its events, and tells
+// the requester.
+func (b *Broker) rejectRecorded(ctx context.Context, r grants.Request, msg string, evidence map[string]string, extra ...*audit.Event) error {
+	if r.Evidence == nil {
+		r.Evidence = map[string]string{}
+	}
+	if err := r.Transition(grants.RequestRejected); err != nil {
+		return err
+	}
+	r.DecidedAt = b.now()
+	r.Evidence[evStage] = "decided"
+	ev := b.requestEvent(audit.ActionRequestRejected, audit.Actor{Kind: audit.ActorSystem, ID: "accessbroker"}, &r, msg, evidence)
+	events := append(append([]*audit.Event(nil), extra...), ev)
+	err := b.store.Apply(ctx, &grants.Change{Requests: []grants.RequestWrite{{Request: &r}}, Events: events})
+	if errors.Is(err, grants.ErrConflict) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reject request %s: %w", r.ID, err)
+	}
+	b.tell(ctx, b.requesterRecipient(r), msg)
+	b.auditLine(ctx, fmt.Sprintf("Request %s by %s for %s was refused: %s", r.ID, r.Requester.Label(), r.Resource, msg))
+	return nil
+}
+
+// deliver hands the credential to its owner only (to). If that fails the grant is revoked at
+// once (cause delivery_failed) and the owner is told why through tellTo (which may offer a
+// fresher path, such as the command's response_url); nothing is ever posted to a channel.
+func (b *Broker) deliver(ctx context.Context, g grants.Grant, cred grants.Credential, to, tellTo Recipient, why string) {
+	err := b.notify.DeliverCredential(ctx, to, g, cred)
+	if err == nil {
+		b.auditLine(ctx, fmt.Sprintf("Granted %s to %s until %s (grant %s, request %s): %s.", g.Resource, g.Person.Label(), stamp(g.ExpiresAt), g.ID, g.RequestID, why))
+		return
+	}
+	b.log.WarnContext(ctx, "credential delivery failed; revoking", "grant_id", g.ID, "error", err)
+	if _, rerr := b.m.Revoke(ctx, g.ID, grants.CauseDeliveryFailed, audit.Actor{Kind: audit.ActorSystem, ID: "accessbroker"},
+		"the credential could not be delivered privately to its owner: "+truncate(err.Error(), 300)); rerr != nil {
+		b.log.ErrorContext(ctx, "revoke undelivered grant", "grant_id", g.ID, "error", rerr)
+	}
+	b.tell(ctx, tellTo,
+		fmt.Sprintf("Your access to %s (grant %s) was revoked right away because the credential could not be delivered to you privately, and it is never posted in a channel. Check that you can receive direct messages from the app, then ask again.", g.Resource, g.ID))
+	b.auditLine(ctx, fmt.Sprintf("Grant %s of %s for %s revoked: the credential could not be delivered privately.", g.ID, g.Resource, g.Person.Label()))
+}
+
+// Recover finishes requests that were recorded but not decided (the process stopped between
+// the acknowledgement and the decision). Requests older than Options.RecoverWindow are
+// rejected instead, and their requesters told to ask again. Call it once on start, before
+// serving. It returns how many requests it decided.
+func (b *Broker) Recover(ctx context.Context) (int, error) {
+	pending, err := b.store.ListRequests(ctx, grants.RequestFilter{States: []grants.RequestState{grants.RequestPending}})
+	if err != nil {
+		return 0, fmt.Errorf("recover: list pending requests: %w", err)
+	}
+	n := 0
+	for i := len(pending) - 1; i >= 0; i-- { // oldest first
+		r := pending[i]
+		if r.Evidence[evStage] != "" || r.Source != grants.SourceSlack {
+			continue
+		}
+		if b.now().Sub(r.CreatedAt) > b.opts.RecoverWindow {
+			err := b.rejectRecorded(ctx, r, fmt.Sprintf("accessbroker stopped before deciding your request %s for %s, and it is now too old to decide. Nothing was granted; please ask again.", r.ID, r.Resource),
+				map[string]string{"recovered": "too_old"})
+			if err != nil {
+				b.log.ErrorContext(ctx, "reject stale request", "request_id", r.ID, "error", err)
+				continue
+			}
+			n++
+			continue
+		}
+		if err := b.Process(ctx, r.ID); err != nil {
+			b.log.ErrorContext(ctx, "recover request", "request_id", r.ID, "error", err)
+			continue
+		}
+		n++
+	}
+	if n > 0 {
+		b.log.InfoContext(ctx, "recovered undecided requests", "count", n)
+	}
+	return n, nil
+}
+
+func capitalize(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
+}
+
+// formatDur renders a duration the way people type it ("1h30m").
+func formatDur(d time.Duration) string {
+	s := d.Round(time.Second).String()
+	s = strings.TrimSuffix(s, "0s")
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	if s == "" {
+		return "0m"
+	}
+	return s
+}

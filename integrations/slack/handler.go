@@ -1,0 +1,410 @@
+package slack
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/accessbroker/accessbroker/audit"
+	"github.com/accessbroker/accessbroker/broker"
+	"github.com/accessbroker/accessbroker/grants"
+)
+
+// Service is what the handlers need from the broker (*broker.Broker implements it).
+type Service interface {
+	Submit(ctx context.Context, in broker.RequestInput) (grants.Request, error)
+	Process(ctx context.Context, requestID string) error
+	Decide(ctx context.Context, in broker.DecisionInput) error
+	List(ctx context.Context, c broker.Caller) (broker.Listing, error)
+	Resources() []grants.Resource
+	Revoke(ctx context.Context, c broker.Caller, grantID string) (grants.Grant, error)
+	Done(ctx context.Context, c broker.Caller, grantID string) (grants.Grant, error)
+	Extend(ctx context.Context, c broker.Caller, grantID string, by time.Duration, reason string) (grants.Grant, error)
+	ExtendFromReminder(ctx context.Context, c broker.Caller, grantID string) (grants.Grant, error)
+	RecordRejection(ctx context.Context, r broker.Rejection) error
+}
+
+var _ Service = (*broker.Broker)(nil)
+
+// Teller answers a person privately after the acknowledgement (*Notifier implements it).
+type Teller interface {
+	Tell(ctx context.Context, to broker.Recipient, text string) error
+}
+
+// HandlerOptions configure the Slack HTTP handlers.
+type HandlerOptions struct {
+	Verifier *Verifier // required
+	Service  Service   // required
+	Teller   Teller    // required: reports the outcome of background work
+	Clock    grants.Clock
+	Logger   *slog.Logger
+	Grammar  Grammar
+	// AckTimeout bounds the work done before answering Slack (recording the request); Slack
+	// gives up after 3 s. Default 2s.
+	AckTimeout time.Duration
+	// WorkTimeout bounds the background work after the acknowledgement. Default 2m.
+	WorkTimeout time.Duration
+	// RejectEvery is the shortest interval between two request.rejected audit events for
+	// unauthenticated requests from one source address (default 1m); at most RejectBurst
+	// such events are written per interval in all (default 30).
+	RejectEvery time.Duration
+	RejectBurst int
+	// MaxBackground bounds how many background jobs run at once (default 8); the rest wait
+	// their turn without delaying acknowledgements, which share the CPU and the database
+	// writer with them.
+	MaxBackground int
+}
+
+// Handler serves POST /slack/commands and POST /slack/interactions. Every request is
+// verified (size limit first, then the v0 signature and the 5-minute window) before its body
+// is parsed; an unverified request gets 401, changes nothing, and is recorded (rate-limited)
+// as a request.rejected audit event. Verified requests are acknowledged at once: a command
+// is recorded, answered, and finished in the background with its own timeout.
+type Handler struct {
+	o       HandlerOptions
+	log     *slog.Logger
+	wg      sync.WaitGroup
+	limiter *rejectLimiter
+	slots   chan struct{}
+}
+
+// NewHandler checks the options and returns the handlers.
+func NewHandler(o HandlerOptions) (*Handler, error) {
+	if o.Verifier == nil || o.Service == nil || o.Teller == nil || o.Clock == nil {
+		return nil, errors.New("slack handler: Verifier, Service, Teller and Clock are required")
+	}
+	if o.AckTimeout <= 0 {
+		o.AckTimeout = 2 * time.Second
+	}
+	if o.WorkTimeout <= 0 {
+		o.WorkTimeout = 2 * time.Minute
+	}
+	if o.RejectEvery <= 0 {
+		o.RejectEvery = time.Minute
+	}
+	if o.RejectBurst <= 0 {
+		o.RejectBurst = 30
+	}
+	if o.MaxBackground <= 0 {
+		o.MaxBackground = 8
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Handler{o: o, log: log.With("component", "slack_handler"), limiter: newRejectLimiter(o.RejectEvery, o.RejectBurst),
+		slots: make(chan struct{}, o.MaxBackground)}, nil
+}
+
+// Paths served by Register.
+const (
+	CommandsPath     = "/slack/commands"
+	InteractionsPath = "/slack/interactions"
+)
+
+// Register adds both handlers to mux at their contract paths.
+func (h *Handler) Register(mux *http.ServeMux) {
+	mux.Handle("POST "+CommandsPath, http.HandlerFunc(h.Commands))
+	mux.Handle("POST "+InteractionsPath, http.HandlerFunc(h.Interactions))
+}
+
+// Wait blocks until background work started by the handlers has finished, or ctx ends.
+// Call it on shutdown after the HTTP server stopped accepting requests.
+func (h *Handler) Wait(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { h.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("slack handler: background work still running: %w", ctx.Err())
+	}
+}
+
+// background runs f after the response, detached from the request's cancellation but with
+// its own timeout, and tracked for Wait.
+func (h *Handler) background(r *http.Request, what string, f func(ctx context.Context) error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), h.o.WorkTimeout)
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		defer cancel()
+		select {
+		case h.slots <- struct{}{}:
+			defer func() { <-h.slots }()
+		case <-ctx.Done():
+			h.log.ErrorContext(ctx, "background work never started", "work", what, "error", ctx.Err())
+			return
+		}
+		defer func() {
+			if p := recover(); p != nil {
+				h.log.ErrorContext(ctx, "background work panicked", "work", what, "panic", fmt.Sprint(p))
+			}
+		}()
+		if err := f(ctx); err != nil && !errors.Is(err, broker.ErrRefused) {
+			h.log.ErrorContext(ctx, "background work failed", "work", what, "error", err)
+		}
+	}()
+}
+
+// verify reads and authenticates the request; on failure it answers 401 and returns false.
+func (h *Handler) verify(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	body, err := h.o.Verifier.ReadRequest(w, r)
+	if err == nil {
+		return body, true
+	}
+	src := remoteHost(r)
+	h.log.WarnContext(r.Context(), "unauthenticated Slack request refused", "path", r.URL.Path, "source", src, "error", err)
+	if h.limiter.allow(src, h.o.Clock.Now()) {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), h.o.AckTimeout)
+		rerr := h.o.Service.RecordRejection(ctx, broker.Rejection{
+			Actor:    audit.Actor{Kind: audit.ActorUnknown, ID: src},
+			Reason:   "unauthenticated Slack request: " + err.Error(),
+			Evidence: map[string]string{"path": r.URL.Path},
+		})
+		cancel()
+		if rerr != nil {
+			h.log.ErrorContext(r.Context(), "record unauthenticated request", "error", rerr)
+		}
+	}
+	http.Error(w, "unauthorized: Slack request signature missing, invalid or outside the 5-minute window", http.StatusUnauthorized)
+	return nil, false
+}
+
+func remoteHost(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// reply writes the acknowledgement: an ephemeral message to the person who typed the command.
+func reply(w http.ResponseWriter, mrkdwn string) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]string{"response_type": "ephemeral", "text": mrkdwn})
+}
+
+// Commands handles POST /slack/commands.
+func (h *Handler) Commands(w http.ResponseWriter, r *http.Request) {
+	body, ok := h.verify(w, r)
+	if !ok {
+		return
+	}
+	form, err := url.ParseQuery(string(body))
+	if err != nil {
+		reply(w, "accessbroker could not read this command (malformed form body).")
+		return
+	}
+	if form.Get("ssl_check") == "1" {
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	team, user := form.Get("team_id"), form.Get("user_id")
+	if team == "" || user == "" {
+		reply(w, "accessbroker could not read this command (no team_id or user_id).")
+		return
+	}
+	name := form.Get("command")
+	if name == "" {
+		name = "/access"
+	}
+	text := form.Get("text")
+	caller := broker.Caller{TeamID: team, UserID: user}
+	to := broker.Recipient{Person: grants.Person{SlackTeamID: team, SlackUserID: user}, ResponseURL: form.Get("response_url"), ChannelID: form.Get("channel_id")}
+
+	cmd, err := ParseCommand(text, h.o.Grammar)
+	if err != nil {
+		var ue *UsageError
+		if !errors.As(err, &ue) {
+			ue = &UsageError{Problem: err.Error()}
+		}
+		h.recordGrammarRejection(r, user, team, text, ue.Problem)
+		reply(w, ":no_entry: "+Escape(ue.Problem)+"\n\n"+Usage(Escape(name), ue.Kind))
+		return
+	}
+	switch cmd.Kind {
+	case CmdHelp:
+		reply(w, Usage(Escape(name), CmdHelp))
+	case CmdResources:
+		reply(w, ResourcesText(h.o.Service.Resources()))
+	case CmdList:
+		ctx, cancel := context.WithTimeout(r.Context(), h.o.AckTimeout)
+		defer cancel()
+		l, err := h.o.Service.List(ctx, caller)
+		if err != nil {
+			h.log.ErrorContext(ctx, "list", "error", err)
+			reply(w, Render(broker.UserMessage(err)))
+			return
+		}
+		reply(w, ListingText(l, h.o.Clock.Now()))
+	case CmdRequest, CmdBreakGlass:
+		h.request(w, r, form, cmd, name)
+	case CmdRevoke, CmdDone:
+		reply(w, fmt.Sprintf("Ending grant %s…", code(cmd.GrantID)))
+		h.background(r, string(cmd.Kind), func(ctx context.Context) error {
+			op := h.o.Service.Revoke
+			if cmd.Kind == CmdDone {
+				op = h.o.Service.Done
+			}
+			g, err := op(ctx, caller, cmd.GrantID)
+			if err != nil {
+				return h.tellErr(ctx, to, err)
+			}
+			return h.o.Teller.Tell(ctx, to, fmt.Sprintf("Grant %s (%s) is being revoked; you will get a message when it is done.", g.ID, g.Resource))
+		})
+	case CmdExtend:
+		reply(w, fmt.Sprintf("Extending grant %s by %s…", code(cmd.GrantID), FormatDuration(cmd.Duration)))
+		h.background(r, "extend", func(ctx context.Context) error {
+			g, err := h.o.Service.Extend(ctx, caller, cmd.GrantID, cmd.Duration, cmd.Reason)
+			if err != nil {
+				return h.tellErr(ctx, to, err)
+			}
+			return h.o.Teller.Tell(ctx, to, fmt.Sprintf("Grant %s (%s) now ends at %s.", g.ID, g.Resource, g.ExpiresAt.UTC().Format("15:04 UTC")))
+		})
+	}
+}
+
+// tellErr tells the person what went wrong (a refusal's words, or a generic sentence).
+func (h *Handler) tellErr(ctx context.Context, to broker.Recipient, err error) error {
+	if terr := h.o.Teller.Tell(ctx, to, broker.UserMessage(err)); terr != nil {
+		h.log.WarnContext(ctx, "tell error failed", "error", terr)
+	}
+	return err
+}
+
+func (h *Handler) recordGrammarRejection(r *http.Request, user, team, text, problem string) {
+	ctx, cancel := context.WithTimeout(r.Context(), h.o.AckTimeout)
+	defer cancel()
+	err := h.o.Service.RecordRejection(ctx, broker.Rejection{
+		Actor:    audit.Actor{Kind: audit.ActorUser, ID: user},
+		Reason:   "command refused: " + problem,
+		Evidence: map[string]string{"team": team, "command_text": truncate(text, 200)},
+	})
+	if err != nil {
+		h.log.ErrorContext(ctx, "record refused command", "error", err)
+	}
+}
+
+// request records an access request before answering, then decides it in the background.
+func (h *Handler) request(w http.ResponseWriter, r *http.Request, form url.Values, cmd Command, name string) {
+	key := form.Get("trigger_id")
+	if key == "" {
+		sum := sha256.Sum256([]byte(r.Header.Get(HeaderSignature)))
+		key = "sig:" + hex.EncodeToString(sum[:])
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), h.o.AckTimeout)
+	defer cancel()
+	req, err := h.o.Service.Submit(ctx, broker.RequestInput{
+		Source: grants.SourceSlack, TeamID: form.Get("team_id"), UserID: form.Get("user_id"),
+		Resource: cmd.Resource, Duration: cmd.Duration, Reason: cmd.Reason, BreakGlass: cmd.Kind == CmdBreakGlass,
+		ExternalKey: "slack:" + key, ResponseURL: form.Get("response_url"), ChannelID: form.Get("channel_id"),
+	})
+	switch {
+	case errors.Is(err, broker.ErrDuplicate):
+		reply(w, "This request was already received; nothing new was done.")
+		return
+	case errors.Is(err, broker.ErrRefused):
+		reply(w, ":no_entry: "+Render(broker.UserMessage(err))+"\n\n"+Usage(Escape(name), cmd.Kind))
+		return
+	case err != nil:
+		h.log.ErrorContext(ctx, "record request", "error", err)
+		reply(w, Render(broker.UserMessage(err)))
+		return
+	}
+	reply(w, fmt.Sprintf("Request %s for %s (%s) received. Checking your on-call status…", code(req.ID), code(req.Resource), FormatDuration(req.Duration)))
+	h.background(r, "process request", func(ctx context.Context) error {
+		return h.o.Service.Process(ctx, req.ID)
+	})
+}
+
+// Interactions handles POST /slack/interactions (button clicks).
+func (h *Handler) Interactions(w http.ResponseWriter, r *http.Request) {
+	body, ok := h.verify(w, r)
+	if !ok {
+		return
+	}
+	in, err := DecodeInteraction(body)
+	if err != nil {
+		h.log.WarnContext(r.Context(), "undecodable interaction", "error", err)
+		w.WriteHeader(http.StatusOK) // signed by Slack; nothing to retry
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+	if in.Type != "block_actions" {
+		return
+	}
+	caller := broker.Caller{TeamID: in.TeamID, UserID: in.UserID}
+	to := broker.Recipient{Person: grants.Person{SlackTeamID: in.TeamID, SlackUserID: in.UserID}, ResponseURL: in.ResponseURL}
+	switch in.ActionID {
+	case ActionApprove, ActionDeny:
+		h.background(r, "decide", func(ctx context.Context) error {
+			return h.o.Service.Decide(ctx, broker.DecisionInput{TeamID: in.TeamID, UserID: in.UserID, RequestID: in.Value, Approve: in.ActionID == ActionApprove, ResponseURL: in.ResponseURL})
+		})
+	case ActionExtend:
+		h.background(r, "extend from reminder", func(ctx context.Context) error {
+			g, err := h.o.Service.ExtendFromReminder(ctx, caller, in.Value)
+			if err != nil {
+				return h.tellErr(ctx, to, err)
+			}
+			return h.o.Teller.Tell(ctx, to, fmt.Sprintf("Grant %s (%s) now ends at %s.", g.ID, g.Resource, g.ExpiresAt.UTC().Format("15:04 UTC")))
+		})
+	case ActionDone:
+		h.background(r, "done from reminder", func(ctx context.Context) error {
+			g, err := h.o.Service.Done(ctx, caller, in.Value)
+			if err != nil {
+				return h.tellErr(ctx, to, err)
+			}
+			return h.o.Teller.Tell(ctx, to, fmt.Sprintf("Grant %s (%s) is being revoked.", g.ID, g.Resource))
+		})
+	default:
+		h.log.InfoContext(r.Context(), "ignored interaction", "action_id", in.ActionID)
+	}
+}
+
+// rejectLimiter allows at most one rejection event per source per interval, and at most
+// burst events per interval in all, so that a flood of forged requests cannot flood the
+// audit log.
+type rejectLimiter struct {
+	mu          sync.Mutex
+	every       time.Duration
+	burst       int
+	last        map[string]time.Time
+	windowStart time.Time
+	inWindow    int
+}
+
+func newRejectLimiter(every time.Duration, burst int) *rejectLimiter {
+	return &rejectLimiter{every: every, burst: burst, last: map[string]time.Time{}}
+}
+
+func (l *rejectLimiter) allow(src string, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if now.Sub(l.windowStart) >= l.every {
+		l.windowStart, l.inWindow = now, 0
+		for k, t := range l.last { // forget sources quiet for a whole interval
+			if now.Sub(t) >= l.every {
+				delete(l.last, k)
+			}
+		}
+	}
+	if t, ok := l.last[src]; ok && now.Sub(t) < l.every {
+		return false
+	}
+	if l.inWindow >= l.burst {
+		return false
+	}
+	l.last[src] = now
+	l.inWindow++
+	return true
+}
