@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/accessbroker/accessbroker/audit"
@@ -13,37 +15,28 @@ import (
 )
 
 // Apply implements grants.Store: rows and audit events in one transaction.
+//
+// On PostgreSQL the rows are written first and the audit chain is locked last, just before
+// the events are chained and the transaction commits, so that replicas hold the one global
+// lock only for the append itself. Apply retries, on a fresh connection, a transaction that
+// failed because its connection died before COMMIT was sent (nothing of it was applied).
 func (s *Store) Apply(ctx context.Context, c *grants.Change) error {
 	if len(c.Events) == 0 {
 		return errors.New("apply change: no audit event; every change must explain itself")
 	}
 	now := s.clock.Now().Truncate(time.Millisecond)
-	tx, err := s.beginWrite(ctx)
-	if err != nil {
-		return fmt.Errorf("begin: %w", err)
-	}
-	defer tx.Rollback()
-	if err := s.lockChain(ctx, tx); err != nil {
-		return err
-	}
-
-	st := &txStmts{s: s, tx: tx}
-	defer st.close()
-	for _, rw := range c.Requests {
-		if err := s.writeRequest(ctx, tx, rw, now); err != nil {
+	for attempt := 1; ; attempt++ {
+		committing, err := s.applyOnce(ctx, c, now)
+		if err == nil {
+			break
+		}
+		if s.dialect != dialectPostgres || committing || attempt == 3 || ctx.Err() != nil || !isConnError(err) {
 			return err
 		}
-	}
-	for _, gw := range c.Grants {
-		if err := st.writeGrant(ctx, gw, now); err != nil {
-			return err
-		}
-	}
-	if err := st.appendEvents(ctx, c.Events); err != nil {
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("commit: %w", err)
+		// What ended one session (a restart, a failover) usually ended them all: drop every
+		// pooled connection rather than discover each dead one with a failed write.
+		s.pool.Reset()
+		s.log.WarnContext(ctx, "database connection lost; retrying the change on a new one", "attempt", attempt, "error", err)
 	}
 	for _, rw := range c.Requests {
 		rw.Request.Version++
@@ -54,6 +47,49 @@ func (s *Store) Apply(ctx context.Context, c *grants.Change) error {
 		gw.Grant.UpdatedAt = now
 	}
 	return nil
+}
+
+// applyOnce runs the change's transaction once. committing reports that the error came from
+// COMMIT itself, whose outcome is then unknown.
+func (s *Store) applyOnce(ctx context.Context, c *grants.Change, now time.Time) (committing bool, err error) {
+	tx, err := s.beginWrite(ctx)
+	if err != nil {
+		return false, fmt.Errorf("begin: %w", err)
+	}
+	defer tx.Rollback()
+
+	st := &txStmts{s: s, tx: tx}
+	defer st.close()
+	// Rows are written in id order, so that two changes touching the same rows lock them in
+	// the same order and cannot deadlock.
+	reqs := slices.Clone(c.Requests)
+	slices.SortStableFunc(reqs, func(a, b grants.RequestWrite) int { return strings.Compare(a.Request.ID, b.Request.ID) })
+	for _, rw := range reqs {
+		if err := s.writeRequest(ctx, tx, rw, now); err != nil {
+			return false, err
+		}
+	}
+	if s.dialect == dialectPostgres {
+		if err := st.writeGrantsPostgres(ctx, c.Grants, now); err != nil {
+			return false, err
+		}
+	} else {
+		for _, gw := range c.Grants {
+			if err := st.writeGrant(ctx, gw, now); err != nil {
+				return false, err
+			}
+		}
+	}
+	if err := s.lockChain(ctx, tx); err != nil {
+		return false, err
+	}
+	if err := st.appendEvents(ctx, c.Events); err != nil {
+		return false, err
+	}
+	if err := tx.Commit(); err != nil {
+		return true, fmt.Errorf("commit: %w", err)
+	}
+	return false, nil
 }
 
 // appendEvents chains events after the current head. The caller holds the chain lock
@@ -73,6 +109,7 @@ func (st *txStmts) appendEvents(ctx context.Context, events []*audit.Event) erro
 			return fmt.Errorf("audit head seq %d: %w", seq, err)
 		}
 	}
+	rows := make([][]any, 0, len(events))
 	for _, e := range events {
 		if e.ID == "" || e.Time.IsZero() || e.Action == "" || e.Actor.Kind == "" {
 			return fmt.Errorf("audit event %q (%s): id, time, action and actor are required", e.ID, e.Action)
@@ -91,14 +128,20 @@ func (st *txStmts) appendEvents(ctx context.Context, events []*audit.Event) erro
 			}
 			ev = string(b)
 		}
-		if _, err := st.exec(ctx, &st.event, insertEventSQL, e.Seq, e.ID, ms(e.Time), string(e.Actor.Kind), e.Actor.ID, e.Actor.Email,
-			string(e.Action), e.RequestID, e.GrantID, e.Resource, e.Reason, ev, e.PrevHash.String(), e.Hash.String()); err != nil {
-			if isUnique(err) {
-				return fmt.Errorf("append audit event %s: %w", e.ID, grants.ErrConflict)
-			}
-			return fmt.Errorf("append audit event %d: %w", seq, err)
-		}
+		rows = append(rows, []any{e.Seq, e.ID, ms(e.Time), string(e.Actor.Kind), e.Actor.ID, e.Actor.Email,
+			string(e.Action), e.RequestID, e.GrantID, e.Resource, e.Reason, ev, e.PrevHash.String(), e.Hash.String()})
 		prev = e.Hash
+	}
+	if st.s.dialect == dialectPostgres {
+		return st.insertEventsPostgres(ctx, rows)
+	}
+	for i, row := range rows {
+		if _, err := st.exec(ctx, &st.event, insertEventSQL, row...); err != nil {
+			if isUnique(err) {
+				return fmt.Errorf("append audit event %s: %w", events[i].ID, grants.ErrConflict)
+			}
+			return fmt.Errorf("append audit event %d: %w", events[i].Seq, err)
+		}
 	}
 	return nil
 }
