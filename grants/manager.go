@@ -244,6 +244,41 @@ func (m *Manager) Revoke(ctx context.Context, grantID string, cause RevokeCause,
 	return Grant{}, fmt.Errorf("revoke grant %s: changed concurrently too often: %w", grantID, ErrConflict)
 }
 
+// EndBy brings an active grant's end forward to at (never later than it already is) and
+// records why: it will be revoked then with the given cause (incident resolved after a grace
+// period, shift end). A grant that is already ending or ended is returned unchanged.
+func (m *Manager) EndBy(ctx context.Context, grantID string, at time.Time, cause RevokeCause, actor audit.Actor, reason string) (Grant, error) {
+	for range 3 {
+		g, err := m.store.GetGrant(ctx, grantID)
+		if err != nil {
+			return Grant{}, fmt.Errorf("end grant %s: %w", grantID, err)
+		}
+		now := m.clock.Now().Truncate(time.Millisecond)
+		if g.State != StateActive || g.ClaimedTo.After(now) {
+			return g, nil
+		}
+		at = at.UTC().Truncate(time.Millisecond)
+		if at.Before(now) {
+			at = now
+		}
+		if at.Before(g.ExpiresAt) {
+			g.ExpiresAt, g.DueAt = at, at
+		}
+		g.RevokeCause = cause
+		ev := m.event(now, actor, audit.ActionGrantRevokeQueued, &g, reason, map[string]string{"cause": string(cause), "revoke_at": Timestamp(g.ExpiresAt)})
+		err = m.store.Apply(ctx, &Change{Grants: []GrantWrite{{Grant: &g}}, Events: []*audit.Event{ev}})
+		if errors.Is(err, ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return g, fmt.Errorf("end grant %s: %w", grantID, err)
+		}
+		m.opts.Wake()
+		return g, nil
+	}
+	return Grant{}, fmt.Errorf("end grant %s: changed concurrently too often: %w", grantID, ErrConflict)
+}
+
 // Extend moves an active grant's expiry later by the given duration. The new expiry may not
 // pass CreatedAt plus the resource's maximum; the error then names the latest allowed end.
 func (m *Manager) Extend(ctx context.Context, grantID string, by time.Duration, actor audit.Actor, reason string) (Grant, error) {
@@ -271,7 +306,7 @@ func (m *Manager) Extend(ctx context.Context, grantID string, by time.Duration, 
 	if err := g.Transition(StateActive); err != nil {
 		return g, err
 	}
-	g.ExpiresAt, g.DueAt = newExp, newExp
+	g.ExpiresAt, g.DueAt, g.RevokeCause = newExp, newExp, "" // an explicit extension overrides a scheduled early end
 	ev := m.event(now, actor, audit.ActionGrantExtended, &g, reason, map[string]string{
 		"old_expires_at": Timestamp(old), "expires_at": Timestamp(newExp),
 	})

@@ -292,7 +292,9 @@ func (r *Revoker) revokeOne(ctx context.Context, g *Grant) outcome {
 	cause := g.RevokeCause
 	switch g.State {
 	case StateActive:
-		cause = CauseExpired
+		if cause == "" { // EndBy may have set incident_resolved or shift_ended
+			cause = CauseExpired
+		}
 	case StateIssuing:
 		cause = CauseIssueInterrupted
 	}

@@ -28,6 +28,7 @@ type app struct {
 	metrics   *metrics
 	instance  string
 	closers   []io.Closer
+	observer  *observerSwitch
 }
 
 // appOptions are the developer-only knobs kept apart from the config contract.
@@ -54,7 +55,7 @@ func newApp(ctx context.Context, cfg *Config, opts appOptions) (*app, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
-	a := &app{cfg: cfg, log: log, clock: opts.clock, store: st, providers: map[string]grants.Provider{}, instance: grants.NewID("i")}
+	a := &app{cfg: cfg, log: log, clock: opts.clock, store: st, providers: map[string]grants.Provider{}, instance: grants.NewID("i"), observer: &observerSwitch{}}
 	a.metrics = newMetrics(st)
 	if opts.withProviders {
 		if a.providers, a.closers, err = buildProviders(ctx, cfg, opts.clock, log); err != nil {
@@ -67,7 +68,7 @@ func newApp(ctx context.Context, cfg *Config, opts appOptions) (*app, error) {
 		Instance: a.instance, ConcurrencyPerProvider: rc.ConcurrencyPerProvider, Batch: rc.Batch,
 		BackoffBase: rc.BackoffBase, BackoffMax: rc.BackoffMax, ClaimLease: rc.ClaimLease,
 		AttemptTimeout: rc.IssueTimeout, ShutdownGrace: rc.ShutdownGrace, IdleWait: 15 * time.Second,
-		Metrics: a.metrics,
+		Metrics: a.metrics, Observer: a.observer,
 	})
 	a.manager = grants.NewManager(a.metrics.timedStore, a.providers, cfg.GrantResources(), opts.clock, log, grants.ManagerOptions{
 		Instance: a.instance, IssueTimeout: rc.IssueTimeout, Wake: a.revoker.Wake,

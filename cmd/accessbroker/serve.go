@@ -46,6 +46,7 @@ type server struct {
 	*app
 	checkpointer *grants.Checkpointer
 	mux          *http.ServeMux
+	front        *frontends
 }
 
 func newServer(ctx context.Context, cfg *Config, opts appOptions) (*server, error) {
@@ -66,6 +67,10 @@ func newServer(ctx context.Context, cfg *Config, opts appOptions) (*server, erro
 	})
 	s.mux.HandleFunc("GET /readyz", s.ready)
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics.reg, promhttp.HandlerOpts{}))
+	if s.front, err = buildFrontends(ctx, a, s.mux); err != nil {
+		a.Close()
+		return nil, err
+	}
 	s.mux.Handle("/api/v1/", adminapi.New(adminapi.Config{
 		Token: cfg.API.Token.Reveal(), Grants: a.store, Revoker: a.manager, Searcher: a.store, Recorder: a.manager,
 		Clock: a.clock, Logger: a.log,
@@ -104,7 +109,7 @@ func (s *server) Run(ctx context.Context, listening chan<- string) error {
 	workCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	var wg sync.WaitGroup
-	errs := make(chan error, 3)
+	errs := make(chan error, 8)
 	run := func(name string, fn func(context.Context) error) {
 		wg.Go(func() {
 			if err := fn(workCtx); err != nil {
@@ -115,6 +120,14 @@ func (s *server) Run(ctx context.Context, listening chan<- string) error {
 	}
 	run("revoker", s.revoker.Run)
 	run("checkpointer", s.checkpointer.Run)
+	if b := s.front.broker; b != nil {
+		if n, err := b.Recover(ctx); err != nil {
+			s.log.ErrorContext(ctx, "recover undecided requests", "error", err)
+		} else if n > 0 {
+			s.log.InfoContext(ctx, "recovered undecided requests", "count", n)
+		}
+		run("scheduler", b.Run)
+	}
 	wg.Go(func() {
 		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			errs <- fmt.Errorf("http: %w", err)
@@ -129,6 +142,11 @@ func (s *server) Run(ctx context.Context, listening chan<- string) error {
 	shCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.Revoker.ShutdownGrace+5*time.Second)
 	defer cancel()
 	_ = hs.Shutdown(shCtx)
+	if s.front.slack != nil {
+		if err := s.front.slack.Wait(shCtx); err != nil {
+			s.log.Warn("slack background work unfinished at shutdown; recorded requests are finished on the next start", "error", err)
+		}
+	}
 	wg.Wait()
 	close(errs)
 	var all []error

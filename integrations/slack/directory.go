@@ -110,3 +110,42 @@ func (d *Directory) Resolve(ctx context.Context, teamID, userID string) (grants.
 	d.log.DebugContext(ctx, "resolved Slack user through users.info", "slack_user", userID)
 	return grants.Person{SlackTeamID: teamID, SlackUserID: userID, Email: strings.ToLower(u.Profile.Email), ResolvedBy: ResolvedByUsersInfo}, nil
 }
+
+// ResolvedByEmailLookup marks a person found from a PagerDuty user's email through Slack's
+// users.lookupByEmail.
+const ResolvedByEmailLookup = "slack_lookup_by_email"
+
+// ByPagerDuty implements broker.PagePeople: the person behind a PagerDuty user. The
+// identities map is consulted first (by PagerDuty id, then by email); otherwise Slack's
+// users.lookupByEmail must find exactly one active, non-guest, non-bot member of the
+// configured workspace whose Slack email equals the PagerDuty email. Refusals wrap
+// broker.ErrUnknownPerson.
+func (d *Directory) ByPagerDuty(ctx context.Context, pdUserID, email string) (grants.Person, error) {
+	email = strings.ToLower(strings.TrimSpace(email))
+	for _, id := range d.ids {
+		if (pdUserID != "" && id.PagerDutyID == pdUserID) || (email != "" && strings.EqualFold(id.Email, email)) {
+			return grants.Person{SlackTeamID: d.team, SlackUserID: id.SlackUserID, Email: strings.ToLower(id.Email),
+				GitHubLogin: id.GitHubLogin, PagerDutyID: pdUserID, ResolvedBy: ResolvedByConfig}, nil
+		}
+	}
+	if email == "" {
+		return grants.Person{}, unknown("PagerDuty user %s has no email and is not in the identities list", pdUserID)
+	}
+	u, err := d.api.GetUserByEmailContext(ctx, email)
+	if err != nil {
+		var se slackgo.SlackErrorResponse
+		if errors.As(err, &se) && (se.Err == "users_not_found" || se.Err == "user_not_found") {
+			return grants.Person{}, unknown("no Slack user has the email of PagerDuty user %s", pdUserID)
+		}
+		return grants.Person{}, fmt.Errorf("look up Slack user by email for PagerDuty user %s: %w", pdUserID, err)
+	}
+	switch {
+	case u.Deleted, u.IsBot, u.IsAppUser, u.IsRestricted, u.IsUltraRestricted:
+		return grants.Person{}, unknown("the Slack account matching PagerDuty user %s is deactivated, a bot or a guest", pdUserID)
+	case u.TeamID != d.team:
+		return grants.Person{}, unknown("the Slack account matching PagerDuty user %s is in another workspace", pdUserID)
+	case !strings.EqualFold(u.Profile.Email, email):
+		return grants.Person{}, unknown("Slack answered with a different email for PagerDuty user %s", pdUserID)
+	}
+	return grants.Person{SlackTeamID: d.team, SlackUserID: u.ID, Email: email, PagerDutyID: pdUserID, ResolvedBy: ResolvedByEmailLookup}, nil
+}
