@@ -226,4 +226,3 @@ func (p *Pages) Resolved(ctx context.Context, res PageResolved) error {
 	}
 	return firstErr
 }
-
