@@ -169,6 +169,7 @@ func (c *replicaCluster) start(name string) *replica {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
+	began := time.Now()
 	cmd := exec.Command(binPath, "serve", "--config", c.config)
 	cmd.Env = c.env(addr)
 	r := &replica{name: name, cmd: cmd, out: &syncBuffer{}, addr: addr, done: make(chan error, 1)}
@@ -193,6 +194,7 @@ func (c *replicaCluster) start(name string) *replica {
 		c.t.Fatalf("%s logged no instance id:\n%s", name, r.out.String())
 	}
 	r.instance = m[1]
+	c.t.Logf("%s ready after %s", name, time.Since(began).Round(time.Millisecond))
 	return r
 }
 
@@ -262,13 +264,15 @@ func (c *replicaCluster) killAll() {
 	}
 }
 
-// seed creates n grants of prod-db due at due: the access is created at the webhook fake
-// through the real provider (as a broker would), and the grant rows and their grant.issued
-// events are written to the shared store.
-func (c *replicaCluster) seed(n int, due time.Time) []string {
+// seed creates n grants of prod-db that all fall due dueIn after the access exists: the access
+// is created at the webhook fake through the real provider (as a broker would), then the grant
+// rows and their grant.issued events are written to the shared store. It returns the ids and
+// the due time.
+func (c *replicaCluster) seed(n int, dueIn time.Duration) ([]string, time.Time) {
 	c.t.Helper()
 	ctx := context.Background()
 	now := time.Now().UTC().Truncate(time.Millisecond)
+	provisional := now.Add(time.Hour) // told to the provider; the broker's own deadline is due
 	gs := make([]*grants.Grant, n)
 	var wg sync.WaitGroup
 	work := make(chan int)
@@ -277,8 +281,8 @@ func (c *replicaCluster) seed(n int, due time.Time) []string {
 			for i := range work {
 				g := &grants.Grant{ID: grants.NewID("g"), Resource: "prod-db", Provider: "webhook",
 					Person: grants.Person{SlackTeamID: "T0ACME", SlackUserID: fmt.Sprintf("U%05d", i), Email: fmt.Sprintf("user%d@example.com", i)},
-					State:  grants.StateActive, Reason: "replica test", CreatedAt: now, IssuedAt: now, ExpiresAt: due, DueAt: due}
-				iss, err := c.prov.Issue(ctx, grants.IssueRequest{GrantID: g.ID, Resource: g.Resource, Person: g.Person, ExpiresAt: due, Reason: g.Reason})
+					State:  grants.StateActive, Reason: "replica test", CreatedAt: now, IssuedAt: now}
+				iss, err := c.prov.Issue(ctx, grants.IssueRequest{GrantID: g.ID, Resource: g.Resource, Person: g.Person, ExpiresAt: provisional, Reason: g.Reason})
 				if err != nil {
 					c.t.Errorf("issue at the fake: %v", err)
 					continue
@@ -298,9 +302,11 @@ func (c *replicaCluster) seed(n int, due time.Time) []string {
 	}
 	ids := make([]string, 0, n)
 	actor := audit.Actor{Kind: audit.ActorSystem, ID: "replicas-test"}
+	due := time.Now().Add(dueIn).UTC().Truncate(time.Millisecond)
 	for i := 0; i < n; i += 100 {
 		ch := &grants.Change{}
 		for _, g := range gs[i:min(i+100, n)] {
+			g.ExpiresAt, g.DueAt = due, due
 			ch.Grants = append(ch.Grants, grants.GrantWrite{Grant: g, Create: true})
 			ch.Events = append(ch.Events, grants.NewGrantEvent(now, actor, audit.ActionGrantIssued, g, g.Reason, nil))
 			ids = append(ids, g.ID)
@@ -309,7 +315,7 @@ func (c *replicaCluster) seed(n int, due time.Time) []string {
 			c.t.Fatalf("seed grants: %v", err)
 		}
 	}
-	return ids
+	return ids, due
 }
 
 // revokedCount counts how many of ids the store records as revoked.
@@ -400,8 +406,7 @@ func TestReplicasOnPostgres(t *testing.T) {
 
 	// Phase 1: 1,000 grants expiring together, three replicas, one killed mid-sweep.
 	const n1 = 1000
-	due := time.Now().Add(4 * time.Second).UTC().Truncate(time.Millisecond)
-	wave1 := c.seed(n1, due)
+	wave1, due := c.seed(n1, 3*time.Second)
 	reps := []*replica{c.start("replica-1"), c.start("replica-2"), c.start("replica-3")}
 	if now := time.Now(); now.After(due) {
 		t.Logf("note: replicas were ready %s after the grants fell due", now.Sub(due))
@@ -496,7 +501,7 @@ func TestReplicasOnPostgres(t *testing.T) {
 
 	// Phase 2: a replacement replica and a simulated database restart under load.
 	c.fake.SetLatency(0)
-	wave2 := c.seed(300, time.Now().UTC().Truncate(time.Millisecond)) // already overdue
+	wave2, _ := c.seed(300, 0) // overdue by the time the replacement starts
 	c.fake.SetLatency(50 * time.Millisecond)
 	reps = append(survivors, c.start("replica-4"))
 	ids2 := set(wave2)

@@ -592,8 +592,8 @@ func TestPostgresLeastPrivilegeRole(t *testing.T) {
 			}
 		}
 	})
-	u, err := url.Parse(withParams(t, ownerDSN, map[string]string{}))
-	if err != nil {
+	u, err := url.Parse(ownerDSN)
+	if err != nil || u.Scheme == "" {
 		t.Skipf("this test needs %s as a postgres:// URL: %v", pgEnv, err)
 	}
 	u.User = url.User(role)
