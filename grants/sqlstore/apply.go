@@ -96,10 +96,10 @@ func (s *Store) applyOnce(ctx context.Context, c *grants.Change, now time.Time) 
 // (lockChain), so the head read here stays the head until this transaction ends.
 func (st *txStmts) appendEvents(ctx context.Context, events []*audit.Event) error {
 	tx := st.tx
-	var seq int64
+	var seq, headMS int64
 	prev := audit.Genesis
 	var prevHex string
-	err := tx.QueryRowContext(ctx, `SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1`).Scan(&seq, &prevHex)
+	err := tx.QueryRowContext(ctx, `SELECT seq, hash, time_ms FROM audit_events ORDER BY seq DESC LIMIT 1`).Scan(&seq, &prevHex, &headMS)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 	case err != nil:
@@ -115,6 +115,13 @@ func (st *txStmts) appendEvents(ctx context.Context, events []*audit.Event) erro
 			return fmt.Errorf("audit event %q (%s): id, time, action and actor are required", e.ID, e.Action)
 		}
 		e.Time = e.Time.UTC().Truncate(time.Millisecond)
+		// Event times never go backwards along the chain: an event stamped a moment before a
+		// concurrent one that committed first (or on a replica whose clock lags) takes the
+		// head's time. This keeps "time ≥ t" equivalent to "seq ≥ s", which search relies on.
+		if head := fromMS(headMS); headMS != 0 && e.Time.Before(head) {
+			e.Time = head
+		}
+		headMS = ms(e.Time)
 		seq++
 		e.Seq = seq
 		if err := audit.Seal(prev, e); err != nil {

@@ -142,11 +142,28 @@ func (s *Store) Search(ctx context.Context, q audit.Query) ([]audit.Event, error
 			args = append(args, v)
 		}
 	}
+	// Times are non-decreasing along the chain (see appendEvents), so a time range is a seq
+	// range: found through the time index, it lets the equality indexes (col, seq) do the rest.
 	if !q.Since.IsZero() {
-		where = append(where, "time_ms >= ?")
-		args = append(args, ms(q.Since))
+		lo, ok, err := s.seqAtOrAfter(ctx, q.Since)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			return nil, nil
+		}
+		where = append(where, "seq >= ?", "time_ms >= ?")
+		args = append(args, lo, ms(q.Since))
 	}
 	if !q.Until.IsZero() {
+		hi, ok, err := s.seqAtOrAfter(ctx, q.Until)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			where = append(where, "seq < ?")
+			args = append(args, hi)
+		}
 		where = append(where, "time_ms < ?")
 		args = append(args, ms(q.Until))
 	}
@@ -184,4 +201,17 @@ func (s *Store) Search(ctx context.Context, q audit.Query) ([]audit.Event, error
 		out = append(out, e)
 	}
 	return out, rows.Err()
+}
+
+// seqAtOrAfter returns the first seq whose time is at or after t (ok=false if none).
+func (s *Store) seqAtOrAfter(ctx context.Context, t time.Time) (int64, bool, error) {
+	var seq int64
+	err := s.r.QueryRowContext(ctx, s.q(`SELECT seq FROM audit_events WHERE time_ms >= ? ORDER BY time_ms, seq LIMIT 1`), ms(t)).Scan(&seq)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("search audit: find time bound: %w", err)
+	}
+	return seq, true, nil
 }

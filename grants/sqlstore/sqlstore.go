@@ -124,6 +124,11 @@ func openSQLite(ctx context.Context, dsn string, clock grants.Clock, logger *slo
 		s.Close()
 		return nil, err
 	}
+	// Let SQLite gather the index statistics its planner needs (cheap: it only analyzes
+	// tables whose statistics are missing or stale), so audit searches pick selective indexes.
+	if _, err := s.w.ExecContext(ctx, `PRAGMA optimize=0x10002`); err != nil {
+		logger.Warn("sqlite PRAGMA optimize failed; searches may be slower", "error", err)
+	}
 	return s, nil
 }
 
