@@ -48,8 +48,8 @@ func TestSearchMatchesReference(t *testing.T) {
 		for i := range 300 {
 			c.Events = append(c.Events, &audit.Event{
 				ID: grants.NewID("e"), Time: storetest.Start.Add(time.Duration(i) * time.Minute),
-				Actor:  audit.Actor{Kind: audit.ActorUser, ID: fmt.Sprintf("U%d", i%7), Email: fmt.Sprintf("u%d@example.com", i%7)},
-				Action: []audit.Action{audit.ActionGrantIssued, audit.ActionGrantRevoked, audit.ActionRequestRejected}[i%3],
+				Actor:    audit.Actor{Kind: audit.ActorUser, ID: fmt.Sprintf("U%d", i%7), Email: fmt.Sprintf("u%d@example.com", i%7)},
+				Action:   []audit.Action{audit.ActionGrantIssued, audit.ActionGrantRevoked, audit.ActionRequestRejected}[i%3],
 				Resource: fmt.Sprintf("res-%d", i%5), GrantID: fmt.Sprintf("g_%d", i%50),
 			})
 		}
