@@ -146,3 +146,21 @@ func TestPageResolvedLeavesGrantsOfRulesWithoutRevokeOnResolve(t *testing.T) {
 		t.Fatalf("grant changed by resolve without revoke_on_resolve: %+v", gs)
 	}
 }
+
+// TestReminderSentOnceAcrossReplicas: two brokers on one store (two replicas) remind the
+// owner once between them.
+func TestReminderSentOnceAcrossReplicas(t *testing.T) {
+	e := newEnv(t)
+	e.setOnCall(alice, time.Time{})
+	e.process(t, e.submit(t, broker.RequestInput{}))
+	other := broker.New(broker.Deps{Manager: e.mgr, OnCall: e.oncall, Directory: e.dir, Notifier: e.notes, Groups: e.groups})
+	e.clock.Advance(56 * time.Minute) // inside the 5-minute reminder window
+	for _, b := range []*broker.Broker{e.b, other, e.b} {
+		if _, err := b.Tick(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(e.notes.Notes("remind")); n != 1 {
+		t.Fatalf("reminders = %d, want 1", n)
+	}
+}

@@ -118,6 +118,8 @@ func (b *Broker) Tick(ctx context.Context) (time.Time, error) {
 		case !g.ExpiresAt.After(now) || b.sched.wasReminded(g.ID, g.ExpiresAt):
 		case remindAt.After(now):
 			soonest(remindAt)
+		case !b.firstToRemind(ctx, g):
+			b.sched.markReminded(g.ID, g.ExpiresAt) // another replica (or an earlier run) sent it
 		default:
 			if err := b.notify.Remind(ctx, g, b.ExtendStep(g)); err != nil {
 				b.log.WarnContext(ctx, "expiry reminder failed", "grant_id", g.ID, "error", err)
@@ -159,4 +161,26 @@ func (b *Broker) expire(ctx context.Context, r grants.Request) error {
 		r.ID, r.Resource, stamp(r.ExpiresAt)))
 	b.auditLine(ctx, fmt.Sprintf("Request %s by %s for %s expired without a decision.", r.ID, r.Requester.Label(), r.Resource))
 	return nil
+}
+
+// seenStore is the optional store ability to record a key once across processes
+// (sqlstore.Store.Seen); with it, replicas send each reminder once between them.
+type seenStore interface {
+	Seen(ctx context.Context, key string) (first bool, err error)
+}
+
+// firstToRemind reports whether this process should send the reminder for g's current
+// expiry. Without a durable dedupe store, or when it fails, it answers true: a reminder sent
+// twice is better than none.
+func (b *Broker) firstToRemind(ctx context.Context, g grants.Grant) bool {
+	s, ok := b.store.(seenStore)
+	if !ok {
+		return true
+	}
+	first, err := s.Seen(ctx, "remind:"+g.ID+":"+grants.Timestamp(g.ExpiresAt))
+	if err != nil {
+		b.log.WarnContext(ctx, "reminder dedupe failed; reminding anyway", "grant_id", g.ID, "error", err)
+		return true
+	}
+	return first
 }

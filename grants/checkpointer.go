@@ -23,6 +23,8 @@ type CheckpointStore interface {
 // Checkpointer signs (seq, hash, time) of the audit chain's head every Every events and every
 // Period even when nothing happened, so that a quiet log can be told from a truncated one.
 type Checkpointer struct {
+	lease  Leaser
+	holder string
 	store  CheckpointStore
 	key    ed25519.PrivateKey
 	clock  Clock
@@ -63,10 +65,27 @@ func (c *Checkpointer) Run(ctx context.Context) error {
 	}
 }
 
+// Leaser grants a named lease to one holder at a time across processes.
+type Leaser interface {
+	AcquireLease(ctx context.Context, name, holder string, ttl time.Duration) (bool, error)
+}
+
+// ShareWith makes checkpointing a singleton among the processes sharing a store (replicas):
+// only the holder of the "audit-checkpoint" lease signs.
+func (c *Checkpointer) ShareWith(l Leaser, holder string) {
+	c.lease, c.holder = l, holder
+}
+
 // MaybeCheckpoint signs a checkpoint of the current head if none exists, if Every events
 // were appended since the last one, or if Period has passed since the last one.
 // It reports whether it signed one.
 func (c *Checkpointer) MaybeCheckpoint(ctx context.Context) (bool, error) {
+	if c.lease != nil {
+		mine, err := c.lease.AcquireLease(ctx, "audit-checkpoint", c.holder, 3*c.poll+5*time.Second)
+		if err != nil || !mine {
+			return false, err
+		}
+	}
 	seq, head, _, err := c.store.Head(ctx)
 	if err != nil {
 		return false, err

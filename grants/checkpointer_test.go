@@ -72,3 +72,24 @@ func TestCheckpointerRunSignsOnShutdown(t *testing.T) {
 		t.Fatalf("last checkpoint = %+v %v %v, want seq 2 (the head at shutdown)", last, ok, err)
 	}
 }
+
+func TestCheckpointerSingletonAcrossReplicas(t *testing.T) {
+	e := newEnv(t)
+	_, key, _ := ed25519.GenerateKey(nil)
+	a := grants.NewCheckpointer(e.store, key, e.clock, nil, 1, time.Hour)
+	b := grants.NewCheckpointer(e.store, key, e.clock, nil, 1, time.Hour)
+	a.ShareWith(e.store, "replica-a")
+	b.ShareWith(e.store, "replica-b")
+	ctx := context.Background()
+	if ok, err := a.MaybeCheckpoint(ctx); !ok || err != nil {
+		t.Fatalf("a: %v %v", ok, err)
+	}
+	e.issue(t, time.Hour)
+	if ok, err := b.MaybeCheckpoint(ctx); ok || err != nil {
+		t.Fatalf("b signed while a holds the lease: %v %v", ok, err)
+	}
+	e.clock.Advance(time.Minute) // a's lease lapses (a died)
+	if ok, err := b.MaybeCheckpoint(ctx); !ok || err != nil {
+		t.Fatalf("b after the lease lapsed: %v %v", ok, err)
+	}
+}

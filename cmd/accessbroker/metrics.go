@@ -60,8 +60,8 @@ func (m *metrics) RevokeFailed(provider string, needsOperator bool) {
 
 // timedStore times every Apply and counts grants that became active.
 type timedStore struct {
-	grants.Store
-	m *metrics
+	*sqlstore.Store // every other method (Seen, Search, …) passes through
+	m               *metrics
 }
 
 func (t *timedStore) Apply(ctx context.Context, c *grants.Change) error {

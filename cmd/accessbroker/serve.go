@@ -61,6 +61,7 @@ func newServer(ctx context.Context, cfg *Config, opts appOptions) (*server, erro
 	}
 	s := &server{app: a, mux: http.NewServeMux()}
 	s.checkpointer = grants.NewCheckpointer(a.store, key, a.clock, a.log, int64(cfg.Audit.CheckpointEvery), cfg.Audit.CheckpointPeriod)
+	s.checkpointer.ShareWith(a.store, a.instance) // one signer among replicas
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		io.WriteString(w, "ok\n")
