@@ -17,7 +17,9 @@ type Store interface {
 	// or ExternalKey exists); the others are updated only if their Version still matches the
 	// stored one (else ErrConflict and nothing is written). On success every written row's
 	// Version is incremented and its UpdatedAt set, and each event's Seq, PrevHash and Hash are
-	// filled in. A change without events is refused.
+	// filled in. A change without events is refused. A grant's identity (RequestID, Resource,
+	// Provider, Person, Reason, IncidentID, CreatedAt) is fixed when it is created; updates
+	// write the rest.
 	Apply(ctx context.Context, c *Change) error
 
 	// GetGrant returns one grant or ErrNotFound.

@@ -157,16 +157,16 @@ func testStaleVersion(t *testing.T, s grants.Store, clock *clocktest.Fake) {
 	MustCreate(t, s, clock.Now(), g)
 	a, _ := s.GetGrant(ctx, g.ID)
 	b, _ := s.GetGrant(ctx, g.ID)
-	a.Reason = "first writer"
+	a.LastError = "first writer"
 	MustApply(t, s, &grants.Change{Grants: []grants.GrantWrite{{Grant: &a}}, Events: []*audit.Event{Event(clock.Now(), audit.ActionGrantExtended, &a)}})
-	b.Reason = "second writer"
+	b.LastError = "second writer"
 	err := s.Apply(ctx, &grants.Change{Grants: []grants.GrantWrite{{Grant: &b}}, Events: []*audit.Event{Event(clock.Now(), audit.ActionGrantExtended, &b)}})
 	if !errors.Is(err, grants.ErrConflict) {
 		t.Fatalf("stale update = %v, want ErrConflict", err)
 	}
 	got, _ := s.GetGrant(ctx, g.ID)
-	if got.Reason != "first writer" {
-		t.Errorf("reason = %q, want the first writer's", got.Reason)
+	if got.LastError != "first writer" {
+		t.Errorf("last error = %q, want the first writer's", got.LastError)
 	}
 	if n := countEvents(t, s); n != 2 {
 		t.Errorf("events = %d, want 2 (the refused change must append none)", n)
