@@ -215,14 +215,17 @@ func (b *Broker) askApprovers(ctx context.Context, r grants.Request, res grants.
 	}
 	b.Wake()
 	b.tell(ctx, b.requesterRecipient(r), fmt.Sprintf("Your request %s for %s (%s) needs %d approval(s): %s. You will get a direct message when it is decided; it expires at %s.",
-		r.ID, res.Name, formatDur(r.Duration), d.Needed, approverText(res.Policy), stamp(r.ExpiresAt)))
+		r.ID, res.Name, formatDur(r.Duration), d.Needed, approverText(res.Policy, r.Requester.SlackUserID), stamp(r.ExpiresAt)))
 	return nil
 }
 
-func approverText(pol grants.Policy) string {
+// approverText names who may approve, leaving out the requester (who never may).
+func approverText(pol grants.Policy, requester string) string {
 	var parts []string
 	for _, u := range pol.ApproverSlackUsers {
-		parts = append(parts, Mention(u))
+		if u != requester {
+			parts = append(parts, Mention(u))
+		}
 	}
 	if pol.ApproverSlackUsergroup != "" {
 		parts = append(parts, "the approver group")
