@@ -38,6 +38,9 @@ type appOptions struct {
 	// withProviders builds the providers (serve, grants issue/revoke); read-only commands
 	// (list, audit) skip them so they work without upstream credentials.
 	withProviders bool
+	// aws replaces the AWS SDK's default credential chain and the console federation
+	// endpoint (the demo's fake AWS); zero means production behaviour.
+	aws awsOptions
 }
 
 func newApp(ctx context.Context, cfg *Config, opts appOptions) (*app, error) {
@@ -58,7 +61,7 @@ func newApp(ctx context.Context, cfg *Config, opts appOptions) (*app, error) {
 	a := &app{cfg: cfg, log: log, clock: opts.clock, store: st, providers: map[string]grants.Provider{}, instance: grants.NewID("i"), observer: &observerSwitch{}}
 	a.metrics = newMetrics(st)
 	if opts.withProviders {
-		if a.providers, a.closers, err = buildProviders(ctx, cfg, opts.clock, log); err != nil {
+		if a.providers, a.closers, err = buildProviders(ctx, cfg, opts.clock, log, opts.aws); err != nil {
 			st.Close()
 			return nil, err
 		}

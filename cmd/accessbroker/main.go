@@ -30,8 +30,10 @@ type command struct {
 var commands = map[string]command{
 	"config": {summary: "check a configuration file: config check --config FILE", run: runConfig},
 	"serve":  {summary: "run the broker: serve --config FILE", run: runServe},
+	"demo":   {summary: "the whole flow on this machine with simulated Slack, PagerDuty, AWS and GitHub: demo [--interactive] [--keep DIR]", run: runDemo},
 	"grants": {summary: "list, issue or revoke grants: grants list|issue|revoke --config FILE", run: runGrants},
 	"audit":  {summary: "audit log: audit verify|search|export|keygen", run: runAudit},
+	"report": {summary: "access report from the audit log: report --config FILE --since 168h --format markdown|json|csv", run: runReport},
 }
 
 func main() {

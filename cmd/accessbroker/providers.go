@@ -17,11 +17,11 @@ import (
 // buildProviders returns one configured provider per resource, keyed by resource name, and
 // the closers of those that hold connections. The map of provider kinds to constructors is
 // explicit here: no init() registry.
-func buildProviders(ctx context.Context, cfg *Config, clock grants.Clock, log *slog.Logger) (map[string]grants.Provider, []io.Closer, error) {
+func buildProviders(ctx context.Context, cfg *Config, clock grants.Clock, log *slog.Logger, awsOpts awsOptions) (map[string]grants.Provider, []io.Closer, error) {
 	// ReturnLastResponse hands the SDKs the upstream's own last answer when retries run out,
 	// so their typed errors (AWS codes, GitHub rate limits) survive.
 	client := httpclient.New(httpclient.Options{Logger: log, ReturnLastResponse: true, Clock: clock})
-	var awsc awsConfigs
+	awsc := awsConfigs{opts: awsOpts}
 	out := make(map[string]grants.Provider, len(cfg.Resources))
 	var closers []io.Closer
 	closeAll := func() {

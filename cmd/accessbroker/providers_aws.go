@@ -17,6 +17,15 @@ import (
 type awsConfigs struct {
 	cfg    aws.Config
 	loaded bool
+	opts   awsOptions
+}
+
+// awsOptions are developer-only AWS knobs kept out of the config contract: the demo points
+// the credential chain and the console federation endpoint at its fake AWS. The zero value is
+// production behaviour (the SDK's default chain, AWS's own sign-in endpoint).
+type awsOptions struct {
+	config []awsprov.ConfigOption
+	sts    []awsprov.STSOption
 }
 
 // buildAWSProvider builds the aws-sts and aws-identity-center providers.
@@ -25,7 +34,7 @@ func (c *awsConfigs) build(ctx context.Context, cfg *Config, r ResourceConfig, c
 		return nil, fmt.Errorf("provider %q needs the aws section (region)", r.Provider)
 	}
 	if !c.loaded {
-		ac, err := awsprov.LoadAWSConfig(ctx, cfg.AWS.Region, cfg.AWS.EndpointURL, client)
+		ac, err := awsprov.LoadAWSConfig(ctx, cfg.AWS.Region, cfg.AWS.EndpointURL, client, c.opts.config...)
 		if err != nil {
 			return nil, err
 		}
@@ -34,7 +43,7 @@ func (c *awsConfigs) build(ctx context.Context, cfg *Config, r ResourceConfig, c
 	switch r.Provider {
 	case ProviderAWSSTS:
 		s := r.AWSSTS
-		return awsprov.NewSTS(ctx, awsprov.STSConfig{RoleARN: s.RoleARN, SessionPolicy: s.SessionPolicy, MaxSessionDuration: s.MaxSessionDuration}, c.cfg, clock, log)
+		return awsprov.NewSTS(ctx, awsprov.STSConfig{RoleARN: s.RoleARN, SessionPolicy: s.SessionPolicy, MaxSessionDuration: s.MaxSessionDuration}, c.cfg, clock, log, c.opts.sts...)
 	case ProviderAWSIdentityCenter:
 		ic := r.AWSIdentityCenter
 		return awsprov.NewIdentityCenter(ctx, awsprov.IdentityCenterConfig{InstanceARN: ic.InstanceARN, IdentityStoreID: ic.IdentityStoreID,
