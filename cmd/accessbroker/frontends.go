@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"time"
 
 	"github.com/accessbroker/accessbroker/audit"
 	"github.com/accessbroker/accessbroker/broker"
@@ -21,6 +22,7 @@ type frontends struct {
 	broker   *broker.Broker
 	slack    *slack.Handler
 	notifier *slack.Notifier
+	summary  *broker.Summary // nil without a summary channel
 }
 
 // buildFrontends wires Slack and PagerDuty into mux. The revoker's observer is pointed at the
@@ -102,6 +104,16 @@ func buildFrontends(ctx context.Context, a *app, mux *http.ServeMux) (*frontends
 	}
 	f.slack.Register(mux)
 	a.observer.set(f.notifier)
+
+	if ch := s.Summary.Channel; ch != "" {
+		poster, err := slack.NewSummaryPoster(api, 30*time.Second, a.log)
+		if err != nil {
+			return nil, err
+		}
+		h, m := s.Summary.HourMinute()
+		f.summary = broker.NewSummary(broker.SummaryDeps{Clock: a.clock, Events: a.store, Leases: a.store, Recorder: a.manager,
+			Poster: poster, Channel: ch, Weekday: s.Summary.Weekday(), Hour: h, Minute: m, Holder: a.instance, Logger: a.log})
+	}
 
 	if pd != nil {
 		var rules []broker.AutoGrantRule

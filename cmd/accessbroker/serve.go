@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/accessbroker/accessbroker/audit"
 	"github.com/accessbroker/accessbroker/grants"
 	"github.com/accessbroker/accessbroker/integrations/adminapi"
 )
@@ -74,7 +75,7 @@ func newServer(ctx context.Context, cfg *Config, opts appOptions) (*server, erro
 	}
 	s.mux.Handle("/api/v1/", adminapi.New(adminapi.Config{
 		Token: cfg.API.Token.Reveal(), Grants: a.store, Revoker: a.manager, Searcher: a.store, Recorder: a.manager,
-		Clock: a.clock, Logger: a.log,
+		Reporter: newReporter(a.store, audit.ReportOptions{}), Clock: a.clock, Logger: a.log,
 	}))
 	return s, nil
 }
@@ -105,7 +106,7 @@ func (s *server) Run(ctx context.Context, listening chan<- string) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", s.cfg.Listen, err)
 	}
-	hs := &http.Server{Handler: s.mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 15 * time.Second}
+	hs := &http.Server{Handler: s.mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 2 * time.Minute} // a report over a busy week takes seconds
 
 	workCtx, stop := context.WithCancel(ctx)
 	defer stop()
@@ -128,6 +129,9 @@ func (s *server) Run(ctx context.Context, listening chan<- string) error {
 			s.log.InfoContext(ctx, "recovered undecided requests", "count", n)
 		}
 		run("scheduler", b.Run)
+	}
+	if sum := s.front.summary; sum != nil {
+		run("weekly summary", sum.Run)
 	}
 	wg.Go(func() {
 		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

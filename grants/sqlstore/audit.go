@@ -152,7 +152,8 @@ func (s *Store) Search(ctx context.Context, q audit.Query) ([]audit.Event, error
 		if !ok {
 			return nil, nil
 		}
-		where = append(where, "seq >= ?", "time_ms >= ?")
+		// The unary + keeps the planner off the time index: the seq bound already narrows.
+		where = append(where, "seq >= ?", "+time_ms >= ?")
 		args = append(args, lo, ms(q.Since))
 	}
 	if !q.Until.IsZero() {
@@ -164,7 +165,7 @@ func (s *Store) Search(ctx context.Context, q audit.Query) ([]audit.Event, error
 			where = append(where, "seq < ?")
 			args = append(args, hi)
 		}
-		where = append(where, "time_ms < ?")
+		where = append(where, "+time_ms < ?")
 		args = append(args, ms(q.Until))
 	}
 	order := "ASC"
