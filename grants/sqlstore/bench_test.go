@@ -152,3 +152,40 @@ func BenchmarkAuditSearch1M(b *testing.B) {
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
 }
+
+// BenchmarkReadEvents reads 100,000 events back in pages, as verify and reports do.
+func BenchmarkReadEvents(b *testing.B) {
+	s := openSQLite(b, grants.RealClock{})
+	ctx := context.Background()
+	start := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	const n = 100_000
+	for i := 0; i < n; i += 5000 {
+		c := &grants.Change{}
+		for j := i; j < i+5000; j++ {
+			c.Events = append(c.Events, benchEvent(j, start.Add(time.Duration(j)*time.Second)))
+		}
+		if err := s.Apply(ctx, c); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		var after int64
+		total := 0
+		for {
+			evs, err := s.ReadEvents(ctx, after, 10000)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if len(evs) == 0 {
+				break
+			}
+			total += len(evs)
+			after = evs[len(evs)-1].Seq
+		}
+		if total != n {
+			b.Fatalf("read %d", total)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/event")
+}

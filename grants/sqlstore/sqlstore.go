@@ -151,6 +151,8 @@ func sqliteDSN(dsn string) (string, error) {
 	q.Add("_pragma", "synchronous(FULL)")
 	q.Add("_pragma", "busy_timeout(10000)")
 	q.Add("_pragma", "foreign_keys(ON)")
+	q.Add("_pragma", "cache_size(-32768)") // 32 MiB of pages per connection: fewer reads for scans
+	q.Add("_pragma", "mmap_size(268435456)")
 	q.Set("_txlock", "immediate")
 	u.RawQuery = q.Encode()
 	return u.String(), nil
