@@ -74,10 +74,8 @@ func (s *Store) applyOnce(ctx context.Context, c *grants.Change, now time.Time) 
 			return false, err
 		}
 	} else {
-		for _, gw := range c.Grants {
-			if err := st.writeGrant(ctx, gw, now); err != nil {
-				return false, err
-			}
+		if err := st.writeGrantsSQLite(ctx, c.Grants, now); err != nil {
+			return false, err
 		}
 	}
 	if err := s.lockChain(ctx, tx); err != nil {
@@ -142,8 +140,23 @@ func (st *txStmts) appendEvents(ctx context.Context, events []*audit.Event) erro
 	if st.s.dialect == dialectPostgres {
 		return st.insertEventsPostgres(ctx, rows)
 	}
-	for i, row := range rows {
-		if _, err := st.exec(ctx, &st.event, insertEventSQL, row...); err != nil {
+	// Full chunks go in one multi-row INSERT each (a statement costs more than a row); the
+	// rest one by one through the prepared single-row statement.
+	i := 0
+	for ; i+eventChunk <= len(rows); i += eventChunk {
+		args := make([]any, 0, eventChunk*14)
+		for _, row := range rows[i : i+eventChunk] {
+			args = append(args, row...)
+		}
+		if _, err := st.exec(ctx, &st.eventChunk, insertEventChunkSQL, args...); err != nil {
+			if isUnique(err) {
+				return fmt.Errorf("append audit events %d..%d: %w", events[i].Seq, events[i+eventChunk-1].Seq, grants.ErrConflict)
+			}
+			return fmt.Errorf("append audit events %d..%d: %w", events[i].Seq, events[i+eventChunk-1].Seq, err)
+		}
+	}
+	for ; i < len(rows); i++ {
+		if _, err := st.exec(ctx, &st.event, insertEventSQL, rows[i]...); err != nil {
 			if isUnique(err) {
 				return fmt.Errorf("append audit event %s: %w", events[i].ID, grants.ErrConflict)
 			}
@@ -152,6 +165,12 @@ func (st *txStmts) appendEvents(ctx context.Context, events []*audit.Event) erro
 	}
 	return nil
 }
+
+// eventChunk is how many events one multi-row INSERT carries on SQLite (14 parameters each,
+// well under SQLite's limit of 32766).
+const eventChunk = 32
+
+var insertEventChunkSQL = insertEventSQL + strings.Repeat(", (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", eventChunk-1)
 
 const insertEventSQL = `INSERT INTO audit_events
 	(seq, id, time_ms, actor_kind, actor_id, actor_email, action, request_id, grant_id, resource, reason, evidence, prev_hash, hash)
@@ -202,14 +221,95 @@ func (s *Store) writeRequest(ctx context.Context, tx *sql.Tx, rw grants.RequestW
 	return nil
 }
 
+// writeGrantsSQLite updates full chunks of existing grants with one statement each and
+// writes the rest (and every new grant) one by one.
+func (t *txStmts) writeGrantsSQLite(ctx context.Context, gws []grants.GrantWrite, now time.Time) error {
+	var updates []*grants.Grant
+	for _, gw := range gws {
+		if gw.Create {
+			if err := t.writeGrant(ctx, gw, now); err != nil {
+				return err
+			}
+			continue
+		}
+		updates = append(updates, gw.Grant)
+	}
+	i := 0
+	for ; i+grantChunk <= len(updates); i += grantChunk {
+		if err := t.updateGrantChunk(ctx, updates[i:i+grantChunk], now); err != nil {
+			return err
+		}
+	}
+	for _, g := range updates[i:] {
+		if err := t.writeGrant(ctx, grants.GrantWrite{Grant: g}, now); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// grantChunk is how many grant updates one statement carries on SQLite.
+const grantChunk = 32
+
+const grantChunkCols = `id, version, state, issued_at, expires_at, revoked_at, revoke_cause, handle, handle_key, attempts,
+	due_at, last_error, claimed_by, claimed_to`
+
+var updateGrantChunkSQL = `WITH u(` + grantChunkCols + `) AS (VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)` +
+	strings.Repeat(", (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", grantChunk-1) + `)
+	UPDATE grants SET state = u.state, issued_at = u.issued_at, expires_at = u.expires_at, revoked_at = u.revoked_at,
+		revoke_cause = u.revoke_cause, handle = u.handle, handle_key = u.handle_key, attempts = u.attempts, due_at = u.due_at,
+		last_error = u.last_error, claimed_by = u.claimed_by, claimed_to = u.claimed_to,
+		version = grants.version + 1, updated_at = ?
+	FROM u WHERE grants.id = u.id AND grants.version = u.version
+	RETURNING grants.id`
+
+func (t *txStmts) updateGrantChunk(ctx context.Context, gs []*grants.Grant, now time.Time) error {
+	if t.chunk == nil {
+		st, err := t.tx.PrepareContext(ctx, updateGrantChunkSQL)
+		if err != nil {
+			return fmt.Errorf("prepare: %w", err)
+		}
+		t.chunk = st
+	}
+	args := make([]any, 0, len(gs)*14+1)
+	for _, g := range gs {
+		handle, _ := json.Marshal(g.Handle)
+		args = append(args, g.ID, g.Version, string(g.State), ms(g.IssuedAt), ms(g.ExpiresAt), ms(g.RevokedAt), string(g.RevokeCause),
+			string(handle), g.Handle.Key, g.Attempts, ms(g.DueAt), g.LastError, g.ClaimedBy, ms(g.ClaimedTo))
+	}
+	args = append(args, ms(now))
+	rows, err := t.chunk.QueryContext(ctx, args...)
+	if err != nil {
+		return fmt.Errorf("update %d grants: %w", len(gs), err)
+	}
+	defer rows.Close()
+	done := make(map[string]bool, len(gs))
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return fmt.Errorf("update grants: %w", err)
+		}
+		done[id] = true
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("update %d grants: %w", len(gs), err)
+	}
+	for _, g := range gs {
+		if !done[g.ID] {
+			return fmt.Errorf("update grant %s at version %d: %w", g.ID, g.Version, grants.ErrConflict)
+		}
+	}
+	return nil
+}
+
 // txStmts prepares each repeated statement once per transaction: parsing a 23-column UPDATE
 // costs more than executing it, and the revoker writes hundreds per transaction. On
 // PostgreSQL pgx already prepares and caches every statement per connection, so the
 // statements run directly (an explicit prepare would cost two more round trips).
 type txStmts struct {
-	s                     *Store
-	tx                    *sql.Tx
-	insert, update, event *sql.Stmt
+	s                                        *Store
+	tx                                       *sql.Tx
+	insert, update, event, eventChunk, chunk *sql.Stmt
 }
 
 // exec runs q (written with "?" placeholders) in the transaction.
@@ -228,7 +328,7 @@ func (t *txStmts) exec(ctx context.Context, slot **sql.Stmt, q string, args ...a
 }
 
 func (t *txStmts) close() {
-	for _, st := range []*sql.Stmt{t.insert, t.update, t.event} {
+	for _, st := range []*sql.Stmt{t.insert, t.update, t.event, t.eventChunk, t.chunk} {
 		if st != nil {
 			st.Close()
 		}

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -45,6 +46,7 @@ func Run(t *testing.T, newStore Factory) {
 		{"ClaimDueOrderAndLease", testClaimDue},
 		{"ConcurrentClaimsDisjoint", testConcurrentClaims},
 		{"NextDueHonoursClaims", testNextDue},
+		{"ManyUpdatesInOneChange", testManyUpdates},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -409,6 +411,59 @@ func testNextDue(t *testing.T, s grants.Store, clock *clocktest.Fake) {
 	next, _, _ = s.NextDue(ctx)
 	if want := clock.Now().Add(5 * time.Minute).Truncate(time.Millisecond); !next.Equal(want) {
 		t.Errorf("NextDue with a claimed grant = %v, want the lease end %v", next, want)
+	}
+}
+
+// testManyUpdates writes more grants in one change than a store may batch in one statement,
+// with one stale version among them (nothing may be written), then all current.
+func testManyUpdates(t *testing.T, s grants.Store, clock *clocktest.Fake) {
+	ctx := context.Background()
+	const n = 75
+	now := clock.Now()
+	c := &grants.Change{}
+	var gs []*grants.Grant
+	for i := range n {
+		g := NewGrant(now, fmt.Sprintf("r%d", i), time.Minute)
+		gs = append(gs, g)
+		c.Grants = append(c.Grants, grants.GrantWrite{Grant: g, Create: true})
+		c.Events = append(c.Events, Event(now, audit.ActionGrantIssued, g))
+	}
+	MustApply(t, s, c)
+	update := func(stale int) error {
+		c := &grants.Change{}
+		for i, g := range gs {
+			cp := *g
+			cp.State, cp.RevokedAt, cp.RevokeCause, cp.LastError = grants.StateRevoked, clock.Now(), grants.CauseExpired, fmt.Sprintf("done %d", i)
+			if i == stale {
+				cp.Version--
+			}
+			c.Grants = append(c.Grants, grants.GrantWrite{Grant: &cp})
+			c.Events = append(c.Events, Event(clock.Now(), audit.ActionGrantRevoked, &cp))
+		}
+		return s.Apply(ctx, c)
+	}
+	for _, stale := range []int{5, 70} { // early in a batch, and among the stragglers
+		if err := update(stale); !errors.Is(err, grants.ErrConflict) {
+			t.Fatalf("change with grant %d stale among %d = %v, want ErrConflict", stale, n, err)
+		}
+		if got, _ := s.ListGrants(ctx, grants.GrantFilter{States: []grants.State{grants.StateRevoked}}); len(got) != 0 {
+			t.Fatalf("a refused change revoked %d grants", len(got))
+		}
+	}
+	if err := update(-1); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := s.ListGrants(ctx, grants.GrantFilter{States: []grants.State{grants.StateRevoked}})
+	if len(got) != n {
+		t.Fatalf("revoked %d grants, want %d", len(got), n)
+	}
+	for _, g := range got {
+		if g.Version != 2 || !strings.HasPrefix(g.LastError, "done ") {
+			t.Fatalf("grant %s: version %d, last error %q", g.ID, g.Version, g.LastError)
+		}
+	}
+	if n := countEvents(t, s); n != 2*75 {
+		t.Errorf("events = %d, want %d", n, 2*75)
 	}
 }
 
