@@ -50,45 +50,62 @@ func (s *Store) GetGrant(ctx context.Context, id string) (grants.Grant, error) {
 
 // ListGrants implements grants.Store.
 func (s *Store) ListGrants(ctx context.Context, f grants.GrantFilter) ([]grants.Grant, error) {
-	var where []string
-	var args []any
-	if len(f.States) > 0 {
-		where = append(where, "state IN ("+placeholders(len(f.States))+")")
-		for _, st := range f.States {
-			args = append(args, string(st))
-		}
+	var w filter
+	in(&w, "state", f.States)
+	w.eq("resource", f.Resource)
+	w.eq("slack_user", f.SlackUser)
+	w.eq("request_id", f.RequestID)
+	w.eq("incident_id", f.IncidentID)
+	w.eq("handle_key", f.HandleKey)
+	return list(ctx, s, "grants", grantCols, w, f.Limit, scanGrant)
+}
+
+// filter collects the conditions and arguments of a list query.
+type filter struct {
+	where []string
+	args  []any
+}
+
+func (f *filter) eq(col, v string) {
+	if v != "" {
+		f.where = append(f.where, col+" = ?")
+		f.args = append(f.args, v)
 	}
-	add := func(col, v string) {
-		if v != "" {
-			where = append(where, col+" = ?")
-			args = append(args, v)
-		}
+}
+
+// in adds "col IN (…)" for the given values, if any.
+func in[T ~string](f *filter, col string, vs []T) {
+	if len(vs) == 0 {
+		return
 	}
-	add("resource", f.Resource)
-	add("slack_user", f.SlackUser)
-	add("request_id", f.RequestID)
-	add("incident_id", f.IncidentID)
-	add("handle_key", f.HandleKey)
-	q := `SELECT ` + grantCols + ` FROM grants`
-	if len(where) > 0 {
-		q += " WHERE " + strings.Join(where, " AND ")
+	f.where = append(f.where, col+" IN ("+placeholders(len(vs))+")")
+	for _, v := range vs {
+		f.args = append(f.args, string(v))
+	}
+}
+
+// list runs a filtered query over table, newest first, and scans each row.
+func list[T any](ctx context.Context, s *Store, table, cols string, f filter, limit int, scan func(scanner) (T, error)) ([]T, error) {
+	q := `SELECT ` + cols + ` FROM ` + table
+	if len(f.where) > 0 {
+		q += " WHERE " + strings.Join(f.where, " AND ")
 	}
 	q += " ORDER BY created_at DESC, id DESC"
-	if f.Limit > 0 {
-		q += " LIMIT " + itoa(int64(f.Limit))
+	if limit > 0 {
+		q += " LIMIT " + itoa(int64(limit))
 	}
-	rows, err := s.r.QueryContext(ctx, s.q(q), args...)
+	rows, err := s.r.QueryContext(ctx, s.q(q), f.args...)
 	if err != nil {
-		return nil, fmt.Errorf("list grants: %w", err)
+		return nil, fmt.Errorf("list %s: %w", table, err)
 	}
 	defer rows.Close()
-	var out []grants.Grant
+	var out []T
 	for rows.Next() {
-		g, err := scanGrant(rows)
+		v, err := scan(rows)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, g)
+		out = append(out, v)
 	}
 	return out, rows.Err()
 }
@@ -196,44 +213,11 @@ func (s *Store) GetRequest(ctx context.Context, id string) (grants.Request, erro
 
 // ListRequests implements grants.Store.
 func (s *Store) ListRequests(ctx context.Context, f grants.RequestFilter) ([]grants.Request, error) {
-	var where []string
-	var args []any
-	if len(f.States) > 0 {
-		where = append(where, "state IN ("+placeholders(len(f.States))+")")
-		for _, st := range f.States {
-			args = append(args, string(st))
-		}
-	}
-	if f.Resource != "" {
-		where = append(where, "resource = ?")
-		args = append(args, f.Resource)
-	}
-	if f.SlackUser != "" {
-		where = append(where, "slack_user = ?")
-		args = append(args, f.SlackUser)
-	}
-	q := `SELECT ` + requestCols + ` FROM requests`
-	if len(where) > 0 {
-		q += " WHERE " + strings.Join(where, " AND ")
-	}
-	q += " ORDER BY created_at DESC, id DESC"
-	if f.Limit > 0 {
-		q += " LIMIT " + itoa(int64(f.Limit))
-	}
-	rows, err := s.r.QueryContext(ctx, s.q(q), args...)
-	if err != nil {
-		return nil, fmt.Errorf("list requests: %w", err)
-	}
-	defer rows.Close()
-	var out []grants.Request
-	for rows.Next() {
-		r, err := scanRequest(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, r)
-	}
-	return out, rows.Err()
+	var w filter
+	in(&w, "state", f.States)
+	w.eq("resource", f.Resource)
+	w.eq("slack_user", f.SlackUser)
+	return list(ctx, s, "requests", requestCols, w, f.Limit, scanRequest)
 }
 
 // Seen records key as acted on and reports whether this is the first time (dedupe of
