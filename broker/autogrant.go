@@ -104,7 +104,15 @@ func (p *Pages) grantOne(ctx context.Context, ack PageAck, rule AutoGrantRule, n
 	if !ok {
 		return b.RecordRejection(ctx, Rejection{Actor: userActor(person), Reason: "auto_grant names resource " + name + ", which is not configured", Evidence: base})
 	}
-	// One grant per incident, resource and person, whatever the number of deliveries.
+	// One grant per incident, resource and person, whatever the number of deliveries. A
+	// redelivery of one event is stopped by the request's ExternalKey; different events for
+	// the same acknowledgement (a re-acknowledgement, two at once on two replicas) by the
+	// check below, which must therefore not race with another event's write-ahead of the grant.
+	release, err := p.serialize(ctx, "autogrant:"+ack.IncidentID+":"+name+":"+person.SlackUserID, ack.EventID)
+	if err != nil {
+		return fmt.Errorf("auto-grant %s for incident %s: %w", name, ack.IncidentID, err)
+	}
+	defer release()
 	live, err := b.store.ListGrants(ctx, grants.GrantFilter{IncidentID: ack.IncidentID, Resource: name, SlackUser: person.SlackUserID,
 		States: []grants.State{grants.StateIssuing, grants.StateActive}})
 	if err != nil {
@@ -180,6 +188,43 @@ func (p *Pages) grantOne(ctx context.Context, ack PageAck, rule AutoGrantRule, n
 	to := Recipient{Person: person}
 	b.deliver(ctx, g, cred, to, to, fmt.Sprintf("acknowledged PagerDuty incident #%d", ack.IncidentNumber))
 	return nil
+}
+
+// autoGrantLeaseTTL bounds how long one acknowledgement event holds the right to grant a
+// resource to a person for an incident, should its process die before releasing it. It
+// covers the on-call check and the grant's write-ahead; after that the grant row itself stops
+// the next event.
+const autoGrantLeaseTTL = 2 * time.Minute
+
+// leaser is the optional store ability to hold a named lease shared by every broker process
+// on the database (grants/sqlstore.Store implements it).
+type leaser interface {
+	AcquireLease(ctx context.Context, name, holder string, ttl time.Duration) (bool, error)
+}
+
+// serialize takes the named lease for the event, so that the events of one incident, resource
+// and person are granted one at a time across replicas. When another event holds it, the
+// error says to retry: the webhook then answers 5xx and PagerDuty redelivers, and by then the
+// other event's grant exists (or it failed, and this one gets its turn). release gives the
+// lease up by renewing it to expire now. Without a lease store (a single process on a store
+// without leases) nothing is serialized.
+func (p *Pages) serialize(ctx context.Context, lease, eventID string) (release func(), err error) {
+	ls, ok := p.b.store.(leaser)
+	if !ok {
+		return func() {}, nil
+	}
+	mine, err := ls.AcquireLease(ctx, lease, eventID, autoGrantLeaseTTL)
+	if err != nil {
+		return nil, fmt.Errorf("take lease %s: %w", lease, err)
+	}
+	if !mine {
+		return nil, fmt.Errorf("another acknowledgement event of the incident is being granted (lease %s); retry later", lease)
+	}
+	return func() {
+		if _, err := ls.AcquireLease(context.WithoutCancel(ctx), lease, eventID, 0); err != nil {
+			p.b.log.WarnContext(ctx, "release auto-grant lease; it lapses on its own", "lease", lease, "error", err)
+		}
+	}, nil
 }
 
 func mergeInto(a, b map[string]string) map[string]string {

@@ -842,16 +842,26 @@ func slackSignature(secret, timestamp string, body []byte) string {
 	return "v0=" + hex.EncodeToString(mac.Sum(nil))
 }
 
-// postSlack sends body to the broker as Slack would, signed at the simulated time.
-func (d *demo) postSlack(ctx context.Context, path string, body []byte) (int, []byte, error) {
-	ts := strconv.FormatInt(d.clock.Now().Unix(), 10)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.base+path, bytes.NewReader(body))
+// newSlackRequest builds the POST of a form body to url as Slack sends it, signed with secret
+// at time at. The same arguments give the same signed request (a replay).
+func newSlackRequest(ctx context.Context, url, secret string, at time.Time, body []byte) (*http.Request, error) {
+	ts := strconv.FormatInt(at.Unix(), 10)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
-		return 0, nil, err
+		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("X-Slack-Request-Timestamp", ts)
-	req.Header.Set("X-Slack-Signature", slackSignature(d.signingSecret, ts, body))
+	req.Header.Set("X-Slack-Signature", slackSignature(secret, ts, body))
+	return req, nil
+}
+
+// postSlack sends body to the broker as Slack would, signed at the simulated time.
+func (d *demo) postSlack(ctx context.Context, path string, body []byte) (int, []byte, error) {
+	req, err := newSlackRequest(ctx, d.base+path, d.signingSecret, d.clock.Now(), body)
+	if err != nil {
+		return 0, nil, err
+	}
 	resp, err := d.http.Do(req)
 	if err != nil {
 		return 0, nil, fmt.Errorf("POST %s: %w", path, err)
@@ -879,12 +889,13 @@ func randomNumber() int {
 	return int(b[0])<<16 | int(b[1])<<8 | int(b[2])
 }
 
-// command types "/access text" as who, with the documented slash-command form
-// (fixtures/slack/slash-command.txt), and returns the immediate ephemeral answer.
-func (d *demo) command(ctx context.Context, who demoPerson, text string) (string, error) {
+// slashCommandForm is the documented slash-command form (fixtures/slack/slash-command.txt)
+// of who typing "/access text" in #ops of the demo workspace, with a fresh trigger_id and
+// the given response_url.
+func slashCommandForm(who demoPerson, text, responseURL string) (url.Values, error) {
 	form, err := url.ParseQuery(string(slackfixtures.Read("slash-command.txt")))
 	if err != nil {
-		return "", fmt.Errorf("slash command fixture: %w", err)
+		return nil, fmt.Errorf("slash command fixture: %w", err)
 	}
 	for _, k := range []string{"token", "enterprise_id", "enterprise_name"} {
 		form.Del(k)
@@ -892,9 +903,19 @@ func (d *demo) command(ctx context.Context, who demoPerson, text string) (string
 	for k, v := range map[string]string{
 		"team_id": demoTeam, "team_domain": "demo", "channel_id": demoOpsChannel, "channel_name": "ops",
 		"user_id": who.Slack, "user_name": who.Name, "command": "/access", "text": text, "api_app_id": "A0DEMO",
-		"response_url": d.responseURL(who.Slack), "trigger_id": triggerID(),
+		"response_url": responseURL, "trigger_id": triggerID(),
 	} {
 		form.Set(k, v)
+	}
+	return form, nil
+}
+
+// command types "/access text" as who, with the documented slash-command form
+// (fixtures/slack/slash-command.txt), and returns the immediate ephemeral answer.
+func (d *demo) command(ctx context.Context, who demoPerson, text string) (string, error) {
+	form, err := slashCommandForm(who, text, d.responseURL(who.Slack))
+	if err != nil {
+		return "", err
 	}
 	status, body, err := d.postSlack(ctx, "/slack/commands", []byte(form.Encode()))
 	if err != nil {
@@ -914,7 +935,13 @@ func (d *demo) command(ctx context.Context, who demoPerson, text string) (string
 
 // approvalMessage finds the approval request for requestID in #approvals.
 func (d *demo) approvalMessage(requestID string) (slackfake.Message, bool) {
-	for _, m := range d.slack.Messages() {
+	return approvalMessage(d.slack, requestID)
+}
+
+// approvalMessage finds the approval request for requestID that the fake Slack holds in
+// #approvals.
+func approvalMessage(slack *slackfake.Server, requestID string) (slackfake.Message, bool) {
+	for _, m := range slack.Messages() {
 		if m.Channel == demoApprovals && strings.Contains(string(m.Blocks), requestID) {
 			return m, true
 		}
@@ -926,15 +953,33 @@ func (d *demo) approvalMessage(requestID string) (slackfake.Message, bool) {
 // block_actions payload (fixtures/slack/block-actions.json). It returns the click's
 // response_url, where the broker answers the clicker privately.
 func (d *demo) click(ctx context.Context, who demoPerson, action, requestID string) (string, error) {
+	msg, _ := d.approvalMessage(requestID)
+	rurl := d.responseURL(who.Slack)
+	body, err := blockActionsBody(who, action, requestID, msg, rurl, d.clock.Now())
+	if err != nil {
+		return "", err
+	}
+	status, body, err := d.postSlack(ctx, "/slack/interactions", body)
+	if err != nil {
+		return "", err
+	}
+	if status != http.StatusOK {
+		return "", fmt.Errorf("the broker answered the click with HTTP %d: %s", status, firstLine(string(body), 200))
+	}
+	return rurl, nil
+}
+
+// blockActionsBody is the form body Slack posts when who presses Approve or Deny (action)
+// on the approval message msg of requestID in #approvals at time now: the documented
+// block_actions payload (fixtures/slack/block-actions.json) with a fresh trigger_id and the
+// given response_url.
+func blockActionsBody(who demoPerson, action, requestID string, msg slackfake.Message, rurl string, now time.Time) ([]byte, error) {
 	var p map[string]any
 	if err := json.Unmarshal(slackfixtures.Read("block-actions.json"), &p); err != nil {
-		return "", fmt.Errorf("block_actions fixture: %w", err)
+		return nil, fmt.Errorf("block_actions fixture: %w", err)
 	}
 	delete(p, "token")
-	msg, _ := d.approvalMessage(requestID)
 	label := map[string]string{"approve": "Approve", "deny": "Deny"}[action]
-	now := d.clock.Now()
-	rurl := d.responseURL(who.Slack)
 	p["team"] = map[string]any{"id": demoTeam, "domain": "demo"}
 	p["user"] = map[string]any{"id": who.Slack, "username": who.Name, "team_id": demoTeam}
 	p["api_app_id"] = "A0DEMO"
@@ -950,27 +995,19 @@ func (d *demo) click(ctx context.Context, who demoPerson, action, requestID stri
 	}}
 	payload, err := json.Marshal(p)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	status, body, err := d.postSlack(ctx, "/slack/interactions", []byte(url.Values{"payload": {string(payload)}}.Encode()))
-	if err != nil {
-		return "", err
-	}
-	if status != http.StatusOK {
-		return "", fmt.Errorf("the broker answered the click with HTTP %d: %s", status, firstLine(string(body), 200))
-	}
-	return rurl, nil
+	return []byte(url.Values{"payload": {string(payload)}}.Encode()), nil
 }
 
 // pagerDutyEvent delivers a v3 incident webhook as PagerDuty would: the body built from the
 // fake's incident, signed with the subscription's secret, occurred_at the simulated now.
 func (d *demo) pagerDutyEvent(ctx context.Context, eventType, incidentID, agent string) (int, string, error) {
-	body, err := d.pd.IncidentWebhookBody(pdfake.IncidentEvent{ID: pagerDutyID(), Type: eventType,
-		OccurredAt: d.clock.Now(), AgentUserID: agent, IncidentID: incidentID})
+	del, err := pagerDutyDelivery(d.pd, d.webhookSecret, eventType, incidentID, agent, d.clock.Now())
 	if err != nil {
 		return 0, "", err
 	}
-	req, err := pdfake.NewDelivery(body, pagerDutyID(), d.webhookSecret).Request(ctx, d.base+"/pagerduty/webhook")
+	req, err := del.Request(ctx, d.base+"/pagerduty/webhook")
 	if err != nil {
 		return 0, "", err
 	}
@@ -981,6 +1018,18 @@ func (d *demo) pagerDutyEvent(ctx context.Context, eventType, incidentID, agent 
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	return resp.StatusCode, strings.TrimSpace(string(b)), nil
+}
+
+// pagerDutyDelivery is one v3 incident webhook delivery as PagerDuty makes it: a fresh event
+// id, the body built from pd's incident, occurred_at at, signed with secret. Posting it more
+// than once is PagerDuty redelivering it.
+func pagerDutyDelivery(pd *pdfake.Server, secret, eventType, incidentID, agent string, at time.Time) (pdfake.Delivery, error) {
+	body, err := pd.IncidentWebhookBody(pdfake.IncidentEvent{ID: pagerDutyID(), Type: eventType,
+		OccurredAt: at, AgentUserID: agent, IncidentID: incidentID})
+	if err != nil {
+		return pdfake.Delivery{}, err
+	}
+	return pdfake.NewDelivery(body, pagerDutyID(), secret), nil
 }
 
 // advance moves the simulated clock and lets the broker's timers see it: due timers fire, and

@@ -44,6 +44,9 @@ type replicaCluster struct {
 	fake    *webhookfake.Server
 	store   *sqlstore.Store // the test's own connection (another application_name)
 	prov    *webhook.Provider
+	// extraEnv is added to every process's environment (the values further ${…} of a test's
+	// own config need).
+	extraEnv []string
 
 	mu       sync.Mutex
 	replicas []*replica
@@ -134,13 +137,13 @@ func dsnWith(t *testing.T, dsn string, params map[string]string) string {
 }
 
 func (c *replicaCluster) env(listen string) []string {
-	return append(os.Environ(),
+	return append(append(os.Environ(),
 		"AB_LISTEN="+listen,
 		"AB_PG_DSN="+c.dsn,
 		"AB_KEY="+filepath.Join(c.dir, "audit.key"),
 		"AB_WEBHOOK_URL="+c.fake.URL(),
 		"AB_WEBHOOK_TOKEN="+e2eToken,
-	)
+	), c.extraEnv...)
 }
 
 // run runs a one-shot sub-command to completion.
@@ -258,9 +261,9 @@ func (c *replicaCluster) killAll() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, r := range c.replicas {
-		if r.cmd.ProcessState == nil {
-			_ = r.cmd.Process.Kill()
-		}
+		// Kill of a process already waited for fails harmlessly (os.ErrProcessDone); reading
+		// cmd.ProcessState here would race with the goroutine that waits for it.
+		_ = r.cmd.Process.Kill()
 	}
 }
 
