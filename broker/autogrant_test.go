@@ -164,3 +164,39 @@ func TestReminderSentOnceAcrossReplicas(t *testing.T) {
 		t.Fatalf("reminders = %d, want 1", n)
 	}
 }
+
+// TestConcurrentAcknowledgementEventsGrantOnce: several acknowledgement events of one incident
+// (a re-acknowledgement, deliveries racing on replicas) handled at the same moment give one
+// grant; the losers ask for a redelivery, and a redelivery then finds the grant.
+func TestConcurrentAcknowledgementEventsGrantOnce(t *testing.T) {
+	e := newEnv(t)
+	e.setOnCall(alice, time.Time{})
+	p := newPages(e)
+	const n = 6
+	errs := make(chan error, n)
+	gate := make(chan struct{})
+	for i := range n {
+		go func() {
+			<-gate
+			errs <- p.Acknowledged(t.Context(), ack(fmt.Sprintf("EVRACE%d", i)))
+		}()
+	}
+	close(gate)
+	var retry []int
+	for i := range n {
+		if err := <-errs; err != nil {
+			retry = append(retry, i)
+		}
+	}
+	for range retry { // PagerDuty redelivers what got a 5xx
+		if err := p.Acknowledged(t.Context(), ack("EVRACE-redelivered")); err != nil {
+			t.Fatalf("redelivery: %v", err)
+		}
+	}
+	if gs, _ := e.store.ListGrants(t.Context(), grants.GrantFilter{IncidentID: "PINC1"}); len(gs) != 1 {
+		t.Fatalf("grants for one incident = %d, want 1", len(gs))
+	}
+	if d := e.notes.Notes("deliver"); len(d) != 1 {
+		t.Fatalf("credentials delivered %d times, want 1", len(d))
+	}
+}
