@@ -3,7 +3,6 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -24,7 +23,8 @@ func scanEvent(sc scanner) (audit.Event, error) {
 	}
 	e.Time, e.Actor.Kind, e.Action = fromMS(t), audit.ActorKind(kind), audit.Action(action)
 	if evidence != "" {
-		if err := json.Unmarshal([]byte(evidence), &e.Evidence); err != nil {
+		var err error
+		if e.Evidence, err = decodeEvidence(evidence); err != nil {
 			return e, fmt.Errorf("audit event %d evidence: %w", e.Seq, err)
 		}
 	}

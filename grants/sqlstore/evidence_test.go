@@ -1,0 +1,47 @@
+package sqlstore
+
+import (
+	"encoding/json"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestDecodeEvidenceMatchesEncodingJSON(t *testing.T) {
+	for _, m := range []map[string]string{
+		{}, {"a": "b"}, {"person": "alice@example.com", "expires_at": "2026-11-22T10:00:00.000Z", "cause": "expired"},
+		{"reason": `quotes " and \ backslash`}, {"html": "<b>&</b>"}, {"unicode": "é ✓ \u2028"}, {"": ""},
+	} {
+		b, err := json.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := decodeEvidence(string(b))
+		if err != nil {
+			t.Fatalf("%s: %v", b, err)
+		}
+		if diff := cmp.Diff(m, got); diff != "" {
+			t.Errorf("%s (-want +got):\n%s", b, diff)
+		}
+	}
+}
+
+// FuzzDecodeEvidence: on any input the fast path either declines or agrees with encoding/json.
+func FuzzDecodeEvidence(f *testing.F) {
+	for _, s := range []string{`{}`, `{"a":"b"}`, `{"a":"b","c":"d"}`, `{"a":"b",}`, `{"a":1}`, `{"a":"b"}x`, `{"a":"b","a":"c"}`, `{"k":"\u0001"}`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		fast, ok := decodeFlatObject(s)
+		if !ok {
+			return
+		}
+		var want map[string]string
+		if err := json.Unmarshal([]byte(s), &want); err != nil {
+			t.Fatalf("fast path accepted %q, encoding/json refuses it: %v", s, err)
+		}
+		if diff := cmp.Diff(want, fast); diff != "" {
+			t.Fatalf("%q (-encoding/json +fast):\n%s", s, diff)
+		}
+	})
+}
