@@ -513,7 +513,11 @@ func TestReminderBeforeExpiry(t *testing.T) {
 	e.process(t, r)
 	g := e.grantsFor(t, r.ID)[0]
 	ctx := waitCtx(t)
-	go func() { _ = e.b.Run(ctx) }()
+	done := make(chan struct{})
+	go func() { _ = e.b.Run(ctx); close(done) }()
+	// The scheduler must have stopped before the store closes and its directory is removed
+	// (t.Context is cancelled before cleanups run, and this cleanup runs before the store's).
+	t.Cleanup(func() { <-done })
 	if err := e.clock.BlockUntil(ctx, 1); err != nil {
 		t.Fatal(err)
 	}
