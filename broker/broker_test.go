@@ -309,6 +309,7 @@ func TestPendingRequestExpires(t *testing.T) {
 	ctx := waitCtx(t)
 	done := make(chan error, 1)
 	go func() { done <- e.b.Run(ctx) }()
+	t.Cleanup(func() { <-done }) // stopped (t.Context ended) before the store closes
 	if err := e.clock.BlockUntil(ctx, 1); err != nil {
 		t.Fatal(err)
 	}

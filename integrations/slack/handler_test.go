@@ -229,7 +229,9 @@ func TestPendingRequestExpires(t *testing.T) {
 	e.command(t, alice, "prod-db 1h investigating slow queries")
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	go func() { _ = e.b.Run(ctx) }()
+	done := make(chan struct{})
+	go func() { _ = e.b.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done }) // stopped before the store closes
 	if err := e.clock.BlockUntil(ctx, 1); err != nil {
 		t.Fatal(err)
 	}
