@@ -119,6 +119,7 @@ func newReplicaCluster(t *testing.T) *replicaCluster {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.killAll)
+	t.Cleanup(c.dumpErrorsOnFailure)
 	return c
 }
 
@@ -570,6 +571,27 @@ func TestReplicasOnPostgres(t *testing.T) {
 	for _, r := range append(reps, victim) {
 		if s := r.out.String(); strings.Contains(s, e2eToken) || strings.Contains(s, "wh-secret-") {
 			t.Errorf("%s logged a secret", r.name)
+		}
+	}
+}
+
+// dumpErrorsOnFailure logs the replicas' warning and error lines when the test failed, so a
+// failure in CI can be understood from its output alone.
+func (c *replicaCluster) dumpErrorsOnFailure() {
+	if !c.t.Failed() {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, r := range c.replicas {
+		n := 0
+		for _, line := range strings.Split(r.out.String(), "\n") {
+			if strings.Contains(line, `"level":"ERROR"`) || strings.Contains(line, `"level":"WARN"`) {
+				c.t.Logf("%s: %s", r.name, line)
+				if n++; n == 20 {
+					break
+				}
+			}
 		}
 	}
 }
