@@ -30,6 +30,12 @@ func (s *Store) Apply(ctx context.Context, c *grants.Change) error {
 		if err == nil {
 			break
 		}
+		if s.dialect == dialectPostgres && !committing && attempt < 3 && ctx.Err() == nil && isDeadlock(err) {
+			// Two replicas' changes waited on each other (e.g. the same request keys in a
+			// different order); PostgreSQL aborted this one and applied nothing of it.
+			s.log.WarnContext(ctx, "database deadlock; retrying the change", "attempt", attempt, "error", err)
+			continue
+		}
 		if s.dialect != dialectPostgres || committing || attempt == 3 || ctx.Err() != nil || !isConnError(err) {
 			return err
 		}
@@ -62,8 +68,15 @@ func (s *Store) applyOnce(ctx context.Context, c *grants.Change, now time.Time) 
 	defer st.close()
 	// Rows are written in id order, so that two changes touching the same rows lock them in
 	// the same order and cannot deadlock.
+	// Requests are ordered by their dedupe key first: two replicas inserting the same keys
+	// (a replayed command on each) then wait on the unique index in one order, never a cycle.
 	reqs := slices.Clone(c.Requests)
-	slices.SortStableFunc(reqs, func(a, b grants.RequestWrite) int { return strings.Compare(a.Request.ID, b.Request.ID) })
+	slices.SortStableFunc(reqs, func(a, b grants.RequestWrite) int {
+		if c := strings.Compare(a.Request.ExternalKey, b.Request.ExternalKey); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Request.ID, b.Request.ID)
+	})
 	for _, rw := range reqs {
 		if err := s.writeRequest(ctx, tx, rw, now); err != nil {
 			return false, err

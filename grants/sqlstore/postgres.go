@@ -148,6 +148,13 @@ func (s *Store) migratePostgres(ctx context.Context) error {
 // isConnError reports whether err means the connection, not the statement, failed: the
 // server ended the session (SQLSTATE class 57P, e.g. 57P01 admin_shutdown) or the connection
 // broke (class 08, a closed pooled connection, or pgx's "nothing was sent" errors).
+// isDeadlock reports a PostgreSQL deadlock or serialization failure: the transaction was
+// rolled back and may simply be run again.
+func isDeadlock(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (pe.Code == "40P01" || pe.Code == "40001")
+}
+
 func isConnError(err error) bool {
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {
