@@ -4,59 +4,14 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
-	"sort"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/accessbroker/accessbroker/audit"
 	"github.com/accessbroker/accessbroker/grants"
+	"github.com/accessbroker/accessbroker/grants/providertest"
 	"github.com/accessbroker/accessbroker/grants/sqlstore"
 )
-
-// slowProvider answers every call after a fixed latency, like a remote API.
-type slowProvider struct{ latency time.Duration }
-
-func (p slowProvider) Kind() string { return "slow" }
-func (p slowProvider) Issue(context.Context, grants.IssueRequest) (grants.Issued, error) {
-	return grants.Issued{}, nil
-}
-func (p slowProvider) Revoke(ctx context.Context, _ grants.RevokeRequest) error {
-	t := time.NewTimer(p.latency)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-// lagRecorder collects revocation lags.
-type lagRecorder struct {
-	mu   sync.Mutex
-	lags []time.Duration
-	done chan struct{}
-	want int
-}
-
-func (l *lagRecorder) Revoked(_ string, lag time.Duration) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.lags = append(l.lags, lag)
-	if len(l.lags) == l.want {
-		close(l.done)
-	}
-}
-func (l *lagRecorder) RevokeFailed(string, bool) {}
-
-func (l *lagRecorder) percentile(p float64) time.Duration {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	s := append([]time.Duration(nil), l.lags...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	return s[int(float64(len(s)-1)*p)]
-}
 
 // seedGrants writes n active grants of resource "slow" all due at due.
 func seedGrants(b *testing.B, st *sqlstore.Store, n int, created, due time.Time) {
@@ -99,20 +54,20 @@ func BenchmarkRevoker10kSameSecond(b *testing.B) {
 				now := time.Now().UTC()
 				due := now.Add(3 * time.Second).Truncate(time.Second)
 				seedGrants(b, st, n, now, due)
-				rec := &lagRecorder{done: make(chan struct{}), want: n}
-				r := grants.NewRevoker(st, map[string]grants.Provider{"slow": slowProvider{5 * time.Millisecond}}, grants.RealClock{}, nil,
+				rec := providertest.NewLagRecorder(n)
+				r := grants.NewRevoker(st, map[string]grants.Provider{"slow": providertest.Latency{Delay: 5 * time.Millisecond}}, grants.RealClock{}, nil,
 					grants.RevokerOptions{ConcurrencyPerProvider: conc, Metrics: rec})
 				ctx, cancel := context.WithCancel(context.Background())
 				done := make(chan struct{})
 				go func() { r.Run(ctx); close(done) }()
 				b.StartTimer()
-				<-rec.done
+				<-rec.Done
 				all := time.Since(due)
 				b.StopTimer()
 				cancel()
 				<-done
-				b.ReportMetric(rec.percentile(0.5).Seconds(), "p50-lag-s")
-				b.ReportMetric(rec.percentile(0.99).Seconds(), "p99-lag-s")
+				b.ReportMetric(rec.Percentile(0.5).Seconds(), "p50-lag-s")
+				b.ReportMetric(rec.Percentile(0.99).Seconds(), "p99-lag-s")
 				b.ReportMetric(all.Seconds(), "all-done-s")
 				b.StartTimer()
 			}
@@ -129,9 +84,9 @@ func BenchmarkStartup10kOverdue(b *testing.B) {
 		const n = 10_000
 		now := time.Now().UTC()
 		seedGrants(b, st, n, now.Add(-2*time.Hour), now.Add(-time.Hour))
-		rec := &lagRecorder{done: make(chan struct{}), want: n}
+		rec := providertest.NewLagRecorder(n)
 		mgr := grants.NewManager(st, nil, nil, grants.RealClock{}, nil, grants.ManagerOptions{})
-		r := grants.NewRevoker(st, map[string]grants.Provider{"slow": slowProvider{5 * time.Millisecond}}, grants.RealClock{}, nil,
+		r := grants.NewRevoker(st, map[string]grants.Provider{"slow": providertest.Latency{Delay: 5 * time.Millisecond}}, grants.RealClock{}, nil,
 			grants.RevokerOptions{Metrics: rec})
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
@@ -141,7 +96,7 @@ func BenchmarkStartup10kOverdue(b *testing.B) {
 			b.Fatal(err)
 		}
 		go func() { r.Run(ctx); close(done) }()
-		<-rec.done
+		<-rec.Done
 		all := time.Since(start)
 		b.StopTimer()
 		cancel()

@@ -4,13 +4,13 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
-	"sort"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/accessbroker/accessbroker/audit"
 	"github.com/accessbroker/accessbroker/grants"
+	"github.com/accessbroker/accessbroker/grants/providertest"
 	"github.com/accessbroker/accessbroker/grants/sqlstore"
 )
 
@@ -78,51 +78,6 @@ func BenchmarkAuditAppendConcurrent(b *testing.B) {
 	}
 }
 
-// benchProvider answers every revoke after a fixed latency, like a remote API.
-type benchProvider struct{ latency time.Duration }
-
-func (benchProvider) Kind() string { return "slow" }
-func (benchProvider) Issue(context.Context, grants.IssueRequest) (grants.Issued, error) {
-	return grants.Issued{}, nil
-}
-func (p benchProvider) Revoke(ctx context.Context, _ grants.RevokeRequest) error {
-	t := time.NewTimer(p.latency)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-// sweepRecorder counts completed revocations across revokers and their lags.
-type sweepRecorder struct {
-	mu   sync.Mutex
-	lags []time.Duration
-	want int
-	done chan struct{}
-}
-
-func (r *sweepRecorder) Revoked(_ string, lag time.Duration) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.lags = append(r.lags, lag)
-	if len(r.lags) == r.want {
-		close(r.done)
-	}
-}
-
-func (r *sweepRecorder) RevokeFailed(string, bool) {}
-
-func (r *sweepRecorder) percentile(p float64) time.Duration {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	s := append([]time.Duration(nil), r.lags...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	return s[int(float64(len(s)-1)*p)]
-}
-
 // BenchmarkRevocationSweep10k: 10,000 grants are due at once (a restart after downtime) and
 // 1 or 3 revokers, each with its own store as separate replicas would have, sweep them; the
 // provider takes 5 ms per call and each revoker runs the default 32 calls at a time. Reports
@@ -137,8 +92,8 @@ func BenchmarkRevocationSweep10k(b *testing.B) {
 					const n = 10_000
 					now := time.Now().UTC().Truncate(time.Millisecond)
 					seedDue(b, replica(), n, now.Add(-time.Hour), now)
-					rec := &sweepRecorder{want: n, done: make(chan struct{})}
-					providers := map[string]grants.Provider{"slow": benchProvider{5 * time.Millisecond}}
+					rec := providertest.NewLagRecorder(n)
+					providers := map[string]grants.Provider{"slow": providertest.Latency{Delay: 5 * time.Millisecond}}
 					var rs []*grants.Revoker
 					for i := range revokers {
 						rs = append(rs, grants.NewRevoker(replica(), providers, grants.RealClock{}, nil,
@@ -151,15 +106,15 @@ func BenchmarkRevocationSweep10k(b *testing.B) {
 					for _, r := range rs {
 						wg.Go(func() { r.Run(ctx) })
 					}
-					<-rec.done
+					<-rec.Done
 					all := time.Since(start)
 					b.StopTimer()
 					cancel()
 					wg.Wait()
 					b.ReportMetric(all.Seconds(), "sweep-s")
 					b.ReportMetric(float64(n)/all.Seconds(), "grants/s")
-					b.ReportMetric(rec.percentile(0.5).Seconds(), "p50-lag-s")
-					b.ReportMetric(rec.percentile(0.99).Seconds(), "p99-lag-s")
+					b.ReportMetric(rec.Percentile(0.5).Seconds(), "p50-lag-s")
+					b.ReportMetric(rec.Percentile(0.99).Seconds(), "p99-lag-s")
 					b.StartTimer()
 				}
 			})
