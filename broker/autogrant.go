@@ -218,7 +218,7 @@ func (p *Pages) serialize(ctx context.Context, lease, eventID string) (release f
 		return nil, fmt.Errorf("take lease %s: %w", lease, err)
 	}
 	if !mine {
-		return nil, fmt.Errorf("another acknowledgement event of the incident is being granted (lease %s); retry later", lease)
+		return nil, fmt.Errorf("another acknowledgement event of the incident is being granted (lease %s): %w", lease, ErrBusy)
 	}
 	return func() {
 		if _, err := ls.AcquireLease(context.WithoutCancel(ctx), lease, eventID, 0); err != nil {

@@ -12,6 +12,11 @@ import (
 // done.
 var ErrDuplicate = errors.New("duplicate delivery")
 
+// ErrBusy: another process is doing the same work right now (two deliveries of one page on
+// two replicas); nothing was done here and a retry will find the other's result. Callers log
+// it as routine, not as a failure.
+var ErrBusy = errors.New("busy elsewhere; retry later")
+
 // ErrRefused marks a Refusal, for errors.Is.
 var ErrRefused = errors.New("refused")
 

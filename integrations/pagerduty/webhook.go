@@ -352,7 +352,11 @@ func (h *Webhook) acknowledged(ctx context.Context, lg *slog.Logger, ev event) (
 		ack.IncidentID = ev.Incident.ID
 	}
 	if err := h.callPages(ctx, func(ctx context.Context) error { return h.cfg.Pages.Acknowledged(ctx, ack) }); err != nil {
-		lg.ErrorContext(ctx, "handling incident.acknowledged failed; PagerDuty will redeliver", "error", err)
+		if errors.Is(err, broker.ErrBusy) {
+			lg.WarnContext(ctx, "the acknowledgement is being handled by another delivery; PagerDuty will redeliver", "error", err)
+		} else {
+			lg.ErrorContext(ctx, "handling incident.acknowledged failed; PagerDuty will redeliver", "error", err)
+		}
 		return http.StatusInternalServerError, "could not handle the acknowledgement; retry later"
 	}
 	lg.InfoContext(ctx, "confirmed acknowledgement handed to the broker", "acknowledger", user.ID, "service_id", inc.ServiceID)
