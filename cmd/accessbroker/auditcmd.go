@@ -18,23 +18,18 @@ import (
 )
 
 func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: accessbroker audit verify|search|export|keygen [flags]")
-		return exitUsage
-	}
-	switch args[0] {
-	case "verify":
-		return auditVerify(ctx, args[1:], stdout, stderr)
-	case "search":
-		return auditSearch(ctx, args[1:], stdout, stderr, false)
-	case "export":
-		return auditSearch(ctx, args[1:], stdout, stderr, true)
-	case "keygen":
-		return auditKeygen(args[1:], stdout, stderr)
-	default:
-		fmt.Fprintf(stderr, "accessbroker audit: unknown sub-command %q (want verify, search, export or keygen)\n", args[0])
-		return exitUsage
-	}
+	return dispatch(ctx, "audit", []string{"verify", "search", "export", "keygen"}, map[string]func(context.Context, []string, io.Writer, io.Writer) int{
+		"verify": auditVerify,
+		"search": func(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+			return auditSearch(ctx, args, stdout, stderr, false)
+		},
+		"export": func(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+			return auditSearch(ctx, args, stdout, stderr, true)
+		},
+		"keygen": func(_ context.Context, args []string, stdout, stderr io.Writer) int {
+			return auditKeygen(args, stdout, stderr)
+		},
+	}, args, stdout, stderr)
 }
 
 func auditKeygen(args []string, stdout, stderr io.Writer) int {

@@ -1340,21 +1340,31 @@ func pgMessage(err error) string {
 
 var demoAWSKeyRE = regexp.MustCompile(`AWS_ACCESS_KEY_ID=(\S+)`)
 
-func (d *demo) stepApproval(ctx context.Context) error {
-	d.section("2. bob is not on call: an approver decides")
-	d.advance(time.Minute, "A minute later")
-	reqID, err := d.request(ctx, demoBob, "prod-aws 30m deploying hotfix 4821 needs the S3 bucket policy")
+// requestApproval sends a command that needs approval and waits until the approval request is
+// in #approvals and the requester was told; it returns the request id.
+func (d *demo) requestApproval(ctx context.Context, who demoPerson, text string) (string, error) {
+	reqID, err := d.request(ctx, who, text)
 	if err != nil {
-		return err
+		return "", err
 	}
 	if _, err := d.waitMessage(ctx, "the approval request in #approvals", func(m slackfake.Message) bool {
 		return m.Channel == demoApprovals && strings.Contains(string(m.Blocks), reqID)
 	}); err != nil {
-		return err
+		return "", err
 	}
-	if _, err := d.waitMessage(ctx, "the broker's answer to bob", func(m slackfake.Message) bool {
-		return d.recipient(m) == demoBob.Slack && strings.Contains(rawText(m), reqID)
+	if _, err := d.waitMessage(ctx, "the broker's answer to "+who.Name, func(m slackfake.Message) bool {
+		return d.recipient(m) == who.Slack && strings.Contains(rawText(m), reqID)
 	}); err != nil {
+		return "", err
+	}
+	return reqID, nil
+}
+
+func (d *demo) stepApproval(ctx context.Context) error {
+	d.section("2. bob is not on call: an approver decides")
+	d.advance(time.Minute, "A minute later")
+	reqID, err := d.requestApproval(ctx, demoBob, "prod-aws 30m deploying hotfix 4821 needs the S3 bucket policy")
+	if err != nil {
 		return err
 	}
 	d.showSlack()
@@ -1395,18 +1405,8 @@ func (d *demo) stepApproval(ctx context.Context) error {
 func (d *demo) stepSelfApproval(ctx context.Context) error {
 	d.section("3. bob tries to approve his own request")
 	d.advance(time.Minute, "A minute later")
-	reqID, err := d.request(ctx, demoBob, "infra-admins 1h rotating the deploy key of the payments service")
+	reqID, err := d.requestApproval(ctx, demoBob, "infra-admins 1h rotating the deploy key of the payments service")
 	if err != nil {
-		return err
-	}
-	if _, err := d.waitMessage(ctx, "the approval request in #approvals", func(m slackfake.Message) bool {
-		return m.Channel == demoApprovals && strings.Contains(string(m.Blocks), reqID)
-	}); err != nil {
-		return err
-	}
-	if _, err := d.waitMessage(ctx, "the broker's answer to bob", func(m slackfake.Message) bool {
-		return d.recipient(m) == demoBob.Slack && strings.Contains(rawText(m), reqID)
-	}); err != nil {
 		return err
 	}
 	d.showSlack()

@@ -14,21 +14,9 @@ import (
 )
 
 func runGrants(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: accessbroker grants list|issue|revoke --config FILE [flags]")
-		return exitUsage
-	}
-	switch args[0] {
-	case "list":
-		return grantsList(ctx, args[1:], stdout, stderr)
-	case "revoke":
-		return grantsRevoke(ctx, args[1:], stdout, stderr)
-	case "issue":
-		return grantsIssue(ctx, args[1:], stdout, stderr)
-	default:
-		fmt.Fprintf(stderr, "accessbroker grants: unknown sub-command %q (want list, issue or revoke)\n", args[0])
-		return exitUsage
-	}
+	return dispatch(ctx, "grants", []string{"list", "issue", "revoke"}, map[string]func(context.Context, []string, io.Writer, io.Writer) int{
+		"list": grantsList, "issue": grantsIssue, "revoke": grantsRevoke,
+	}, args, stdout, stderr)
 }
 
 // grantView is the JSON shape of a grant in `grants list --format json`. No secret exists on
@@ -79,6 +67,10 @@ func grantsList(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	}
 	if *format != "table" && *format != "json" {
 		fmt.Fprintf(stderr, "accessbroker grants list: --format %q: want table or json\n", *format)
+		return exitUsage
+	}
+	if *limit < 0 {
+		fmt.Fprintf(stderr, "accessbroker grants list: --limit %d: want 0 (all) or more\n", *limit)
 		return exitUsage
 	}
 	f := grants.GrantFilter{Resource: *resource, Limit: *limit}

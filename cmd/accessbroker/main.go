@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"sort"
+	"strings"
 	"syscall"
 )
 
@@ -58,6 +59,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	return c.run(ctx, args[1:], stdout, stderr)
+}
+
+// dispatch runs the sub-command args[0] of command name from subs (names in order), or
+// prints which ones exist and returns exitUsage.
+func dispatch(ctx context.Context, name string, names []string, subs map[string]func(context.Context, []string, io.Writer, io.Writer) int,
+	args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprintf(stderr, "usage: accessbroker %s %s [flags]\n", name, strings.Join(names, "|"))
+		return exitUsage
+	}
+	sub, ok := subs[args[0]]
+	if !ok {
+		fmt.Fprintf(stderr, "accessbroker %s: unknown sub-command %q (want one of %s)\n", name, args[0], strings.Join(names, ", "))
+		return exitUsage
+	}
+	return sub(ctx, args[1:], stdout, stderr)
 }
 
 func usage(w io.Writer) {
