@@ -52,7 +52,7 @@ func (s *schedState) keepOnly(live map[string]bool) {
 
 // Run is the broker's scheduler: it expires pending requests whose time is up (approval
 // messages updated, requester told) and reminds grant owners Options.RemindBefore before
-// expiry with an Extend button. It sleeps on the injected clock until the next deadline, at
+// expiry with the extension the policy would allow (ExtendOffer). It sleeps on the injected clock until the next deadline, at
 // most Options.IdleWait, or until Wake. It returns nil when ctx ends; store errors are logged
 // and retried, never fatal.
 func (b *Broker) Run(ctx context.Context) error {
@@ -121,7 +121,7 @@ func (b *Broker) Tick(ctx context.Context) (time.Time, error) {
 		case !b.firstToRemind(ctx, g):
 			b.sched.markReminded(g.ID, g.ExpiresAt) // another replica (or an earlier run) sent it
 		default:
-			if err := b.notify.Remind(ctx, g, b.ExtendStep(g)); err != nil {
+			if err := b.notify.Remind(ctx, g, b.ExtendOffer(ctx, g)); err != nil {
 				b.log.WarnContext(ctx, "expiry reminder failed", "grant_id", g.ID, "error", err)
 			}
 			b.sched.markReminded(g.ID, g.ExpiresAt) // one attempt per expiry: a reminder is a courtesy
