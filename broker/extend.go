@@ -137,8 +137,11 @@ func (b *Broker) extendable(g grants.Grant, res grants.Resource, by time.Duratio
 	now := b.now()
 	if g.State != grants.StateActive || !g.ExpiresAt.After(now) || g.ClaimedTo.After(now) {
 		state := string(g.State)
-		if g.State == grants.StateActive {
+		switch {
+		case g.State == grants.StateActive && !g.ExpiresAt.After(now):
 			state = "expired"
+		case g.State == grants.StateActive:
+			state = "being revoked"
 		}
 		return fmt.Sprintf("Grant %s is %s and can no longer be extended; ask for new access with `/access %s <duration> <reason>`.", g.ID, state, g.Resource)
 	}
@@ -299,6 +302,16 @@ func (b *Broker) approveExtension(ctx context.Context, r grants.Request, res gra
 	}
 	for _, e := range events {
 		e.GrantID = g.ID
+	}
+	if g.State == grants.StateActive && g.RevokeCause != "" && r.Evidence[evScheduledEnd] == "" {
+		// The early end was scheduled after the approvers were asked: their approval does not
+		// cover undoing it. A new request would say so on its approval message.
+		text := fmt.Sprintf("Grant %s was not extended: after this request was sent, its end was brought forward because %s, which the approval did not cover. The owner may ask again; the approvers will see the override.",
+			g.ID, earlyEndWords(g.RevokeCause))
+		_ = b.rejectFresh(ctx, r.ID, text, errors.New("scheduled early end after the request was sent"))
+		b.updateApproval(ctx, r, ApprovalOutcome{State: grants.RequestRejected, By: by, Note: text})
+		b.tell(ctx, clicker, text)
+		return true, nil
 	}
 	out, err := b.m.Extend(ctx, grants.ExtendInput{
 		GrantID: g.ID, By: r.Duration, NotAfter: capFromEvidence(r, res),

@@ -142,3 +142,60 @@ func TestExtensionRecordedBeforeAckIsDecidedOnStart(t *testing.T) {
 		t.Fatalf("recovered extension = %s %v", got.State, got.Evidence)
 	}
 }
+
+// TestApprovalDoesNotCoverALaterEarlyEnd: when the grant's end is brought forward after the
+// approvers were asked, their approval does not undo it (they never saw it): the request ends
+// with the reason, and the scheduled end stands.
+func TestApprovalDoesNotCoverALaterEarlyEnd(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	g := e.offCallGrant(t)
+	r := e.askExtension(t, g)
+	early := start.Add(20 * time.Minute)
+	if _, err := e.mgr.EndBy(t.Context(), g.ID, early, grants.CauseIncidentResolved, grants.SystemActor(), "incident resolved"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.decide(t, bob, r.ID, true); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := e.store.GetGrant(t.Context(), g.ID)
+	if !got.ExpiresAt.Equal(early) || got.RevokeCause != grants.CauseIncidentResolved {
+		t.Fatalf("approval undid a later early end: expires %s cause %q", got.ExpiresAt, got.RevokeCause)
+	}
+	if st := e.request(t, r.ID).State; st != grants.RequestRejected {
+		t.Fatalf("request is %s", st)
+	}
+	told := false
+	for _, n := range e.notes.Notes("tell") {
+		told = told || (n.To.Person.SlackUserID == bob && strings.Contains(n.Text, "which the approval did not cover"))
+	}
+	if !told {
+		t.Errorf("approver not told why: %+v", e.notes.Notes("tell"))
+	}
+}
+
+// TestPendingExtensionExpires: an extension nobody decides expires like a request, and the
+// owner is told the grant was not extended.
+func TestPendingExtensionExpires(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	g := e.offCallGrant(t)
+	r := e.askExtension(t, g)
+	e.clock.Advance(time.Hour + time.Minute)
+	if _, err := e.b.Tick(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if st := e.request(t, r.ID).State; st != grants.RequestExpired {
+		t.Fatalf("request is %s", st)
+	}
+	told := false
+	for _, n := range e.notes.Notes("tell") {
+		told = told || strings.Contains(n.Text, "to extend grant "+g.ID) && strings.Contains(n.Text, "was not extended")
+	}
+	if !told {
+		t.Errorf("owner not told: %+v", e.notes.Notes("tell"))
+	}
+	if n := e.countAction(t, audit.ActionGrantExtended); n != 0 {
+		t.Errorf("grant.extended events = %d", n)
+	}
+}

@@ -157,8 +157,13 @@ func (b *Broker) expire(ctx context.Context, r grants.Request) error {
 		}
 	}
 	b.updateApproval(ctx, r, ApprovalOutcome{State: grants.RequestExpired, By: by})
-	b.tell(ctx, b.requesterRecipient(r), fmt.Sprintf("Your request %s for %s expired at %s without enough approvals. No access was granted; ask again if you still need it.",
-		r.ID, r.Resource, stamp(r.ExpiresAt)))
+	text := fmt.Sprintf("Your request %s for %s expired at %s without enough approvals. No access was granted; ask again if you still need it.",
+		r.ID, r.Resource, stamp(r.ExpiresAt))
+	if grantID, ok := ExtensionOf(r); ok {
+		text = fmt.Sprintf("Your request %s to extend grant %s (%s) expired at %s without enough approvals. The grant was not extended; ask again if you still need more time.",
+			r.ID, grantID, r.Resource, stamp(r.ExpiresAt))
+	}
+	b.tell(ctx, b.requesterRecipient(r), text)
 	b.auditLine(ctx, fmt.Sprintf("Request %s by %s for %s expired without a decision.", r.ID, r.Requester.Label(), r.Resource))
 	return nil
 }
