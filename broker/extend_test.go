@@ -1,6 +1,7 @@
 package broker_test
 
 import (
+	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -197,5 +198,38 @@ func TestPendingExtensionExpires(t *testing.T) {
 	}
 	if n := e.countAction(t, audit.ActionGrantExtended); n != 0 {
 		t.Errorf("grant.extended events = %d", n)
+	}
+}
+
+// TestScheduledEndWithoutApproversRefused: a grant scheduled to end early on a resource with
+// no approvers cannot be extended by anyone: the owner is told why at once, the refusal is
+// recorded, and nothing else is written.
+func TestScheduledEndWithoutApproversRefused(t *testing.T) {
+	t.Parallel()
+	res := prodDB()
+	res.Policy.ApproverSlackUsers = nil
+	e := newEnv(t, res)
+	e.setOnCall(alice, time.Time{})
+	r := e.submit(t, broker.RequestInput{})
+	e.process(t, r)
+	g := e.grantsFor(t, r.ID)[0]
+	early := start.Add(20 * time.Minute)
+	if _, err := e.mgr.EndBy(t.Context(), g.ID, early, grants.CauseIncidentResolved, grants.SystemActor(), "incident resolved"); err != nil {
+		t.Fatal(err)
+	}
+	rejected := e.countAction(t, audit.ActionRequestRejected)
+	_, err := e.b.SubmitExtension(t.Context(), broker.ExtensionInput{TeamID: team, UserID: alice, GrantID: g.ID, By: 30 * time.Minute, Reason: "the incident reopened"})
+	if !errors.Is(err, broker.ErrRefused) || !strings.Contains(err.Error(), "Only an approver can extend it, and prod-db has no approvers configured") {
+		t.Fatalf("SubmitExtension = %v", err)
+	}
+	if n := e.countAction(t, audit.ActionRequestRejected); n != rejected+1 {
+		t.Errorf("rejections = %d, want %d", n, rejected+1)
+	}
+	if got := e.expiry(t, g.ID); !got.Equal(early) {
+		t.Errorf("expiry moved to %s", got)
+	}
+	rs, _ := e.store.ListRequests(t.Context(), grants.RequestFilter{})
+	if len(rs) != 1 {
+		t.Errorf("requests = %d, want only the original", len(rs))
 	}
 }

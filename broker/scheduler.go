@@ -52,9 +52,9 @@ func (s *schedState) keepOnly(live map[string]bool) {
 
 // Run is the broker's scheduler: it expires pending requests whose time is up (approval
 // messages updated, requester told) and reminds grant owners Options.RemindBefore before
-// expiry with the extension the policy would allow (ExtendOffer). It sleeps on the injected clock until the next deadline, at
-// most Options.IdleWait, or until Wake. It returns nil when ctx ends; store errors are logged
-// and retried, never fatal.
+// expiry with the extension the policy would allow (ExtendOffer). It sleeps on the injected
+// clock until the next deadline, at most Options.IdleWait, or until Wake. It returns nil when
+// ctx ends; store errors are logged and retried, never fatal.
 func (b *Broker) Run(ctx context.Context) error {
 	for {
 		next, err := b.Tick(ctx)
