@@ -171,6 +171,10 @@ func (b *Broker) approve(ctx context.Context, r grants.Request, res grants.Resou
 	evidence := map[string]string{"approvers": strings.Join(by, ","), evPath: string(PathApproval)}
 	approved := b.requestEvent(audit.ActionRequestApproved, slackActor(in.UserID), &r,
 		fmt.Sprintf("approved by %d of %d required approvers", len(by), need), evidence)
+	if grantID, ok := ExtensionOf(r); ok {
+		evidence[evKind], evidence[evExtends] = kindExtend, grantID
+		return b.approveExtension(ctx, r, res, grantID, by, []*audit.Event{recorded, approved}, evidence, in, clicker)
+	}
 	// A cap at the end of the requester's shift, when the policy asks for it and they are on call.
 	capAt := capFromEvidence(r, res)
 	g, cred, err := b.m.Issue(ctx, grants.IssueInput{

@@ -14,7 +14,7 @@ import (
 type Manager interface {
 	Issue(ctx context.Context, in grants.IssueInput) (grants.Grant, grants.Credential, error)
 	Revoke(ctx context.Context, grantID string, cause grants.RevokeCause, actor audit.Actor, reason string) (grants.Grant, error)
-	Extend(ctx context.Context, grantID string, by time.Duration, actor audit.Actor, reason string) (grants.Grant, error)
+	Extend(ctx context.Context, in grants.ExtendInput) (grants.Grant, error)
 	Resource(name string) (grants.Resource, bool)
 	Resources() []grants.Resource
 	Record(ctx context.Context, events ...*audit.Event) error
@@ -42,8 +42,8 @@ type Options struct {
 	PendingTTL time.Duration
 	// RemindBefore is how long before a grant's expiry its owner is reminded (default 5m).
 	RemindBefore time.Duration
-	// ExtendStep is how much the reminder's Extend button adds (default 30m, capped at the
-	// resource's maximum).
+	// ExtendStep is how much the reminder's extension button asks for (default 30m, capped at
+	// the resource's maximum, and at the shift end for an on-call extension capped to it).
 	ExtendStep time.Duration
 	// ReplyWindow is how long after a command its response_url is used for private answers
 	// (Slack allows 30 minutes; default 25m leaves a margin). Later answers go by DM.

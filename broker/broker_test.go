@@ -467,14 +467,23 @@ func TestExtendDoneRevoke(t *testing.T) {
 	me := broker.Caller{TeamID: team, UserID: alice}
 	ctx := t.Context()
 
-	got, err := e.b.Extend(ctx, me, g.ID, 30*time.Minute, "still debugging the lag")
-	if err != nil || !got.ExpiresAt.Equal(g.ExpiresAt.Add(30*time.Minute)) {
-		t.Fatalf("Extend = %v, %v", got.ExpiresAt, err)
+	extend := func(user string, by time.Duration, reason string) error {
+		r, err := e.b.SubmitExtension(ctx, broker.ExtensionInput{TeamID: team, UserID: user, GrantID: g.ID, By: by, Reason: reason})
+		if err != nil {
+			return err
+		}
+		return e.b.Process(ctx, r.ID)
 	}
-	if _, err := e.b.Extend(ctx, me, g.ID, 3*time.Hour, "much longer please"); !errors.Is(err, broker.ErrRefused) || !strings.Contains(err.Error(), "maximum of 4h") {
+	if err := extend(alice, 30*time.Minute, "still debugging the lag"); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := e.store.GetGrant(ctx, g.ID); !got.ExpiresAt.Equal(g.ExpiresAt.Add(30 * time.Minute)) {
+		t.Fatalf("after Extend: expires %v", got.ExpiresAt)
+	}
+	if err := extend(alice, 3*time.Hour, "much longer please"); !errors.Is(err, broker.ErrRefused) || !strings.Contains(err.Error(), "maximum of 4h") {
 		t.Fatalf("Extend past max: %v", err)
 	}
-	if _, err := e.b.Extend(ctx, broker.Caller{TeamID: team, UserID: bob}, g.ID, 30*time.Minute, "not mine to extend"); !errors.Is(err, broker.ErrRefused) {
+	if err := extend(bob, 30*time.Minute, "not mine to extend"); !errors.Is(err, broker.ErrRefused) {
 		t.Fatalf("Extend by another: %v", err)
 	}
 	if _, err := e.b.Done(ctx, broker.Caller{TeamID: team, UserID: dave}, g.ID); !errors.Is(err, broker.ErrRefused) {
@@ -540,11 +549,11 @@ func TestReminderBeforeExpiry(t *testing.T) {
 		t.Fatal(err)
 	}
 	rem := e.notes.Notes("remind")
-	if len(rem) != 1 || rem[0].Grant.ID != g.ID || rem[0].ExtendBy != 30*time.Minute {
+	if len(rem) != 1 || rem[0].Grant.ID != g.ID || rem[0].ExtendBy != 30*time.Minute || rem[0].Offer.Kind != broker.OfferExtend {
 		t.Fatalf("reminders = %+v", rem)
 	}
 	// The button extends by the step; a second reminder comes for the new expiry only.
-	if _, err := e.b.ExtendFromReminder(ctx, broker.Caller{TeamID: team, UserID: alice}, g.ID); err != nil {
+	if _, err := e.b.ExtendFromReminder(ctx, broker.ExtensionInput{TeamID: team, UserID: alice, GrantID: g.ID}); err != nil {
 		t.Fatal(err)
 	}
 	if ng, _ := e.store.GetGrant(ctx, g.ID); !ng.ExpiresAt.Equal(g.ExpiresAt.Add(30 * time.Minute)) {

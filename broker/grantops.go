@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"time"
 
 	"github.com/accessbroker/accessbroker/grants"
 )
@@ -113,63 +112,4 @@ func (b *Broker) end(ctx context.Context, c Caller, g grants.Grant, why string) 
 	}
 	b.auditLine(ctx, fmt.Sprintf("Revocation of grant %s (%s for %s) requested by %s: %s.", g.ID, g.Resource, g.Person.Label(), Mention(c.UserID), why))
 	return out, nil
-}
-
-// Extend gives the caller's own active grant more time, within the resource's maximum
-// counted from the grant's start.
-func (b *Broker) Extend(ctx context.Context, c Caller, grantID string, by time.Duration, reason string) (grants.Grant, error) {
-	g, err := b.loadGrant(ctx, c, grantID, "extend")
-	if err != nil {
-		return g, err
-	}
-	rej := Rejection{Actor: slackActor(c.UserID), GrantID: g.ID, RequestID: g.RequestID, Resource: g.Resource}
-	if !c.owns(g) {
-		rej.Reason = fmt.Sprintf("Grant %s is not yours; only its owner may extend it.", g.ID)
-		return g, b.refuseAndRecord(ctx, rej)
-	}
-	out, err := b.m.Extend(ctx, g.ID, by, slackActor(c.UserID), reason)
-	if errors.Is(err, grants.ErrInvalid) {
-		rej.Reason = capitalize(plain(err)) + "."
-		return out, b.refuseAndRecord(ctx, rej)
-	}
-	if err != nil {
-		return out, fmt.Errorf("extend grant %s: %w", g.ID, err)
-	}
-	b.sched.forgetReminder(g.ID)
-	b.Wake()
-	b.auditLine(ctx, fmt.Sprintf("Grant %s (%s for %s) extended by %s to %s: %s", g.ID, g.Resource, g.Person.Label(), formatDur(by), stamp(out.ExpiresAt), Clean(reason)))
-	return out, nil
-}
-
-// ExtendStep is how much the reminder's Extend button adds to g now: Options.ExtendStep,
-// capped at what the resource's maximum still allows (zero when nothing is left).
-func (b *Broker) ExtendStep(g grants.Grant) time.Duration {
-	res, ok := b.m.Resource(g.Resource)
-	if !ok {
-		return 0
-	}
-	step := b.opts.ExtendStep
-	if res.MaxDuration > 0 {
-		left := g.CreatedAt.Add(res.MaxDuration).Sub(g.ExpiresAt)
-		step = min(step, left.Truncate(time.Minute))
-	}
-	if step < grants.MinDuration {
-		return 0
-	}
-	return step
-}
-
-// ExtendFromReminder handles the reminder's Extend button: the owner's grant gets
-// ExtendStep more.
-func (b *Broker) ExtendFromReminder(ctx context.Context, c Caller, grantID string) (grants.Grant, error) {
-	g, err := b.loadGrant(ctx, c, grantID, "extend")
-	if err != nil {
-		return g, err
-	}
-	step := b.ExtendStep(g)
-	if step == 0 {
-		return g, b.refuseAndRecord(ctx, Rejection{Actor: slackActor(c.UserID), GrantID: g.ID, Resource: g.Resource,
-			Reason: fmt.Sprintf("Grant %s is already at %s's maximum duration; ask again with a new request.", g.ID, g.Resource)})
-	}
-	return b.Extend(ctx, c, grantID, step, "extended from the expiry reminder")
 }

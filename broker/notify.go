@@ -26,9 +26,10 @@ type Notifier interface {
 	// to.ResponseURL when set, otherwise (or if that fails) a direct message; never a channel.
 	// An error means the owner did not receive it.
 	DeliverCredential(ctx context.Context, to Recipient, g grants.Grant, cred grants.Credential) error
-	// Remind tells a grant's owner that it ends soon, with a button that extends it by
-	// extendBy (zero: the grant is at its maximum and the button is left out).
-	Remind(ctx context.Context, g grants.Grant, extendBy time.Duration) error
+	// Remind tells a grant's owner that it ends soon, with the extension the policy would
+	// allow: a button that extends it at once (OfferExtend), one that asks the approvers
+	// (OfferRequest), or none (OfferNone), each with offer.Note saying what it does or why.
+	Remind(ctx context.Context, g grants.Grant, offer ExtendOffer) error
 	// PostAudit posts one line to the audit channel. The line never holds a secret.
 	PostAudit(ctx context.Context, line string) error
 }

@@ -112,6 +112,9 @@ func (b *Broker) Process(ctx context.Context, requestID string) error {
 	if r.Evidence == nil {
 		r.Evidence = map[string]string{}
 	}
+	if grantID, ok := ExtensionOf(r); ok {
+		return b.processExtension(ctx, r, grantID)
+	}
 	res, ok := b.m.Resource(r.Resource)
 	if !ok {
 		return b.rejectRecorded(ctx, r, fmt.Sprintf("Resource %s is no longer configured.", r.Resource), nil)
@@ -214,8 +217,12 @@ func (b *Broker) askApprovers(ctx context.Context, r grants.Request, res grants.
 		return fmt.Errorf("record approval request %s: %w", r.ID, err)
 	}
 	b.Wake()
-	b.tell(ctx, b.requesterRecipient(r), fmt.Sprintf("Your request %s for %s (%s) needs %d approval(s): %s. You will get a direct message when it is decided; it expires at %s.",
-		r.ID, res.Name, formatDur(r.Duration), d.Needed, approverText(res.Policy, r.Requester.SlackUserID), stamp(r.ExpiresAt)))
+	what := fmt.Sprintf("Your request %s for %s (%s)", r.ID, res.Name, formatDur(r.Duration))
+	if grantID, ok := ExtensionOf(r); ok {
+		what = fmt.Sprintf("Your request %s to extend grant %s (%s) by %s (%s)", r.ID, grantID, res.Name, formatDur(r.Duration), d.Reason)
+	}
+	b.tell(ctx, b.requesterRecipient(r), fmt.Sprintf("%s needs %d approval(s): %s. You will get a direct message when it is decided; it expires at %s.",
+		what, d.Needed, approverText(res.Policy, r.Requester.SlackUserID), stamp(r.ExpiresAt)))
 	return nil
 }
 

@@ -52,9 +52,9 @@ func (s *schedState) keepOnly(live map[string]bool) {
 
 // Run is the broker's scheduler: it expires pending requests whose time is up (approval
 // messages updated, requester told) and reminds grant owners Options.RemindBefore before
-// expiry with an Extend button. It sleeps on the injected clock until the next deadline, at
-// most Options.IdleWait, or until Wake. It returns nil when ctx ends; store errors are logged
-// and retried, never fatal.
+// expiry with the extension the policy would allow (ExtendOffer). It sleeps on the injected
+// clock until the next deadline, at most Options.IdleWait, or until Wake. It returns nil when
+// ctx ends; store errors are logged and retried, never fatal.
 func (b *Broker) Run(ctx context.Context) error {
 	for {
 		next, err := b.Tick(ctx)
@@ -121,7 +121,7 @@ func (b *Broker) Tick(ctx context.Context) (time.Time, error) {
 		case !b.firstToRemind(ctx, g):
 			b.sched.markReminded(g.ID, g.ExpiresAt) // another replica (or an earlier run) sent it
 		default:
-			if err := b.notify.Remind(ctx, g, b.ExtendStep(g)); err != nil {
+			if err := b.notify.Remind(ctx, g, b.ExtendOffer(ctx, g)); err != nil {
 				b.log.WarnContext(ctx, "expiry reminder failed", "grant_id", g.ID, "error", err)
 			}
 			b.sched.markReminded(g.ID, g.ExpiresAt) // one attempt per expiry: a reminder is a courtesy
@@ -157,8 +157,13 @@ func (b *Broker) expire(ctx context.Context, r grants.Request) error {
 		}
 	}
 	b.updateApproval(ctx, r, ApprovalOutcome{State: grants.RequestExpired, By: by})
-	b.tell(ctx, b.requesterRecipient(r), fmt.Sprintf("Your request %s for %s expired at %s without enough approvals. No access was granted; ask again if you still need it.",
-		r.ID, r.Resource, stamp(r.ExpiresAt)))
+	text := fmt.Sprintf("Your request %s for %s expired at %s without enough approvals. No access was granted; ask again if you still need it.",
+		r.ID, r.Resource, stamp(r.ExpiresAt))
+	if grantID, ok := ExtensionOf(r); ok {
+		text = fmt.Sprintf("Your request %s to extend grant %s (%s) expired at %s without enough approvals. The grant was not extended; ask again if you still need more time.",
+			r.ID, grantID, r.Resource, stamp(r.ExpiresAt))
+	}
+	b.tell(ctx, b.requesterRecipient(r), text)
 	b.auditLine(ctx, fmt.Sprintf("Request %s by %s for %s expired without a decision.", r.ID, r.Requester.Label(), r.Resource))
 	return nil
 }

@@ -279,15 +279,41 @@ func (m *Manager) EndBy(ctx context.Context, grantID string, at time.Time, cause
 	return Grant{}, fmt.Errorf("end grant %s: changed concurrently too often: %w", grantID, ErrConflict)
 }
 
-// Extend moves an active grant's expiry later by the given duration. The new expiry may not
-// pass CreatedAt plus the resource's maximum; the error then names the latest allowed end.
-func (m *Manager) Extend(ctx context.Context, grantID string, by time.Duration, actor audit.Actor, reason string) (Grant, error) {
-	if by <= 0 {
+// ExtendInput is what Extend needs. It is the decision the broker took about one extension:
+// the grant, how much more time, the cap that decision carries and whether an approver
+// decided to undo a scheduled early end.
+type ExtendInput struct {
+	GrantID string
+	By      time.Duration // added to the current expiry; must be positive
+	// NotAfter, when set, caps the new expiry (the end of the owner's on-call shift when the
+	// policy caps grants to it). An extension the cap leaves no room for is refused.
+	NotAfter time.Time
+	// Override allows extending a grant whose end was brought forward (EndBy: incident
+	// resolved, shift ended); the scheduled early end is then cancelled and the event says
+	// so. Only an approver's decision may set it. Without it such a grant is refused.
+	Override bool
+	// Request, when set, is written in the same transaction (its Version must be current),
+	// together with RequestEvents: the extension request and its decision.
+	Request       *Request
+	RequestEvents []*audit.Event
+	Actor         audit.Actor
+	Reason        string
+	Evidence      map[string]string // the decision's evidence, recorded on grant.extended
+}
+
+// Extend moves an active grant's expiry later by in.By, capped at in.NotAfter. The new
+// expiry may not pass CreatedAt plus the resource's maximum; the error then names the latest
+// allowed end. A grant with a scheduled early end is refused unless in.Override is set.
+// The grant.extended event names the extension request (evidence extension_request) and
+// keeps the grant's own request as its RequestID. Refusals wrap ErrInvalid and change nothing; a concurrent change of the grant or the
+// request wraps ErrConflict and changes nothing.
+func (m *Manager) Extend(ctx context.Context, in ExtendInput) (Grant, error) {
+	if in.By <= 0 {
 		return Grant{}, fmt.Errorf("extension must be positive: %w", ErrInvalid)
 	}
-	g, err := m.store.GetGrant(ctx, grantID)
+	g, err := m.store.GetGrant(ctx, in.GrantID)
 	if err != nil {
-		return Grant{}, fmt.Errorf("extend grant %s: %w", grantID, err)
+		return Grant{}, fmt.Errorf("extend grant %s: %w", in.GrantID, err)
 	}
 	now := m.clock.Now().Truncate(time.Millisecond)
 	if g.State != StateActive || !g.ExpiresAt.After(now) || g.ClaimedTo.After(now) {
@@ -297,21 +323,53 @@ func (m *Manager) Extend(ctx context.Context, grantID string, by time.Duration, 
 	if !ok {
 		return g, fmt.Errorf("grant %s: resource %q is no longer configured: %w", g.ID, g.Resource, ErrInvalid)
 	}
-	newExp := g.ExpiresAt.Add(by)
+	scheduled := g.RevokeCause
+	if scheduled != "" && !in.Override {
+		return g, fmt.Errorf("grant %s is scheduled to end early at %s (%s); only an approver can extend it: %w",
+			g.ID, Timestamp(g.ExpiresAt), scheduled, ErrInvalid)
+	}
+	newExp := g.ExpiresAt.Add(in.By)
+	if !in.NotAfter.IsZero() && in.NotAfter.Before(newExp) {
+		newExp = in.NotAfter.UTC().Truncate(time.Millisecond)
+		if newExp.Sub(g.ExpiresAt) < MinDuration {
+			return g, fmt.Errorf("grant %s already ends at %s and may not pass %s (the end of the on-call shift it is capped to): %w",
+				g.ID, Timestamp(g.ExpiresAt), Timestamp(newExp), ErrInvalid)
+		}
+	}
 	if latest := g.CreatedAt.Add(res.MaxDuration); res.MaxDuration > 0 && newExp.After(latest) {
 		return g, fmt.Errorf("extending by %s would end at %s, past %s's maximum of %s (latest end %s): %w",
-			by, Timestamp(newExp), res.Name, res.MaxDuration, Timestamp(latest), ErrInvalid)
+			in.By, Timestamp(newExp), res.Name, res.MaxDuration, Timestamp(latest), ErrInvalid)
 	}
 	old := g.ExpiresAt
 	if err := g.Transition(StateActive); err != nil {
 		return g, err
 	}
-	g.ExpiresAt, g.DueAt, g.RevokeCause = newExp, newExp, "" // an explicit extension overrides a scheduled early end
-	ev := m.event(now, actor, audit.ActionGrantExtended, &g, reason, map[string]string{
-		"old_expires_at": Timestamp(old), "expires_at": Timestamp(newExp),
-	})
-	if err := m.store.Apply(ctx, &Change{Grants: []GrantWrite{{Grant: &g}}, Events: []*audit.Event{ev}}); err != nil {
-		return g, fmt.Errorf("extend grant %s: %w", grantID, err)
+	g.ExpiresAt, g.DueAt, g.RevokeCause = newExp, newExp, ""
+	extra := map[string]string{"old_expires_at": Timestamp(old), "expires_at": Timestamp(newExp)}
+	if !in.NotAfter.IsZero() {
+		extra["not_after"] = Timestamp(in.NotAfter)
+	}
+	if in.Request != nil {
+		extra["extension_request"] = in.Request.ID // the decision; the event's RequestID stays the grant's own
+	}
+	if scheduled != "" {
+		extra["override"] = string(scheduled) // an approver cancelled the scheduled early end
+	}
+	ev := m.event(now, in.Actor, audit.ActionGrantExtended, &g, in.Reason, mergeEvidence(extra, in.Evidence))
+	c := &Change{Grants: []GrantWrite{{Grant: &g}}}
+	if in.Request != nil {
+		c.Requests = []RequestWrite{{Request: in.Request}}
+	}
+	for _, e := range in.RequestEvents {
+		m.stamp(now, e)
+		c.Events = append(c.Events, e)
+	}
+	c.Events = append(c.Events, ev)
+	if err := m.store.Apply(ctx, c); err != nil {
+		if errors.Is(err, ErrConflict) {
+			return g, fmt.Errorf("extend grant %s: %w", g.ID, err)
+		}
+		return g, fmt.Errorf("extend grant %s, so nothing was extended: %w: %w", g.ID, ErrAudit, err)
 	}
 	if ext, ok := m.providers[g.Resource].(Extender); ok {
 		if err := ext.Extend(ctx, RevokeRequest{GrantID: g.ID, Resource: g.Resource, Person: g.Person, Handle: g.Handle}, newExp); err != nil {

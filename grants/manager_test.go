@@ -205,20 +205,73 @@ func TestExtendCappedAtMaximum(t *testing.T) {
 	e := newEnv(t)
 	g := e.issue(t, time.Hour)
 	ctx := context.Background()
-	g2, err := e.mgr.Extend(ctx, g.ID, 2*time.Hour, operator, "still debugging")
+	g2, err := e.mgr.Extend(ctx, grants.ExtendInput{GrantID: g.ID, By: 2 * time.Hour, Actor: operator, Reason: "still debugging"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !g2.ExpiresAt.Equal(g.ExpiresAt.Add(2 * time.Hour)) {
 		t.Errorf("expires %s", g2.ExpiresAt)
 	}
-	_, err = e.mgr.Extend(ctx, g.ID, 90*time.Minute, operator, "more")
+	_, err = e.mgr.Extend(ctx, grants.ExtendInput{GrantID: g.ID, By: 90 * time.Minute, Actor: operator, Reason: "more"})
 	if !errors.Is(err, grants.ErrInvalid) || !strings.Contains(err.Error(), "maximum") {
 		t.Fatalf("extend past max = %v", err)
 	}
 	got, _ := e.store.GetGrant(ctx, g.ID)
 	if !got.ExpiresAt.Equal(g2.ExpiresAt) {
 		t.Error("refused extension changed the expiry")
+	}
+}
+
+// TestExtendScheduledEndNeedsOverride: a grant whose end EndBy brought forward (incident
+// resolved) keeps that end unless the extension is an approver's override, which cancels it
+// and says so in the audit event.
+func TestExtendScheduledEndNeedsOverride(t *testing.T) {
+	e := newEnv(t)
+	g := e.issue(t, time.Hour)
+	ctx := context.Background()
+	early := e.clock.Now().Add(10 * time.Minute)
+	if _, err := e.mgr.EndBy(ctx, g.ID, early, grants.CauseIncidentResolved, operator, "incident resolved; grace period"); err != nil {
+		t.Fatal(err)
+	}
+	_, err := e.mgr.Extend(ctx, grants.ExtendInput{GrantID: g.ID, By: 30 * time.Minute, Actor: operator, Reason: "owner wants more"})
+	if !errors.Is(err, grants.ErrInvalid) || !strings.Contains(err.Error(), "scheduled to end early") {
+		t.Fatalf("extend of a scheduled early end without override = %v", err)
+	}
+	if got, _ := e.store.GetGrant(ctx, g.ID); !got.ExpiresAt.Equal(early.Truncate(time.Millisecond)) || got.RevokeCause != grants.CauseIncidentResolved {
+		t.Fatalf("refused extension changed the grant: expires %s cause %q", got.ExpiresAt, got.RevokeCause)
+	}
+	out, err := e.mgr.Extend(ctx, grants.ExtendInput{GrantID: g.ID, By: 30 * time.Minute, Override: true, Actor: operator, Reason: "approver override",
+		Evidence: map[string]string{"approvers": "U0BOB"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.RevokeCause != "" || !out.ExpiresAt.Equal(early.Add(30*time.Minute).Truncate(time.Millisecond)) {
+		t.Fatalf("override: expires %s cause %q", out.ExpiresAt, out.RevokeCause)
+	}
+	evs, _ := e.store.ReadEvents(ctx, 0, 1000)
+	last := evs[len(evs)-1]
+	if last.Action != audit.ActionGrantExtended || last.Evidence["override"] != string(grants.CauseIncidentResolved) || last.Evidence["approvers"] != "U0BOB" {
+		t.Fatalf("override event = %+v", last)
+	}
+}
+
+// TestExtendNotAfterCaps: the cap (end of shift) bounds the new expiry; a cap that leaves no
+// room refuses and changes nothing.
+func TestExtendNotAfterCaps(t *testing.T) {
+	e := newEnv(t)
+	g := e.issue(t, time.Hour)
+	ctx := context.Background()
+	shiftEnd := g.ExpiresAt.Add(20 * time.Minute)
+	out, err := e.mgr.Extend(ctx, grants.ExtendInput{GrantID: g.ID, By: time.Hour, NotAfter: shiftEnd, Actor: operator, Reason: "on call"})
+	if err != nil || !out.ExpiresAt.Equal(shiftEnd) {
+		t.Fatalf("capped extend = %s, %v; want %s", out.ExpiresAt, err, shiftEnd)
+	}
+	_, err = e.mgr.Extend(ctx, grants.ExtendInput{GrantID: g.ID, By: time.Hour, NotAfter: shiftEnd, Actor: operator, Reason: "on call"})
+	if !errors.Is(err, grants.ErrInvalid) || !strings.Contains(err.Error(), "on-call shift") {
+		t.Fatalf("extend with no room under the cap = %v", err)
+	}
+	if got, _ := e.store.GetGrant(ctx, g.ID); !got.ExpiresAt.Equal(shiftEnd) {
+		t.Errorf("refused extension changed the expiry to %s", got.ExpiresAt)
 	}
 }
 

@@ -113,7 +113,8 @@ type Note struct {
 	Grant   grants.Grant
 	// CredentialFields are the names (never the values) of a delivered credential's fields.
 	CredentialFields []string
-	ExtendBy         time.Duration
+	ExtendBy         time.Duration      // a reminder's offer.By
+	Offer            broker.ExtendOffer // a reminder's offer
 	Refs             []broker.MessageRef
 }
 
@@ -217,8 +218,8 @@ func (n *Notifier) DeliverCredential(_ context.Context, to broker.Recipient, g g
 }
 
 // Remind implements broker.Notifier.
-func (n *Notifier) Remind(_ context.Context, g grants.Grant, extendBy time.Duration) error {
-	n.add(Note{Kind: "remind", Grant: g, ExtendBy: extendBy})
+func (n *Notifier) Remind(_ context.Context, g grants.Grant, offer broker.ExtendOffer) error {
+	n.add(Note{Kind: "remind", Grant: g, ExtendBy: offer.By, Offer: offer})
 	return nil
 }
 

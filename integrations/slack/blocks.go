@@ -132,24 +132,44 @@ func mentionList(ids []string) string {
 // ApprovalBlocks is the approval request approvers see: who asks, for what, how long, why,
 // the on-call evidence, and Approve/Deny buttons (Deny asks for confirmation). With an
 // outcome, the buttons are replaced by the decision and who made it (or, for pending
-// progress of an N-of-M approval, kept with the approvals so far).
+// progress of an N-of-M approval, kept with the approvals so far). An extension request says
+// which grant it extends, until when it runs now, and, when the grant is scheduled to end
+// early, that approving overrides that early end.
 func ApprovalBlocks(ask broker.ApprovalAsk, out *broker.ApprovalOutcome, now time.Time) []slackgo.Block {
 	r := ask.Request
 	requester := userRef(r.Requester.SlackUserID)
 	if r.Requester.Email != "" {
 		requester += " (" + Escape(r.Requester.Email) + ")"
 	}
+	title, durLabel := "Access request: ", "*Duration*\n"
+	grantID, extension := broker.ExtensionOf(r)
+	if extension {
+		title, durLabel = "Extension request: ", "*Extend by*\n"
+	}
 	blocks := []slackgo.Block{
-		slackgo.NewHeaderBlock(pt("Access request: " + r.Resource)),
+		slackgo.NewHeaderBlock(pt(title + r.Resource)),
 		slackgo.NewSectionBlock(nil, []*slackgo.TextBlockObject{
 			md("*Requester*\n" + requester),
 			md("*Resource*\n" + code(r.Resource)),
-			md("*Duration*\n" + FormatDuration(r.Duration)),
+			md(durLabel + FormatDuration(r.Duration)),
 			md("*Request*\n" + code(r.ID)),
 		}, nil, slackgo.SectionBlockOptionBlockID("summary")),
-		slackgo.NewSectionBlock(md("*Reason*\n"+quote(r.Reason)), nil, nil, slackgo.SectionBlockOptionBlockID("reason")),
-		slackgo.NewContextBlock("oncall", md(onCallLine(r))),
 	}
+	if extension {
+		line := "Extends grant " + code(grantID)
+		if t, err := time.Parse(grants.TimeLayout, r.Evidence["expires_at"]); err == nil {
+			line += ", which now ends at " + when(t, now)
+		}
+		blocks = append(blocks, slackgo.NewContextBlock("grant", md(line+".")))
+		if cause := r.Evidence["scheduled_end"]; cause != "" {
+			blocks = append(blocks, slackgo.NewSectionBlock(md(":warning: *Override*: this grant is scheduled to end early because "+
+				Escape(earlyEndText(grants.RevokeCause(cause)))+". Approving cancels that early end; the audit trail records it as your override."),
+				nil, nil, slackgo.SectionBlockOptionBlockID("override")))
+		}
+	}
+	blocks = append(blocks,
+		slackgo.NewSectionBlock(md("*Reason*\n"+quote(r.Reason)), nil, nil, slackgo.SectionBlockOptionBlockID("reason")),
+		slackgo.NewContextBlock("oncall", md(onCallLine(r))))
 	if r.Evidence["break_glass"] == "true" {
 		blocks = append(blocks, slackgo.NewContextBlock("break_glass", md(":rotating_light: Break-glass request.")))
 	}
@@ -190,8 +210,22 @@ func ApprovalBlocks(ask broker.ApprovalAsk, out *broker.ApprovalOutcome, now tim
 	return append(blocks, slackgo.NewSectionBlock(md(outcome), nil, nil, slackgo.SectionBlockOptionBlockID("outcome")))
 }
 
+// earlyEndText says why a grant's end was brought forward, for approvers.
+func earlyEndText(c grants.RevokeCause) string {
+	switch c {
+	case grants.CauseIncidentResolved:
+		return "the incident it was granted for was resolved"
+	case grants.CauseShiftEnded:
+		return "the on-call shift it was granted for ended"
+	}
+	return "its end was brought forward (" + string(c) + ")"
+}
+
 // approvalFallback is the notification text of an approval message (no secrets, no reason).
 func approvalFallback(ask broker.ApprovalAsk) string {
+	if grantID, ok := broker.ExtensionOf(ask.Request); ok {
+		return fmt.Sprintf("Extension request %s: grant %s (%s) by %s", ask.Request.ID, grantID, ask.Request.Resource, FormatDuration(ask.Request.Duration))
+	}
 	return fmt.Sprintf("Access request %s: %s for %s", ask.Request.ID, ask.Request.Resource, FormatDuration(ask.Request.Duration))
 }
 
@@ -311,18 +345,24 @@ func genericFields(fields []grants.Field) string {
 	return strings.Join(lines, "\n")
 }
 
-// ReminderBlocks is the owner's expiry reminder, with an Extend button (when the resource's
-// maximum leaves room) and an End now button.
-func ReminderBlocks(g grants.Grant, extendBy time.Duration, now time.Time) ([]slackgo.Block, string) {
+// ReminderBlocks is the owner's expiry reminder with the extension the policy would allow
+// (offer): "Extend by …" when the owner is on call and auto-approved, "Request … more" when
+// the approvers must decide, no extension button otherwise; offer.Note says which and why.
+// An End now button is always there.
+func ReminderBlocks(g grants.Grant, offer broker.ExtendOffer, now time.Time) ([]slackgo.Block, string) {
 	left := g.ExpiresAt.Sub(now).Round(time.Minute)
 	text := fmt.Sprintf(":alarm_clock: Your access to *%s* (grant %s) ends at *%s*, in %s.", Escape(g.Resource), code(g.ID), when(g.ExpiresAt, now), FormatDuration(max(left, 0)))
 	fallback := fmt.Sprintf("Your access to %s ends at %s", g.Resource, when(g.ExpiresAt, now))
 	blocks := []slackgo.Block{slackgo.NewSectionBlock(md(text), nil, nil, slackgo.SectionBlockOptionBlockID("reminder"))}
 	var buttons []slackgo.BlockElement
-	if extendBy > 0 {
-		buttons = append(buttons, slackgo.NewButtonBlockElement(ActionExtend, g.ID, pt("Extend by "+FormatDuration(extendBy))).WithStyle(slackgo.StylePrimary))
-	} else {
-		blocks = append(blocks, slackgo.NewContextBlock("at_max", md("It is at "+Escape(g.Resource)+"'s maximum duration; ask again with a new request if you need more.")))
+	switch {
+	case offer.Kind == broker.OfferExtend && offer.By > 0:
+		buttons = append(buttons, slackgo.NewButtonBlockElement(ActionExtend, g.ID, pt("Extend by "+FormatDuration(offer.By))).WithStyle(slackgo.StylePrimary))
+	case offer.Kind == broker.OfferRequest && offer.By > 0:
+		buttons = append(buttons, slackgo.NewButtonBlockElement(ActionExtend, g.ID, pt("Request "+FormatDuration(offer.By)+" more")))
+	}
+	if offer.Note != "" {
+		blocks = append(blocks, slackgo.NewContextBlock("offer", md(Render(offer.Note))))
 	}
 	buttons = append(buttons, slackgo.NewButtonBlockElement(ActionDone, g.ID, pt("End now")))
 	return append(blocks, slackgo.NewActionBlock("grant_actions", buttons...)), fallback
@@ -371,6 +411,10 @@ func ListingText(l broker.Listing, now time.Time) string {
 	if len(l.Pending) > 0 {
 		b.WriteString("*Your pending requests*\n")
 		for _, r := range l.Pending {
+			if grantID, ok := broker.ExtensionOf(r); ok {
+				fmt.Fprintf(&b, "• %s extension of %s (%s) by %s — waiting for approval until %s\n", code(r.ID), code(grantID), Escape(r.Resource), FormatDuration(r.Duration), when(r.ExpiresAt, now))
+				continue
+			}
 			fmt.Fprintf(&b, "• %s %s for %s — waiting for approval until %s\n", code(r.ID), Escape(r.Resource), FormatDuration(r.Duration), when(r.ExpiresAt, now))
 		}
 	}

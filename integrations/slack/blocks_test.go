@@ -78,17 +78,28 @@ func TestApprovalBlocksGolden(t *testing.T) {
 	unknown := goldenRequest()
 	unknown.Evidence = map[string]string{"on_call": "unknown", "on_call_error": "pagerduty: 503 Service Unavailable"}
 	ask := broker.ApprovalAsk{Request: goldenRequest(), Resource: res, Needed: 2}
+	ext := goldenRequest()
+	ext.Duration = 30 * time.Minute
+	ext.Evidence = map[string]string{"on_call": "false", "kind": "extend", "extends_grant": "g_abcdefghijklmnop", "expires_at": "2026-03-02T13:35:00.000Z"}
+	override := goldenRequest()
+	override.Duration = 30 * time.Minute
+	override.Evidence = map[string]string{"on_call": "true", "kind": "extend", "extends_grant": "g_abcdefghijklmnop", "expires_at": "2026-03-02T13:20:00.000Z",
+		"scheduled_end": "incident_resolved", "scheduled_end_at": "2026-03-02T13:20:00.000Z"}
 	cases := map[string]struct {
 		ask broker.ApprovalAsk
 		out *broker.ApprovalOutcome
 	}{
-		"approval-request":         {ask, nil},
-		"approval-request-on-call": {broker.ApprovalAsk{Request: onCall, Resource: res, Needed: 1}, nil},
-		"approval-request-unknown": {broker.ApprovalAsk{Request: unknown, Resource: res, Needed: 1}, nil},
-		"approval-progress":        {ask, &broker.ApprovalOutcome{State: grants.RequestPending, By: []string{bob}}},
-		"approval-approved":        {ask, &broker.ApprovalOutcome{State: grants.RequestApproved, By: []string{bob, carol}, GrantID: "g_abcdefghijklmnop", ExpiresAt: goldenNow.Add(90 * time.Minute)}},
-		"approval-denied":          {ask, &broker.ApprovalOutcome{State: grants.RequestDenied, By: []string{bob}}},
-		"approval-expired":         {ask, &broker.ApprovalOutcome{State: grants.RequestExpired}},
+		"approval-request":            {ask, nil},
+		"approval-request-on-call":    {broker.ApprovalAsk{Request: onCall, Resource: res, Needed: 1}, nil},
+		"approval-request-unknown":    {broker.ApprovalAsk{Request: unknown, Resource: res, Needed: 1}, nil},
+		"approval-progress":           {ask, &broker.ApprovalOutcome{State: grants.RequestPending, By: []string{bob}}},
+		"approval-approved":           {ask, &broker.ApprovalOutcome{State: grants.RequestApproved, By: []string{bob, carol}, GrantID: "g_abcdefghijklmnop", ExpiresAt: goldenNow.Add(90 * time.Minute)}},
+		"approval-denied":             {ask, &broker.ApprovalOutcome{State: grants.RequestDenied, By: []string{bob}}},
+		"approval-expired":            {ask, &broker.ApprovalOutcome{State: grants.RequestExpired}},
+		"approval-extension":          {broker.ApprovalAsk{Request: ext, Resource: res, Needed: 1}, nil},
+		"approval-extension-override": {broker.ApprovalAsk{Request: override, Resource: res, Needed: 1}, nil},
+		"approval-extension-approved": {broker.ApprovalAsk{Request: override, Resource: res, Needed: 1},
+			&broker.ApprovalOutcome{State: grants.RequestApproved, By: []string{bob}, GrantID: "g_abcdefghijklmnop", ExpiresAt: goldenNow.Add(50 * time.Minute)}},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -131,9 +142,17 @@ func TestReminderBlocksGolden(t *testing.T) {
 	t.Parallel()
 	g := goldenGrant("postgres")
 	g.ExpiresAt = goldenNow.Add(5 * time.Minute)
-	for name, by := range map[string]time.Duration{"reminder-extend": 30 * time.Minute, "reminder-at-max": 0} {
+	for name, offer := range map[string]broker.ExtendOffer{
+		"reminder-extend": {Kind: broker.OfferExtend, By: 30 * time.Minute, Note: "You are on call, so it is extended at once."},
+		"reminder-extend-capped": {Kind: broker.OfferExtend, By: 20 * time.Minute,
+			Note: "You are on call, so it is extended at once, up to the end of your shift at 13:30 UTC."},
+		"reminder-request": {Kind: broker.OfferRequest, By: 30 * time.Minute, Note: "More time needs 1 approval(s) (not on call for prod-db; approval needed)."},
+		"reminder-at-max":  {Kind: broker.OfferNone, Note: "It is at prod-postgres's maximum duration; ask again with a new request if you need more."},
+		"reminder-scheduled-end": {Kind: broker.OfferNone,
+			Note: "It ends early because the incident it was granted for was resolved; only an approver can extend it (`/access extend g_abcdefghijklmnop <duration> <reason>` asks them)."},
+	} {
 		t.Run(name, func(t *testing.T) {
-			blocks, fallback := ReminderBlocks(g, by, goldenNow)
+			blocks, fallback := ReminderBlocks(g, offer, goldenNow)
 			golden(t, name, map[string]any{"text": fallback, "blocks": slackgo.Blocks{BlockSet: blocks}})
 		})
 	}

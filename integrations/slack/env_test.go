@@ -21,11 +21,14 @@ import (
 	"github.com/accessbroker/accessbroker/audit"
 	"github.com/accessbroker/accessbroker/broker"
 	"github.com/accessbroker/accessbroker/broker/brokertest"
+	"github.com/accessbroker/accessbroker/fixtures/pdfake"
 	slackfixtures "github.com/accessbroker/accessbroker/fixtures/slack"
 	"github.com/accessbroker/accessbroker/fixtures/slackfake"
 	"github.com/accessbroker/accessbroker/grants"
 	"github.com/accessbroker/accessbroker/grants/clocktest"
 	"github.com/accessbroker/accessbroker/grants/sqlstore"
+	"github.com/accessbroker/accessbroker/integrations/httpclient"
+	"github.com/accessbroker/accessbroker/integrations/pagerduty"
 )
 
 // Cast: Alice asks; Bob and Carol approve prod-db; Dave is a colleague who may not approve;
@@ -65,6 +68,7 @@ type e2e struct {
 	mgr    *grants.Manager
 	prov   *brokertest.Provider
 	oncall *broker.StaticOnCall
+	pd     *pdfake.Server // with withPagerDuty: the fake PagerDuty the on-call checks ask
 	b      *broker.Broker
 	n      *Notifier
 	h      *Handler
@@ -83,6 +87,31 @@ func (e *e2e) responseURL(user string) string {
 type e2eOptions struct {
 	resources []grants.Resource
 	logger    *slog.Logger
+	pagerduty bool
+}
+
+// withPagerDuty checks on-call status with the real PagerDuty client (go-pagerduty through
+// the retrying HTTP client) against pdfake, instead of the static on-call table.
+func withPagerDuty(o *e2eOptions) { o.pagerduty = true }
+
+// pdToken is the fake PagerDuty's API token.
+const pdToken = "u+e2e-pd-token-Q3v"
+
+// pdUsers are the cast's PagerDuty users (found by email, as production does).
+var pdUsers = map[string]pdfake.User{
+	alice: {ID: "PALICE1", Name: "Alice", Email: "alice@example.com"},
+	bob:   {ID: "PBOB001", Name: "Bob", Email: "bob@example.com"},
+}
+
+// shiftUntil puts user on call for prod-db's escalation policy in the fake PagerDuty, from an
+// hour ago until end, replacing every other on-call entry; a zero end takes them off call.
+func (e *e2e) shiftUntil(user string, end time.Time) {
+	if end.IsZero() {
+		e.pd.SetOnCalls()
+		return
+	}
+	e.pd.SetOnCalls(pdfake.OnCall{UserID: pdUsers[user].ID, EscalationPolicyID: "PABC123", EscalationPolicyName: "DB primary",
+		ScheduleID: "PSCHED1", ScheduleName: "DB weekly", Level: 1, Start: e.clock.Now().Add(-time.Hour), End: end})
 }
 
 func newE2E(t testing.TB, opts ...func(*e2eOptions)) *e2e {
@@ -132,7 +161,22 @@ func newE2E(t testing.TB, opts ...func(*e2eOptions)) *e2e {
 		t.Fatal(err)
 	}
 	e.oncall = broker.NewStaticOnCall(e.clock)
-	e.b = broker.New(broker.Deps{Manager: e.mgr, OnCall: e.oncall, Directory: dir, Notifier: e.n, Groups: NewUsergroups(api), Logger: o.logger})
+	var oc broker.OnCall = e.oncall
+	if o.pagerduty {
+		e.pd = pdfake.New(pdfake.Options{Token: pdToken, Now: e.clock.Now})
+		t.Cleanup(e.pd.Close)
+		for _, u := range pdUsers {
+			e.pd.AddUser(u)
+		}
+		pdHTTP := httpclient.New(httpclient.Options{RetryMax: 2, WaitMin: time.Millisecond, WaitMax: 2 * time.Millisecond, MaxRetryAfter: 5 * time.Millisecond,
+			ReturnLastResponse: true, Clock: e.clock, Logger: o.logger})
+		pd, err := pagerduty.New(pagerduty.Config{APIURL: e.pd.URL + "/", Token: pdToken, HTTP: pdHTTP, Clock: e.clock, Logger: o.logger})
+		if err != nil {
+			t.Fatal(err)
+		}
+		oc = pd
+	}
+	e.b = broker.New(broker.Deps{Manager: e.mgr, OnCall: oc, Directory: dir, Notifier: e.n, Groups: NewUsergroups(api), Logger: o.logger})
 	v, err := NewVerifier(e.clock, 0, signingSecret)
 	if err != nil {
 		t.Fatal(err)

@@ -28,8 +28,8 @@ type Service interface {
 	Resources() []grants.Resource
 	Revoke(ctx context.Context, c broker.Caller, grantID string) (grants.Grant, error)
 	Done(ctx context.Context, c broker.Caller, grantID string) (grants.Grant, error)
-	Extend(ctx context.Context, c broker.Caller, grantID string, by time.Duration, reason string) (grants.Grant, error)
-	ExtendFromReminder(ctx context.Context, c broker.Caller, grantID string) (grants.Grant, error)
+	SubmitExtension(ctx context.Context, in broker.ExtensionInput) (grants.Request, error)
+	ExtendFromReminder(ctx context.Context, in broker.ExtensionInput) (grants.Request, error)
 	RecordRejection(ctx context.Context, r broker.Rejection) error
 }
 
@@ -263,15 +263,46 @@ func (h *Handler) Commands(w http.ResponseWriter, r *http.Request) {
 			return h.o.Teller.Tell(ctx, to, fmt.Sprintf("Grant %s (%s) is being revoked; you will get a message when it is done.", g.ID, g.Resource))
 		})
 	case CmdExtend:
-		reply(w, fmt.Sprintf("Extending grant %s by %s…", code(cmd.GrantID), FormatDuration(cmd.Duration)))
-		h.background(r, "extend", func(ctx context.Context) error {
-			g, err := h.o.Service.Extend(ctx, caller, cmd.GrantID, cmd.Duration, cmd.Reason)
-			if err != nil {
-				return h.tellErr(ctx, to, err)
-			}
-			return h.o.Teller.Tell(ctx, to, fmt.Sprintf("Grant %s (%s) now ends at %s.", g.ID, g.Resource, g.ExpiresAt.UTC().Format("15:04 UTC")))
-		})
+		h.extend(w, r, form, cmd, name)
 	}
+}
+
+// extend records an extension request before answering, then decides it under the policy in
+// the background (the broker tells the owner the outcome).
+func (h *Handler) extend(w http.ResponseWriter, r *http.Request, form url.Values, cmd Command, name string) {
+	ctx, cancel := context.WithTimeout(r.Context(), h.o.AckTimeout)
+	defer cancel()
+	req, err := h.o.Service.SubmitExtension(ctx, broker.ExtensionInput{
+		Source: grants.SourceSlack, TeamID: form.Get("team_id"), UserID: form.Get("user_id"),
+		GrantID: cmd.GrantID, By: cmd.Duration, Reason: cmd.Reason,
+		ExternalKey: "slack:" + deliveryKey(r, form), ResponseURL: form.Get("response_url"), ChannelID: form.Get("channel_id"),
+	})
+	switch {
+	case errors.Is(err, broker.ErrDuplicate):
+		reply(w, "This request was already received; nothing new was done.")
+		return
+	case errors.Is(err, broker.ErrRefused):
+		reply(w, ":no_entry: "+Render(broker.UserMessage(err))+"\n\n"+Usage(Escape(name), CmdExtend))
+		return
+	case err != nil:
+		h.log.ErrorContext(ctx, "record extension", "error", err)
+		reply(w, Render(broker.UserMessage(err)))
+		return
+	}
+	reply(w, fmt.Sprintf("Request %s to extend grant %s by %s received. Checking it against %s's policy…", code(req.ID), code(cmd.GrantID), FormatDuration(cmd.Duration), code(req.Resource)))
+	h.background(r, "process extension", func(ctx context.Context) error {
+		return h.o.Service.Process(ctx, req.ID)
+	})
+}
+
+// deliveryKey identifies one delivery of a command: its trigger id, or a hash of its
+// signature when Slack sent none.
+func deliveryKey(r *http.Request, form url.Values) string {
+	if key := form.Get("trigger_id"); key != "" {
+		return key
+	}
+	sum := sha256.Sum256([]byte(r.Header.Get(HeaderSignature)))
+	return "sig:" + hex.EncodeToString(sum[:])
 }
 
 // tellErr tells the person what went wrong (a refusal's words, or a generic sentence).
@@ -297,11 +328,7 @@ func (h *Handler) recordGrammarRejection(r *http.Request, user, team, text, prob
 
 // request records an access request before answering, then decides it in the background.
 func (h *Handler) request(w http.ResponseWriter, r *http.Request, form url.Values, cmd Command, name string) {
-	key := form.Get("trigger_id")
-	if key == "" {
-		sum := sha256.Sum256([]byte(r.Header.Get(HeaderSignature)))
-		key = "sig:" + hex.EncodeToString(sum[:])
-	}
+	key := deliveryKey(r, form)
 	ctx, cancel := context.WithTimeout(r.Context(), h.o.AckTimeout)
 	defer cancel()
 	req, err := h.o.Service.Submit(ctx, broker.RequestInput{
@@ -352,11 +379,16 @@ func (h *Handler) Interactions(w http.ResponseWriter, r *http.Request) {
 		})
 	case ActionExtend:
 		h.background(r, "extend from reminder", func(ctx context.Context) error {
-			g, err := h.o.Service.ExtendFromReminder(ctx, caller, in.Value)
-			if err != nil {
+			// Decided under the policy like /access extend; the broker tells the owner.
+			ext := broker.ExtensionInput{Source: grants.SourceSlack, TeamID: in.TeamID, UserID: in.UserID, GrantID: in.Value,
+				ResponseURL: in.ResponseURL, ChannelID: in.ChannelID}
+			if in.TriggerID != "" {
+				ext.ExternalKey = "slack:" + in.TriggerID
+			}
+			if _, err := h.o.Service.ExtendFromReminder(ctx, ext); err != nil {
 				return h.tellErr(ctx, to, err)
 			}
-			return h.o.Teller.Tell(ctx, to, fmt.Sprintf("Grant %s (%s) now ends at %s.", g.ID, g.Resource, g.ExpiresAt.UTC().Format("15:04 UTC")))
+			return nil
 		})
 	case ActionDone:
 		h.background(r, "done from reminder", func(ctx context.Context) error {

@@ -212,10 +212,10 @@ func (n *Notifier) UpdateApproval(ctx context.Context, refs []broker.MessageRef,
 }
 
 // Remind implements broker.Notifier.
-func (n *Notifier) Remind(ctx context.Context, g grants.Grant, extendBy time.Duration) error {
+func (n *Notifier) Remind(ctx context.Context, g grants.Grant, offer broker.ExtendOffer) error {
 	ctx, cancel := n.timeout(ctx)
 	defer cancel()
-	blocks, fallback := ReminderBlocks(g, extendBy, n.clk.Now())
+	blocks, fallback := ReminderBlocks(g, offer, n.clk.Now())
 	if _, err := n.dm(ctx, g.Person.SlackUserID, fallback, blocks); err != nil {
 		return fmt.Errorf("remind owner of %s: %w", g.ID, err)
 	}
