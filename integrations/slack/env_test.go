@@ -65,6 +65,7 @@ type e2e struct {
 	mgr    *grants.Manager
 	prov   *brokertest.Provider
 	oncall *broker.StaticOnCall
+	dir    *Directory
 	b      *broker.Broker
 	n      *Notifier
 	h      *Handler
@@ -83,6 +84,13 @@ func (e *e2e) responseURL(user string) string {
 type e2eOptions struct {
 	resources []grants.Resource
 	logger    *slog.Logger
+	// identities and dirOpts replace the directory's configuration (default: Alice listed,
+	// email resolution on).
+	identities []Identity
+	dirOpts    *DirectoryOptions
+	// oncall, given the test's clock, replaces the static on-call table (e.g. with the
+	// PagerDuty client against pdfake).
+	oncall func(grants.Clock) broker.OnCall
 }
 
 func newE2E(t testing.TB, opts ...func(*e2eOptions)) *e2e {
@@ -127,12 +135,25 @@ func newE2E(t testing.TB, opts ...func(*e2eOptions)) *e2e {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir, err := NewDirectory(api, testTeam, []Identity{{SlackUserID: alice, Email: "alice@example.com", GitHubLogin: "alice"}}, o.logger)
+	ids := []Identity{{SlackUserID: alice, Email: "alice@example.com", GitHubLogin: "alice"}}
+	if o.identities != nil {
+		ids = o.identities
+	}
+	dopts := DirectoryOptions{ResolveByEmail: true}
+	if o.dirOpts != nil {
+		dopts = *o.dirOpts
+	}
+	dir, err := NewDirectory(api, testTeam, ids, o.logger, dopts)
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.dir = dir
 	e.oncall = broker.NewStaticOnCall(e.clock)
-	e.b = broker.New(broker.Deps{Manager: e.mgr, OnCall: e.oncall, Directory: dir, Notifier: e.n, Groups: NewUsergroups(api), Logger: o.logger})
+	var oncall broker.OnCall = e.oncall
+	if o.oncall != nil {
+		oncall = o.oncall(e.clock)
+	}
+	e.b = broker.New(broker.Deps{Manager: e.mgr, OnCall: oncall, Directory: dir, Notifier: e.n, Groups: NewUsergroups(api), Logger: o.logger})
 	v, err := NewVerifier(e.clock, 0, signingSecret)
 	if err != nil {
 		t.Fatal(err)
