@@ -354,3 +354,30 @@ func TestPageAckImpostorIsRefusedAndReported(t *testing.T) {
 		t.Fatalf("Erin's acknowledgement: grants %+v", gs)
 	}
 }
+
+// TestButtonsMatchApproversByIDNotEmail: buttons follow the same rule. Mallory, whose Slack
+// profile shows approver Bob's email, clicks Approve on Alice's request: refused, nothing
+// changes; Bob's own click approves it. (This path never looked at emails; the test keeps it
+// that way.)
+func TestButtonsMatchApproversByIDNotEmail(t *testing.T) {
+	t.Parallel()
+	e := newE2E(t, func(o *e2eOptions) {
+		o.identities = []Identity{{SlackUserID: alice, Email: "alice@example.com"}, {SlackUserID: bob, Email: "bob@example.com"}}
+	})
+	e.fake.AddUser(slackfake.User{ID: mallory, Name: "mallory", Email: "BOB@example.com"})
+	e.fake.AddChannel(approvalsChannel, bob, carol, dave, mallory)
+	e.command(t, alice, "prod-db 1h checking replication lag")
+	ref := e.approvalRef(t)
+	id := e.allRequests(t)[0].ID
+	e.click(t, mallory, ActionApprove, id, ref)
+	if gs := e.allGrants(t); len(gs) != 0 {
+		t.Fatalf("an approval by Bob's email look-alike granted %+v", gs)
+	}
+	if r := e.allRequests(t)[0]; r.State != grants.RequestPending || len(r.Approvals) != 0 {
+		t.Fatalf("request after the refused click: %+v", r)
+	}
+	e.click(t, bob, ActionApprove, id, ref)
+	if gs := e.allGrants(t); len(gs) != 1 || gs[0].Person.SlackUserID != alice {
+		t.Fatalf("Bob's approval: grants %+v", gs)
+	}
+}
