@@ -32,6 +32,9 @@ const (
 	ActionGrantRevokeFailed Action = "grant.revoke_failed"
 	ActionWebhookRejected   Action = "webhook.rejected"
 	ActionSummaryPosted     Action = "summary.posted"
+	// ActionIdentityConflict: someone presented an email that the identities list gives to
+	// another Slack user; they were refused.
+	ActionIdentityConflict Action = "identity.conflict"
 )
 
 // ActorKind says what sort of party acted.

@@ -78,7 +78,18 @@ func (p *Pages) Acknowledged(ctx context.Context, ack PageAck) error {
 	}
 	person, err := p.people.ByPagerDuty(ctx, ack.AcknowledgerPDUserID, ack.AcknowledgerEmail)
 	if errors.Is(err, ErrUnknownPerson) {
-		return b.RecordRejection(ctx, Rejection{Actor: actor, Reason: "page acknowledged by someone accessbroker cannot identify: " + truncate(err.Error(), 300), Evidence: evidence})
+		rej := Rejection{Actor: actor, Reason: "page acknowledged by someone accessbroker cannot identify: " + truncate(err.Error(), 300), Evidence: evidence}
+		var conflict *IdentityConflict
+		if !errors.As(err, &conflict) {
+			return b.RecordRejection(ctx, rej)
+		}
+		// The conflict and the rejection are recorded together.
+		rejected := &audit.Event{Actor: rej.Actor, Action: audit.ActionRequestRejected, Reason: truncate(rej.Reason, 500), Evidence: rej.Evidence}
+		if err := b.m.Record(ctx, b.conflictEvent(conflict, actor, nil), rejected); err != nil {
+			return fmt.Errorf("record identity conflict of PagerDuty user %s: %w", ack.AcknowledgerPDUserID, err)
+		}
+		b.auditLine(ctx, conflictLine(conflict))
+		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("resolve PagerDuty user %s: %w", ack.AcknowledgerPDUserID, err)

@@ -126,7 +126,19 @@ func (b *Broker) Process(ctx context.Context, requestID string) error {
 			b.log.WarnContext(ctx, "identity lookup failed", "request_id", r.ID, "error", err)
 			msg = "Your identity could not be looked up just now, so the request was refused. Please try again."
 		}
-		return b.rejectRecorded(ctx, r, msg, map[string]string{"identity_error": truncate(err.Error(), 300)})
+		var conflict *IdentityConflict
+		var extra []*audit.Event
+		if errors.As(err, &conflict) {
+			// Recorded with the rejection, in one transaction: no audit, no refusal either.
+			extra = append(extra, b.conflictEvent(conflict, slackActor(r.Requester.SlackUserID), &r))
+		}
+		if err := b.rejectRecorded(ctx, r, msg, map[string]string{"identity_error": truncate(err.Error(), 300)}, extra...); err != nil {
+			return err
+		}
+		if conflict != nil {
+			b.auditLine(ctx, conflictLine(conflict))
+		}
+		return nil
 	}
 	person.SlackTeamID, person.SlackUserID = r.Requester.SlackTeamID, r.Requester.SlackUserID
 	r.Requester = person

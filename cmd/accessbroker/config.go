@@ -41,6 +41,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/accessbroker/accessbroker/broker"
 	"github.com/accessbroker/accessbroker/grants"
 )
 
@@ -118,6 +119,9 @@ type Config struct {
 	// Identities (identities) is an optional explicit map from Slack users to the same person
 	// elsewhere, consulted before the users.info → email → PagerDuty lookup.
 	Identities []IdentityConfig `yaml:"identities"`
+	// Identity (identity) says how people who are not in identities are identified. Every
+	// key has a default.
+	Identity IdentityRulesConfig `yaml:"identity"`
 
 	lines   map[string]int  // key path → line of the key (or list item) in the file
 	set     map[string]bool // key paths given a non-null value in the file
@@ -440,6 +444,18 @@ type IdentityConfig struct {
 	GitHub string `yaml:"github"`
 	// PagerDuty (identities[].pagerduty) is the PagerDuty user id. Unique.
 	PagerDuty string `yaml:"pagerduty"`
+}
+
+// IdentityRulesConfig is the identity section. Whatever it says, a Slack user is a person
+// only by (team, user id), and an email an identities entry has is never used for anyone
+// else (refused and audited as identity.conflict); see docs/slack.md.
+type IdentityRulesConfig struct {
+	// ResolveByEmail (identity.resolve_by_email): true (the default) also serves Slack users
+	// who are not in identities, identified by the email Slack has confirmed for them
+	// (is_email_confirmed, plain ASCII), which then finds their PagerDuty user; and links a
+	// PagerDuty user who acknowledges a page to the Slack user with that confirmed email.
+	// false: only the people listed in identities get access, through any path.
+	ResolveByEmail bool `yaml:"resolve_by_email"`
 }
 
 // Secret is a configuration value that must not be printed: tokens, signing secrets, DSNs
@@ -1327,6 +1343,9 @@ func (c *Config) applyDefaults() {
 			*p = def
 		}
 	}
+	if !c.has("identity.resolve_by_email") {
+		c.Identity.ResolveByEmail = true
+	}
 	setStr(&c.LogLevel, "info")
 	c.LogLevel = strings.ToLower(c.LogLevel)
 	setStr(&c.Listen, ":8080")
@@ -2016,8 +2035,10 @@ func (c *Config) validateIdentities(v *validator) {
 		if id.Email != "" {
 			if a, err := mail.ParseAddress(id.Email); err != nil || a.Address != id.Email || a.Name != "" {
 				v.add(p+".email", "%s is not a bare email address such as alice@example.com", v.show(p+".email", id.Email))
+			} else if folded, err := broker.CheckEmail(id.Email); err != nil {
+				v.add(p+".email", "%s: write the address in plain ASCII (an internationalised domain in its xn-- form)", strings.TrimPrefix(err.Error(), broker.ErrEmailRefused.Error()+": "))
 			} else {
-				dup(emails, strings.ToLower(id.Email), i, p+".email", "email "+id.Email)
+				dup(emails, folded, i, p+".email", "email "+id.Email)
 			}
 		}
 		if id.GitHub != "" && v.match(p+".github", id.GitHub, githubLoginRE, "a GitHub login") {

@@ -128,6 +128,9 @@ func TestConfigCheckBadFiles(t *testing.T) {
 		{"bad_identity_email.yaml", 10, "identities[0].email", "is not a bare email address"},
 		{"bad_identity_duplicate_slack.yaml", 11, "identities[1].slack", "duplicate Slack user U0ALICE (also identities[0])"},
 		{"bad_identity_duplicate_email.yaml", 11, "identities[1].email", "duplicate email Alice@Example.com (also identities[0])"},
+		{"bad_identity_fullwidth_email.yaml", 11, "identities[1].email", `normalise to "alice@example.com", which is a different mailbox`},
+		{"bad_identity_lookalike_email.yaml", 10, "identities[0].email", "contains characters outside ASCII after Unicode normalisation; look-alike letters are not matched to anyone: write the address in plain ASCII"},
+		{"bad_identity_resolve_by_email.yaml", 9, "identity.resolve_by_email", "maybe"},
 		{"bad_checkpoint_every_zero.yaml", 3, "audit.checkpoint_every", "must be at least 1, not 0"},
 		{"bad_missing_signing_key_file.yaml", 3, "audit.signing_key_file", "is required"},
 		{"bad_listen.yaml", 1, "listen", `"8080" is not a host:port address`},
@@ -369,6 +372,7 @@ func TestLoadConfigValid(t *testing.T) {
 			{Slack: "U0ALICE", SlackTeam: "T0TEAM", Email: "alice@example.com", GitHub: "alice", PagerDuty: "PALICE1"},
 			{Slack: "U0BOB", SlackTeam: "T0OTHER", Email: "bob@example.com", GitHub: "bob-sre"},
 		},
+		Identity: IdentityRulesConfig{ResolveByEmail: true},
 	}
 	if diff := cmp.Diff(want, cfg, configCmpOpts...); diff != "" {
 		t.Errorf("config (-want +got):\n%s", diff)
@@ -452,12 +456,35 @@ func TestConfigDefaults(t *testing.T) {
 			{PagerDutyServices: []string{"PSVC123"}, Resources: []string{"app", "db"}, Duration: 30 * time.Minute},
 		},
 		Identities: []IdentityConfig{{Slack: "U0ALICE", SlackTeam: "T0TEAM"}},
+		Identity:   IdentityRulesConfig{ResolveByEmail: true},
 	}
 	if diff := cmp.Diff(want, cfg, configCmpOpts...); diff != "" {
 		t.Errorf("config (-want +got):\n%s", diff)
 	}
 	if cfg.URLOverrides() != nil {
 		t.Errorf("URLOverrides = %q, want none", cfg.URLOverrides())
+	}
+}
+
+// TestIdentityResolveByEmail: identity.resolve_by_email defaults to true (TestConfigDefaults)
+// and an explicit value is kept, either way.
+func TestIdentityResolveByEmail(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		yaml string
+		want bool
+	}{
+		{"identity: {resolve_by_email: false}\n", false},
+		{"identity: {resolve_by_email: true}\n", true},
+		{"identity: {}\n", true},
+	} {
+		cfg, err := ParseConfig([]byte(minimalBase(t)+tc.yaml), nil)
+		if err != nil {
+			t.Fatalf("%q: %v", tc.yaml, err)
+		}
+		if cfg.Identity.ResolveByEmail != tc.want {
+			t.Errorf("%q: resolve_by_email = %v, want %v", tc.yaml, cfg.Identity.ResolveByEmail, tc.want)
+		}
 	}
 }
 
@@ -685,7 +712,7 @@ func TestEnvExpansion(t *testing.T) {
 			name:    "keys are not expanded",
 			extra:   "${KEY}: x\n",
 			env:     map[string]string{"KEY": "instance_name"},
-			wantErr: []Problem{{Line: 9, Msg: `unknown key "${KEY}" in config; known keys: api, audit, auto_grant, aws, github, identities, instance_name, listen, log_level, pagerduty, resources, revoker, slack, store`}},
+			wantErr: []Problem{{Line: 9, Msg: `unknown key "${KEY}" in config; known keys: api, audit, auto_grant, aws, github, identities, identity, instance_name, listen, log_level, pagerduty, resources, revoker, slack, store`}},
 		},
 	}
 	for _, tt := range tests {

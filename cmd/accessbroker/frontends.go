@@ -64,9 +64,9 @@ func buildFrontends(ctx context.Context, a *app, mux *http.ServeMux) (*frontends
 	}
 	var ids []slack.Identity
 	for _, id := range cfg.Identities {
-		ids = append(ids, slack.Identity{SlackUserID: id.Slack, Email: id.Email, GitHubLogin: id.GitHub, PagerDutyID: id.PagerDuty})
+		ids = append(ids, slack.Identity{SlackTeamID: id.SlackTeam, SlackUserID: id.Slack, Email: id.Email, GitHubLogin: id.GitHub, PagerDutyID: id.PagerDuty})
 	}
-	dir, err := slack.NewDirectory(api, team, ids, a.log)
+	dir, err := slack.NewDirectory(api, team, ids, a.log, slack.DirectoryOptions{ResolveByEmail: cfg.Identity.ResolveByEmail})
 	if err != nil {
 		return nil, err
 	}

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/accessbroker/accessbroker/audit"
+	"github.com/accessbroker/accessbroker/broker"
 	"github.com/accessbroker/accessbroker/grants"
 )
 
@@ -222,11 +224,21 @@ func grantsIssue(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	var person *grants.Person
 	for _, id := range cfg.Identities {
 		if id.Slack == *slackUser {
-			person = &grants.Person{SlackTeamID: id.SlackTeam, SlackUserID: id.Slack, Email: id.Email, GitHubLogin: id.GitHub, PagerDutyID: id.PagerDuty, ResolvedBy: "config"}
+			// The same person the Slack directory resolves for this entry: its email folded as
+			// every identity path compares it (config check has refused look-alikes).
+			person = &grants.Person{SlackTeamID: id.SlackTeam, SlackUserID: id.Slack, Email: broker.FoldEmail(id.Email), GitHubLogin: id.GitHub, PagerDutyID: id.PagerDuty, ResolvedBy: "config"}
 		}
 	}
 	if person == nil {
-		fmt.Fprintf(stderr, "accessbroker grants issue: %s is not listed under identities in the config; add it there first\n", *slackUser)
+		// The command line names people only by an identities entry, in either
+		// identity.resolve_by_email mode: nothing is looked up, nothing issued, and the
+		// attempt is audited.
+		msg := fmt.Sprintf("%s is not listed under identities in the config; add it there first", *slackUser)
+		if err := recordCLIRefusal(ctx, cfg, stderr, *operator, *resource, *slackUser, msg); err != nil {
+			fmt.Fprintf(stderr, "accessbroker grants issue: %s (and the refusal could not be audited: %v)\n", msg, err)
+			return exitUsage
+		}
+		fmt.Fprintf(stderr, "accessbroker grants issue: %s\n", msg)
 		return exitUsage
 	}
 	d := *duration
@@ -254,6 +266,17 @@ func grantsIssue(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		fmt.Fprintf(stdout, "  %s: %s\n", f.Name, f.Value)
 	}
 	return exitOK
+}
+
+// recordCLIRefusal writes the request.rejected event of a refused grants issue.
+func recordCLIRefusal(ctx context.Context, cfg *Config, stderr io.Writer, operator, resource, slackUser, why string) error {
+	a, err := newApp(ctx, cfg, appOptions{logOut: stderr})
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	return a.manager.Record(ctx, &audit.Event{Actor: operatorActor(operator), Action: audit.ActionRequestRejected, Resource: resource,
+		Reason: "grants issue refused: " + why, Evidence: map[string]string{"source": string(grants.SourceCLI), "slack_user": slackUser}})
 }
 
 // splitPositional takes a leading positional argument (GRANT_ID) off args so flags may follow it.

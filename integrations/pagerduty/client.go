@@ -22,6 +22,7 @@ import (
 
 	pd "github.com/PagerDuty/go-pagerduty"
 
+	"github.com/accessbroker/accessbroker/broker"
 	"github.com/accessbroker/accessbroker/grants"
 	"github.com/accessbroker/accessbroker/integrations/httpclient"
 )
@@ -169,16 +170,23 @@ type User struct {
 	Email string
 }
 
-// UserIDByEmail returns the id of the one PagerDuty user whose email equals email, ignoring
-// case. GET /users?query= matches loosely (names, parts of addresses), so the results are
-// filtered for an exact match; none or several give a *NoUserError, never a guess. Answers
-// are cached for the configured TTL on the injected clock; failures are not cached.
+// UserIDByEmail returns the id of the one PagerDuty user whose email equals email, compared
+// as broker.FoldEmail folds them (case and Unicode compatibility forms do not matter).
+// GET /users?query= matches loosely (names, parts of addresses), so the results are
+// filtered for an exact match; none or several give a *NoUserError, never a guess. An email
+// broker.CheckEmail refuses (a non-ASCII look-alike) is refused before PagerDuty is asked,
+// and a PagerDuty user whose own email is such a look-alike never matches. Answers are cached
+// for the configured TTL on the injected clock; failures are not cached.
 func (c *Client) UserIDByEmail(ctx context.Context, email string) (string, error) {
 	email = strings.TrimSpace(email)
 	if email == "" {
 		return "", errors.New("no PagerDuty user for a person without an email address")
 	}
-	key := strings.ToLower(email)
+	key, err := broker.CheckEmail(email)
+	if err != nil {
+		return "", fmt.Errorf("look up PagerDuty user: %w", err)
+	}
+	email = key
 	now := c.clock.Now()
 	c.mu.Lock()
 	if e, ok := c.byEmail[key]; ok && now.Before(e.expires) {
@@ -198,7 +206,7 @@ func (c *Client) UserIDByEmail(ctx context.Context, email string) (string, error
 			return "", fmt.Errorf("look up PagerDuty user %s: %w", email, apiErr(err))
 		}
 		for _, u := range resp.Users {
-			if strings.EqualFold(strings.TrimSpace(u.Email), email) && u.ID != "" {
+			if theirs, err := broker.CheckEmail(u.Email); err == nil && theirs == key && u.ID != "" {
 				ids = append(ids, u.ID)
 			}
 		}

@@ -391,3 +391,25 @@ func BenchmarkCheck(b *testing.B) {
 		}
 	}
 }
+
+// TestUserIDByEmailRefusesLookalikes: a non-ASCII look-alike is refused before PagerDuty is
+// asked, and a PagerDuty user whose own email is a look-alike of the person's never matches
+// (issue #11: compared after NFKC and case folding, look-alikes refused, not matched).
+func TestUserIDByEmailRefusesLookalikes(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, t0)
+	e.fake.AddUser(pdfake.User{ID: "PKELVIN", Name: "Kate", Email: "\u212aate@example.com"}) // Kelvin sign
+	for _, email := range []string{"\u0430lice@example.com", "\uff41lice@example.com"} {
+		if _, err := e.client.UserIDByEmail(t.Context(), email); !errors.Is(err, broker.ErrEmailRefused) {
+			t.Errorf("UserIDByEmail(%q) = %v, want a look-alike refusal", email, err)
+		}
+	}
+	if c := e.fake.CallCount(http.MethodGet, "/users"); c != 0 {
+		t.Errorf("PagerDuty was asked %d times about look-alikes", c)
+	}
+	_, err := e.client.UserIDByEmail(t.Context(), "kate@example.com")
+	var nu *pagerduty.NoUserError
+	if !errors.As(err, &nu) || nu.Matches != 0 {
+		t.Errorf("kate@example.com matched a look-alike PagerDuty user: %v", err)
+	}
+}

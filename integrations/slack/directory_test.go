@@ -65,6 +65,10 @@ func TestDirectoryResolve(t *testing.T) {
 	fake, api, _ := newFakeSlack(t, nil)
 	for _, u := range []slackfake.User{
 		{ID: "U0ERIN", Name: "erin", Email: "Erin@Example.com"},
+		{ID: "U0UNCONF", Email: "unconfirmed@example.com", EmailUnconfirmed: true},
+		{ID: "U0CYRIL", Email: "erin@exаmple.com"},  // Cyrillic а in the domain
+		{ID: "U0WIDE", Email: "ｅrin2@example.com"},  // fullwidth ｅ, NFKC-equal to ASCII e
+		{ID: "U0KELVIN", Email: "Kate@example.com"}, // Kelvin sign, folds to k
 		{ID: "U0GONE", Email: "gone@example.com", Deleted: true},
 		{ID: "U0BOTTY", Email: "bot@example.com", IsBot: true},
 		{ID: "U0APP", Email: "app@example.com", IsAppUser: true},
@@ -105,6 +109,10 @@ func TestDirectoryResolve(t *testing.T) {
 		"U0SINGLE":  "guest accounts",
 		"U0OTHER":   "belongs to Slack workspace T0ELSEWHERE",
 		"U0NOMAIL":  "did not share an email",
+		"U0UNCONF":  "has not confirmed the email address",
+		"U0CYRIL":   "outside ASCII",
+		"U0WIDE":    "outside ASCII",
+		"U0KELVIN":  "outside ASCII",
 		"U0UNKNOWN": "does not know user U0UNKNOWN",
 	}
 	for user, want := range refused {
@@ -131,9 +139,15 @@ func TestDirectoryResolve(t *testing.T) {
 func TestNewDirectoryValidates(t *testing.T) {
 	t.Parallel()
 	cases := map[string][]Identity{
-		"no slack id": {{Email: "a@example.com"}},
-		"duplicate":   {{SlackUserID: "U1", Email: "a@example.com"}, {SlackUserID: "U1", Email: "b@example.com"}},
-		"no email":    {{SlackUserID: "U1"}},
+		"no slack id":         {{Email: "a@example.com"}},
+		"duplicate":           {{SlackUserID: "U1", Email: "a@example.com"}, {SlackUserID: "U1", Email: "b@example.com"}},
+		"no email":            {{SlackUserID: "U1"}},
+		"same email in case":  {{SlackUserID: "U1", Email: "a@example.com"}, {SlackUserID: "U2", Email: "A@Example.COM"}},
+		"same email by NFKC":  {{SlackUserID: "U1", Email: "a@example.com"}, {SlackUserID: "U2", Email: "ａ@example.com"}},
+		"non-ASCII email":     {{SlackUserID: "U1", Email: "аlice@example.com"}}, // Cyrillic а
+		"not an address":      {{SlackUserID: "U1", Email: "alice"}},
+		"two @":               {{SlackUserID: "U1", Email: "a@b@example.com"}},
+		"same email, 2 teams": {{SlackUserID: "U1", Email: "a@example.com"}, {SlackTeamID: "T0OTHER", SlackUserID: "U2", Email: "a@example.com"}},
 	}
 	for name, ids := range cases {
 		if _, err := NewDirectory(nil, testTeam, ids, nil); err == nil {

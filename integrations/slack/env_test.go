@@ -69,6 +69,7 @@ type e2e struct {
 	prov   *brokertest.Provider
 	oncall *broker.StaticOnCall
 	pd     *pdfake.Server // with withPagerDuty: the fake PagerDuty the on-call checks ask
+	dir    *Directory
 	b      *broker.Broker
 	n      *Notifier
 	h      *Handler
@@ -88,6 +89,13 @@ type e2eOptions struct {
 	resources []grants.Resource
 	logger    *slog.Logger
 	pagerduty bool
+	// identities and dirOpts replace the directory's configuration (default: Alice listed,
+	// email resolution on).
+	identities []Identity
+	dirOpts    *DirectoryOptions
+	// oncall, given the test's clock, replaces the static on-call table (e.g. with the
+	// PagerDuty client against pdfake).
+	oncall func(grants.Clock) broker.OnCall
 }
 
 // withPagerDuty checks on-call status with the real PagerDuty client (go-pagerduty through
@@ -156,10 +164,19 @@ func newE2E(t testing.TB, opts ...func(*e2eOptions)) *e2e {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir, err := NewDirectory(api, testTeam, []Identity{{SlackUserID: alice, Email: "alice@example.com", GitHubLogin: "alice"}}, o.logger)
+	ids := []Identity{{SlackUserID: alice, Email: "alice@example.com", GitHubLogin: "alice"}}
+	if o.identities != nil {
+		ids = o.identities
+	}
+	dopts := DirectoryOptions{ResolveByEmail: true}
+	if o.dirOpts != nil {
+		dopts = *o.dirOpts
+	}
+	dir, err := NewDirectory(api, testTeam, ids, o.logger, dopts)
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.dir = dir
 	e.oncall = broker.NewStaticOnCall(e.clock)
 	var oc broker.OnCall = e.oncall
 	if o.pagerduty {
@@ -175,6 +192,9 @@ func newE2E(t testing.TB, opts ...func(*e2eOptions)) *e2e {
 			t.Fatal(err)
 		}
 		oc = pd
+	}
+	if o.oncall != nil {
+		oc = o.oncall(e.clock)
 	}
 	e.b = broker.New(broker.Deps{Manager: e.mgr, OnCall: oc, Directory: dir, Notifier: e.n, Groups: NewUsergroups(api), Logger: o.logger})
 	v, err := NewVerifier(e.clock, 0, signingSecret)
