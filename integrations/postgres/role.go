@@ -229,24 +229,68 @@ func (p *Provider) findRoles(ctx context.Context, op string, req grants.RevokeRe
 	return out, nil
 }
 
-// Revoke drops the grant's role: no new logins, live sessions terminated, objects it owns
-// reassigned to the admin role, privileges dropped, role dropped. A role that does not exist
-// is success. A handle naming a role this provider would not have made is refused with
-// ErrNeedsOperator.
+// Revoke drops the grant's role: no new logins, live sessions terminated, routines it owns
+// dropped, other objects it owns reassigned to the orphan owner, privileges dropped, role
+// dropped. A role that does not exist is success. A handle naming a role this provider would
+// not have made is refused with ErrNeedsOperator. RevokeWithResult says what it did.
 func (p *Provider) Revoke(ctx context.Context, req grants.RevokeRequest) error {
+	_, err := p.RevokeWithResult(ctx, req)
+	return err
+}
+
+// RevokeWithResult is Revoke, reporting in the result's evidence the objects the role left
+// behind: orphan_owner, reassigned and reassigned_count (objects handed to the orphan owner),
+// dropped and dropped_count (routines, and what depended on them). Each list names at most
+// maxListed objects as "database: kind schema.name" and then says how many more there were.
+// A failed attempt reports what it finished before failing.
+func (p *Provider) RevokeWithResult(ctx context.Context, req grants.RevokeRequest) (grants.RevokeResult, error) {
 	if req.Handle.Preexisting {
-		return nil // never set by this provider; honoured per the contract
+		return grants.RevokeResult{}, nil // never set by this provider; honoured per the contract
 	}
 	found, err := p.findRoles(ctx, "revoke", req)
 	if err != nil {
-		return err
+		return grants.RevokeResult{}, err
 	}
+	var left leftBehind
 	for _, r := range found {
-		if err := p.dropRole(ctx, r); err != nil {
-			return p.scrub(fmt.Errorf("postgres revoke grant %s: role %s: %w", req.GrantID, r.name, err))
+		if err := p.dropRole(ctx, r, &left); err != nil {
+			return left.result(p.orphan), p.scrub(fmt.Errorf("postgres revoke grant %s: role %s: %w", req.GrantID, r.name, err))
 		}
 	}
-	return nil
+	return left.result(p.orphan), nil
+}
+
+// maxListed bounds each object list in the audit evidence.
+const maxListed = 50
+
+// leftBehind is what revoked roles left: objects handed to the orphan owner and routines
+// dropped (with their dependents), as "database: kind identity".
+type leftBehind struct {
+	reassigned, dropped []string
+}
+
+func (l *leftBehind) result(orphan string) grants.RevokeResult {
+	if len(l.reassigned) == 0 && len(l.dropped) == 0 {
+		return grants.RevokeResult{}
+	}
+	ev := map[string]string{}
+	if n := len(l.reassigned); n > 0 {
+		ev["orphan_owner"] = orphan
+		ev["reassigned"] = listed(l.reassigned)
+		ev["reassigned_count"] = strconv.Itoa(n)
+	}
+	if n := len(l.dropped); n > 0 {
+		ev["dropped"] = listed(l.dropped)
+		ev["dropped_count"] = strconv.Itoa(n)
+	}
+	return grants.RevokeResult{Evidence: ev}
+}
+
+func listed(items []string) string {
+	if len(items) <= maxListed {
+		return strings.Join(items, "; ")
+	}
+	return strings.Join(items[:maxListed], "; ") + fmt.Sprintf("; … and %d more", len(items)-maxListed)
 }
 
 type execer interface {
@@ -271,7 +315,7 @@ func (p *Provider) inDatabase(ctx context.Context, db string, fn func(execer) er
 	return fn(conn)
 }
 
-func (p *Provider) dropRole(ctx context.Context, r grantRole) error {
+func (p *Provider) dropRole(ctx context.Context, r grantRole, left *leftBehind) error {
 	role := quoteIdent(r.name)
 	var (
 		terminated int
@@ -335,15 +379,12 @@ func (p *Provider) dropRole(ctx context.Context, r grantRole) error {
 		dbs = append([]string{p.db}, dbs...)
 	}
 	for _, db := range dbs {
+		var reassigned, dropped []string
 		err := p.inDatabase(ctx, db, func(c execer) error {
 			return pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
-				if _, err := tx.Exec(ctx, "REASSIGN OWNED BY "+role+" TO CURRENT_USER"); err != nil {
-					return fmt.Errorf("REASSIGN OWNED: %w", err)
-				}
-				if _, err := tx.Exec(ctx, "DROP OWNED BY "+role); err != nil {
-					return fmt.Errorf("DROP OWNED: %w", err)
-				}
-				return nil
+				var err error
+				reassigned, dropped, err = p.cleanDatabase(ctx, tx, r)
+				return err
 			})
 		})
 		if pgCode(err) == "42704" {
@@ -351,6 +392,12 @@ func (p *Provider) dropRole(ctx context.Context, r grantRole) error {
 		}
 		if err != nil {
 			return fmt.Errorf("clean database %s: %w", db, classify(err))
+		}
+		for _, o := range reassigned {
+			left.reassigned = append(left.reassigned, db+": "+o)
+		}
+		for _, o := range dropped {
+			left.dropped = append(left.dropped, db+": "+o)
 		}
 	}
 	err = p.pool.AcquireFunc(ctx, func(c *pgxpool.Conn) error {
@@ -375,8 +422,92 @@ func (p *Provider) dropRole(ctx context.Context, r grantRole) error {
 	if err != nil {
 		return classify(err)
 	}
-	p.log.InfoContext(ctx, "postgres role dropped", "role", r.name, "sessions_terminated", terminated, "databases_cleaned", dbs)
+	p.log.InfoContext(ctx, "postgres role dropped", "role", r.name, "sessions_terminated", terminated, "databases_cleaned", dbs,
+		"objects_reassigned", len(left.reassigned), "objects_dropped", len(left.dropped), "orphan_owner", p.orphan)
 	return nil
+}
+
+// cleanDatabase leaves the role owning nothing in tx's database, in one transaction:
+//
+//   - Every routine it owns (function, procedure, aggregate) is dropped, with CASCADE: code a
+//     grantee wrote must not outlive the grant. A SECURITY DEFINER function would run with its
+//     new owner's rights, and any function can be wired to run implicitly with the rights of
+//     whoever touches a table (a trigger the grantee put on a table it could write to, a
+//     column default, a policy), so making it SECURITY INVOKER is not enough. Its direct
+//     dependents (triggers, defaults, views) are listed and dropped with it.
+//   - Everything else it owns (tables and their data, sequences, views, types) is reassigned
+//     to the orphan owner, a NOLOGIN role with no privileges: a view it owns reads only what
+//     that role may read, which is nothing beyond the orphaned objects themselves.
+//   - DROP OWNED removes the privileges granted to the role and its default privileges.
+//
+// It returns the objects reassigned and dropped, as "kind identity".
+func (p *Provider) cleanDatabase(ctx context.Context, tx pgx.Tx, r grantRole) (reassigned, dropped []string, err error) {
+	type routine struct {
+		oid            uint32
+		kind, identity string
+		definer        bool
+	}
+	rows, err := tx.Query(ctx, `SELECT p.oid, o.type, o.identity, p.prosecdef
+		FROM pg_proc p, LATERAL pg_identify_object('pg_proc'::regclass, p.oid, 0) o
+		WHERE p.proowner = $1 ORDER BY o.type, o.identity`, r.oid)
+	if err != nil {
+		return nil, nil, fmt.Errorf("list routines the role owns: %w", err)
+	}
+	routines, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (routine, error) {
+		var rt routine
+		err := row.Scan(&rt.oid, &rt.kind, &rt.identity, &rt.definer)
+		return rt, err
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("list routines the role owns: %w", err)
+	}
+	for _, rt := range routines {
+		rows, err := tx.Query(ctx, `SELECT o.type || ' ' || o.identity
+			FROM pg_depend d, LATERAL pg_identify_object(d.classid, d.objid, d.objsubid) o
+			WHERE d.refclassid = 'pg_proc'::regclass AND d.refobjid = $1 AND d.deptype = 'n'
+			ORDER BY 1`, rt.oid)
+		if err != nil {
+			return nil, nil, fmt.Errorf("list what depends on %s %s: %w", rt.kind, rt.identity, err)
+		}
+		deps, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return nil, nil, fmt.Errorf("list what depends on %s %s: %w", rt.kind, rt.identity, err)
+		}
+		// IF EXISTS: a routine whose body calls another (BEGIN ATOMIC) went with it.
+		if _, err := tx.Exec(ctx, "DROP ROUTINE IF EXISTS "+rt.identity+" CASCADE"); err != nil {
+			return nil, nil, fmt.Errorf("DROP ROUTINE %s: %w", rt.identity, err)
+		}
+		what := rt.kind + " " + rt.identity
+		if rt.definer {
+			what += " (security definer)"
+		}
+		dropped = append(dropped, what)
+		for _, d := range deps {
+			dropped = append(dropped, d+" (depended on "+rt.kind+" "+rt.identity+")")
+		}
+	}
+	rows, err = tx.Query(ctx, `SELECT o.type || ' ' || o.identity
+		FROM pg_shdepend s, LATERAL pg_identify_object(s.classid, s.objid, s.objsubid) o
+		WHERE s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+			AND s.refclassid = 'pg_authid'::regclass AND s.refobjid = $1 AND s.deptype = 'o'
+		ORDER BY 1`, r.oid)
+	if err != nil {
+		return nil, nil, fmt.Errorf("list objects the role owns: %w", err)
+	}
+	if reassigned, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+		return nil, nil, fmt.Errorf("list objects the role owns: %w", err)
+	}
+	if _, err := tx.Exec(ctx, "REASSIGN OWNED BY "+quoteIdent(r.name)+" TO "+quoteIdent(p.orphan)); err != nil {
+		if pgCode(err) == "42501" && !p.superuser {
+			return nil, nil, fmt.Errorf("REASSIGN OWNED to orphan owner %s (the role left objects the orphan owner may not receive, e.g. an operator or statistics object in a schema where it lacks CREATE, or the admin lost membership of it; list them with SELECT pg_describe_object(classid, objid, objsubid) FROM pg_shdepend WHERE refobjid = %d, and drop them or, as the schema owner, GRANT CREATE ON SCHEMA … TO %s): %w",
+				p.orphan, r.oid, quoteIdent(p.orphan), err)
+		}
+		return nil, nil, fmt.Errorf("REASSIGN OWNED: %w", err)
+	}
+	if _, err := tx.Exec(ctx, "DROP OWNED BY "+quoteIdent(r.name)); err != nil {
+		return nil, nil, fmt.Errorf("DROP OWNED: %w", err)
+	}
+	return reassigned, dropped, nil
 }
 
 // terminate ends every session of the role and checks that none is left.
