@@ -319,7 +319,7 @@ type PostgresConfig struct {
 	// prefer.
 	SSLMode string `yaml:"sslmode"`
 	// OrphanOwner (postgres.orphan_owner) is the role that receives the tables, views and
-	// other objects a revoked login role leaves behind (its functions are dropped): a NOLOGIN
+	// other objects a revoked login role leaves behind (its functions, operators, statistics objects and the like are dropped): a NOLOGIN
 	// role with no privileges, created at start when missing; the broker refuses to start if
 	// it can log in, has a role attribute or is a member of any role. Never the admin role,
 	// and not starting with ab_. Default accessbroker_orphans.

@@ -60,7 +60,10 @@ func TestRevokedRoleLeavesNoFoothold(t *testing.T) {
 				CREATE FUNCTION whoami() RETURNS text LANGUAGE sql SECURITY DEFINER AS 'SELECT current_user::text';
 				CREATE FUNCTION peek() RETURNS text LANGUAGE sql SECURITY DEFINER AS 'SELECT string_agg(secret, '','') FROM vault';
 				CREATE FUNCTION trap() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NEW; END';
-				CREATE TRIGGER trap BEFORE INSERT ON items FOR EACH ROW EXECUTE FUNCTION trap();`)
+				CREATE TRIGGER trap BEFORE INSERT ON items FOR EACH ROW EXECUTE FUNCTION trap();
+				CREATE STATISTICS notes_stats ON id, body FROM notes;
+				CREATE COLLATION notes_coll FROM "C";
+				CREATE OPERATOR === (LEFTARG = int, RIGHTARG = int, FUNCTION = int4eq);`)
 
 			res, err := p.RevokeWithResult(ctx, revokeReq(id, iss.Handle))
 			if err != nil {
@@ -135,7 +138,7 @@ func TestRevokedRoleLeavesNoFoothold(t *testing.T) {
 
 			// The evidence a reviewer reads in grant.revoked.
 			ev := res.Evidence
-			if ev["orphan_owner"] != e.orphan || ev["reassigned_count"] != "2" || ev["dropped_count"] != "4" {
+			if ev["orphan_owner"] != e.orphan || ev["reassigned_count"] != "2" || ev["dropped_count"] != "7" {
 				t.Errorf("evidence counts: %v", ev)
 			}
 			for key, want := range map[string][]string{
@@ -145,6 +148,9 @@ func TestRevokedRoleLeavesNoFoothold(t *testing.T) {
 					e.db + ": function public.peek() (security definer)",
 					e.db + ": function public.trap()",
 					e.db + ": trigger trap on public.items (depended on function public.trap())",
+					e.db + ": statistics object public.notes_stats",
+					e.db + ": collation public.notes_coll",
+					e.db + ": operator public.===(integer,integer)",
 				},
 			} {
 				for _, w := range want {

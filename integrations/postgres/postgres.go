@@ -24,6 +24,7 @@
 //	-- in every database where r owns objects or holds privileges (pg_shdepend), and always
 //	-- in the configured database, in one transaction each:
 //	DROP ROUTINE IF EXISTS <each function, procedure, aggregate r owns> CASCADE;
+//	DROP STATISTICS | OPERATOR | COLLATION | … IF EXISTS <each one r owns> CASCADE;
 //	REASSIGN OWNED BY r TO accessbroker_orphans; DROP OWNED BY r;
 //	-- pg_terminate_backend once more, then:
 //	DROP ROLE IF EXISTS r;
@@ -42,6 +43,9 @@
 //     writes the table next. Their direct dependents (triggers, defaults, views) go with
 //     them. Dropping also needs no privilege the orphan owner lacks: PostgreSQL lets a
 //     non-superuser hand a function only to a role with CREATE on its schema.
+//   - For that same reason operators, operator classes and families, collations,
+//     conversions, extended statistics objects and text search configurations and
+//     dictionaries it owns are dropped too (CASCADE, dependents listed).
 //   - Everything else (tables and their data, sequences, views, types) is kept and
 //     reassigned to the orphan owner (Config.OrphanOwner, default accessbroker_orphans): a
 //     NOLOGIN role with no attributes and member of no role, which New creates when missing
@@ -55,10 +59,9 @@
 // schema.name", at most 50 per list, then how many more) for the grant.revoked evidence.
 //
 // A non-superuser admin becomes a member of the orphan owner at start (REASSIGN OWNED
-// requires it). Objects that PostgreSQL will hand over only to a role with CREATE on their
-// schema (operators, collations, text search objects, extended statistics) make REASSIGN
-// fail with insufficient_privilege; the revocation is then retried and alerted as needing an
-// operator, with the fix in the error, while the role stays NOLOGIN.
+// requires it). Should REASSIGN still fail for want of a privilege, the revocation is retried
+// and alerted as needing an operator, with the fix in the error, while the role stays NOLOGIN
+// and its sessions ended.
 //
 // # The admin role (least privilege)
 //

@@ -427,14 +427,57 @@ func (p *Provider) dropRole(ctx context.Context, r grantRole, left *leftBehind) 
 	return nil
 }
 
+// dropKinds maps the kinds of object (pg_identify_object's type) that revocation drops
+// rather than hands to the orphan owner to their DROP keyword. Routines are code the grantee
+// wrote; the others are schema-bound metadata that PostgreSQL lets a non-superuser give away
+// only to a role with CREATE on their schema, which the orphan owner must not have.
+var dropKinds = map[string]string{
+	"function": "ROUTINE", "procedure": "ROUTINE", "aggregate": "ROUTINE",
+	"collation": "COLLATION", "conversion": "CONVERSION", "operator": "OPERATOR",
+	"operator class": "OPERATOR CLASS", "operator family": "OPERATOR FAMILY",
+	"statistics object": "STATISTICS", "text search configuration": "TEXT SEARCH CONFIGURATION",
+	"text search dictionary": "TEXT SEARCH DICTIONARY",
+}
+
+// ownedObject is one object the role owns in the current database.
+type ownedObject struct {
+	classID, objID uint32
+	kind, identity string
+	definer        bool // a SECURITY DEFINER routine
+}
+
+// ownedObjects lists what the role owns in tx's database (pg_shdepend), kind then identity.
+func ownedObjects(ctx context.Context, tx pgx.Tx, role uint32) ([]ownedObject, error) {
+	rows, err := tx.Query(ctx, `SELECT s.classid::oid, s.objid, o.type, o.identity, coalesce(p.prosecdef, false)
+		FROM pg_shdepend s
+		CROSS JOIN LATERAL pg_identify_object(s.classid, s.objid, s.objsubid) o
+		LEFT JOIN pg_proc p ON s.classid = 'pg_proc'::regclass AND p.oid = s.objid
+		WHERE s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+			AND s.refclassid = 'pg_authid'::regclass AND s.refobjid = $1 AND s.deptype = 'o'
+		ORDER BY o.type, o.identity`, role)
+	if err != nil {
+		return nil, fmt.Errorf("list objects the role owns: %w", err)
+	}
+	objs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (ownedObject, error) {
+		var o ownedObject
+		err := row.Scan(&o.classID, &o.objID, &o.kind, &o.identity, &o.definer)
+		return o, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list objects the role owns: %w", err)
+	}
+	return objs, nil
+}
+
 // cleanDatabase leaves the role owning nothing in tx's database, in one transaction:
 //
 //   - Every routine it owns (function, procedure, aggregate) is dropped, with CASCADE: code a
 //     grantee wrote must not outlive the grant. A SECURITY DEFINER function would run with its
 //     new owner's rights, and any function can be wired to run implicitly with the rights of
 //     whoever touches a table (a trigger the grantee put on a table it could write to, a
-//     column default, a policy), so making it SECURITY INVOKER is not enough. Its direct
-//     dependents (triggers, defaults, views) are listed and dropped with it.
+//     column default, a policy), so making it SECURITY INVOKER is not enough. The
+//     schema-bound metadata in dropKinds (operators, collations, statistics objects, …) is
+//     dropped the same way. The direct dependents of each are listed and dropped with it.
 //   - Everything else it owns (tables and their data, sequences, views, types) is reassigned
 //     to the orphan owner, a NOLOGIN role with no privileges: a view it owns reads only what
 //     that role may read, which is nothing beyond the orphaned objects themselves.
@@ -442,65 +485,52 @@ func (p *Provider) dropRole(ctx context.Context, r grantRole, left *leftBehind) 
 //
 // It returns the objects reassigned and dropped, as "kind identity".
 func (p *Provider) cleanDatabase(ctx context.Context, tx pgx.Tx, r grantRole) (reassigned, dropped []string, err error) {
-	type routine struct {
-		oid            uint32
-		kind, identity string
-		definer        bool
-	}
-	rows, err := tx.Query(ctx, `SELECT p.oid, o.type, o.identity, p.prosecdef
-		FROM pg_proc p, LATERAL pg_identify_object('pg_proc'::regclass, p.oid, 0) o
-		WHERE p.proowner = $1 ORDER BY o.type, o.identity`, r.oid)
+	owned, err := ownedObjects(ctx, tx, r.oid)
 	if err != nil {
-		return nil, nil, fmt.Errorf("list routines the role owns: %w", err)
+		return nil, nil, err
 	}
-	routines, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (routine, error) {
-		var rt routine
-		err := row.Scan(&rt.oid, &rt.kind, &rt.identity, &rt.definer)
-		return rt, err
-	})
-	if err != nil {
-		return nil, nil, fmt.Errorf("list routines the role owns: %w", err)
-	}
-	for _, rt := range routines {
+	for _, o := range owned {
+		keyword, ok := dropKinds[o.kind]
+		if !ok {
+			continue
+		}
 		rows, err := tx.Query(ctx, `SELECT o.type || ' ' || o.identity
-			FROM pg_depend d, LATERAL pg_identify_object(d.classid, d.objid, d.objsubid) o
-			WHERE d.refclassid = 'pg_proc'::regclass AND d.refobjid = $1 AND d.deptype = 'n'
-			ORDER BY 1`, rt.oid)
+			FROM pg_depend d CROSS JOIN LATERAL pg_identify_object(d.classid, d.objid, d.objsubid) o
+			WHERE d.refclassid = $1 AND d.refobjid = $2 AND d.deptype = 'n'
+			ORDER BY 1`, o.classID, o.objID)
 		if err != nil {
-			return nil, nil, fmt.Errorf("list what depends on %s %s: %w", rt.kind, rt.identity, err)
+			return nil, nil, fmt.Errorf("list what depends on %s %s: %w", o.kind, o.identity, err)
 		}
 		deps, err := pgx.CollectRows(rows, pgx.RowTo[string])
 		if err != nil {
-			return nil, nil, fmt.Errorf("list what depends on %s %s: %w", rt.kind, rt.identity, err)
+			return nil, nil, fmt.Errorf("list what depends on %s %s: %w", o.kind, o.identity, err)
 		}
-		// IF EXISTS: a routine whose body calls another (BEGIN ATOMIC) went with it.
-		if _, err := tx.Exec(ctx, "DROP ROUTINE IF EXISTS "+rt.identity+" CASCADE"); err != nil {
-			return nil, nil, fmt.Errorf("DROP ROUTINE %s: %w", rt.identity, err)
+		// The identity comes from the server, quoted. IF EXISTS: an earlier CASCADE (a
+		// routine whose body calls another, an operator class of a dropped family) may
+		// have taken it already.
+		if _, err := tx.Exec(ctx, "DROP "+keyword+" IF EXISTS "+o.identity+" CASCADE"); err != nil {
+			return nil, nil, fmt.Errorf("DROP %s %s: %w", keyword, o.identity, err)
 		}
-		what := rt.kind + " " + rt.identity
-		if rt.definer {
+		what := o.kind + " " + o.identity
+		if o.definer {
 			what += " (security definer)"
 		}
 		dropped = append(dropped, what)
 		for _, d := range deps {
-			dropped = append(dropped, d+" (depended on "+rt.kind+" "+rt.identity+")")
+			dropped = append(dropped, d+" (depended on "+o.kind+" "+o.identity+")")
 		}
 	}
-	rows, err = tx.Query(ctx, `SELECT o.type || ' ' || o.identity
-		FROM pg_shdepend s, LATERAL pg_identify_object(s.classid, s.objid, s.objsubid) o
-		WHERE s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-			AND s.refclassid = 'pg_authid'::regclass AND s.refobjid = $1 AND s.deptype = 'o'
-		ORDER BY 1`, r.oid)
+	left, err := ownedObjects(ctx, tx, r.oid)
 	if err != nil {
-		return nil, nil, fmt.Errorf("list objects the role owns: %w", err)
+		return nil, nil, err
 	}
-	if reassigned, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
-		return nil, nil, fmt.Errorf("list objects the role owns: %w", err)
+	for _, o := range left {
+		reassigned = append(reassigned, o.kind+" "+o.identity)
 	}
 	if _, err := tx.Exec(ctx, "REASSIGN OWNED BY "+quoteIdent(r.name)+" TO "+quoteIdent(p.orphan)); err != nil {
 		if pgCode(err) == "42501" && !p.superuser {
-			return nil, nil, fmt.Errorf("REASSIGN OWNED to orphan owner %s (the role left objects the orphan owner may not receive, e.g. an operator or statistics object in a schema where it lacks CREATE, or the admin lost membership of it; list them with SELECT pg_describe_object(classid, objid, objsubid) FROM pg_shdepend WHERE refobjid = %d, and drop them or, as the schema owner, GRANT CREATE ON SCHEMA … TO %s): %w",
-				p.orphan, r.oid, quoteIdent(p.orphan), err)
+			return nil, nil, fmt.Errorf("REASSIGN OWNED to orphan owner %s: the admin role lost its membership of the orphan owner (restart the broker, which grants it again, or as a superuser GRANT %s TO the admin role), or the role left an object the orphan owner may not receive (see them with SELECT pg_describe_object(classid, objid, objsubid) FROM pg_shdepend WHERE refobjid = %d, and drop them): %w",
+				p.orphan, quoteIdent(p.orphan), r.oid, err)
 		}
 		return nil, nil, fmt.Errorf("REASSIGN OWNED: %w", err)
 	}
