@@ -13,7 +13,8 @@ import (
 )
 
 // Observer hears about revocation outcomes after they are recorded, to tell the owner and the
-// audit channel. Implementations must not block for long.
+// audit channel. Implementations must not block for long. The error RevokeFailed receives is
+// already scrubbed of RevokerOptions.Secrets and keeps the grants error kinds for errors.Is.
 type Observer interface {
 	GrantRevoked(ctx context.Context, g Grant)
 	RevokeFailed(ctx context.Context, g Grant, err error)
