@@ -2,6 +2,7 @@ package grants
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"slices"
 	"strings"
@@ -30,7 +31,8 @@ var (
 )
 
 // errorKinds are the kinds a scrubbed error keeps for errors.Is.
-var errorKinds = []error{ErrNotFound, ErrConflict, ErrIllegalTransition, ErrInvalid, ErrGone, ErrNeedsOperator, ErrAudit}
+var errorKinds = []error{ErrNotFound, ErrConflict, ErrIllegalTransition, ErrInvalid, ErrGone, ErrNeedsOperator, ErrAudit,
+	context.Canceled, context.DeadlineExceeded}
 
 // scrubError returns err with every secret (values of 4 bytes or more) replaced by
 // [REDACTED] in its text. If the text held none, err is returned as is. Otherwise the result
