@@ -5,13 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/accessbroker/accessbroker/audit"
 	"github.com/accessbroker/accessbroker/grants"
+	"github.com/accessbroker/accessbroker/grants/clocktest"
+	"github.com/accessbroker/accessbroker/grants/sqlstore"
 )
 
 // asGrantee runs sql on a connection made with a delivered credential.
@@ -229,5 +233,58 @@ func TestEvidenceListIsBounded(t *testing.T) {
 	}
 	if _, ok := ev["dropped"]; ok {
 		t.Error("dropped listed with nothing dropped")
+	}
+}
+
+// TestGrantRevokedEventListsWhatTheRoleLeft runs the real revoker over the real provider:
+// the grant.revoked audit event a reviewer reads names the table handed to the orphan owner
+// and the definer function dropped.
+func TestGrantRevokedEventListsWhatTheRoleLeft(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := t.Context()
+	clock := clocktest.New(time.Now().UTC().Truncate(time.Millisecond))
+	p, err := New(ctx, Config{AdminDSN: e.adminDSN, Roles: []string{e.rw}, OrphanOwner: e.orphan}, clock, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	st, err := sqlstore.Open(ctx, "sqlite", "file:"+filepath.Join(t.TempDir(), "ab.db"), clock, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	providers := map[string]grants.Provider{"prod-db": p}
+	res := grants.Resource{Name: "prod-db", Provider: Kind, DefaultDuration: time.Hour, MaxDuration: 4 * time.Hour}
+	m := grants.NewManager(st, providers, []grants.Resource{res}, clock, nil, grants.ManagerOptions{})
+	g, cred, err := m.Issue(ctx, grants.IssueInput{Resource: "prod-db", Person: alice, Duration: time.Hour, Reason: "replication lag",
+		Actor: audit.Actor{Kind: audit.ActorOperator, ID: "tester"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	asGrantee(t, ctx, grants.Issued{Credential: cred}, `
+		CREATE TABLE lag_notes (id int);
+		CREATE FUNCTION elevate() RETURNS text LANGUAGE sql SECURITY DEFINER AS 'SELECT current_user::text';`)
+
+	clock.Advance(time.Hour)
+	if err := grants.NewRevoker(st, providers, clock, nil, grants.RevokerOptions{}).Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	evs, err := st.Search(ctx, audit.Query{GrantID: g.ID, Action: audit.ActionGrantRevoked, Limit: 10})
+	if err != nil || len(evs) != 1 {
+		t.Fatalf("grant.revoked events = %d (%v), want 1", len(evs), err)
+	}
+	ev := evs[0].Evidence
+	for key, want := range map[string]string{
+		"orphan_owner":     e.orphan,
+		"reassigned":       e.db + ": table public.lag_notes",
+		"reassigned_count": "1",
+		"dropped":          e.db + ": function public.elevate() (security definer)",
+		"dropped_count":    "1",
+		"cause":            string(grants.CauseExpired),
+	} {
+		if ev[key] != want {
+			t.Errorf("grant.revoked evidence %s = %q, want %q", key, ev[key], want)
+		}
 	}
 }
