@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -21,6 +22,10 @@ type ManagerOptions struct {
 	// Wake is called after a change that may move the next revocation deadline earlier (the
 	// revoker's Wake). Optional.
 	Wake func()
+	// Secrets are the configured secret values (tokens, DSNs and their passwords). Every
+	// provider error is scrubbed of them, and of the failed grant's own credential values,
+	// before it is logged, audited, stored or returned to the caller (and so to Slack).
+	Secrets []string
 }
 
 // Manager issues, extends and ends grants. It is the only writer of grant state outside the
@@ -160,6 +165,7 @@ func (m *Manager) Issue(ctx context.Context, in IssueInput) (Grant, Credential, 
 	issued, perr := prov.Issue(pctx, IssueRequest{GrantID: g.ID, Resource: res.Name, Person: in.Person, ExpiresAt: exp, Reason: in.Reason})
 	done := m.clock.Now().Truncate(time.Millisecond)
 	if perr != nil {
+		perr = scrubError(perr, slices.Concat(m.opts.Secrets, issued.Credential.Values()))
 		msg := scrub(perr.Error(), nil)
 		m.log.WarnContext(ctx, "issue failed; queueing revocation", "grant_id", g.ID, "resource", res.Name, "provider", res.Provider, "error", msg)
 		_ = g.Transition(StateRevoking)
@@ -374,7 +380,7 @@ func (m *Manager) Extend(ctx context.Context, in ExtendInput) (Grant, error) {
 	if ext, ok := m.providers[g.Resource].(Extender); ok {
 		if err := ext.Extend(ctx, RevokeRequest{GrantID: g.ID, Resource: g.Resource, Person: g.Person, Handle: g.Handle}, newExp); err != nil {
 			// Safe direction: the upstream expiry stays earlier than ours.
-			m.log.WarnContext(ctx, "provider did not move its own expiry", "grant_id", g.ID, "error", scrub(err.Error(), nil))
+			m.log.WarnContext(ctx, "provider did not move its own expiry", "grant_id", g.ID, "error", scrub(err.Error(), m.opts.Secrets))
 		}
 	}
 	m.opts.Wake()
@@ -494,11 +500,7 @@ func displayState(g Grant, now time.Time) string {
 
 // scrub removes the given secret values from an error text and caps its length.
 func scrub(msg string, secrets []string) string {
-	for _, s := range secrets {
-		if len(s) >= 4 {
-			msg = strings.ReplaceAll(msg, s, "[REDACTED]")
-		}
-	}
+	msg = scrubText(msg, secrets)
 	if len(msg) > 1000 {
 		msg = msg[:1000] + "…"
 	}

@@ -19,7 +19,8 @@ type Provider interface {
 	Kind() string
 	// Issue creates the access. It returns the credential to deliver once to its owner and the
 	// non-secret handle that Revoke needs. If the person already had the access before this
-	// call (not through accessbroker), Issued.Handle.Preexisting must be true.
+	// call (not through accessbroker), Issued.Handle.Preexisting must be true. With an error,
+	// any credential returned is never delivered, and its values are scrubbed from the error.
 	Issue(ctx context.Context, req IssueRequest) (Issued, error)
 	// Revoke removes the access. It is idempotent: access that is already gone (or never
 	// existed) is success, nil. Errors wrapping ErrNeedsOperator tell the revoker an operator
@@ -30,6 +31,23 @@ type Provider interface {
 // Extender is an optional Provider ability: moving the upstream expiry of a live grant.
 type Extender interface {
 	Extend(ctx context.Context, req RevokeRequest, newExpiry time.Time) error
+}
+
+// RevokeReporter is an optional Provider ability: a revocation that also reports what it did
+// upstream, for the audit record. When a provider implements it, the revoker calls
+// RevokeWithResult instead of Revoke; the contract is Revoke's (idempotent, nil when already
+// gone, ErrNeedsOperator for what retrying will not fix).
+type RevokeReporter interface {
+	RevokeWithResult(ctx context.Context, req RevokeRequest) (RevokeResult, error)
+}
+
+// RevokeResult is the non-secret account of one revocation attempt. A failed attempt may
+// still return what it finished before failing, since a retry will not see that work again.
+type RevokeResult struct {
+	// Evidence is added to the grant.revoked event (grant.revoke_failed when the attempt
+	// failed). It never replaces the revoker's own keys (cause, attempt, attempts, class,
+	// retry_at, person). Values must be bounded in size and hold no secret.
+	Evidence map[string]string
 }
 
 // IssueRequest is what a provider needs to create access.

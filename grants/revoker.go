@@ -13,7 +13,8 @@ import (
 )
 
 // Observer hears about revocation outcomes after they are recorded, to tell the owner and the
-// audit channel. Implementations must not block for long.
+// audit channel. Implementations must not block for long. The error RevokeFailed receives is
+// already scrubbed of RevokerOptions.Secrets and keeps the grants error kinds for errors.Is.
 type Observer interface {
 	GrantRevoked(ctx context.Context, g Grant)
 	RevokeFailed(ctx context.Context, g Grant, err error)
@@ -42,6 +43,10 @@ type RevokerOptions struct {
 	Metrics                RevokerMetrics
 	// Jitter returns a number in [0,1) for backoff jitter (default math/rand).
 	Jitter func() float64
+	// Secrets are the configured secret values (tokens, DSNs and their passwords). A
+	// provider's error is scrubbed of them before it is logged, audited
+	// (grant.revoke_failed), stored (Grant.LastError) or handed to the Observer.
+	Secrets []string
 }
 
 // Revoker ends grants on a durable timer: it sleeps until the next deadline (or until woken),
@@ -303,15 +308,17 @@ func (r *Revoker) revokeOne(ctx context.Context, g *Grant) outcome {
 	}
 	g.RevokeCause = cause
 
-	note, err := r.attempt(ctx, g)
+	note, found, err := r.attempt(ctx, g)
+	err = scrubError(err, r.opts.Secrets)
+	found.Evidence = r.providerEvidence(found.Evidence)
 	now := r.clock.Now().Truncate(time.Millisecond)
 	g.ClaimedBy, g.ClaimedTo = "", time.Time{}
 	if err == nil || errors.Is(err, ErrGone) {
 		_ = g.Transition(StateRevoked)
 		g.RevokedAt, g.LastError = now, ""
-		ev := NewGrantEvent(now, systemActor, audit.ActionGrantRevoked, g, note, map[string]string{
+		ev := NewGrantEvent(now, systemActor, audit.ActionGrantRevoked, g, note, mergeEvidence(map[string]string{
 			"cause": string(cause), "attempts": fmt.Sprint(g.Attempts + 1),
-		})
+		}, found.Evidence))
 		return outcome{g: g, ev: ev, lag: now.Sub(due), final: true}
 	}
 	g.Attempts++
@@ -325,47 +332,73 @@ func (r *Revoker) revokeOne(ctx context.Context, g *Grant) outcome {
 	}
 	r.log.WarnContext(ctx, "revocation failed; will retry", "grant_id", g.ID, "provider", g.Provider,
 		"attempt", g.Attempts, "class", class, "retry_at", Timestamp(g.DueAt), "error", g.LastError)
-	ev := NewGrantEvent(now, systemActor, audit.ActionGrantRevokeFailed, g, g.LastError, map[string]string{
+	ev := NewGrantEvent(now, systemActor, audit.ActionGrantRevokeFailed, g, g.LastError, mergeEvidence(map[string]string{
 		"cause": string(cause), "attempt": fmt.Sprint(g.Attempts), "class": class, "retry_at": Timestamp(g.DueAt),
-	})
+	}, found.Evidence))
 	return outcome{g: g, ev: ev, err: err}
 }
 
+// providerEvidence is a provider's evidence without the key NewGrantEvent owns ("person") and
+// scrubbed of secrets (defence in depth: providers must not put any there).
+func (r *Revoker) providerEvidence(ev map[string]string) map[string]string {
+	if len(ev) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(ev))
+	for k, v := range ev {
+		if k != "person" {
+			out[k] = scrubText(v, r.opts.Secrets)
+		}
+	}
+	return out
+}
+
 // attempt calls the provider unless the access must stay (it predates the grant, or another
-// live grant still gives it). It returns a note for the audit record.
-func (r *Revoker) attempt(ctx context.Context, g *Grant) (string, error) {
+// live grant still gives it). It returns a note for the audit record and what a
+// RevokeReporter said it did (also when it failed part way).
+func (r *Revoker) attempt(ctx context.Context, g *Grant) (string, RevokeResult, error) {
 	if g.Handle.Preexisting {
-		return "the person had this access before the grant; left in place", nil
+		return "the person had this access before the grant; left in place", RevokeResult{}, nil
 	}
 	if g.Handle.Key != "" {
 		others, err := r.store.ListGrants(ctx, GrantFilter{HandleKey: g.Handle.Key, States: []State{StateIssuing, StateActive}})
 		if err != nil {
-			return "", fmt.Errorf("check overlapping grants: %w", err)
+			return "", RevokeResult{}, fmt.Errorf("check overlapping grants: %w", err)
 		}
 		now := r.clock.Now()
 		for _, o := range others {
 			if o.ID != g.ID && (o.State == StateIssuing || o.ExpiresAt.After(now)) {
-				return fmt.Sprintf("access still granted by %s; left in place", o.ID), nil
+				return fmt.Sprintf("access still granted by %s; left in place", o.ID), RevokeResult{}, nil
 			}
 		}
 	}
 	p, ok := r.providers[g.Resource]
 	if !ok {
-		return "", fmt.Errorf("resource %q is no longer configured, so its %s provider cannot be called; restore it in the config: %w", g.Resource, g.Provider, ErrNeedsOperator)
+		return "", RevokeResult{}, fmt.Errorf("resource %q is no longer configured, so its %s provider cannot be called; restore it in the config: %w", g.Resource, g.Provider, ErrNeedsOperator)
 	}
 	sem := r.sem(g.Provider)
 	select {
 	case sem <- struct{}{}:
 	case <-ctx.Done():
-		return "", ctx.Err()
+		return "", RevokeResult{}, ctx.Err()
 	}
 	defer func() { <-sem }()
 	actx, cancel := context.WithTimeout(ctx, r.opts.AttemptTimeout)
 	defer cancel()
-	if err := p.Revoke(actx, RevokeRequest{GrantID: g.ID, Resource: g.Resource, Person: g.Person, Handle: g.Handle}); err != nil {
-		return "", fmt.Errorf("revoke grant %s: %w", g.ID, err)
+	req := RevokeRequest{GrantID: g.ID, Resource: g.Resource, Person: g.Person, Handle: g.Handle}
+	var (
+		res RevokeResult
+		err error
+	)
+	if rr, ok := p.(RevokeReporter); ok {
+		res, err = rr.RevokeWithResult(actx, req)
+	} else {
+		err = p.Revoke(actx, req)
 	}
-	return "", nil
+	if err != nil {
+		return "", res, fmt.Errorf("revoke grant %s: %w", g.ID, err)
+	}
+	return "", res, nil
 }
 
 func (r *Revoker) sem(kind string) chan struct{} {

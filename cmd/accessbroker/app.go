@@ -71,10 +71,10 @@ func newApp(ctx context.Context, cfg *Config, opts appOptions) (*app, error) {
 		Instance: a.instance, ConcurrencyPerProvider: rc.ConcurrencyPerProvider, Batch: rc.Batch,
 		BackoffBase: rc.BackoffBase, BackoffMax: rc.BackoffMax, ClaimLease: rc.ClaimLease,
 		AttemptTimeout: rc.IssueTimeout, ShutdownGrace: rc.ShutdownGrace, IdleWait: 15 * time.Second,
-		Metrics: a.metrics, Observer: a.observer,
+		Metrics: a.metrics, Observer: a.observer, Secrets: cfg.SecretValues(),
 	})
 	a.manager = grants.NewManager(a.metrics.timedStore, a.providers, cfg.GrantResources(), opts.clock, log, grants.ManagerOptions{
-		Instance: a.instance, IssueTimeout: rc.IssueTimeout, Wake: a.revoker.Wake,
+		Instance: a.instance, IssueTimeout: rc.IssueTimeout, Wake: a.revoker.Wake, Secrets: cfg.SecretValues(),
 	})
 	return a, nil
 }

@@ -33,6 +33,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -321,6 +322,12 @@ type PostgresConfig struct {
 	// prefer, require, verify-ca or verify-full. Default: the admin DSN's sslmode, else
 	// prefer.
 	SSLMode string `yaml:"sslmode"`
+	// OrphanOwner (postgres.orphan_owner) is the role that receives the tables, views and
+	// other objects a revoked login role leaves behind (its functions, operators, statistics objects and the like are dropped): a NOLOGIN
+	// role with no privileges, created at start when missing; the broker refuses to start if
+	// it can log in, has a role attribute or is a member of any role. Never the admin role,
+	// and not starting with ab_. Default accessbroker_orphans.
+	OrphanOwner string `yaml:"orphan_owner"`
 }
 
 // AWSSTSConfig is the aws-sts provider's block: AssumeRole per grant, revoked with a
@@ -1828,6 +1835,15 @@ func (v *validator) postgres(p string, pg *PostgresConfig) {
 	for i, role := range pg.Roles {
 		v.match(fmt.Sprintf("%s.roles[%d]", p, i), role, pgRoleRE, "a plain PostgreSQL role name (letters, digits, _)")
 	}
+	if pg.OrphanOwner != "" {
+		v.match(p+".orphan_owner", pg.OrphanOwner, pgRoleRE, "a plain PostgreSQL role name (letters, digits, _)")
+		switch {
+		case strings.HasPrefix(pg.OrphanOwner, "ab_"):
+			v.add(p+".orphan_owner", "must not start with ab_, the prefix of the temporary login roles; e.g. accessbroker_orphans")
+		case slices.Contains(pg.Roles, pg.OrphanOwner):
+			v.add(p+".orphan_owner", "must not be one of roles: it owns what revoked roles leave behind, so nobody may be granted it")
+		}
+	}
 	if dsnOK {
 		if pg.Host != "" && net.ParseIP(pg.Host) == nil && !validHostname(pg.Host) {
 			v.add(p+".host", "%s is neither an IP address nor a host name", v.show(p+".host", pg.Host))
@@ -2053,6 +2069,8 @@ func (c *Config) validateIdentities(v *validator) {
 // pgDSN is what accessbroker needs from a PostgreSQL connection string.
 type pgDSN struct {
 	host, port, database, sslmode string
+	password                      string // secret: only for scrubbing it from errors
+	rawPassword                   string // secret: the password as written in a URL, percent-encoded
 }
 
 // parsePostgresDSN parses a postgres:// URL or a libpq key=value string. Its errors never
@@ -2068,6 +2086,14 @@ func parsePostgresDSN(s string) (pgDSN, error) {
 		}
 		d.host, d.port = u.Hostname(), u.Port()
 		d.database = strings.TrimPrefix(u.Path, "/")
+		d.password, _ = u.User.Password()
+		authority, _, _ := strings.Cut(s[strings.Index(s, "://")+3:], "/")
+		authority, _, _ = strings.Cut(authority, "?")
+		if at := strings.LastIndex(authority, "@"); at >= 0 {
+			if _, pw, ok := strings.Cut(authority[:at], ":"); ok {
+				d.rawPassword = pw
+			}
+		}
 		for k, vs := range u.Query() {
 			if len(vs) > 0 {
 				params[k] = vs[len(vs)-1]
@@ -2092,6 +2118,9 @@ func parsePostgresDSN(s string) (pgDSN, error) {
 		d.database = db
 	}
 	d.sslmode = params["sslmode"]
+	if pw, ok := params["password"]; ok {
+		d.password = pw
+	}
 	if strings.HasPrefix(d.host, "/") {
 		d.host = "" // a Unix socket directory is not deliverable
 	}
@@ -2253,12 +2282,22 @@ func clone[T any](s []T) []T {
 }
 
 // SecretValues returns every configured secret value (non-empty), for scrubbing them from
-// upstream error messages before they are logged.
+// upstream error messages before they are logged, audited or shown. A secret that is a
+// PostgreSQL DSN also gives its password alone, decoded and percent-encoded, since an error
+// may quote the password without the rest of the DSN: as written, decoded, and encoded.
 func (c *Config) SecretValues() []string {
 	var out []string
 	walkSecrets(reflect.ValueOf(c).Elem(), "", func(_ string, s *Secret) {
-		if s.IsSet() {
-			out = append(out, s.Reveal())
+		if !s.IsSet() {
+			return
+		}
+		out = append(out, s.Reveal())
+		if d, err := parsePostgresDSN(s.Reveal()); err == nil && d.password != "" {
+			for _, v := range []string{d.password, d.rawPassword, url.QueryEscape(d.password), url.PathEscape(d.password)} {
+				if v != "" && !slices.Contains(out, v) {
+					out = append(out, v)
+				}
+			}
 		}
 	})
 	return out

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -105,6 +106,9 @@ func TestConfigCheckBadFiles(t *testing.T) {
 		{"bad_role_arn.yaml", 7, "resources[0].aws_sts.role_arn", "is not an IAM role ARN"},
 		{"bad_postgres_dsn.yaml", 8, "resources[0].postgres.dsn", "is not a valid postgres:// URL"},
 		{"bad_sslmode.yaml", 10, "resources[0].postgres.sslmode", `not "strict"`},
+		{"bad_orphan_owner_prefix.yaml", 10, "resources[0].postgres.orphan_owner", "must not start with ab_"},
+		{"bad_orphan_owner_granted.yaml", 10, "resources[0].postgres.orphan_owner", "must not be one of roles"},
+		{"bad_orphan_owner_name.yaml", 10, "resources[0].postgres.orphan_owner", "a plain PostgreSQL role name"},
 		{"bad_identity_center_incomplete.yaml", 7, "resources[0].aws_identity_center.permission_set_arn", "is required"},
 		{"bad_github_team_missing_team.yaml", 7, "resources[0].github_team.team", "is required"},
 		{"bad_github_role.yaml", 7, "resources[0].github_team.role", `must be member or maintainer, not "owner"`},
@@ -998,11 +1002,13 @@ func TestParsePostgresDSN(t *testing.T) {
 		want    pgDSN
 		wantErr string
 	}{
-		{dsn: "postgres://u:p@db.example.com:6432/app?sslmode=require", want: pgDSN{host: "db.example.com", port: "6432", database: "app", sslmode: "require"}},
+		{dsn: "postgres://u:p@db.example.com:6432/app?sslmode=require", want: pgDSN{host: "db.example.com", port: "6432", database: "app", sslmode: "require", password: "p", rawPassword: "p"}},
 		{dsn: "postgresql://db/app", want: pgDSN{host: "db", database: "app"}},
 		{dsn: "postgres:///app?host=/var/run/postgresql", want: pgDSN{database: "app"}},
 		{dsn: "postgres://[::1]:5432/app", want: pgDSN{host: "::1", port: "5432", database: "app"}},
-		{dsn: "host=db port=5433 dbname=app user=admin password='a b\\'c' sslmode=disable", want: pgDSN{host: "db", port: "5433", database: "app", sslmode: "disable"}},
+		{dsn: "host=db port=5433 dbname=app user=admin password='a b\\'c' sslmode=disable", want: pgDSN{host: "db", port: "5433", database: "app", sslmode: "disable", password: "a b'c"}},
+		{dsn: "postgres://u:p%40ss%2Fw@db/app", want: pgDSN{host: "db", database: "app", password: "p@ss/w", rawPassword: "p%40ss%2Fw"}},
+		{dsn: "postgres://u@db/app?password=q%26r", want: pgDSN{host: "db", database: "app", password: "q&r"}},
 		{dsn: "host = db dbname = app", want: pgDSN{host: "db", database: "app"}},
 		{dsn: "postgres://db:x/app", wantErr: "is not a valid postgres:// URL"},
 		{dsn: "postgres://db:70000/app", wantErr: "port that is not a number between 1 and 65535"},
@@ -1159,5 +1165,30 @@ func BenchmarkParseConfig(b *testing.B) {
 		if _, err := ParseConfig(data, getenv); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+func TestSecretValuesIncludeDSNPasswords(t *testing.T) {
+	t.Parallel()
+	cfg := &Config{
+		Store: StoreConfig{Driver: "postgres", DSN: NewSecret("postgres://broker:st%2Fore@db/ab")},
+		Resources: []ResourceConfig{
+			{Name: "url", Postgres: &PostgresConfig{DSN: NewSecret("postgres://admin:p%40ss%20w@db/app")}},
+			{Name: "kv", Postgres: &PostgresConfig{DSN: NewSecret("host=db dbname=app user=admin password='k v\\'pw'")}},
+			{Name: "none", Postgres: &PostgresConfig{DSN: NewSecret("postgres://admin@db/app")}},
+		},
+	}
+	got := cfg.SecretValues()
+	for _, want := range []string{
+		"postgres://broker:st%2Fore@db/ab", "st/ore", "st%2Fore", // the DSN, its password decoded and as written
+		"p@ss w", "p%40ss+w", "p%40ss%20w",
+		"k v'pw",
+	} {
+		if !slices.Contains(got, want) {
+			t.Errorf("SecretValues lacks %q", want)
+		}
+	}
+	if slices.Contains(got, "") {
+		t.Error("SecretValues has an empty value")
 	}
 }

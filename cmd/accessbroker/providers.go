@@ -39,7 +39,8 @@ func buildProviders(ctx context.Context, cfg *Config, clock grants.Clock, log *s
 			pc := r.Postgres
 			var pp *postgres.Provider
 			pp, err = postgres.New(ctx, postgres.Config{AdminDSN: pc.DSN.Reveal(), Roles: pc.Roles, Host: pc.Host,
-				Port: portString(pc.Port), Database: pc.Database, SSLMode: pc.SSLMode, ConnectionLimit: pc.ConnectionLimit}, clock, log)
+				Port: portString(pc.Port), Database: pc.Database, SSLMode: pc.SSLMode, ConnectionLimit: pc.ConnectionLimit,
+				OrphanOwner: pc.OrphanOwner}, clock, log)
 			if err == nil {
 				closers = append(closers, closerFunc(pp.Close))
 				p = pp

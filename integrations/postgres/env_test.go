@@ -28,6 +28,7 @@ type testEnv struct {
 	ro, rw   string // granted roles
 	admin    string // least-privilege admin role
 	adminDSN string
+	orphan   string // the orphan owner the test's providers use (created by New)
 }
 
 func randomName(tb testing.TB) string {
@@ -76,7 +77,7 @@ func newEnv(tb testing.TB) *testEnv {
 	defer root.Close(ctx)
 
 	r := randomName(tb)
-	e := &testEnv{db: "ab_test_" + r, ro: "abtest_ro_" + r, rw: "abtest_rw_" + r, admin: "abtest_admin_" + r}
+	e := &testEnv{db: "ab_test_" + r, ro: "abtest_ro_" + r, rw: "abtest_rw_" + r, admin: "abtest_admin_" + r, orphan: "abtest_orphans_" + r}
 	if _, err := root.Exec(ctx, "CREATE DATABASE "+quoteIdent(e.db)); err != nil {
 		tb.Fatalf("create database: %v", err)
 	}
@@ -136,7 +137,7 @@ func (e *testEnv) cleanup(tb testing.TB, dsn string) {
 	if err != nil {
 		tb.Errorf("cleanup: list roles: %v", err)
 	}
-	for _, r := range append(left, e.ro, e.rw, e.admin) {
+	for _, r := range append(left, e.ro, e.rw, e.orphan, e.admin) {
 		if _, err := root.Exec(ctx, "DROP ROLE IF EXISTS "+quoteIdent(r)); err != nil {
 			tb.Errorf("cleanup: drop role %s: %v", r, err)
 		}
@@ -151,6 +152,9 @@ func (e *testEnv) provider(tb testing.TB, cfg Config) *Provider {
 	}
 	if cfg.Roles == nil {
 		cfg.Roles = []string{e.ro}
+	}
+	if cfg.OrphanOwner == "" {
+		cfg.OrphanOwner = e.orphan
 	}
 	p, err := New(context.Background(), cfg, grants.RealClock{}, slog.New(slog.DiscardHandler))
 	if err != nil {

@@ -22,13 +22,46 @@
 //	GRANT r TO CURRENT_USER;                      -- non-superuser admin: the right to act as r
 //	SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE usesysid = <r>;
 //	-- in every database where r owns objects or holds privileges (pg_shdepend), and always
-//	-- in the configured database:
-//	REASSIGN OWNED BY r TO CURRENT_USER; DROP OWNED BY r;   -- objects r made are kept
+//	-- in the configured database, in one transaction each:
+//	DROP ROUTINE IF EXISTS <each function, procedure, aggregate r owns> CASCADE;
+//	DROP STATISTICS | OPERATOR | COLLATION | … IF EXISTS <each one r owns> CASCADE;
+//	REASSIGN OWNED BY r TO accessbroker_orphans; DROP OWNED BY r;
 //	-- pg_terminate_backend once more, then:
 //	DROP ROLE IF EXISTS r;
 //
-// A role that no longer exists is success. Tables the role created survive, owned by the
-// admin role.
+// A role that no longer exists is success.
+//
+// # What a revoked role leaves behind
+//
+// Nothing a grantee made may keep running with someone else's rights once the grant ends.
+//
+//   - Routines (functions, procedures, aggregates) the role owns are dropped, with CASCADE,
+//     never kept. A SECURITY DEFINER function given to the admin would run with the admin's
+//     rights (a superuser's, if the admin is one) for any later caller. Making it SECURITY
+//     INVOKER is not enough: a trigger the grantee put on a table it could write to, a column
+//     default or a policy runs an invoker function implicitly with the rights of whoever
+//     writes the table next. Their direct dependents (triggers, defaults, views) go with
+//     them. Dropping also needs no privilege the orphan owner lacks: PostgreSQL lets a
+//     non-superuser hand a function only to a role with CREATE on its schema.
+//   - For that same reason operators, operator classes and families, collations,
+//     conversions, extended statistics objects and text search configurations and
+//     dictionaries it owns are dropped too (CASCADE, dependents listed).
+//   - Everything else (tables and their data, sequences, views, types) is kept and
+//     reassigned to the orphan owner (Config.OrphanOwner, default accessbroker_orphans): a
+//     NOLOGIN role with no attributes and member of no role, which New creates when missing
+//     and checks at every start. A view runs with its owner's rights on the tables it
+//     reads; owned by the orphan owner it can read only other orphaned objects. GRANTs the
+//     grantee made on its own tables survive with the tables.
+//   - DROP OWNED removes privileges granted to the role and its default privileges.
+//   - Event triggers need a superuser to create, so a temporary role (NOSUPERUSER) has none.
+//
+// RevokeWithResult reports every object dropped or reassigned ("database: kind
+// schema.name", at most 50 per list, then how many more) for the grant.revoked evidence.
+//
+// A non-superuser admin becomes a member of the orphan owner at start (REASSIGN OWNED
+// requires it). Should REASSIGN still fail for want of a privilege, the revocation is retried
+// and alerted as needing an operator, with the fix in the error, while the role stays NOLOGIN
+// and its sessions ended.
 //
 // # The admin role (least privilege)
 //
@@ -37,6 +70,13 @@
 //	CREATE ROLE accessbroker LOGIN CREATEROLE INHERIT PASSWORD '…';
 //	GRANT readonly TO accessbroker WITH ADMIN OPTION;          -- once per granted role
 //	GRANT CONNECT ON DATABASE app TO accessbroker;             -- the configured database
+//
+// The orphan owner needs no SQL: New creates it (CREATE ROLE accessbroker_orphans NOLOGIN)
+// and makes the admin its member. To create it yourself instead, run as a superuser
+//
+//	CREATE ROLE accessbroker_orphans NOLOGIN;
+//	GRANT accessbroker_orphans TO accessbroker;                -- required on 16+ for a role
+//	                                                           -- the admin did not create
 //
 // On PostgreSQL 15 and earlier, CREATEROLE alone lets a role create, alter, drop and grant
 // membership in any non-superuser role; ADMIN OPTION on the granted roles is not checked, but
@@ -94,7 +134,15 @@ type Config struct {
 	// row another session is changing) before the attempt fails and is retried later; 0 means
 	// DefaultLockTimeout.
 	LockTimeout time.Duration
+	// OrphanOwner is the role that receives the objects a revoked temporary role leaves
+	// behind: a NOLOGIN role with no attributes and no memberships, created by New when
+	// missing. "" means DefaultOrphanOwner. It must not be the admin role, one of Roles, or
+	// start with "ab_".
+	OrphanOwner string
 }
+
+// DefaultOrphanOwner is Config.OrphanOwner's default.
+const DefaultOrphanOwner = "accessbroker_orphans"
 
 // DefaultLockTimeout is Config.LockTimeout's default.
 const DefaultLockTimeout = 10 * time.Second
@@ -112,6 +160,7 @@ type Provider struct {
 	db      string // database of the delivered credential, always cleaned on revoke
 	sslmode string
 
+	orphan        string // role that receives what revoked roles leave behind
 	adminDB       string // database the pool connects to
 	adminPassword string // scrubbed from errors
 	superuser     bool
@@ -119,8 +168,9 @@ type Provider struct {
 }
 
 var (
-	_ grants.Provider = (*Provider)(nil)
-	_ grants.Extender = (*Provider)(nil)
+	_ grants.Provider       = (*Provider)(nil)
+	_ grants.Extender       = (*Provider)(nil)
+	_ grants.RevokeReporter = (*Provider)(nil)
 )
 
 // New connects with the admin DSN and checks that the admin role can do its job: it is a
@@ -174,7 +224,21 @@ func New(ctx context.Context, cfg Config, clock grants.Clock, logger *slog.Logge
 		return nil, fmt.Errorf("postgres provider: sslmode %q is not one of disable, allow, prefer, require, verify-ca, verify-full: %w", cfg.SSLMode, grants.ErrInvalid)
 	}
 
+	orphan := cfg.OrphanOwner
+	if orphan == "" {
+		orphan = DefaultOrphanOwner
+	}
+	switch {
+	case len(orphan) > 63 || strings.TrimSpace(orphan) != orphan:
+		return nil, fmt.Errorf("postgres provider: orphan_owner %q is longer than 63 bytes or has surrounding spaces: %w", orphan, grants.ErrInvalid)
+	case strings.HasPrefix(orphan, rolePrefix):
+		return nil, fmt.Errorf("postgres provider: orphan_owner %q starts with %q, the prefix of temporary roles; choose another name, e.g. %s: %w", orphan, rolePrefix, DefaultOrphanOwner, grants.ErrInvalid)
+	case slices.Contains(cfg.Roles, orphan):
+		return nil, fmt.Errorf("postgres provider: orphan_owner %q is also in roles; it must be a role of its own that nobody is granted: %w", orphan, grants.ErrInvalid)
+	}
+
 	p := &Provider{
+		orphan:        orphan,
 		clock:         clock,
 		log:           logger.With("provider", Kind),
 		roles:         slices.Clone(cfg.Roles),
@@ -213,7 +277,84 @@ func New(ctx context.Context, cfg Config, clock grants.Clock, logger *slog.Logge
 		p.pool.Close()
 		return nil, err
 	}
+	if err := p.ensureOrphanOwner(ctx); err != nil {
+		p.pool.Close()
+		return nil, err
+	}
 	return p, nil
+}
+
+// ensureOrphanOwner creates the orphan owner role if it is missing, checks that it can do no
+// harm (NOLOGIN, no attributes, member of no role), and makes a non-superuser admin a member
+// of it, which REASSIGN OWNED … TO it requires.
+func (p *Provider) ensureOrphanOwner(ctx context.Context) error {
+	o := quoteIdent(p.orphan)
+	var admin string
+	for created := false; ; {
+		var (
+			login, super, createDB, createRole, repl, bypass bool
+			memberOf                                         []string
+		)
+		err := p.pool.QueryRow(ctx, `
+			SELECT current_user, r.rolcanlogin, r.rolsuper, r.rolcreatedb, r.rolcreaterole, r.rolreplication, r.rolbypassrls,
+				ARRAY(SELECT g.rolname::text FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid WHERE m.member = r.oid ORDER BY 1)
+			FROM pg_roles r WHERE r.rolname = $1`, p.orphan).Scan(&admin, &login, &super, &createDB, &createRole, &repl, &bypass, &memberOf)
+		if errors.Is(err, pgx.ErrNoRows) && !created {
+			err = pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
+				if _, err := tx.Exec(ctx, "CREATE ROLE "+o+" NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS NOINHERIT"); err != nil {
+					return err
+				}
+				_, err := tx.Exec(ctx, "COMMENT ON ROLE "+o+" IS 'accessbroker: owns what revoked temporary roles left behind; no login, no privileges'")
+				return err
+			})
+			switch code := pgCode(err); {
+			case err == nil, code == "42710", code == "23505": // made here, or by another broker just now
+				created = true
+				if err == nil {
+					p.log.Info("created the orphan owner role", "role", p.orphan)
+				}
+				continue
+			default:
+				return p.scrub(fmt.Errorf("postgres provider: create the orphan owner role %q (orphan_owner); as a superuser run: CREATE ROLE %s NOLOGIN: %w", p.orphan, o, classify(err)))
+			}
+		}
+		if err != nil {
+			return p.scrub(fmt.Errorf("postgres provider: look up the orphan owner role %q: %w", p.orphan, classify(err)))
+		}
+		if login || super || createDB || createRole || repl || bypass {
+			return fmt.Errorf("postgres provider: orphan owner role %q (orphan_owner) has LOGIN or a role attribute, but objects revoked roles leave behind must go to a role nobody can use; run: ALTER ROLE %s NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS, or choose another orphan_owner: %w", p.orphan, o, grants.ErrNeedsOperator)
+		}
+		if len(memberOf) > 0 {
+			return fmt.Errorf("postgres provider: orphan owner role %q (orphan_owner) is a member of %q, whose privileges every object it owns would use; run: REVOKE %s FROM %s, or choose another orphan_owner: %w", p.orphan, memberOf, quoteIdents(memberOf), o, grants.ErrNeedsOperator)
+		}
+		break
+	}
+	if p.superuser {
+		return nil
+	}
+	var member bool
+	if err := p.pool.QueryRow(ctx, `SELECT pg_has_role(current_user, $1::name, 'USAGE')`, p.orphan).Scan(&member); err != nil {
+		return p.scrub(fmt.Errorf("postgres provider: check membership of the orphan owner role: %w", err))
+	}
+	if member {
+		return nil
+	}
+	grant := "GRANT " + o + " TO CURRENT_USER"
+	if p.serverVersion >= 160000 {
+		grant += " WITH INHERIT TRUE"
+	}
+	if _, err := p.pool.Exec(ctx, grant); err != nil {
+		return p.scrub(fmt.Errorf("postgres provider: admin role %q cannot become a member of the orphan owner role %q, which revocation needs to hand it objects; as a superuser run: GRANT %s TO %s: %w", admin, p.orphan, o, quoteIdent(admin), classify(err)))
+	}
+	return nil
+}
+
+func quoteIdents(names []string) string {
+	q := make([]string, len(names))
+	for i, n := range names {
+		q[i] = quoteIdent(n)
+	}
+	return strings.Join(q, ", ")
 }
 
 func (p *Provider) checkAdmin(ctx context.Context) error {

@@ -295,8 +295,8 @@ func TestRevokeRoleThatOwnsObjects(t *testing.T) {
 	if err := e.super.QueryRow(ctx, "SELECT tableowner FROM pg_tables WHERE tablename = 'scratch'").Scan(&owner); err != nil {
 		t.Fatalf("the table the role created is gone: %v", err)
 	}
-	if owner != e.admin {
-		t.Errorf("scratch is owned by %q, want the admin role %q", owner, e.admin)
+	if owner != e.orphan {
+		t.Errorf("scratch is owned by %q, want the orphan owner %q", owner, e.orphan)
 	}
 }
 

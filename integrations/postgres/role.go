@@ -229,24 +229,68 @@ func (p *Provider) findRoles(ctx context.Context, op string, req grants.RevokeRe
 	return out, nil
 }
 
-// Revoke drops the grant's role: no new logins, live sessions terminated, objects it owns
-// reassigned to the admin role, privileges dropped, role dropped. A role that does not exist
-// is success. A handle naming a role this provider would not have made is refused with
-// ErrNeedsOperator.
+// Revoke drops the grant's role: no new logins, live sessions terminated, routines it owns
+// dropped, other objects it owns reassigned to the orphan owner, privileges dropped, role
+// dropped. A role that does not exist is success. A handle naming a role this provider would
+// not have made is refused with ErrNeedsOperator. RevokeWithResult says what it did.
 func (p *Provider) Revoke(ctx context.Context, req grants.RevokeRequest) error {
+	_, err := p.RevokeWithResult(ctx, req)
+	return err
+}
+
+// RevokeWithResult is Revoke, reporting in the result's evidence the objects the role left
+// behind: orphan_owner, reassigned and reassigned_count (objects handed to the orphan owner),
+// dropped and dropped_count (routines, and what depended on them). Each list names at most
+// maxListed objects as "database: kind schema.name" and then says how many more there were.
+// A failed attempt reports what it finished before failing.
+func (p *Provider) RevokeWithResult(ctx context.Context, req grants.RevokeRequest) (grants.RevokeResult, error) {
 	if req.Handle.Preexisting {
-		return nil // never set by this provider; honoured per the contract
+		return grants.RevokeResult{}, nil // never set by this provider; honoured per the contract
 	}
 	found, err := p.findRoles(ctx, "revoke", req)
 	if err != nil {
-		return err
+		return grants.RevokeResult{}, err
 	}
+	var left leftBehind
 	for _, r := range found {
-		if err := p.dropRole(ctx, r); err != nil {
-			return p.scrub(fmt.Errorf("postgres revoke grant %s: role %s: %w", req.GrantID, r.name, err))
+		if err := p.dropRole(ctx, r, &left); err != nil {
+			return left.result(p.orphan), p.scrub(fmt.Errorf("postgres revoke grant %s: role %s: %w", req.GrantID, r.name, err))
 		}
 	}
-	return nil
+	return left.result(p.orphan), nil
+}
+
+// maxListed bounds each object list in the audit evidence.
+const maxListed = 50
+
+// leftBehind is what revoked roles left: objects handed to the orphan owner and routines
+// dropped (with their dependents), as "database: kind identity".
+type leftBehind struct {
+	reassigned, dropped []string
+}
+
+func (l *leftBehind) result(orphan string) grants.RevokeResult {
+	if len(l.reassigned) == 0 && len(l.dropped) == 0 {
+		return grants.RevokeResult{}
+	}
+	ev := map[string]string{}
+	if n := len(l.reassigned); n > 0 {
+		ev["orphan_owner"] = orphan
+		ev["reassigned"] = listed(l.reassigned)
+		ev["reassigned_count"] = strconv.Itoa(n)
+	}
+	if n := len(l.dropped); n > 0 {
+		ev["dropped"] = listed(l.dropped)
+		ev["dropped_count"] = strconv.Itoa(n)
+	}
+	return grants.RevokeResult{Evidence: ev}
+}
+
+func listed(items []string) string {
+	if len(items) <= maxListed {
+		return strings.Join(items, "; ")
+	}
+	return strings.Join(items[:maxListed], "; ") + fmt.Sprintf("; … and %d more", len(items)-maxListed)
 }
 
 type execer interface {
@@ -271,7 +315,7 @@ func (p *Provider) inDatabase(ctx context.Context, db string, fn func(execer) er
 	return fn(conn)
 }
 
-func (p *Provider) dropRole(ctx context.Context, r grantRole) error {
+func (p *Provider) dropRole(ctx context.Context, r grantRole, left *leftBehind) error {
 	role := quoteIdent(r.name)
 	var (
 		terminated int
@@ -335,15 +379,12 @@ func (p *Provider) dropRole(ctx context.Context, r grantRole) error {
 		dbs = append([]string{p.db}, dbs...)
 	}
 	for _, db := range dbs {
+		var reassigned, dropped []string
 		err := p.inDatabase(ctx, db, func(c execer) error {
 			return pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
-				if _, err := tx.Exec(ctx, "REASSIGN OWNED BY "+role+" TO CURRENT_USER"); err != nil {
-					return fmt.Errorf("REASSIGN OWNED: %w", err)
-				}
-				if _, err := tx.Exec(ctx, "DROP OWNED BY "+role); err != nil {
-					return fmt.Errorf("DROP OWNED: %w", err)
-				}
-				return nil
+				var err error
+				reassigned, dropped, err = p.cleanDatabase(ctx, tx, r)
+				return err
 			})
 		})
 		if pgCode(err) == "42704" {
@@ -351,6 +392,12 @@ func (p *Provider) dropRole(ctx context.Context, r grantRole) error {
 		}
 		if err != nil {
 			return fmt.Errorf("clean database %s: %w", db, classify(err))
+		}
+		for _, o := range reassigned {
+			left.reassigned = append(left.reassigned, db+": "+o)
+		}
+		for _, o := range dropped {
+			left.dropped = append(left.dropped, db+": "+o)
 		}
 	}
 	err = p.pool.AcquireFunc(ctx, func(c *pgxpool.Conn) error {
@@ -375,8 +422,122 @@ func (p *Provider) dropRole(ctx context.Context, r grantRole) error {
 	if err != nil {
 		return classify(err)
 	}
-	p.log.InfoContext(ctx, "postgres role dropped", "role", r.name, "sessions_terminated", terminated, "databases_cleaned", dbs)
+	p.log.InfoContext(ctx, "postgres role dropped", "role", r.name, "sessions_terminated", terminated, "databases_cleaned", dbs,
+		"objects_reassigned", len(left.reassigned), "objects_dropped", len(left.dropped), "orphan_owner", p.orphan)
 	return nil
+}
+
+// dropKinds maps the kinds of object (pg_identify_object's type) that revocation drops
+// rather than hands to the orphan owner to their DROP keyword. Routines are code the grantee
+// wrote; the others are schema-bound metadata that PostgreSQL lets a non-superuser give away
+// only to a role with CREATE on their schema, which the orphan owner must not have.
+var dropKinds = map[string]string{
+	"function": "ROUTINE", "procedure": "ROUTINE", "aggregate": "ROUTINE",
+	"collation": "COLLATION", "conversion": "CONVERSION", "operator": "OPERATOR",
+	"operator class": "OPERATOR CLASS", "operator family": "OPERATOR FAMILY",
+	"statistics object": "STATISTICS", "text search configuration": "TEXT SEARCH CONFIGURATION",
+	"text search dictionary": "TEXT SEARCH DICTIONARY",
+}
+
+// ownedObject is one object the role owns in the current database.
+type ownedObject struct {
+	classID, objID uint32
+	kind, identity string
+	definer        bool // a SECURITY DEFINER routine
+}
+
+// ownedObjects lists what the role owns in tx's database (pg_shdepend), kind then identity.
+func ownedObjects(ctx context.Context, tx pgx.Tx, role uint32) ([]ownedObject, error) {
+	rows, err := tx.Query(ctx, `SELECT s.classid::oid, s.objid, o.type, o.identity, coalesce(p.prosecdef, false)
+		FROM pg_shdepend s
+		CROSS JOIN LATERAL pg_identify_object(s.classid, s.objid, s.objsubid) o
+		LEFT JOIN pg_proc p ON s.classid = 'pg_proc'::regclass AND p.oid = s.objid
+		WHERE s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+			AND s.refclassid = 'pg_authid'::regclass AND s.refobjid = $1 AND s.deptype = 'o'
+		ORDER BY o.type, o.identity`, role)
+	if err != nil {
+		return nil, fmt.Errorf("list objects the role owns: %w", err)
+	}
+	objs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (ownedObject, error) {
+		var o ownedObject
+		err := row.Scan(&o.classID, &o.objID, &o.kind, &o.identity, &o.definer)
+		return o, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list objects the role owns: %w", err)
+	}
+	return objs, nil
+}
+
+// cleanDatabase leaves the role owning nothing in tx's database, in one transaction:
+//
+//   - Every routine it owns (function, procedure, aggregate) is dropped, with CASCADE: code a
+//     grantee wrote must not outlive the grant. A SECURITY DEFINER function would run with its
+//     new owner's rights, and any function can be wired to run implicitly with the rights of
+//     whoever touches a table (a trigger the grantee put on a table it could write to, a
+//     column default, a policy), so making it SECURITY INVOKER is not enough. The
+//     schema-bound metadata in dropKinds (operators, collations, statistics objects, …) is
+//     dropped the same way. The direct dependents of each are listed and dropped with it.
+//   - Everything else it owns (tables and their data, sequences, views, types) is reassigned
+//     to the orphan owner, a NOLOGIN role with no privileges: a view it owns reads only what
+//     that role may read, which is nothing beyond the orphaned objects themselves.
+//   - DROP OWNED removes the privileges granted to the role and its default privileges.
+//
+// It returns the objects reassigned and dropped, as "kind identity".
+func (p *Provider) cleanDatabase(ctx context.Context, tx pgx.Tx, r grantRole) (reassigned, dropped []string, err error) {
+	owned, err := ownedObjects(ctx, tx, r.oid)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, o := range owned {
+		keyword, ok := dropKinds[o.kind]
+		if !ok {
+			continue
+		}
+		rows, err := tx.Query(ctx, `SELECT o.type || ' ' || o.identity
+			FROM pg_depend d CROSS JOIN LATERAL pg_identify_object(d.classid, d.objid, d.objsubid) o
+			WHERE d.refclassid = $1 AND d.refobjid = $2 AND d.deptype = 'n'
+			ORDER BY 1`, o.classID, o.objID)
+		if err != nil {
+			return nil, nil, fmt.Errorf("list what depends on %s %s: %w", o.kind, o.identity, err)
+		}
+		deps, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return nil, nil, fmt.Errorf("list what depends on %s %s: %w", o.kind, o.identity, err)
+		}
+		// The identity comes from the server, quoted. IF EXISTS: an earlier CASCADE (a
+		// routine whose body calls another, an operator class of a dropped family) may
+		// have taken it already.
+		if _, err := tx.Exec(ctx, "DROP "+keyword+" IF EXISTS "+o.identity+" CASCADE"); err != nil {
+			return nil, nil, fmt.Errorf("DROP %s %s: %w", keyword, o.identity, err)
+		}
+		what := o.kind + " " + o.identity
+		if o.definer {
+			what += " (security definer)"
+		}
+		dropped = append(dropped, what)
+		for _, d := range deps {
+			dropped = append(dropped, d+" (depended on "+o.kind+" "+o.identity+")")
+		}
+	}
+	left, err := ownedObjects(ctx, tx, r.oid)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, o := range left {
+		reassigned = append(reassigned, o.kind+" "+o.identity)
+	}
+	if _, err := tx.Exec(ctx, "REASSIGN OWNED BY "+quoteIdent(r.name)+" TO "+quoteIdent(p.orphan)); err != nil {
+		if pgCode(err) == "42501" && !p.superuser {
+			return nil, nil, fmt.Errorf("REASSIGN OWNED to orphan owner %s: the admin role lost its membership of the orphan owner (restart the broker, which grants it again, or as a superuser GRANT %s TO the admin role), or the role left an object the orphan owner may not receive (see them with SELECT pg_describe_object(classid, objid, objsubid) FROM pg_shdepend WHERE refobjid = %d, and drop them): %w",
+				p.orphan, quoteIdent(p.orphan), r.oid, err)
+		}
+		return nil, nil, fmt.Errorf("REASSIGN OWNED: %w", err)
+	}
+	if _, err := tx.Exec(ctx, "DROP OWNED BY "+quoteIdent(r.name)); err != nil {
+		return nil, nil, fmt.Errorf("DROP OWNED: %w", err)
+	}
+	return reassigned, dropped, nil
 }
 
 // terminate ends every session of the role and checks that none is left.
