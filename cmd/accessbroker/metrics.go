@@ -65,9 +65,9 @@ type timedStore struct {
 }
 
 func (t *timedStore) Apply(ctx context.Context, c *grants.Change) error {
-	start := time.Now() // wall time for a latency metric, not domain time
+	sw := grants.StartStopwatch() // elapsed process time for a latency metric, not domain time
 	err := t.Store.Apply(ctx, c)
-	t.m.appendLat.Observe(time.Since(start).Seconds())
+	t.m.appendLat.Observe(sw.Elapsed().Seconds())
 	if err == nil {
 		for _, e := range c.Events {
 			if e.Action == "grant.issued" {
