@@ -36,6 +36,7 @@ var commands = map[string]command{
 	"audit":   {summary: "audit log: audit verify|search|export|keygen", run: runAudit},
 	"report":  {summary: "access report from the audit log: report --config FILE --since 168h --format markdown|json|csv", run: runReport},
 	"version": {summary: "module version, commit, commit time and Go version of this binary: version [--json]", run: runVersion},
+	// "completion" is added by completion.go's init: its scripts list this table.
 }
 
 func main() {
