@@ -72,7 +72,7 @@ var layers = []layer{
 // bannedEverywhere are imports no production file may have, whatever its layer.
 var bannedEverywhere = []struct{ path, why string }{
 	{"github.com/sirupsen/logrus", "log with log/slog"},
-	{"database/sql", "only grants/sqlstore and the postgres provider talk SQL (the layer table allows them)"},
+	{"database/sql", "SQL belongs to grants/sqlstore, the integrations (the postgres provider) and cmd; everything else reaches data through grants.Store"},
 }
 
 // sqlAllowed are the packages allowed database/sql despite bannedEverywhere.

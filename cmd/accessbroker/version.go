@@ -38,10 +38,7 @@ const unknownCommit = "unknown"
 
 // readBuildInfo returns this binary's buildInfo.
 func readBuildInfo() buildInfo {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		bi = nil
-	}
+	bi, _ := debug.ReadBuildInfo() // nil when the binary has no build information
 	return buildInfoFrom(bi)
 }
 
