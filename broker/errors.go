@@ -2,7 +2,6 @@ package broker
 
 import (
 	"errors"
-	"fmt"
 	"strings"
 
 	"github.com/accessbroker/accessbroker/grants"
@@ -37,10 +36,6 @@ func (r *Refusal) Unwrap() []error {
 		return []error{ErrRefused}
 	}
 	return []error{ErrRefused, r.Err}
-}
-
-func refuse(format string, args ...any) *Refusal {
-	return &Refusal{Message: fmt.Sprintf(format, args...)}
 }
 
 // UserMessage returns the words to show a person for err: a Refusal's message, or a generic

@@ -33,6 +33,18 @@ type realTimer struct{ t *time.Timer }
 func (r realTimer) C() <-chan time.Time { return r.t.C }
 func (r realTimer) Stop() bool          { return r.t.Stop() }
 
+// Stopwatch measures elapsed time on the process's monotonic clock, for latency metrics
+// only. It is not domain time: it never reaches a grant, the store or the audit log, and a
+// fake Clock does not move it. Anything a test must control takes a Clock instead.
+type Stopwatch struct{ start time.Time }
+
+// StartStopwatch returns a Stopwatch started now.
+func StartStopwatch() Stopwatch { return Stopwatch{start: time.Now()} }
+
+// Elapsed returns the monotonic time since the Stopwatch started (never negative; a wall
+// clock step does not affect it).
+func (s Stopwatch) Elapsed() time.Duration { return time.Since(s.start) }
+
 // Timestamp formats t as UTC RFC 3339 with milliseconds, the one time format accessbroker
 // shows and stores.
 func Timestamp(t time.Time) string { return t.UTC().Format(TimeLayout) }

@@ -29,12 +29,14 @@ type command struct {
 
 // commands is the explicit table of sub-commands; each lives in its own file.
 var commands = map[string]command{
-	"config": {summary: "check a configuration file: config check --config FILE", run: runConfig},
-	"serve":  {summary: "run the broker: serve --config FILE", run: runServe},
-	"demo":   {summary: "the whole flow on this machine with simulated Slack, PagerDuty, AWS and GitHub: demo [--interactive] [--keep DIR]", run: runDemo},
-	"grants": {summary: "list, issue or revoke grants: grants list|issue|revoke --config FILE", run: runGrants},
-	"audit":  {summary: "audit log: audit verify|search|export|keygen", run: runAudit},
-	"report": {summary: "access report from the audit log: report --config FILE --since 168h --format markdown|json|csv", run: runReport},
+	"config":  {summary: "check a configuration file: config check --config FILE", run: runConfig},
+	"serve":   {summary: "run the broker: serve --config FILE", run: runServe},
+	"demo":    {summary: "the whole flow on this machine with simulated Slack, PagerDuty, AWS and GitHub: demo [--interactive] [--keep DIR]", run: runDemo},
+	"grants":  {summary: "list, issue or revoke grants: grants list|issue|revoke --config FILE", run: runGrants},
+	"audit":   {summary: "audit log: audit verify|search|export|keygen", run: runAudit},
+	"report":  {summary: "access report from the audit log: report --config FILE --since 168h --format markdown|json|csv", run: runReport},
+	"version": {summary: "module version, commit, commit time and Go version of this binary: version [--json]", run: runVersion},
+	// "completion" is added by completion.go's init: its scripts list this table.
 }
 
 func main() {
@@ -86,6 +88,6 @@ func usage(w io.Writer) {
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		fmt.Fprintf(w, "  %-8s %s\n", n, commands[n].summary)
+		fmt.Fprintf(w, "  %-10s %s\n", n, commands[n].summary)
 	}
 }

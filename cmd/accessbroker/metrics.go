@@ -36,7 +36,12 @@ func newMetrics(st *sqlstore.Store) *metrics {
 		Name: "accessbroker_audit_append_seconds", Help: "Latency of one store change with its audit events.",
 		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
 	})
-	m.reg.MustRegister(m.issued, m.revoked, m.revokeFailed, m.lag, m.appendLat,
+	build := readBuildInfo()
+	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "accessbroker_build_info", Help: "Always 1; its labels say which build is running (see accessbroker version).",
+	}, []string{"version", "commit", "go_version"})
+	buildInfo.WithLabelValues(build.Version, build.Commit, build.GoVersion).Set(1)
+	m.reg.MustRegister(m.issued, m.revoked, m.revokeFailed, m.lag, m.appendLat, buildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&stateCollector{st: st})
 	m.timedStore = &timedStore{Store: st, m: m}
@@ -65,9 +70,9 @@ type timedStore struct {
 }
 
 func (t *timedStore) Apply(ctx context.Context, c *grants.Change) error {
-	start := time.Now() // wall time for a latency metric, not domain time
+	sw := grants.StartStopwatch() // elapsed process time for a latency metric, not domain time
 	err := t.Store.Apply(ctx, c)
-	t.m.appendLat.Observe(time.Since(start).Seconds())
+	t.m.appendLat.Observe(sw.Elapsed().Seconds())
 	if err == nil {
 		for _, e := range c.Events {
 			if e.Action == "grant.issued" {

@@ -14,10 +14,9 @@ import (
 type memProvider struct {
 	shared bool
 
-	mu          sync.Mutex
-	access      map[string]bool // by key
-	preexisting map[string]bool // keys the person had before
-	fail        int
+	mu     sync.Mutex
+	access map[string]bool // by key
+	fail   int
 }
 
 func (m *memProvider) key(grantID string, p grants.Person) string {

@@ -295,14 +295,14 @@ func (a leveled) log(level slog.Level, msg string, kv []any) {
 
 func scrubValue(v any) any {
 	switch x := v.(type) {
+	case time.Duration, int, int64, bool: // before fmt.Stringer, which time.Duration implements
+		return x
 	case string:
 		return RedactQuery(x)
 	case error:
 		return RedactQuery(x.Error())
 	case fmt.Stringer:
 		return RedactQuery(x.String())
-	case time.Duration, int, int64, bool:
-		return x
 	default:
 		return RedactQuery(fmt.Sprint(x))
 	}

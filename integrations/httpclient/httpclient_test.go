@@ -380,3 +380,35 @@ func TestDefaults(t *testing.T) {
 		t.Fatal("RetryMax -1 should disable retries")
 	}
 }
+
+type stringer string
+
+func (s stringer) String() string { return string(s) }
+
+// TestLoggedValuesKeepTheirKind: retryablehttp's durations, counts and flags reach slog as
+// themselves (a time.Duration is a fmt.Stringer, and was once turned into a string by the
+// Stringer case before its own case could match); text of every kind has its URL queries
+// redacted.
+func TestLoggedValuesKeepTheirKind(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		in   any
+		want any
+	}{
+		{"duration", 1500 * time.Millisecond, 1500 * time.Millisecond},
+		{"int", 3, 3},
+		{"int64", int64(4), int64(4)},
+		{"bool", true, true},
+		{"string", "https://x.example/p?token=S", "https://x.example/p?[REDACTED]"},
+		{"error", errors.New(`Post "https://x.example/p?token=S": EOF`), `Post "https://x.example/p?[REDACTED]": EOF`},
+		{"stringer", stringer("https://x.example/p?token=S"), "https://x.example/p?[REDACTED]"},
+		{"other", []string{"https://x.example/p?token=S", "end"}, "[https://x.example/p?[REDACTED] end]"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if diff := cmp.Diff(tc.want, scrubValue(tc.in)); diff != "" {
+				t.Fatalf("scrubValue(%#v) (-want +got):\n%s", tc.in, diff)
+			}
+		})
+	}
+}

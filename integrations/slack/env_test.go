@@ -353,10 +353,6 @@ func (e *e2e) dms(user string) []slackfake.Message {
 	return e.messages(inChannel(d))
 }
 
-func (e *e2e) responses(url string) []slackfake.Message {
-	return e.messages(func(m slackfake.Message) bool { return m.ResponseURL == url })
-}
-
 func (e *e2e) allRequests(t testing.TB) []grants.Request {
 	t.Helper()
 	rs, err := e.store.ListRequests(context.Background(), grants.RequestFilter{})

@@ -42,10 +42,10 @@ var (
 	ErrBodyTooLarge     = errors.New("request body too large")
 	ErrMissingHeaders   = errors.New("missing Slack signature headers")
 	ErrBadTimestamp     = errors.New("malformed Slack request timestamp")
-	ErrStaleTimestamp   = errors.New("Slack request timestamp too old")
-	ErrFutureTimestamp  = errors.New("Slack request timestamp in the future")
+	ErrStaleTimestamp   = errors.New("stale Slack request timestamp (older than the signature window)")
+	ErrFutureTimestamp  = errors.New("future Slack request timestamp (beyond the signature window)")
 	ErrMalformedSig     = errors.New("malformed Slack signature")
-	ErrSignatureInvalid = errors.New("Slack signature does not match")
+	ErrSignatureInvalid = errors.New("mismatched Slack signature: the request was not signed with a configured signing secret")
 )
 
 // Verifier checks Slack's v0 request signatures: HMAC-SHA256, keyed with a signing secret,
