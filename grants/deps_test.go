@@ -51,7 +51,8 @@ var (
 var layers = []layer{
 	{pkg: "audit", why: "audit is the leaf: events, canonical bytes, chain, checkpoints, verify; standard library only"},
 	{pkg: "grants", ours: []string{"audit"}, why: "grants (lifecycle, Store and Provider contracts, revoker) uses only audit, for the events it hands the store; no SDK, no driver"},
-	{pkg: "broker", ours: []string{"grants", "audit"}, why: "broker (use cases) declares its ports and never imports an integration, an SDK or a driver"},
+	{pkg: "broker", ours: []string{"grants", "audit"}, libs: []string{"golang.org/x/text/..."},
+		why: "broker (use cases) declares its ports and never imports an integration, an SDK or a driver (x/text: Unicode normalisation of emails for identity rules)"},
 	{pkg: "grants/sqlstore", ours: []string{"grants", "audit"}, libs: []string{"github.com/jackc/pgx/v5/...", "modernc.org/sqlite/..."},
 		why: "the store implements grants.Store with the audit chain; only its two drivers"},
 	{pkg: "grants/clocktest", ours: []string{"grants"}, why: "the fake clock implements grants.Clock"},
