@@ -1,4 +1,7 @@
-package main
+// Package config is the configuration contract of accessbroker: a strict YAML decoder with
+// ${ENV} expansion, "file:" secrets, defaults and validation that names each bad key and its
+// line. cmd/accessbroker loads it; nothing else does.
+package config
 
 // This file is the configuration contract of accessbroker: one YAML file, described in
 // DESIGN.md "Configuration (contract)" and documented key by key in
@@ -1498,6 +1501,9 @@ func (v *validator) intRange(path string, n, lo, hi int) {
 		v.add(path, "must be between %d and %d, not %d", lo, hi, n)
 	}
 }
+
+// FormatDuration prints whole-unit durations compactly (4h, not 4h0m0s), as problems do.
+func FormatDuration(d time.Duration) string { return fmtDur(d) }
 
 // fmtDur prints whole-unit durations compactly (4h, not 4h0m0s).
 func fmtDur(d time.Duration) string {
