@@ -78,6 +78,8 @@ func TestConfigCheckBadFiles(t *testing.T) {
 		{"bad_missing_provider_block.yaml", 5, "resources[0].github_team", "is required: provider github-team takes its settings from the github_team block"},
 		{"bad_mismatched_block.yaml", 8, "resources[0].aws_sts", "does not belong to provider webhook"},
 		{"bad_role_arn.yaml", 7, "resources[0].aws_sts.role_arn", "is not an IAM role ARN"},
+		{"bad_role_arn_partition.yaml", 7, "resources[0].aws_sts.role_arn", `"arn:aws-iso:iam::123456789012:role/oncall-admin" is not an IAM role ARN (arn:aws:iam::123456789012:role/name, in partition aws, aws-cn or aws-us-gov)`},
+		{"bad_session_policy.yaml", 7, "resources[0].aws_sts.session_policy", "must be an IAM policy document with Version and Statement"},
 		{"bad_postgres_dsn.yaml", 8, "resources[0].postgres.dsn", "is not a valid postgres:// URL"},
 		{"bad_sslmode.yaml", 10, "resources[0].postgres.sslmode", `not "strict"`},
 		{"bad_identity_center_incomplete.yaml", 7, "resources[0].aws_identity_center.permission_set_arn", "is required"},

@@ -43,12 +43,9 @@ func (c *awsConfigs) build(ctx context.Context, cfg *config.Config, r config.Res
 	}
 	switch r.Provider {
 	case config.ProviderAWSSTS:
-		s := r.AWSSTS
-		return awsprov.NewSTS(ctx, awsprov.STSConfig{RoleARN: s.RoleARN, SessionPolicy: s.SessionPolicy, MaxSessionDuration: s.MaxSessionDuration}, c.cfg, clock, log, c.opts.sts...)
+		return awsprov.NewSTS(ctx, r.AWSSTS.STSConfig(), c.cfg, clock, log, c.opts.sts...)
 	case config.ProviderAWSIdentityCenter:
-		ic := r.AWSIdentityCenter
-		return awsprov.NewIdentityCenter(ctx, awsprov.IdentityCenterConfig{InstanceARN: ic.InstanceARN, IdentityStoreID: ic.IdentityStoreID,
-			PermissionSetARN: ic.PermissionSetARN, AccountID: ic.AccountID}, c.cfg, clock, log)
+		return awsprov.NewIdentityCenter(ctx, r.AWSIdentityCenter.IdentityCenterConfig(), c.cfg, clock, log)
 	}
 	return nil, fmt.Errorf("unknown provider %q", r.Provider)
 }

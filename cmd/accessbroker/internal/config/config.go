@@ -45,6 +45,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/accessbroker/accessbroker/grants"
+	awsprov "github.com/accessbroker/accessbroker/integrations/aws"
 )
 
 // Provider kinds accepted in resources[].provider.
@@ -349,6 +350,18 @@ type AWSIdentityCenterConfig struct {
 	PermissionSetARN string `yaml:"permission_set_arn"`
 	// AccountID (aws_identity_center.account_id), twelve digits.
 	AccountID string `yaml:"account_id"`
+}
+
+// STSConfig is the block as the aws-sts provider takes it: config check validates exactly
+// what serve builds the provider from.
+func (s *AWSSTSConfig) STSConfig() awsprov.STSConfig {
+	return awsprov.STSConfig{RoleARN: s.RoleARN, SessionPolicy: s.SessionPolicy, MaxSessionDuration: s.MaxSessionDuration}
+}
+
+// IdentityCenterConfig is the block as the aws-identity-center provider takes it.
+func (ic *AWSIdentityCenterConfig) IdentityCenterConfig() awsprov.IdentityCenterConfig {
+	return awsprov.IdentityCenterConfig{InstanceARN: ic.InstanceARN, IdentityStoreID: ic.IdentityStoreID,
+		PermissionSetARN: ic.PermissionSetARN, AccountID: ic.AccountID}
 }
 
 // GitHubTeamConfig is the github-team provider's block: team membership per grant.
@@ -1418,22 +1431,17 @@ func (c *Config) applyDefaults() {
 }
 
 var (
-	resourceNameRE  = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
-	slackUserRE     = regexp.MustCompile(`^[UW][A-Z0-9]+$`)
-	slackTeamRE     = regexp.MustCompile(`^[TE][A-Z0-9]+$`)
-	slackChannelRE  = regexp.MustCompile(`^[CG][A-Z0-9]+$`)
-	slackGroupRE    = regexp.MustCompile(`^S[A-Z0-9]+$`)
-	pagerDutyIDRE   = regexp.MustCompile(`^[A-Z0-9]{2,20}$`)
-	awsRegionRE     = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-[0-9]+$`)
-	iamRoleARNRE    = regexp.MustCompile(`^arn:aws(-cn|-us-gov|-iso|-iso-b)?:iam::[0-9]{12}:role/([\x21-\x7e]*/)?[\w+=,.@-]{1,64}$`)
-	ssoInstanceRE   = regexp.MustCompile(`^arn:aws(-cn|-us-gov|-iso|-iso-b)?:sso:::instance/((?:sso)?ins-[a-zA-Z0-9-.]{16})$`)
-	ssoPermSetRE    = regexp.MustCompile(`^arn:aws(-cn|-us-gov|-iso|-iso-b)?:sso:::permissionSet/((?:sso)?ins-[a-zA-Z0-9-.]{16})/ps-[a-zA-Z0-9-./]{16}$`)
-	identityStoreRE = regexp.MustCompile(`^(d-[0-9a-f]{10}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$`)
-	awsAccountRE    = regexp.MustCompile(`^[0-9]{12}$`)
-	githubLoginRE   = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,37}[A-Za-z0-9])?$`)
-	githubTeamRE    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$`)
-	pgRoleRE        = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,62}$`)
-	summaryTimeRE   = regexp.MustCompile(`^([01][0-9]|2[0-3]):([0-5][0-9])$`)
+	resourceNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+	slackUserRE    = regexp.MustCompile(`^[UW][A-Z0-9]+$`)
+	slackTeamRE    = regexp.MustCompile(`^[TE][A-Z0-9]+$`)
+	slackChannelRE = regexp.MustCompile(`^[CG][A-Z0-9]+$`)
+	slackGroupRE   = regexp.MustCompile(`^S[A-Z0-9]+$`)
+	pagerDutyIDRE  = regexp.MustCompile(`^[A-Z0-9]{2,20}$`)
+	awsRegionRE    = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-[0-9]+$`)
+	githubLoginRE  = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,37}[A-Za-z0-9])?$`)
+	githubTeamRE   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$`)
+	pgRoleRE       = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,62}$`)
+	summaryTimeRE  = regexp.MustCompile(`^([01][0-9]|2[0-3]):([0-5][0-9])$`)
 )
 
 var weekdays = map[string]time.Weekday{
@@ -1833,45 +1841,39 @@ func (v *validator) postgres(p string, pg *PostgresConfig) {
 }
 
 func (v *validator) awsSTS(p string, s *AWSSTSConfig) {
-	if v.required(p+".role_arn", s.RoleARN, "the IAM role to assume, arn:aws:iam::123456789012:role/name") {
-		v.match(p+".role_arn", s.RoleARN, iamRoleARNRE, "an IAM role ARN (arn:aws:iam::123456789012:role/name)")
+	if s.MaxSessionDuration == 0 && v.c.has(p+".max_session_duration") {
+		v.add(p+".max_session_duration", "must be positive, not 0s")
 	}
-	if s.SessionPolicy != "" {
-		trimmed := strings.TrimSpace(s.SessionPolicy)
-		switch {
-		case !json.Valid([]byte(trimmed)) || !strings.HasPrefix(trimmed, "{"):
-			v.add(p+".session_policy", "must be an IAM policy document as a JSON object")
-		case len(trimmed) > 2048:
-			v.add(p+".session_policy", "is %d characters; AWS accepts at most 2048", len(trimmed))
-		}
-	}
-	if s.MaxSessionDuration != 0 || v.c.has(p+".max_session_duration") {
-		v.duration(p+".max_session_duration", s.MaxSessionDuration, 15*time.Minute, 12*time.Hour)
-	}
+	v.providerErr(p, s.STSConfig().Validate())
 }
 
 func (v *validator) identityCenter(p string, ic *AWSIdentityCenterConfig) {
-	var instance string
-	if v.required(p+".instance_arn", ic.InstanceARN, "arn:aws:sso:::instance/ssoins-…") {
-		if m := ssoInstanceRE.FindStringSubmatch(ic.InstanceARN); m == nil {
-			v.add(p+".instance_arn", "%s is not an Identity Center instance ARN (arn:aws:sso:::instance/ssoins-…)", v.show(p+".instance_arn", ic.InstanceARN))
-		} else {
-			instance = m[2]
+	v.providerErr(p, ic.IdentityCenterConfig().Validate())
+}
+
+// providerErr records the problems a provider package's Validate found in the block at p:
+// each *grants.FieldError at its own key, anything else at the block.
+func (v *validator) providerErr(p string, err error) {
+	if err == nil {
+		return
+	}
+	if joined, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range joined.Unwrap() {
+			v.providerErr(p, e)
 		}
+		return
 	}
-	if v.required(p+".identity_store_id", ic.IdentityStoreID, "d-… (IAM Identity Center settings)") {
-		v.match(p+".identity_store_id", ic.IdentityStoreID, identityStoreRE, "an identity store id (d-1234567890)")
+	var fe *grants.FieldError
+	if !errors.As(err, &fe) {
+		v.add(p, "%v", err)
+		return
 	}
-	if v.required(p+".permission_set_arn", ic.PermissionSetARN, "arn:aws:sso:::permissionSet/ssoins-…/ps-…") {
-		if m := ssoPermSetRE.FindStringSubmatch(ic.PermissionSetARN); m == nil {
-			v.add(p+".permission_set_arn", "%s is not a permission set ARN (arn:aws:sso:::permissionSet/ssoins-…/ps-…)", v.show(p+".permission_set_arn", ic.PermissionSetARN))
-		} else if instance != "" && m[2] != instance {
-			v.add(p+".permission_set_arn", "belongs to instance %s, not to instance_arn's %s", m[2], instance)
-		}
+	path := p + "." + fe.Field
+	if fe.Value != "" {
+		v.add(path, "%s %s", v.show(path, fe.Value), fe.Msg)
+		return
 	}
-	if v.required(p+".account_id", ic.AccountID, "the twelve-digit AWS account id") {
-		v.match(p+".account_id", ic.AccountID, awsAccountRE, "a twelve-digit AWS account id")
-	}
+	v.add(path, "%s", fe.Msg)
 }
 
 func (v *validator) githubTeam(p string, gt *GitHubTeamConfig) {
