@@ -35,7 +35,7 @@ func buildProviders(ctx context.Context, cfg *config.Config, clock grants.Clock,
 		var err error
 		switch r.Provider {
 		case config.ProviderWebhook:
-			p, err = webhook.New(webhook.Config{URL: r.Webhook.URL, Token: r.Webhook.Token.Reveal()}, client)
+			p, err = webhook.New(r.Webhook.ProviderConfig(), client)
 		case config.ProviderPostgres:
 			pc := r.Postgres
 			var pp *postgres.Provider
@@ -46,8 +46,7 @@ func buildProviders(ctx context.Context, cfg *config.Config, clock grants.Clock,
 				p = pp
 			}
 		case config.ProviderGitHubTeam:
-			gt := r.GitHubTeam
-			p, err = github.New(github.Config{Org: gt.Org, Team: gt.Team, Role: gt.Role, APIURL: cfg.GitHub.APIURL, Token: cfg.GitHub.Token.Reveal()}, client, log)
+			p, err = github.New(r.GitHubTeam.ProviderConfig(cfg.GitHub), client, log)
 		default:
 			p, err = awsc.build(ctx, cfg, r, clock, log, client)
 		}

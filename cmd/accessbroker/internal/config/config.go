@@ -46,6 +46,10 @@ import (
 
 	"github.com/accessbroker/accessbroker/grants"
 	awsprov "github.com/accessbroker/accessbroker/integrations/aws"
+	"github.com/accessbroker/accessbroker/integrations/github"
+	"github.com/accessbroker/accessbroker/integrations/httpclient"
+	"github.com/accessbroker/accessbroker/integrations/pagerduty"
+	"github.com/accessbroker/accessbroker/integrations/webhook"
 )
 
 // Provider kinds accepted in resources[].provider.
@@ -381,6 +385,17 @@ type WebhookConfig struct {
 	URL string `yaml:"url"`
 	// Token (webhook.token) is sent as a bearer token. Required. A secret.
 	Token Secret `yaml:"token"`
+}
+
+// ProviderConfig is the block as the github-team provider takes it, with the github
+// section's API URL and token: config check validates exactly what serve builds.
+func (gt *GitHubTeamConfig) ProviderConfig(g *GitHubConfig) github.Config {
+	return github.Config{Org: gt.Org, Team: gt.Team, Role: gt.Role, APIURL: g.APIURL, Token: g.Token.Reveal()}
+}
+
+// ProviderConfig is the block as the webhook provider takes it.
+func (w *WebhookConfig) ProviderConfig() webhook.Config {
+	return webhook.Config{URL: w.URL, Token: w.Token.Reveal()}
 }
 
 // PolicyConfig is resources[].policy; it maps onto grants.Policy.
@@ -1525,28 +1540,26 @@ func fmtDur(d time.Duration) string {
 	return s
 }
 
-// checkURL requires an absolute https URL, or http on a loopback host, with no credentials.
-func (v *validator) checkURL(path, raw string) {
-	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
-		v.add(path, "must be an absolute https:// URL")
+// checkURL applies the one rule for upstream URLs, httpclient.CheckBaseURL (an absolute
+// https URL, or http on a loopback host, with no credentials), then extra: the further rule of
+// the package that takes the URL, so that config check refuses what that package refuses.
+func (v *validator) checkURL(path, raw string, extra ...func(string) error) {
+	if _, err := httpclient.CheckBaseURL(raw); err != nil {
+		v.add(path, "%v", err)
 		return
 	}
-	if u.User != nil {
-		v.add(path, "must not contain credentials; they belong in the token key")
-		return
-	}
-	if u.Scheme == "http" && !isLoopback(u.Hostname()) {
-		v.add(path, "must use https (plain http is only allowed for loopback hosts such as 127.0.0.1 or localhost), not http://%s", u.Host)
+	for _, check := range extra {
+		if err := check(raw); err != nil {
+			v.add(path, "%s", providerMsg(err))
+			return
+		}
 	}
 }
 
-func isLoopback(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+// providerMsg is a provider package's error as a problem message: without the trailing
+// ": invalid input" of grants.ErrInvalid, which a problem says already.
+func providerMsg(err error) string {
+	return strings.TrimSuffix(err.Error(), ": "+grants.ErrInvalid.Error())
 }
 
 func (c *Config) validate() []Problem {
@@ -1617,11 +1630,11 @@ func (c *Config) validate() []Problem {
 			v.match("aws.region", a.Region, awsRegionRE, "an AWS region such as us-east-1")
 		}
 		if a.EndpointURL != "" {
-			v.checkURL("aws.endpoint_url", a.EndpointURL)
+			v.checkURL("aws.endpoint_url", a.EndpointURL, awsprov.ValidateEndpointURL)
 		}
 	}
 	if g := c.GitHub; g != nil {
-		v.checkURL("github.api_url", g.APIURL)
+		v.checkURL("github.api_url", g.APIURL, func(s string) error { _, err := github.ParseAPIURL(s); return err })
 	}
 	c.validateResources(v)
 	c.validateAutoGrant(v)
@@ -1688,7 +1701,7 @@ func (c *Config) validatePagerDuty(v *validator) {
 	if p == nil {
 		return
 	}
-	v.checkURL("pagerduty.api_url", p.APIURL)
+	v.checkURL("pagerduty.api_url", p.APIURL, func(s string) error { _, err := pagerduty.ValidateAPIURL(s); return err })
 	v.required("pagerduty.token", p.Token.Reveal(), "a PagerDuty REST API key")
 	for i, sec := range p.WebhookSecrets {
 		if !sec.IsSet() {
@@ -1766,14 +1779,27 @@ func (c *Config) validateResources(v *validator) {
 		case ProviderGitHubTeam:
 			needGitHub = append(needGitHub, res.Name)
 			if res.GitHubTeam != nil {
+				n := len(v.probs)
 				v.githubTeam(rp+".github_team", res.GitHubTeam)
+				if g := c.GitHub; len(v.probs) == n && g != nil && g.Token.IsSet() {
+					// The provider's own rule, as serve applies it (New makes no call).
+					if _, err := github.New(res.GitHubTeam.ProviderConfig(g), nil, nil); err != nil {
+						v.add(rp+".github_team", "%s", providerMsg(err))
+					}
+				}
 			}
 		case ProviderWebhook:
 			if res.Webhook != nil {
+				n := len(v.probs)
 				if v.required(rp+".webhook.url", res.Webhook.URL, "the endpoint that issues and revokes access") {
-					v.checkURL(rp+".webhook.url", res.Webhook.URL)
+					v.checkURL(rp+".webhook.url", res.Webhook.URL, func(s string) error { _, err := webhook.ParseURL(s); return err })
 				}
 				v.required(rp+".webhook.token", res.Webhook.Token.Reveal(), "the bearer token sent to the webhook")
+				if len(v.probs) == n { // the provider's own rule, as serve applies it
+					if _, err := webhook.New(res.Webhook.ProviderConfig(), nil); err != nil {
+						v.add(rp+".webhook", "%s", providerMsg(err))
+					}
+				}
 			}
 		}
 		c.validatePolicy(v, rp+".policy", &res.Policy)
