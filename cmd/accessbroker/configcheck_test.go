@@ -82,6 +82,8 @@ func TestConfigCheckBadFiles(t *testing.T) {
 		{"bad_session_policy.yaml", 7, "resources[0].aws_sts.session_policy", "must be an IAM policy document with Version and Statement"},
 		{"bad_postgres_dsn.yaml", 8, "resources[0].postgres.dsn", "is not a valid postgres:// URL"},
 		{"bad_sslmode.yaml", 10, "resources[0].postgres.sslmode", `not "strict"`},
+		{"bad_connection_limit_unlimited.yaml", 7, "resources[0].postgres.connection_limit", "must be at least 1, not -1"},
+		{"bad_postgres_dsn_pgx.yaml", 7, "resources[0].postgres", "dsn is not a valid PostgreSQL connection string"},
 		{"bad_identity_center_incomplete.yaml", 7, "resources[0].aws_identity_center.permission_set_arn", "is required"},
 		{"bad_github_team_missing_team.yaml", 7, "resources[0].github_team.team", "is required"},
 		{"bad_github_role.yaml", 7, "resources[0].github_team.role", `must be member or maintainer, not "owner"`},

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"strconv"
 
 	"github.com/accessbroker/accessbroker/cmd/accessbroker/internal/config"
 	"github.com/accessbroker/accessbroker/grants"
@@ -37,10 +36,8 @@ func buildProviders(ctx context.Context, cfg *config.Config, clock grants.Clock,
 		case config.ProviderWebhook:
 			p, err = webhook.New(r.Webhook.ProviderConfig(), client)
 		case config.ProviderPostgres:
-			pc := r.Postgres
 			var pp *postgres.Provider
-			pp, err = postgres.New(ctx, postgres.Config{AdminDSN: pc.DSN.Reveal(), Roles: pc.Roles, Host: pc.Host,
-				Port: portString(pc.Port), Database: pc.Database, SSLMode: pc.SSLMode, ConnectionLimit: pc.ConnectionLimit}, clock, log)
+			pp, err = postgres.New(ctx, r.Postgres.ProviderConfig(), clock, log)
 			if err == nil {
 				closers = append(closers, closerFunc(pp.Close))
 				p = pp
@@ -62,10 +59,3 @@ func buildProviders(ctx context.Context, cfg *config.Config, clock grants.Clock,
 type closerFunc func()
 
 func (f closerFunc) Close() error { f(); return nil }
-
-func portString(p int) string {
-	if p == 0 {
-		return ""
-	}
-	return strconv.Itoa(p)
-}

@@ -49,6 +49,7 @@ import (
 	"github.com/accessbroker/accessbroker/integrations/github"
 	"github.com/accessbroker/accessbroker/integrations/httpclient"
 	"github.com/accessbroker/accessbroker/integrations/pagerduty"
+	"github.com/accessbroker/accessbroker/integrations/postgres"
 	"github.com/accessbroker/accessbroker/integrations/webhook"
 )
 
@@ -319,7 +320,7 @@ type PostgresConfig struct {
 	// admin DSN's database.
 	Database string `yaml:"database"`
 	// ConnectionLimit (postgres.connection_limit) is the login role's CONNECTION LIMIT.
-	// Default 5; -1 means unlimited; 0 is rejected (the role could never log in).
+	// Default 5; at least 1 (0 could never log in; the provider refuses -1, unlimited).
 	ConnectionLimit int `yaml:"connection_limit"`
 	// SSLMode (postgres.sslmode) goes into the delivered connection string: disable, allow,
 	// prefer, require, verify-ca or verify-full. Default: the admin DSN's sslmode, else
@@ -366,6 +367,20 @@ func (s *AWSSTSConfig) STSConfig() awsprov.STSConfig {
 func (ic *AWSIdentityCenterConfig) IdentityCenterConfig() awsprov.IdentityCenterConfig {
 	return awsprov.IdentityCenterConfig{InstanceARN: ic.InstanceARN, IdentityStoreID: ic.IdentityStoreID,
 		PermissionSetARN: ic.PermissionSetARN, AccountID: ic.AccountID}
+}
+
+// ProviderConfig is the block as the postgres provider takes it: config check validates
+// exactly what serve builds the provider from.
+func (pg *PostgresConfig) ProviderConfig() postgres.Config {
+	return postgres.Config{AdminDSN: pg.DSN.Reveal(), Roles: pg.Roles, Host: pg.Host, Port: portString(pg.Port),
+		Database: pg.Database, SSLMode: pg.SSLMode, ConnectionLimit: pg.ConnectionLimit}
+}
+
+func portString(p int) string {
+	if p == 0 {
+		return ""
+	}
+	return strconv.Itoa(p)
 }
 
 // GitHubTeamConfig is the github-team provider's block: team membership per grant.
@@ -1764,7 +1779,13 @@ func (c *Config) validateResources(v *validator) {
 		switch res.Provider {
 		case ProviderPostgres:
 			if res.Postgres != nil {
+				n := len(v.probs)
 				v.postgres(rp+".postgres", res.Postgres)
+				if len(v.probs) == n { // the provider's own static rule, as serve applies it
+					if err := res.Postgres.ProviderConfig().Validate(); err != nil {
+						v.add(rp+".postgres", "%s", providerMsg(err))
+					}
+				}
 			}
 		case ProviderAWSSTS:
 			needAWS = append(needAWS, res.Name)
@@ -1861,8 +1882,8 @@ func (v *validator) postgres(p string, pg *PostgresConfig) {
 	if !sslModes[pg.SSLMode] {
 		v.add(p+".sslmode", "must be one of disable, allow, prefer, require, verify-ca, verify-full, not %s", v.show(p+".sslmode", pg.SSLMode))
 	}
-	if pg.ConnectionLimit == 0 || pg.ConnectionLimit < -1 {
-		v.add(p+".connection_limit", "must be -1 (unlimited) or at least 1, not %d", pg.ConnectionLimit)
+	if pg.ConnectionLimit < 1 {
+		v.add(p+".connection_limit", "must be at least 1, not %d: every grant needs a bounded number of sessions", pg.ConnectionLimit)
 	}
 }
 

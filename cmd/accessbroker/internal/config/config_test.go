@@ -109,7 +109,7 @@ func TestLoadConfigValid(t *testing.T) {
 				Postgres: &PostgresConfig{
 					DSN:   s("host=10.0.0.5 port=6432 dbname=app user=admin password='p a$s' sslmode=disable"),
 					Roles: []string{"readonly", "reporting"}, Host: "db.example.com", Port: 6432, Database: "app",
-					ConnectionLimit: -1, SSLMode: "disable",
+					ConnectionLimit: 7, SSLMode: "disable",
 				},
 				Policy: PolicyConfig{
 					OnCall:            OnCallConfig{EscalationPolicies: []string{"PABC123"}, Schedules: []string{"PSCH123"}, Levels: []int{1, 2}},
