@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/accessbroker/accessbroker/audit"
+	"github.com/accessbroker/accessbroker/cmd/accessbroker/internal/config"
 	"github.com/accessbroker/accessbroker/grants"
 	"github.com/accessbroker/accessbroker/grants/sqlstore"
 )
@@ -18,7 +19,7 @@ import (
 // app is one configured broker: store, providers, manager and revoker, built from a Config.
 // Every sub-command that touches state builds one; serve also runs its workers.
 type app struct {
-	cfg       *Config
+	cfg       *config.Config
 	log       *slog.Logger
 	clock     grants.Clock
 	store     *sqlstore.Store
@@ -43,7 +44,7 @@ type appOptions struct {
 	aws awsOptions
 }
 
-func newApp(ctx context.Context, cfg *Config, opts appOptions) (*app, error) {
+func newApp(ctx context.Context, cfg *config.Config, opts appOptions) (*app, error) {
 	if opts.clock == nil {
 		opts.clock = grants.RealClock{}
 	}
@@ -119,14 +120,14 @@ func operatorActor(name string) audit.Actor {
 }
 
 // loadConfigFlag loads --config, printing problems to stderr; ok=false means exit 2.
-func loadConfigFlag(path string, stderr io.Writer) (*Config, bool) {
+func loadConfigFlag(path string, stderr io.Writer) (*config.Config, bool) {
 	if path == "" {
 		fmt.Fprintln(stderr, "accessbroker: --config FILE is required")
 		return nil, false
 	}
-	cfg, err := LoadConfig(path, os.LookupEnv)
+	cfg, err := config.LoadConfig(path, os.LookupEnv)
 	if err != nil {
-		var ce *ConfigError
+		var ce *config.ConfigError
 		if errors.As(err, &ce) {
 			fmt.Fprintln(stderr, ce.Error())
 		} else {

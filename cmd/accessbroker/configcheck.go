@@ -8,6 +8,8 @@ import (
 	"io"
 	"os"
 	"strings"
+
+	"github.com/accessbroker/accessbroker/cmd/accessbroker/internal/config"
 )
 
 const configUsage = "usage: accessbroker config check --config FILE"
@@ -51,9 +53,9 @@ func runConfigCommand(args []string, stdout, stderr io.Writer, getenv func(strin
 		fmt.Fprintf(stderr, "accessbroker config check: --config FILE is required\n%s\n", configUsage)
 		return exitUsage
 	}
-	cfg, err := LoadConfig(*path, getenv)
+	cfg, err := config.LoadConfig(*path, getenv)
 	if err != nil {
-		var ce *ConfigError
+		var ce *config.ConfigError
 		if errors.As(err, &ce) {
 			for _, p := range ce.Problems {
 				fmt.Fprintln(stderr, ce.Format(p))

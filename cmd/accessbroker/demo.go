@@ -44,6 +44,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/accessbroker/accessbroker/audit"
+	"github.com/accessbroker/accessbroker/cmd/accessbroker/internal/config"
 	"github.com/accessbroker/accessbroker/fixtures/awsfake"
 	"github.com/accessbroker/accessbroker/fixtures/githubfake"
 	"github.com/accessbroker/accessbroker/fixtures/pdfake"
@@ -161,7 +162,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		code = exitFailure
 	}
 	fmt.Fprintf(stdout, "\nThe demo took %.1f s of real time for %s of simulated time.\n",
-		realClock.Now().Sub(began).Seconds(), fmtDur(d.clock.Now().Sub(d.start)))
+		realClock.Now().Sub(began).Seconds(), config.FormatDuration(d.clock.Now().Sub(d.start)))
 	return code
 }
 
@@ -339,7 +340,7 @@ func startDemo(ctx context.Context, out io.Writer, keep string) (d *demo, err er
 	if err := os.WriteFile(filepath.Join(d.dir, "audit.key"), pemKey, 0o600); err != nil {
 		return d, fmt.Errorf("write the audit key: %w", err)
 	}
-	cfg, err := LoadConfig(d.configPath, os.LookupEnv)
+	cfg, err := config.LoadConfig(d.configPath, os.LookupEnv)
 	if err != nil {
 		return d, fmt.Errorf("the demo's configuration %s is invalid (a bug in the demo): %w", d.configPath, err)
 	}
@@ -1044,7 +1045,7 @@ func (d *demo) advance(by time.Duration, narration string) {
 	if !d.blank {
 		d.plain("")
 	}
-	d.say("⏩ %s (simulated: the clock moved %s)", narration, fmtDur(by))
+	d.say("⏩ %s (simulated: the clock moved %s)", narration, config.FormatDuration(by))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1530,7 +1531,7 @@ func (d *demo) stepExpiry(ctx context.Context, first grants.Grant) error {
 	d.section("5. alice's first grant runs out")
 	remind := first.ExpiresAt.Add(-5 * time.Minute)
 	if now := d.clock.Now(); now.Before(remind) {
-		d.advance(remind.Sub(now), fmt.Sprintf("%s later, 5 minutes before alice's grant ends", fmtDur(remind.Sub(now))))
+		d.advance(remind.Sub(now), fmt.Sprintf("%s later, 5 minutes before alice's grant ends", config.FormatDuration(remind.Sub(now))))
 	}
 	rem, err := d.waitMessage(ctx, "alice's expiry reminder", func(m slackfake.Message) bool {
 		return d.recipient(m) == demoAlice.Slack && strings.HasPrefix(m.Channel, "D") && strings.Contains(string(m.Blocks), first.ID) &&
@@ -1718,7 +1719,7 @@ func (d *demo) do(ctx context.Context, line string) error {
 		if err != nil || by <= 0 || by > 7*24*time.Hour {
 			return fmt.Errorf("%q is not a duration between 1s and 168h (write it like 90s, 10m or 2h)", f[1])
 		}
-		d.advance(by, fmtDur(by)+" later")
+		d.advance(by, config.FormatDuration(by)+" later")
 	case "as":
 		if len(f) < 3 {
 			return errors.New("usage: as <user> /access <text>")

@@ -12,6 +12,7 @@ import (
 
 	"github.com/accessbroker/accessbroker/audit"
 	"github.com/accessbroker/accessbroker/broker"
+	"github.com/accessbroker/accessbroker/cmd/accessbroker/internal/config"
 	"github.com/accessbroker/accessbroker/grants"
 )
 
@@ -269,7 +270,7 @@ func grantsIssue(ctx context.Context, args []string, stdout, stderr io.Writer) i
 }
 
 // recordCLIRefusal writes the request.rejected event of a refused grants issue.
-func recordCLIRefusal(ctx context.Context, cfg *Config, stderr io.Writer, operator, resource, slackUser, why string) error {
+func recordCLIRefusal(ctx context.Context, cfg *config.Config, stderr io.Writer, operator, resource, slackUser, why string) error {
 	a, err := newApp(ctx, cfg, appOptions{logOut: stderr})
 	if err != nil {
 		return err

@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"strconv"
 
+	"github.com/accessbroker/accessbroker/cmd/accessbroker/internal/config"
 	"github.com/accessbroker/accessbroker/grants"
 	"github.com/accessbroker/accessbroker/integrations/github"
 	"github.com/accessbroker/accessbroker/integrations/httpclient"
@@ -17,7 +17,7 @@ import (
 // buildProviders returns one configured provider per resource, keyed by resource name, and
 // the closers of those that hold connections. The map of provider kinds to constructors is
 // explicit here: no init() registry.
-func buildProviders(ctx context.Context, cfg *Config, clock grants.Clock, log *slog.Logger, awsOpts awsOptions) (map[string]grants.Provider, []io.Closer, error) {
+func buildProviders(ctx context.Context, cfg *config.Config, clock grants.Clock, log *slog.Logger, awsOpts awsOptions) (map[string]grants.Provider, []io.Closer, error) {
 	// ReturnLastResponse hands the SDKs the upstream's own last answer when retries run out,
 	// so their typed errors (AWS codes, GitHub rate limits) survive.
 	client := httpclient.New(httpclient.Options{Logger: log, ReturnLastResponse: true, Clock: clock})
@@ -33,21 +33,17 @@ func buildProviders(ctx context.Context, cfg *Config, clock grants.Clock, log *s
 		var p grants.Provider
 		var err error
 		switch r.Provider {
-		case ProviderWebhook:
-			p, err = webhook.New(webhook.Config{URL: r.Webhook.URL, Token: r.Webhook.Token.Reveal()}, client)
-		case ProviderPostgres:
-			pc := r.Postgres
+		case config.ProviderWebhook:
+			p, err = webhook.New(r.Webhook.ProviderConfig(), client)
+		case config.ProviderPostgres:
 			var pp *postgres.Provider
-			pp, err = postgres.New(ctx, postgres.Config{AdminDSN: pc.DSN.Reveal(), Roles: pc.Roles, Host: pc.Host,
-				Port: portString(pc.Port), Database: pc.Database, SSLMode: pc.SSLMode, ConnectionLimit: pc.ConnectionLimit,
-				OrphanOwner: pc.OrphanOwner}, clock, log)
+			pp, err = postgres.New(ctx, r.Postgres.ProviderConfig(), clock, log)
 			if err == nil {
 				closers = append(closers, closerFunc(pp.Close))
 				p = pp
 			}
-		case ProviderGitHubTeam:
-			gt := r.GitHubTeam
-			p, err = github.New(github.Config{Org: gt.Org, Team: gt.Team, Role: gt.Role, APIURL: cfg.GitHub.APIURL, Token: cfg.GitHub.Token.Reveal()}, client, log)
+		case config.ProviderGitHubTeam:
+			p, err = github.New(r.GitHubTeam.ProviderConfig(cfg.GitHub), client, log)
 		default:
 			p, err = awsc.build(ctx, cfg, r, clock, log, client)
 		}
@@ -63,10 +59,3 @@ func buildProviders(ctx context.Context, cfg *Config, clock grants.Clock, log *s
 type closerFunc func()
 
 func (f closerFunc) Close() error { f(); return nil }
-
-func portString(p int) string {
-	if p == 0 {
-		return ""
-	}
-	return strconv.Itoa(p)
-}

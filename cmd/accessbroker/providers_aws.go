@@ -8,6 +8,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 
+	"github.com/accessbroker/accessbroker/cmd/accessbroker/internal/config"
 	"github.com/accessbroker/accessbroker/grants"
 	awsprov "github.com/accessbroker/accessbroker/integrations/aws"
 )
@@ -29,7 +30,7 @@ type awsOptions struct {
 }
 
 // buildAWSProvider builds the aws-sts and aws-identity-center providers.
-func (c *awsConfigs) build(ctx context.Context, cfg *Config, r ResourceConfig, clock grants.Clock, log *slog.Logger, client *http.Client) (grants.Provider, error) {
+func (c *awsConfigs) build(ctx context.Context, cfg *config.Config, r config.ResourceConfig, clock grants.Clock, log *slog.Logger, client *http.Client) (grants.Provider, error) {
 	if cfg.AWS == nil {
 		return nil, fmt.Errorf("provider %q needs the aws section (region)", r.Provider)
 	}
@@ -41,13 +42,10 @@ func (c *awsConfigs) build(ctx context.Context, cfg *Config, r ResourceConfig, c
 		c.cfg, c.loaded = ac, true
 	}
 	switch r.Provider {
-	case ProviderAWSSTS:
-		s := r.AWSSTS
-		return awsprov.NewSTS(ctx, awsprov.STSConfig{RoleARN: s.RoleARN, SessionPolicy: s.SessionPolicy, MaxSessionDuration: s.MaxSessionDuration}, c.cfg, clock, log, c.opts.sts...)
-	case ProviderAWSIdentityCenter:
-		ic := r.AWSIdentityCenter
-		return awsprov.NewIdentityCenter(ctx, awsprov.IdentityCenterConfig{InstanceARN: ic.InstanceARN, IdentityStoreID: ic.IdentityStoreID,
-			PermissionSetARN: ic.PermissionSetARN, AccountID: ic.AccountID}, c.cfg, clock, log)
+	case config.ProviderAWSSTS:
+		return awsprov.NewSTS(ctx, r.AWSSTS.STSConfig(), c.cfg, clock, log, c.opts.sts...)
+	case config.ProviderAWSIdentityCenter:
+		return awsprov.NewIdentityCenter(ctx, r.AWSIdentityCenter.IdentityCenterConfig(), c.cfg, clock, log)
 	}
 	return nil, fmt.Errorf("unknown provider %q", r.Provider)
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/accessbroker/accessbroker/audit"
 	"github.com/accessbroker/accessbroker/broker"
+	"github.com/accessbroker/accessbroker/cmd/accessbroker/internal/config"
 	"github.com/accessbroker/accessbroker/fixtures/slackfake"
 	"github.com/accessbroker/accessbroker/grants"
 )
@@ -34,7 +35,7 @@ type dsnQuotingProvider struct {
 	revokes int
 }
 
-func (p *dsnQuotingProvider) Kind() string { return ProviderPostgres }
+func (p *dsnQuotingProvider) Kind() string { return config.ProviderPostgres }
 
 func (p *dsnQuotingProvider) Issue(context.Context, grants.IssueRequest) (grants.Issued, error) {
 	return grants.Issued{}, fmt.Errorf("connect as accessbroker with password %s: role cannot be created: %w", scrubPasswordDecoded, grants.ErrInvalid)

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/accessbroker/accessbroker/audit"
+	"github.com/accessbroker/accessbroker/cmd/accessbroker/internal/config"
 	"github.com/accessbroker/accessbroker/grants"
 	"github.com/accessbroker/accessbroker/integrations/adminapi"
 )
@@ -50,7 +51,7 @@ type server struct {
 	front        *frontends
 }
 
-func newServer(ctx context.Context, cfg *Config, opts appOptions) (*server, error) {
+func newServer(ctx context.Context, cfg *config.Config, opts appOptions) (*server, error) {
 	a, err := newApp(ctx, cfg, opts)
 	if err != nil {
 		return nil, err

@@ -5,9 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -119,17 +117,11 @@ func ValidateEndpointURL(s string) error {
 	if s == "" {
 		return nil
 	}
-	u, err := url.Parse(s)
+	u, err := httpclient.CheckBaseURL(s)
 	if err != nil {
-		return fmt.Errorf("aws.endpoint_url %q must be an absolute https:// URL: %w", s, err)
+		return fmt.Errorf("aws.endpoint_url %w", err)
 	}
-	if u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
-		return fmt.Errorf("aws.endpoint_url %q must be an absolute https:// URL (scheme and host)", s)
-	}
-	if u.Scheme == "http" && !isLoopback(u.Hostname()) {
-		return fmt.Errorf("aws.endpoint_url %q uses plain http on a non-loopback host: use https (http is allowed only for 127.0.0.1, ::1 or localhost)", s)
-	}
-	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
 		return fmt.Errorf("aws.endpoint_url %q must be scheme://host[:port] only (no path, query, fragment or user info)", s)
 	}
 	return nil
@@ -154,14 +146,6 @@ func caBundle() (*x509.CertPool, error) {
 		return nil, fmt.Errorf("AWS_CA_BUNDLE %s holds no PEM certificate", path)
 	}
 	return pool, nil
-}
-
-func isLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // throttleRetryer retries only throttling error codes that the HTTP layer did not already

@@ -31,7 +31,7 @@ func TestValidateEndpointURL(t *testing.T) {
 		{"127.0.0.1:4566", "https://"},
 		{"https://aws.example.com/sts", "no path"},
 		{"https://aws.example.com/?x=1", "no path"},
-		{"https://user:pw@aws.example.com", "no path"},
+		{"https://user:pw@aws.example.com", "must not contain credentials"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.in, func(t *testing.T) {

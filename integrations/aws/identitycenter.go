@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"regexp"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -45,32 +45,46 @@ type IdentityCenterConfig struct {
 	PortalURL string
 }
 
-var (
-	instanceARNRE = regexp.MustCompile(`^arn:(aws|aws-us-gov|aws-cn|aws-iso|aws-iso-b):sso:::instance/((?:sso)?ins-[a-zA-Z0-9-.]{16})$`)
-	permSetARNRE  = regexp.MustCompile(`^arn:(aws|aws-us-gov|aws-cn|aws-iso|aws-iso-b):sso:::permissionSet/((?:sso)?ins-[a-zA-Z0-9-.]{16})/ps-[a-zA-Z0-9-./]{16}$`)
-	storeIDRE     = regexp.MustCompile(`^(d-[0-9a-f]{10}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$`)
-	accountIDRE   = regexp.MustCompile(`^\d{12}$`)
-)
-
-// Validate checks the configuration; errors name the config key (aws_identity_center.…).
+// Validate checks the configuration and returns every problem, each a *grants.FieldError
+// naming its key (aws_identity_center.…) and matching grants.ErrInvalid. It is the one rule
+// for this block: config check and NewIdentityCenter both call it.
 func (c IdentityCenterConfig) Validate() error {
-	switch {
-	case !instanceARNRE.MatchString(c.InstanceARN):
-		return fmt.Errorf("aws_identity_center.instance_arn %q is not an instance ARN (arn:aws:sso:::instance/ssoins-0123456789abcdef): %w", c.InstanceARN, grants.ErrInvalid)
-	case !storeIDRE.MatchString(c.IdentityStoreID):
-		return fmt.Errorf("aws_identity_center.identity_store_id %q is not an identity store id (d-1234567890): %w", c.IdentityStoreID, grants.ErrInvalid)
-	case !permSetARNRE.MatchString(c.PermissionSetARN):
-		return fmt.Errorf("aws_identity_center.permission_set_arn %q is not a permission set ARN (arn:aws:sso:::permissionSet/ssoins-…/ps-…): %w", c.PermissionSetARN, grants.ErrInvalid)
-	case !accountIDRE.MatchString(c.AccountID):
-		return fmt.Errorf("aws_identity_center.account_id %q must be a 12-digit AWS account id: %w", c.AccountID, grants.ErrInvalid)
-	case c.UserAttribute != "" && c.UserAttribute != "emails.value" && c.UserAttribute != "userName":
-		return fmt.Errorf("aws_identity_center.user_attribute %q must be emails.value or userName: %w", c.UserAttribute, grants.ErrInvalid)
+	var errs []error
+	bad := func(field, value, format string, args ...any) {
+		errs = append(errs, &grants.FieldError{Block: "aws_identity_center", Field: field, Value: value, Msg: fmt.Sprintf(format, args...)})
 	}
-	inst := instanceARNRE.FindStringSubmatch(c.InstanceARN)[2]
-	if ps := permSetARNRE.FindStringSubmatch(c.PermissionSetARN)[2]; ps != inst {
-		return fmt.Errorf("aws_identity_center.permission_set_arn %q belongs to instance %s, not to %s: %w", c.PermissionSetARN, ps, inst, grants.ErrInvalid)
+	required := func(field, value, hint string) bool {
+		if strings.TrimSpace(value) == "" {
+			bad(field, "", "is required: %s", hint)
+			return false
+		}
+		return true
 	}
-	return nil
+	var instance string
+	if required("instance_arn", c.InstanceARN, "arn:aws:sso:::instance/ssoins-…") {
+		if m := instanceARNRE.FindStringSubmatch(c.InstanceARN); m == nil {
+			bad("instance_arn", c.InstanceARN, "is not an Identity Center instance ARN (arn:aws:sso:::instance/ssoins-…)")
+		} else {
+			instance = m[2]
+		}
+	}
+	if required("identity_store_id", c.IdentityStoreID, "d-… (IAM Identity Center settings)") && !identityStoreIDRE.MatchString(c.IdentityStoreID) {
+		bad("identity_store_id", c.IdentityStoreID, "is not an identity store id (d-1234567890)")
+	}
+	if required("permission_set_arn", c.PermissionSetARN, "arn:aws:sso:::permissionSet/ssoins-…/ps-…") {
+		if m := permissionSetARNRE.FindStringSubmatch(c.PermissionSetARN); m == nil {
+			bad("permission_set_arn", c.PermissionSetARN, "is not a permission set ARN (arn:aws:sso:::permissionSet/ssoins-…/ps-…)")
+		} else if instance != "" && m[2] != instance {
+			bad("permission_set_arn", "", "belongs to instance %s, not to instance_arn's %s", m[2], instance)
+		}
+	}
+	if required("account_id", c.AccountID, "the twelve-digit AWS account id") && !accountIDRE.MatchString(c.AccountID) {
+		bad("account_id", c.AccountID, "is not a twelve-digit AWS account id")
+	}
+	if c.UserAttribute != "" && c.UserAttribute != "emails.value" && c.UserAttribute != "userName" {
+		bad("user_attribute", c.UserAttribute, "must be emails.value or userName")
+	}
+	return errors.Join(errs...)
 }
 
 // IdentityCenterOption adjusts an IdentityCenterProvider.

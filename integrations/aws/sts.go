@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -48,29 +47,39 @@ type STSConfig struct {
 	MaxSessionDuration time.Duration
 }
 
-var roleARNRE = regexp.MustCompile(`^arn:(aws|aws-cn|aws-us-gov):iam::(\d{12}):role/((?:[\x21-\x7e]+/)?)([\w+=,.@-]{1,64})$`)
-
-// Validate checks the configuration; errors name the config key (aws_sts.…).
+// Validate checks the configuration and returns every problem, each a *grants.FieldError
+// naming its key (aws_sts.…) and matching grants.ErrInvalid. It is the one rule for this
+// block: config check and NewSTS both call it.
 func (c STSConfig) Validate() error {
-	if !roleARNRE.MatchString(c.RoleARN) {
-		return fmt.Errorf("aws_sts.role_arn %q is not a role ARN (arn:aws:iam::123456789012:role/name): %w", c.RoleARN, grants.ErrInvalid)
+	var errs []error
+	bad := func(field, value, format string, args ...any) {
+		errs = append(errs, &grants.FieldError{Block: "aws_sts", Field: field, Value: value, Msg: fmt.Sprintf(format, args...)})
+	}
+	switch {
+	case strings.TrimSpace(c.RoleARN) == "":
+		bad("role_arn", "", "is required: the IAM role to assume, arn:aws:iam::123456789012:role/name")
+	case !roleARNRE.MatchString(c.RoleARN):
+		bad("role_arn", c.RoleARN, "is not an IAM role ARN (arn:aws:iam::123456789012:role/name, in partition %s)", roleARNPartitions)
 	}
 	if c.SessionPolicy != "" {
-		if len(c.SessionPolicy) > 2048 {
-			return fmt.Errorf("aws_sts.session_policy is %d characters; STS accepts at most 2048: %w", len(c.SessionPolicy), grants.ErrInvalid)
-		}
-		var v struct {
+		trimmed := strings.TrimSpace(c.SessionPolicy)
+		var doc struct {
 			Version   string
 			Statement json.RawMessage
 		}
-		if err := json.Unmarshal([]byte(c.SessionPolicy), &v); err != nil || v.Version == "" || len(v.Statement) == 0 {
-			return fmt.Errorf("aws_sts.session_policy must be a JSON policy with Version and Statement: %w", grants.ErrInvalid)
+		switch {
+		case !json.Valid([]byte(trimmed)) || !strings.HasPrefix(trimmed, "{"):
+			bad("session_policy", "", "must be an IAM policy document as a JSON object")
+		case len(c.SessionPolicy) > 2048:
+			bad("session_policy", "", "is %d characters; AWS accepts at most 2048", len(c.SessionPolicy))
+		case json.Unmarshal([]byte(trimmed), &doc) != nil || doc.Version == "" || len(doc.Statement) == 0:
+			bad("session_policy", "", `must be an IAM policy document with Version and Statement, e.g. {"Version": "2012-10-17", "Statement": [...]}`)
 		}
 	}
-	if c.MaxSessionDuration != 0 && (c.MaxSessionDuration < MinSessionDuration || c.MaxSessionDuration > 12*time.Hour) {
-		return fmt.Errorf("aws_sts.max_session_duration %s must be between 15m and 12h: %w", c.MaxSessionDuration, grants.ErrInvalid)
+	if d := c.MaxSessionDuration; d != 0 && (d < MinSessionDuration || d > 12*time.Hour) {
+		bad("max_session_duration", "", "must be between 15m and 12h, not %s", d)
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // STSOption adjusts an STSProvider.

@@ -37,7 +37,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -46,6 +45,7 @@ import (
 	gh "github.com/google/go-github/v60/github"
 
 	"github.com/accessbroker/accessbroker/grants"
+	"github.com/accessbroker/accessbroker/integrations/httpclient"
 )
 
 // Kind is the provider kind.
@@ -104,7 +104,7 @@ func New(cfg Config, client *http.Client, logger *slog.Logger) (*Provider, error
 	if strings.TrimSpace(cfg.Token) == "" {
 		return nil, fmt.Errorf("github-team: token is empty; set github.token to a token that can manage %s/%s's members: %w", cfg.Org, cfg.Team, grants.ErrInvalid)
 	}
-	base, err := parseAPIURL(cfg.APIURL)
+	base, err := ParseAPIURL(cfg.APIURL)
 	if err != nil {
 		return nil, err
 	}
@@ -120,24 +120,19 @@ func New(cfg Config, client *http.Client, logger *slog.Logger) (*Provider, error
 	return &Provider{gh: c, org: cfg.Org, team: cfg.Team, role: role, token: cfg.Token, log: log}, nil
 }
 
-// parseAPIURL checks the API base URL: https, or http on a loopback host (tests, demo), no
-// credentials, query or fragment; a trailing slash is added.
-func parseAPIURL(raw string) (*url.URL, error) {
+// ParseAPIURL checks the API base URL (github.api_url; empty means DefaultAPIURL):
+// httpclient.CheckBaseURL's rule (https, or http on a loopback host), and no query or
+// fragment; a trailing slash is added. config check and New both call it.
+func ParseAPIURL(raw string) (*url.URL, error) {
 	if raw == "" {
 		raw = DefaultAPIURL
 	}
-	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
-		return nil, fmt.Errorf("github-team: api_url %q is not an absolute http(s) URL, e.g. https://api.github.com/ or https://ghe.example.com/api/v3/: %w", raw, grants.ErrInvalid)
+	u, err := httpclient.CheckBaseURL(raw)
+	if err != nil {
+		return nil, fmt.Errorf("github-team: api_url %w (e.g. https://api.github.com/ or https://ghe.example.com/api/v3/): %w", err, grants.ErrInvalid)
 	}
-	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-		return nil, fmt.Errorf("github-team: api_url must not carry credentials, a query or a fragment; put the token in github.token: %w", grants.ErrInvalid)
-	}
-	if u.Scheme == "http" {
-		ip := net.ParseIP(u.Hostname())
-		if u.Hostname() != "localhost" && (ip == nil || !ip.IsLoopback()) {
-			return nil, fmt.Errorf("github-team: api_url %q uses plain http to a non-loopback host, which would send the token in clear; use https: %w", raw, grants.ErrInvalid)
-		}
+	if u.RawQuery != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("github-team: api_url must not carry a query or a fragment: %w", grants.ErrInvalid)
 	}
 	if !strings.HasSuffix(u.Path, "/") {
 		u.Path += "/"

@@ -107,7 +107,7 @@ func TestNewValidatesConfig(t *testing.T) {
 		{"bad role", func(c *github.Config) { c.Role = "admin" }, "member or maintainer"},
 		{"empty token", func(c *github.Config) { c.Token = "" }, "token is empty"},
 		{"http remote", func(c *github.Config) { c.APIURL = "http://ghe.example.com/api/v3/" }, "plain http"},
-		{"credentials in url", func(c *github.Config) { c.APIURL = "https://u:p@ghe.example.com/" }, "must not carry credentials"},
+		{"credentials in url", func(c *github.Config) { c.APIURL = "https://u:p@ghe.example.com/" }, "must not contain credentials"},
 		{"relative url", func(c *github.Config) { c.APIURL = "ghe.example.com" }, "absolute"},
 	}
 	for _, tt := range tests {

@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -110,31 +109,14 @@ func ValidateAPIURL(raw string) (string, error) {
 	if raw == "" {
 		return DefaultAPIURL, nil
 	}
-	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" {
-		return "", fmt.Errorf("pagerduty.api_url %q is not an absolute URL: use https://api.pagerduty.com or leave it empty", raw)
+	u, err := httpclient.CheckBaseURL(raw)
+	if err != nil {
+		return "", fmt.Errorf("pagerduty.api_url %w (use https://api.pagerduty.com or leave it empty)", err)
 	}
-	if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
-		return "", fmt.Errorf("pagerduty.api_url %q must not carry a query, fragment or user info", raw)
-	}
-	switch u.Scheme {
-	case "https":
-	case "http":
-		if !isLoopback(u.Hostname()) {
-			return "", fmt.Errorf("pagerduty.api_url %q uses http to a non-loopback host: use https", raw)
-		}
-	default:
-		return "", fmt.Errorf("pagerduty.api_url %q: scheme must be https", raw)
+	if u.RawQuery != "" || u.Fragment != "" {
+		return "", fmt.Errorf("pagerduty.api_url %q must not carry a query or fragment", raw)
 	}
 	return strings.TrimRight(u.String(), "/"), nil
-}
-
-func isLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // ErrNoUser is matched (errors.Is) by the error returned when an email names no PagerDuty

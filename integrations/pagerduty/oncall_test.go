@@ -357,8 +357,8 @@ func TestNewValidatesConfig(t *testing.T) {
 		{"no token", pagerduty.Config{Clock: clk}, "pagerduty.token is empty"},
 		{"token with newline", pagerduty.Config{Token: "abc\n", Clock: clk}, "pagerduty.token contains whitespace"},
 		{"http to a remote host", pagerduty.Config{APIURL: "http://api.pagerduty.com", Token: "x", Clock: clk}, "use https"},
-		{"ftp", pagerduty.Config{APIURL: "ftp://api.pagerduty.com", Token: "x", Clock: clk}, "scheme must be https"},
-		{"relative", pagerduty.Config{APIURL: "api.pagerduty.com", Token: "x", Clock: clk}, "not an absolute URL"},
+		{"ftp", pagerduty.Config{APIURL: "ftp://api.pagerduty.com", Token: "x", Clock: clk}, "must be an absolute https:// URL"},
+		{"relative", pagerduty.Config{APIURL: "api.pagerduty.com", Token: "x", Clock: clk}, "must be an absolute https:// URL"},
 		{"query", pagerduty.Config{APIURL: "https://api.pagerduty.com/?x=1", Token: "x", Clock: clk}, "must not carry a query"},
 		{"no clock", pagerduty.Config{Token: "x"}, "clock is required"},
 	}

@@ -173,6 +173,55 @@ var (
 	_ grants.RevokeReporter = (*Provider)(nil)
 )
 
+// Validate checks the configuration without connecting: the admin DSN parses, roles,
+// connection limit, port, lock timeout and sslmode are in range, and a database is named
+// (here or in the DSN). It is the one static rule for this provider: config check and New
+// both call it; New then connects and checks the server (roles exist, admin privileges).
+// Errors match grants.ErrInvalid and never contain the DSN.
+func (cfg Config) Validate() error {
+	if strings.TrimSpace(cfg.AdminDSN) == "" {
+		return fmt.Errorf("postgres provider: dsn is empty; set it to the admin role's connection string, e.g. postgres://accessbroker:PASSWORD@db.internal:5432/app?sslmode=verify-full: %w", grants.ErrInvalid)
+	}
+	pcfg, err := pgxpool.ParseConfig(cfg.AdminDSN)
+	if err != nil {
+		// The parser's message may quote part of the DSN, password included.
+		return fmt.Errorf("postgres provider: dsn is not a valid PostgreSQL connection string (want postgres://user:password@host:5432/db?sslmode=require); details withheld because they may contain the password: %w", grants.ErrInvalid)
+	}
+	if len(cfg.Roles) == 0 {
+		return fmt.Errorf("postgres provider: roles is empty; list the existing roles a temporary login gets, e.g. roles: [readonly]: %w", grants.ErrInvalid)
+	}
+	for _, r := range cfg.Roles {
+		if strings.TrimSpace(r) == "" || len(r) > 63 {
+			return fmt.Errorf("postgres provider: role name %q in roles is empty or longer than 63 bytes: %w", r, grants.ErrInvalid)
+		}
+	}
+	if cfg.ConnectionLimit < 0 {
+		return fmt.Errorf("postgres provider: connection_limit %d is negative; use a positive number or 0 for the default %d: %w", cfg.ConnectionLimit, DefaultConnectionLimit, grants.ErrInvalid)
+	}
+	if cfg.Port != "" {
+		if n, err := strconv.Atoi(cfg.Port); err != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("postgres provider: port %q is not a TCP port number: %w", cfg.Port, grants.ErrInvalid)
+		}
+	}
+	if cfg.LockTimeout < 0 {
+		return fmt.Errorf("postgres provider: lock_timeout %s is negative: %w", cfg.LockTimeout, grants.ErrInvalid)
+	}
+	switch cfg.SSLMode {
+	case "", "disable", "allow", "prefer", "require", "verify-ca", "verify-full":
+	default:
+		return fmt.Errorf("postgres provider: sslmode %q is not one of disable, allow, prefer, require, verify-ca, verify-full: %w", cfg.SSLMode, grants.ErrInvalid)
+	}
+
+	db := cfg.Database
+	if db == "" {
+		db = pcfg.ConnConfig.Database
+	}
+	if db == "" {
+		return fmt.Errorf("postgres provider: no database: set database, or name one in the dsn: %w", grants.ErrInvalid)
+	}
+	return nil
+}
+
 // New connects with the admin DSN and checks that the admin role can do its job: it is a
 // superuser or has CREATEROLE (and INHERIT), every granted role exists and is not a superuser
 // role, on PostgreSQL 16+ the admin holds ADMIN OPTION on each, and the configured database
@@ -184,32 +233,12 @@ func New(ctx context.Context, cfg Config, clock grants.Clock, logger *slog.Logge
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	if strings.TrimSpace(cfg.AdminDSN) == "" {
-		return nil, fmt.Errorf("postgres provider: dsn is empty; set it to the admin role's connection string, e.g. postgres://accessbroker:PASSWORD@db.internal:5432/app?sslmode=verify-full: %w", grants.ErrInvalid)
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	pcfg, err := pgxpool.ParseConfig(cfg.AdminDSN)
-	if err != nil {
-		// The parser's message may quote part of the DSN, password included.
-		return nil, fmt.Errorf("postgres provider: dsn is not a valid PostgreSQL connection string (want postgres://user:password@host:5432/db?sslmode=require); details withheld because they may contain the password: %w", grants.ErrInvalid)
-	}
-	if len(cfg.Roles) == 0 {
-		return nil, fmt.Errorf("postgres provider: roles is empty; list the existing roles a temporary login gets, e.g. roles: [readonly]: %w", grants.ErrInvalid)
-	}
-	for _, r := range cfg.Roles {
-		if strings.TrimSpace(r) == "" || len(r) > 63 {
-			return nil, fmt.Errorf("postgres provider: role name %q in roles is empty or longer than 63 bytes: %w", r, grants.ErrInvalid)
-		}
-	}
-	if cfg.ConnectionLimit < 0 {
-		return nil, fmt.Errorf("postgres provider: connection_limit %d is negative; use a positive number or 0 for the default %d: %w", cfg.ConnectionLimit, DefaultConnectionLimit, grants.ErrInvalid)
-	}
-	if cfg.Port != "" {
-		if n, err := strconv.Atoi(cfg.Port); err != nil || n < 1 || n > 65535 {
-			return nil, fmt.Errorf("postgres provider: port %q is not a TCP port number: %w", cfg.Port, grants.ErrInvalid)
-		}
-	}
-	if cfg.LockTimeout < 0 {
-		return nil, fmt.Errorf("postgres provider: lock_timeout %s is negative: %w", cfg.LockTimeout, grants.ErrInvalid)
+	if err != nil { // Validate parsed it already
+		return nil, fmt.Errorf("postgres provider: dsn is not a valid PostgreSQL connection string: %w", grants.ErrInvalid)
 	}
 	lockTimeout := cfg.LockTimeout
 	if lockTimeout == 0 {
@@ -218,11 +247,6 @@ func New(ctx context.Context, cfg Config, clock grants.Clock, logger *slog.Logge
 	// Every admin statement gives up on a lock after lockTimeout: revocation must fail and be
 	// retried, not hang behind a long transaction.
 	pcfg.ConnConfig.RuntimeParams["lock_timeout"] = strconv.FormatInt(max(lockTimeout.Milliseconds(), 1), 10)
-	switch cfg.SSLMode {
-	case "", "disable", "allow", "prefer", "require", "verify-ca", "verify-full":
-	default:
-		return nil, fmt.Errorf("postgres provider: sslmode %q is not one of disable, allow, prefer, require, verify-ca, verify-full: %w", cfg.SSLMode, grants.ErrInvalid)
-	}
 
 	orphan := cfg.OrphanOwner
 	if orphan == "" {
@@ -264,9 +288,6 @@ func New(ctx context.Context, cfg Config, clock grants.Clock, logger *slog.Logge
 	}
 	if p.sslmode == "" {
 		p.sslmode = sslModeOf(cfg.AdminDSN)
-	}
-	if p.db == "" {
-		return nil, fmt.Errorf("postgres provider: no database: set database, or name one in the dsn: %w", grants.ErrInvalid)
 	}
 
 	p.pool, err = pgxpool.NewWithConfig(ctx, pcfg)

@@ -5,12 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"strings"
 
 	slackgo "github.com/slack-go/slack"
 
 	"github.com/accessbroker/accessbroker/broker"
+	"github.com/accessbroker/accessbroker/integrations/httpclient"
 )
 
 // DefaultAPIURL is Slack's Web API base.
@@ -40,9 +40,8 @@ func NewClient(o ClientOptions) (*slackgo.Client, error) {
 	if api == "" {
 		api = DefaultAPIURL
 	}
-	u, err := url.Parse(api)
-	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-		return nil, fmt.Errorf("slack.api_url %q must be an absolute http(s) URL such as %s", api, DefaultAPIURL)
+	if _, err := httpclient.CheckBaseURL(api); err != nil {
+		return nil, fmt.Errorf("slack.api_url %w, such as %s", err, DefaultAPIURL)
 	}
 	if !strings.HasSuffix(api, "/") {
 		api += "/"

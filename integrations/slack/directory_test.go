@@ -43,6 +43,8 @@ func TestNewClientValidates(t *testing.T) {
 		"no client":   {Token: testToken},
 		"bad url":     {Token: testToken, APIURL: "slack.com/api", HTTPClient: hc},
 		"ftp url":     {Token: testToken, APIURL: "ftp://slack.com/api/", HTTPClient: hc},
+		"http remote": {Token: testToken, APIURL: "http://slack.example.com/api/", HTTPClient: hc},
+		"credentials": {Token: testToken, APIURL: "https://u:p@slack.com/api/", HTTPClient: hc},
 		"empty token": {HTTPClient: hc},
 	} {
 		if _, err := NewClient(o); err == nil {

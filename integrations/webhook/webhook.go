@@ -62,7 +62,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -70,6 +69,7 @@ import (
 	"time"
 
 	"github.com/accessbroker/accessbroker/grants"
+	"github.com/accessbroker/accessbroker/integrations/httpclient"
 )
 
 // DefaultKind is the provider kind used when Config.Kind is empty.
@@ -126,18 +126,9 @@ func ParseURL(raw string) (*url.URL, error) {
 	if strings.TrimSpace(raw) == "" {
 		return nil, fmt.Errorf("url is empty; set url to the webhook service's base URL, e.g. https://access.internal.example.com/accessbroker: %w", grants.ErrInvalid)
 	}
-	u, err := url.Parse(raw)
+	u, err := httpclient.CheckBaseURL(raw)
 	if err != nil {
-		return nil, fmt.Errorf("url %q does not parse (%v); want e.g. https://access.internal.example.com/accessbroker: %w", raw, err, grants.ErrInvalid)
-	}
-	if u.User != nil {
-		return nil, fmt.Errorf("url must not carry credentials (user:password@); put the secret in token: %w", grants.ErrInvalid)
-	}
-	if u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
-		return nil, fmt.Errorf("url %q must be an absolute http(s) URL, e.g. https://access.internal.example.com/accessbroker: %w", raw, grants.ErrInvalid)
-	}
-	if u.Scheme == "http" && !isLoopback(u.Hostname()) {
-		return nil, fmt.Errorf("url %q uses plain http to a non-loopback host, which would send the token in clear; use https: %w", raw, grants.ErrInvalid)
+		return nil, fmt.Errorf("url %w (e.g. https://access.internal.example.com/accessbroker): %w", err, grants.ErrInvalid)
 	}
 	if u.RawQuery != "" || u.Fragment != "" {
 		return nil, fmt.Errorf("url %q must not have a query or fragment: %w", raw, grants.ErrInvalid)
@@ -145,14 +136,6 @@ func ParseURL(raw string) (*url.URL, error) {
 	u.Path = strings.TrimRight(u.Path, "/")
 	u.RawPath = ""
 	return u, nil
-}
-
-func isLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // Kind returns the configured provider kind.

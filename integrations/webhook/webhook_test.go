@@ -68,10 +68,10 @@ func TestNewValidatesConfig(t *testing.T) {
 		{"loopback http ok", webhook.Config{URL: "http://127.0.0.1:8080", Token: "x"}, ""},
 		{"localhost http ok", webhook.Config{URL: "http://localhost:8080", Token: "x"}, ""},
 		{"empty url", webhook.Config{Token: "x"}, "url is empty"},
-		{"relative url", webhook.Config{URL: "access.example.com", Token: "x"}, "absolute http(s) URL"},
-		{"ftp", webhook.Config{URL: "ftp://access.example.com", Token: "x"}, "absolute http(s) URL"},
+		{"relative url", webhook.Config{URL: "access.example.com", Token: "x"}, "must be an absolute https:// URL"},
+		{"ftp", webhook.Config{URL: "ftp://access.example.com", Token: "x"}, "must be an absolute https:// URL"},
 		{"plain http remote", webhook.Config{URL: "http://access.example.com", Token: "x"}, "use https"},
-		{"userinfo", webhook.Config{URL: "https://bob:pw@access.example.com", Token: "x"}, "must not carry credentials"},
+		{"userinfo", webhook.Config{URL: "https://bob:pw@access.example.com", Token: "x"}, "must not contain credentials"},
 		{"query", webhook.Config{URL: "https://access.example.com/?a=b", Token: "x"}, "query or fragment"},
 		{"empty token", webhook.Config{URL: "https://access.example.com"}, "token is empty"},
 	}

@@ -1,4 +1,4 @@
-package main
+package config
 
 import (
 	"flag"
@@ -42,8 +42,8 @@ func TestConfigReferenceIsComplete(t *testing.T) {
 	}
 	var b strings.Builder
 	b.WriteString("# Configuration reference\n\n")
-	b.WriteString("Generated from the doc comments in `cmd/accessbroker/config.go` by\n")
-	b.WriteString("`go test ./cmd/accessbroker -run TestConfigReferenceIsComplete -update-docs`; a test fails when\n")
+	b.WriteString("Generated from the doc comments in `cmd/accessbroker/internal/config/config.go` by\n")
+	b.WriteString("`go test ./cmd/accessbroker/internal/config -run TestConfigReferenceIsComplete -update-docs`; a test fails when\n")
 	b.WriteString("a key has no documentation or this page is out of date. `${NAME}` in any value is replaced by\n")
 	b.WriteString("that environment variable; a secret may also be given as `file:/path`.\n\n")
 	b.WriteString("| key | type | description |\n| --- | --- | --- |\n")
@@ -83,7 +83,7 @@ func TestConfigReferenceIsComplete(t *testing.T) {
 	if len(missing) > 0 {
 		t.Errorf("configuration keys without a doc comment in config.go: %s", strings.Join(missing, ", "))
 	}
-	path := filepath.Join("..", "..", "docs", "configuration.md")
+	path := filepath.Join("..", "..", "..", "..", "docs", "configuration.md")
 	if *updateDocs {
 		if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
 			t.Fatal(err)
@@ -95,7 +95,7 @@ func TestConfigReferenceIsComplete(t *testing.T) {
 		t.Fatalf("%v (run with -update-docs to create it)", err)
 	}
 	if string(have) != b.String() {
-		t.Errorf("docs/configuration.md is out of date with config.go; run: go test ./cmd/accessbroker -run TestConfigReferenceIsComplete -update-docs")
+		t.Errorf("docs/configuration.md is out of date with config.go; run: go test ./cmd/accessbroker/internal/config -run TestConfigReferenceIsComplete -update-docs")
 	}
 }
 

@@ -1,4 +1,7 @@
-package main
+// Package config is the configuration contract of accessbroker: a strict YAML decoder with
+// ${ENV} expansion, "file:" secrets, defaults and validation that names each bad key and its
+// line. cmd/accessbroker loads it; nothing else does.
+package config
 
 // This file is the configuration contract of accessbroker: one YAML file, described in
 // DESIGN.md "Configuration (contract)" and documented key by key in
@@ -44,6 +47,12 @@ import (
 
 	"github.com/accessbroker/accessbroker/broker"
 	"github.com/accessbroker/accessbroker/grants"
+	awsprov "github.com/accessbroker/accessbroker/integrations/aws"
+	"github.com/accessbroker/accessbroker/integrations/github"
+	"github.com/accessbroker/accessbroker/integrations/httpclient"
+	"github.com/accessbroker/accessbroker/integrations/pagerduty"
+	"github.com/accessbroker/accessbroker/integrations/postgres"
+	"github.com/accessbroker/accessbroker/integrations/webhook"
 )
 
 // Provider kinds accepted in resources[].provider.
@@ -316,7 +325,7 @@ type PostgresConfig struct {
 	// admin DSN's database.
 	Database string `yaml:"database"`
 	// ConnectionLimit (postgres.connection_limit) is the login role's CONNECTION LIMIT.
-	// Default 5; -1 means unlimited; 0 is rejected (the role could never log in).
+	// Default 5; at least 1 (0 could never log in; the provider refuses -1, unlimited).
 	ConnectionLimit int `yaml:"connection_limit"`
 	// SSLMode (postgres.sslmode) goes into the delivered connection string: disable, allow,
 	// prefer, require, verify-ca or verify-full. Default: the admin DSN's sslmode, else
@@ -359,6 +368,32 @@ type AWSIdentityCenterConfig struct {
 	AccountID string `yaml:"account_id"`
 }
 
+// STSConfig is the block as the aws-sts provider takes it: config check validates exactly
+// what serve builds the provider from.
+func (s *AWSSTSConfig) STSConfig() awsprov.STSConfig {
+	return awsprov.STSConfig{RoleARN: s.RoleARN, SessionPolicy: s.SessionPolicy, MaxSessionDuration: s.MaxSessionDuration}
+}
+
+// IdentityCenterConfig is the block as the aws-identity-center provider takes it.
+func (ic *AWSIdentityCenterConfig) IdentityCenterConfig() awsprov.IdentityCenterConfig {
+	return awsprov.IdentityCenterConfig{InstanceARN: ic.InstanceARN, IdentityStoreID: ic.IdentityStoreID,
+		PermissionSetARN: ic.PermissionSetARN, AccountID: ic.AccountID}
+}
+
+// ProviderConfig is the block as the postgres provider takes it: config check validates
+// exactly what serve builds the provider from.
+func (pg *PostgresConfig) ProviderConfig() postgres.Config {
+	return postgres.Config{AdminDSN: pg.DSN.Reveal(), Roles: pg.Roles, Host: pg.Host, Port: portString(pg.Port),
+		Database: pg.Database, SSLMode: pg.SSLMode, ConnectionLimit: pg.ConnectionLimit, OrphanOwner: pg.OrphanOwner}
+}
+
+func portString(p int) string {
+	if p == 0 {
+		return ""
+	}
+	return strconv.Itoa(p)
+}
+
 // GitHubTeamConfig is the github-team provider's block: team membership per grant.
 type GitHubTeamConfig struct {
 	// Org (github_team.org) is the organization login. Required.
@@ -376,6 +411,17 @@ type WebhookConfig struct {
 	URL string `yaml:"url"`
 	// Token (webhook.token) is sent as a bearer token. Required. A secret.
 	Token Secret `yaml:"token"`
+}
+
+// ProviderConfig is the block as the github-team provider takes it, with the github
+// section's API URL and token: config check validates exactly what serve builds.
+func (gt *GitHubTeamConfig) ProviderConfig(g *GitHubConfig) github.Config {
+	return github.Config{Org: gt.Org, Team: gt.Team, Role: gt.Role, APIURL: g.APIURL, Token: g.Token.Reveal()}
+}
+
+// ProviderConfig is the block as the webhook provider takes it.
+func (w *WebhookConfig) ProviderConfig() webhook.Config {
+	return webhook.Config{URL: w.URL, Token: w.Token.Reveal()}
 }
 
 // PolicyConfig is resources[].policy; it maps onto grants.Policy.
@@ -1441,22 +1487,17 @@ func (c *Config) applyDefaults() {
 }
 
 var (
-	resourceNameRE  = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
-	slackUserRE     = regexp.MustCompile(`^[UW][A-Z0-9]+$`)
-	slackTeamRE     = regexp.MustCompile(`^[TE][A-Z0-9]+$`)
-	slackChannelRE  = regexp.MustCompile(`^[CG][A-Z0-9]+$`)
-	slackGroupRE    = regexp.MustCompile(`^S[A-Z0-9]+$`)
-	pagerDutyIDRE   = regexp.MustCompile(`^[A-Z0-9]{2,20}$`)
-	awsRegionRE     = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-[0-9]+$`)
-	iamRoleARNRE    = regexp.MustCompile(`^arn:aws(-cn|-us-gov|-iso|-iso-b)?:iam::[0-9]{12}:role/([\x21-\x7e]*/)?[\w+=,.@-]{1,64}$`)
-	ssoInstanceRE   = regexp.MustCompile(`^arn:aws(-cn|-us-gov|-iso|-iso-b)?:sso:::instance/((?:sso)?ins-[a-zA-Z0-9-.]{16})$`)
-	ssoPermSetRE    = regexp.MustCompile(`^arn:aws(-cn|-us-gov|-iso|-iso-b)?:sso:::permissionSet/((?:sso)?ins-[a-zA-Z0-9-.]{16})/ps-[a-zA-Z0-9-./]{16}$`)
-	identityStoreRE = regexp.MustCompile(`^(d-[0-9a-f]{10}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$`)
-	awsAccountRE    = regexp.MustCompile(`^[0-9]{12}$`)
-	githubLoginRE   = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,37}[A-Za-z0-9])?$`)
-	githubTeamRE    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$`)
-	pgRoleRE        = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,62}$`)
-	summaryTimeRE   = regexp.MustCompile(`^([01][0-9]|2[0-3]):([0-5][0-9])$`)
+	resourceNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+	slackUserRE    = regexp.MustCompile(`^[UW][A-Z0-9]+$`)
+	slackTeamRE    = regexp.MustCompile(`^[TE][A-Z0-9]+$`)
+	slackChannelRE = regexp.MustCompile(`^[CG][A-Z0-9]+$`)
+	slackGroupRE   = regexp.MustCompile(`^S[A-Z0-9]+$`)
+	pagerDutyIDRE  = regexp.MustCompile(`^[A-Z0-9]{2,20}$`)
+	awsRegionRE    = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-[0-9]+$`)
+	githubLoginRE  = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,37}[A-Za-z0-9])?$`)
+	githubTeamRE   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$`)
+	pgRoleRE       = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,62}$`)
+	summaryTimeRE  = regexp.MustCompile(`^([01][0-9]|2[0-3]):([0-5][0-9])$`)
 )
 
 var weekdays = map[string]time.Weekday{
@@ -1525,6 +1566,9 @@ func (v *validator) intRange(path string, n, lo, hi int) {
 	}
 }
 
+// FormatDuration prints whole-unit durations compactly (4h, not 4h0m0s), as problems do.
+func FormatDuration(d time.Duration) string { return fmtDur(d) }
+
 // fmtDur prints whole-unit durations compactly (4h, not 4h0m0s).
 func fmtDur(d time.Duration) string {
 	s := d.String()
@@ -1537,28 +1581,26 @@ func fmtDur(d time.Duration) string {
 	return s
 }
 
-// checkURL requires an absolute https URL, or http on a loopback host, with no credentials.
-func (v *validator) checkURL(path, raw string) {
-	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
-		v.add(path, "must be an absolute https:// URL")
+// checkURL applies the one rule for upstream URLs, httpclient.CheckBaseURL (an absolute
+// https URL, or http on a loopback host, with no credentials), then extra: the further rule of
+// the package that takes the URL, so that config check refuses what that package refuses.
+func (v *validator) checkURL(path, raw string, extra ...func(string) error) {
+	if _, err := httpclient.CheckBaseURL(raw); err != nil {
+		v.add(path, "%v", err)
 		return
 	}
-	if u.User != nil {
-		v.add(path, "must not contain credentials; they belong in the token key")
-		return
-	}
-	if u.Scheme == "http" && !isLoopback(u.Hostname()) {
-		v.add(path, "must use https (plain http is only allowed for loopback hosts such as 127.0.0.1 or localhost), not http://%s", u.Host)
+	for _, check := range extra {
+		if err := check(raw); err != nil {
+			v.add(path, "%s", providerMsg(err))
+			return
+		}
 	}
 }
 
-func isLoopback(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+// providerMsg is a provider package's error as a problem message: without the trailing
+// ": invalid input" of grants.ErrInvalid, which a problem says already.
+func providerMsg(err error) string {
+	return strings.TrimSuffix(err.Error(), ": "+grants.ErrInvalid.Error())
 }
 
 func (c *Config) validate() []Problem {
@@ -1629,11 +1671,11 @@ func (c *Config) validate() []Problem {
 			v.match("aws.region", a.Region, awsRegionRE, "an AWS region such as us-east-1")
 		}
 		if a.EndpointURL != "" {
-			v.checkURL("aws.endpoint_url", a.EndpointURL)
+			v.checkURL("aws.endpoint_url", a.EndpointURL, awsprov.ValidateEndpointURL)
 		}
 	}
 	if g := c.GitHub; g != nil {
-		v.checkURL("github.api_url", g.APIURL)
+		v.checkURL("github.api_url", g.APIURL, func(s string) error { _, err := github.ParseAPIURL(s); return err })
 	}
 	c.validateResources(v)
 	c.validateAutoGrant(v)
@@ -1700,7 +1742,7 @@ func (c *Config) validatePagerDuty(v *validator) {
 	if p == nil {
 		return
 	}
-	v.checkURL("pagerduty.api_url", p.APIURL)
+	v.checkURL("pagerduty.api_url", p.APIURL, func(s string) error { _, err := pagerduty.ValidateAPIURL(s); return err })
 	v.required("pagerduty.token", p.Token.Reveal(), "a PagerDuty REST API key")
 	for i, sec := range p.WebhookSecrets {
 		if !sec.IsSet() {
@@ -1763,7 +1805,13 @@ func (c *Config) validateResources(v *validator) {
 		switch res.Provider {
 		case ProviderPostgres:
 			if res.Postgres != nil {
+				n := len(v.probs)
 				v.postgres(rp+".postgres", res.Postgres)
+				if len(v.probs) == n { // the provider's own static rule, as serve applies it
+					if err := res.Postgres.ProviderConfig().Validate(); err != nil {
+						v.add(rp+".postgres", "%s", providerMsg(err))
+					}
+				}
 			}
 		case ProviderAWSSTS:
 			needAWS = append(needAWS, res.Name)
@@ -1778,14 +1826,27 @@ func (c *Config) validateResources(v *validator) {
 		case ProviderGitHubTeam:
 			needGitHub = append(needGitHub, res.Name)
 			if res.GitHubTeam != nil {
+				n := len(v.probs)
 				v.githubTeam(rp+".github_team", res.GitHubTeam)
+				if g := c.GitHub; len(v.probs) == n && g != nil && g.Token.IsSet() {
+					// The provider's own rule, as serve applies it (New makes no call).
+					if _, err := github.New(res.GitHubTeam.ProviderConfig(g), nil, nil); err != nil {
+						v.add(rp+".github_team", "%s", providerMsg(err))
+					}
+				}
 			}
 		case ProviderWebhook:
 			if res.Webhook != nil {
+				n := len(v.probs)
 				if v.required(rp+".webhook.url", res.Webhook.URL, "the endpoint that issues and revokes access") {
-					v.checkURL(rp+".webhook.url", res.Webhook.URL)
+					v.checkURL(rp+".webhook.url", res.Webhook.URL, func(s string) error { _, err := webhook.ParseURL(s); return err })
 				}
 				v.required(rp+".webhook.token", res.Webhook.Token.Reveal(), "the bearer token sent to the webhook")
+				if len(v.probs) == n { // the provider's own rule, as serve applies it
+					if _, err := webhook.New(res.Webhook.ProviderConfig(), nil); err != nil {
+						v.add(rp+".webhook", "%s", providerMsg(err))
+					}
+				}
 			}
 		}
 		c.validatePolicy(v, rp+".policy", &res.Policy)
@@ -1856,51 +1917,45 @@ func (v *validator) postgres(p string, pg *PostgresConfig) {
 	if !sslModes[pg.SSLMode] {
 		v.add(p+".sslmode", "must be one of disable, allow, prefer, require, verify-ca, verify-full, not %s", v.show(p+".sslmode", pg.SSLMode))
 	}
-	if pg.ConnectionLimit == 0 || pg.ConnectionLimit < -1 {
-		v.add(p+".connection_limit", "must be -1 (unlimited) or at least 1, not %d", pg.ConnectionLimit)
+	if pg.ConnectionLimit < 1 {
+		v.add(p+".connection_limit", "must be at least 1, not %d: every grant needs a bounded number of sessions", pg.ConnectionLimit)
 	}
 }
 
 func (v *validator) awsSTS(p string, s *AWSSTSConfig) {
-	if v.required(p+".role_arn", s.RoleARN, "the IAM role to assume, arn:aws:iam::123456789012:role/name") {
-		v.match(p+".role_arn", s.RoleARN, iamRoleARNRE, "an IAM role ARN (arn:aws:iam::123456789012:role/name)")
+	if s.MaxSessionDuration == 0 && v.c.has(p+".max_session_duration") {
+		v.add(p+".max_session_duration", "must be positive, not 0s")
 	}
-	if s.SessionPolicy != "" {
-		trimmed := strings.TrimSpace(s.SessionPolicy)
-		switch {
-		case !json.Valid([]byte(trimmed)) || !strings.HasPrefix(trimmed, "{"):
-			v.add(p+".session_policy", "must be an IAM policy document as a JSON object")
-		case len(trimmed) > 2048:
-			v.add(p+".session_policy", "is %d characters; AWS accepts at most 2048", len(trimmed))
-		}
-	}
-	if s.MaxSessionDuration != 0 || v.c.has(p+".max_session_duration") {
-		v.duration(p+".max_session_duration", s.MaxSessionDuration, 15*time.Minute, 12*time.Hour)
-	}
+	v.providerErr(p, s.STSConfig().Validate())
 }
 
 func (v *validator) identityCenter(p string, ic *AWSIdentityCenterConfig) {
-	var instance string
-	if v.required(p+".instance_arn", ic.InstanceARN, "arn:aws:sso:::instance/ssoins-…") {
-		if m := ssoInstanceRE.FindStringSubmatch(ic.InstanceARN); m == nil {
-			v.add(p+".instance_arn", "%s is not an Identity Center instance ARN (arn:aws:sso:::instance/ssoins-…)", v.show(p+".instance_arn", ic.InstanceARN))
-		} else {
-			instance = m[2]
+	v.providerErr(p, ic.IdentityCenterConfig().Validate())
+}
+
+// providerErr records the problems a provider package's Validate found in the block at p:
+// each *grants.FieldError at its own key, anything else at the block.
+func (v *validator) providerErr(p string, err error) {
+	if err == nil {
+		return
+	}
+	if joined, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range joined.Unwrap() {
+			v.providerErr(p, e)
 		}
+		return
 	}
-	if v.required(p+".identity_store_id", ic.IdentityStoreID, "d-… (IAM Identity Center settings)") {
-		v.match(p+".identity_store_id", ic.IdentityStoreID, identityStoreRE, "an identity store id (d-1234567890)")
+	var fe *grants.FieldError
+	if !errors.As(err, &fe) {
+		v.add(p, "%v", err)
+		return
 	}
-	if v.required(p+".permission_set_arn", ic.PermissionSetARN, "arn:aws:sso:::permissionSet/ssoins-…/ps-…") {
-		if m := ssoPermSetRE.FindStringSubmatch(ic.PermissionSetARN); m == nil {
-			v.add(p+".permission_set_arn", "%s is not a permission set ARN (arn:aws:sso:::permissionSet/ssoins-…/ps-…)", v.show(p+".permission_set_arn", ic.PermissionSetARN))
-		} else if instance != "" && m[2] != instance {
-			v.add(p+".permission_set_arn", "belongs to instance %s, not to instance_arn's %s", m[2], instance)
-		}
+	path := p + "." + fe.Field
+	if fe.Value != "" {
+		v.add(path, "%s %s", v.show(path, fe.Value), fe.Msg)
+		return
 	}
-	if v.required(p+".account_id", ic.AccountID, "the twelve-digit AWS account id") {
-		v.match(p+".account_id", ic.AccountID, awsAccountRE, "a twelve-digit AWS account id")
-	}
+	v.add(path, "%s", fe.Msg)
 }
 
 func (v *validator) githubTeam(p string, gt *GitHubTeamConfig) {
