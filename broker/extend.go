@@ -120,7 +120,7 @@ func (b *Broker) SubmitExtension(ctx context.Context, in ExtensionInput) (grants
 		"expires_at": grants.Timestamp(g.ExpiresAt), evScheduledEnd: r.Evidence[evScheduledEnd],
 	})
 	ev.GrantID = g.ID
-	err = b.commit.apply(ctx, &grants.Change{Requests: []grants.RequestWrite{{Request: r, Create: true}}, Events: []*audit.Event{ev}})
+	err = b.store.Apply(ctx, &grants.Change{Requests: []grants.RequestWrite{{Request: r, Create: true}}, Events: []*audit.Event{ev}})
 	if err != nil {
 		if errors.Is(err, grants.ErrConflict) && in.ExternalKey != "" {
 			return grants.Request{}, fmt.Errorf("extension with key %s: %w", in.ExternalKey, ErrDuplicate)

@@ -86,7 +86,7 @@ func (b *Broker) Submit(ctx context.Context, in RequestInput) (grants.Request, e
 	ev := b.requestEvent(audit.ActionRequestCreated, actor, r, r.Reason, map[string]string{
 		"duration": in.Duration.String(), "source": string(src), evBreakGlass: r.Evidence[evBreakGlass],
 	})
-	err := b.commit.apply(ctx, &grants.Change{Requests: []grants.RequestWrite{{Request: r, Create: true}}, Events: []*audit.Event{ev}})
+	err := b.store.Apply(ctx, &grants.Change{Requests: []grants.RequestWrite{{Request: r, Create: true}}, Events: []*audit.Event{ev}})
 	if err != nil {
 		if errors.Is(err, grants.ErrConflict) && in.ExternalKey != "" {
 			return grants.Request{}, fmt.Errorf("request with key %s: %w", in.ExternalKey, ErrDuplicate)

@@ -20,10 +20,37 @@ import (
 // the events are chained and the transaction commits, so that replicas hold the one global
 // lock only for the append itself. Apply retries, on a fresh connection, a transaction that
 // failed because its connection died before COMMIT was sent (nothing of it was applied).
+//
+// A change that only creates requests is committed together with the request creations of
+// other callers that arrive meanwhile (group commit): Slack waits at most 3 s for an
+// acknowledgement and each request must be durable before it, so a burst must not queue
+// behind one synced commit each. Each caller still gets its own answer; a duplicate
+// ExternalKey fails only its own change. Such a commit runs to its end even if the caller's
+// context is cancelled meanwhile.
 func (s *Store) Apply(ctx context.Context, c *grants.Change) error {
 	if len(c.Events) == 0 {
 		return errors.New("apply change: no audit event; every change must explain itself")
 	}
+	if onlyCreatesRequests(c) {
+		return s.requests.submit(ctx, c)
+	}
+	return s.applyTx(ctx, c)
+}
+
+func onlyCreatesRequests(c *grants.Change) bool {
+	if len(c.Grants) > 0 || len(c.Requests) == 0 {
+		return false
+	}
+	for _, rw := range c.Requests {
+		if !rw.Create {
+			return false
+		}
+	}
+	return true
+}
+
+// applyTx applies c in one transaction (retried where that is safe).
+func (s *Store) applyTx(ctx context.Context, c *grants.Change) error {
 	now := s.clock.Now().Truncate(time.Millisecond)
 	for attempt := 1; ; attempt++ {
 		committing, err := s.applyOnce(ctx, c, now)
