@@ -24,7 +24,9 @@ type failing struct{ err error }
 func (f failing) ListGrants(context.Context, grants.GrantFilter) ([]grants.Grant, error) {
 	return nil, f.err
 }
-func (f failing) GetGrant(context.Context, string) (grants.Grant, error) { return grants.Grant{}, f.err }
+func (f failing) GetGrant(context.Context, string) (grants.Grant, error) {
+	return grants.Grant{}, f.err
+}
 func (f failing) Revoke(context.Context, string, grants.RevokeCause, audit.Actor, string) (grants.Grant, error) {
 	return grants.Grant{}, f.err
 }
