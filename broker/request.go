@@ -50,7 +50,7 @@ func (b *Broker) Submit(ctx context.Context, in RequestInput) (grants.Request, e
 		return reject(fmt.Sprintf("There is no resource named %q. `/access resources` lists what you may request.", Clean(in.Resource)))
 	}
 	if res.MaxDuration > 0 && in.Duration > res.MaxDuration {
-		return reject(fmt.Sprintf("Duration %s is over %s's maximum of %s; ask for %s or less.", formatDur(in.Duration), res.Name, formatDur(res.MaxDuration), formatDur(res.MaxDuration)))
+		return reject(fmt.Sprintf("Duration %s is over %s's maximum of %s; ask for %s or less.", audit.FormatDuration(in.Duration), res.Name, audit.FormatDuration(res.MaxDuration), audit.FormatDuration(res.MaxDuration)))
 	}
 	if err := res.CheckDuration(in.Duration); err != nil {
 		return reject(capitalize(plain(err)) + ".")
@@ -229,9 +229,9 @@ func (b *Broker) askApprovers(ctx context.Context, r grants.Request, res grants.
 		return fmt.Errorf("record approval request %s: %w", r.ID, err)
 	}
 	b.Wake()
-	what := fmt.Sprintf("Your request %s for %s (%s)", r.ID, res.Name, formatDur(r.Duration))
+	what := fmt.Sprintf("Your request %s for %s (%s)", r.ID, res.Name, audit.FormatDuration(r.Duration))
 	if grantID, ok := ExtensionOf(r); ok {
-		what = fmt.Sprintf("Your request %s to extend grant %s (%s) by %s (%s)", r.ID, grantID, res.Name, formatDur(r.Duration), d.Reason)
+		what = fmt.Sprintf("Your request %s to extend grant %s (%s) by %s (%s)", r.ID, grantID, res.Name, audit.FormatDuration(r.Duration), d.Reason)
 	}
 	b.tell(ctx, b.requesterRecipient(r), fmt.Sprintf("%s needs %d approval(s): %s. You will get a direct message when it is decided; it expires at %s.",
 		what, d.Needed, approverText(res.Policy, r.Requester.SlackUserID), stamp(r.ExpiresAt)))
@@ -352,17 +352,4 @@ func capitalize(s string) string {
 		return s
 	}
 	return strings.ToUpper(s[:1]) + s[1:]
-}
-
-// formatDur renders a duration the way people type it ("1h30m").
-func formatDur(d time.Duration) string {
-	s := d.Round(time.Second).String()
-	s = strings.TrimSuffix(s, "0s")
-	if strings.HasSuffix(s, "h0m") {
-		s = strings.TrimSuffix(s, "0m")
-	}
-	if s == "" {
-		return "0m"
-	}
-	return s
 }
