@@ -137,7 +137,7 @@ func (p *Pages) grantOne(ctx context.Context, ack PageAck, rule AutoGrantRule, n
 		ID: grants.NewID("r"), Requester: person, Resource: name, Duration: rule.Duration, Reason: reason,
 		Source: grants.SourcePagerDuty, State: grants.RequestPending, IncidentID: ack.IncidentID,
 		ExternalKey: "pagerduty:" + ack.EventID + ":" + name, CreatedAt: now, ExpiresAt: now.Add(b.opts.PendingTTL),
-		Evidence: map[string]string{evStage: "decided"},
+		Stage: grants.StageDecided, Evidence: map[string]string{},
 	}
 	for k, v := range base {
 		r.Evidence[k] = v

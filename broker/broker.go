@@ -153,7 +153,6 @@ func (n notifyState) encode() string {
 
 // Evidence keys the broker writes on requests.
 const (
-	evStage      = "stage" // "" (recorded), "awaiting_approval", "decided"
 	evPath       = "path"
 	evBreakGlass = "break_glass"
 )

@@ -242,7 +242,9 @@ func (b *Broker) processExtension(ctx context.Context, r grants.Request, grantID
 		return b.rejectRecorded(ctx, r, fmt.Sprintf("Grant %s already ends at %s, and %s caps grants to the end of your on-call shift (%s), so it cannot be extended.",
 			g.ID, stamp(g.ExpiresAt), res.Name, stamp(d.CapAt)), evidence, checked)
 	}
-	r.Evidence[evStage] = "decided"
+	if err := r.Advance(grants.StageDecided); err != nil {
+		return err
+	}
 	if err := r.Transition(grants.RequestApproved); err != nil {
 		return err
 	}

@@ -106,7 +106,7 @@ func (b *Broker) Process(ctx context.Context, requestID string) error {
 	if err != nil {
 		return fmt.Errorf("process request %s: %w", requestID, err)
 	}
-	if r.State != grants.RequestPending || r.Evidence[evStage] != "" {
+	if r.State != grants.RequestPending || r.Stage != grants.StageRecorded {
 		return nil
 	}
 	if r.Evidence == nil {
@@ -160,7 +160,9 @@ func (b *Broker) Process(ctx context.Context, requestID string) error {
 		return b.askApprovers(ctx, r, res, d, checked)
 	}
 	// Auto-approve or break-glass: issue now.
-	r.Evidence[evStage] = "decided"
+	if err := r.Advance(grants.StageDecided); err != nil {
+		return err
+	}
 	if err := r.Transition(grants.RequestApproved); err != nil {
 		return err
 	}
@@ -220,7 +222,9 @@ func (b *Broker) askApprovers(ctx context.Context, r grants.Request, res grants.
 	n := decodeNotify(r.Notify)
 	n.Approvals = refs
 	r.Notify = n.encode()
-	r.Evidence[evStage] = "awaiting_approval"
+	if err := r.Advance(grants.StageAwaitingApproval); err != nil {
+		return err
+	}
 	err = b.store.Apply(ctx, &grants.Change{Requests: []grants.RequestWrite{{Request: &r}}, Events: []*audit.Event{checked}})
 	if errors.Is(err, grants.ErrConflict) {
 		return nil
@@ -269,14 +273,13 @@ func (b *Broker) rejectFresh(ctx context.Context, id, msg string, cause error) e
 // rejectRecorded moves a recorded pending request to rejected, with its events, and tells
 // the requester.
 func (b *Broker) rejectRecorded(ctx context.Context, r grants.Request, msg string, evidence map[string]string, extra ...*audit.Event) error {
-	if r.Evidence == nil {
-		r.Evidence = map[string]string{}
-	}
 	if err := r.Transition(grants.RequestRejected); err != nil {
 		return err
 	}
 	r.DecidedAt = b.now()
-	r.Evidence[evStage] = "decided"
+	if err := r.Advance(grants.StageDecided); err != nil {
+		return err
+	}
 	ev := b.requestEvent(audit.ActionRequestRejected, audit.Actor{Kind: audit.ActorSystem, ID: "accessbroker"}, &r, msg, evidence)
 	events := append(append([]*audit.Event(nil), extra...), ev)
 	err := b.store.Apply(ctx, &grants.Change{Requests: []grants.RequestWrite{{Request: &r}}, Events: events})
@@ -322,7 +325,7 @@ func (b *Broker) Recover(ctx context.Context) (int, error) {
 	n := 0
 	for i := len(pending) - 1; i >= 0; i-- { // oldest first
 		r := pending[i]
-		if r.Evidence[evStage] != "" || r.Source != grants.SourceSlack {
+		if r.Stage != grants.StageRecorded || r.Source != grants.SourceSlack {
 			continue
 		}
 		if b.now().Sub(r.CreatedAt) > b.opts.RecoverWindow {

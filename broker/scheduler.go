@@ -137,10 +137,9 @@ func (b *Broker) expire(ctx context.Context, r grants.Request) error {
 		return err
 	}
 	r.DecidedAt = b.now()
-	if r.Evidence == nil {
-		r.Evidence = map[string]string{}
+	if err := r.Advance(grants.StageDecided); err != nil {
+		return err
 	}
-	r.Evidence[evStage] = "decided"
 	ev := b.requestEvent(audit.ActionRequestExpired, audit.Actor{Kind: audit.ActorSystem, ID: "accessbroker"}, &r,
 		"no decision before "+grants.Timestamp(r.ExpiresAt), map[string]string{"approvals": fmt.Sprint(countApproved(r))})
 	err := b.store.Apply(ctx, &grants.Change{Requests: []grants.RequestWrite{{Request: &r}}, Events: []*audit.Event{ev}})

@@ -229,10 +229,10 @@ func (s *Store) writeRequest(ctx context.Context, tx *sql.Tx, rw grants.RequestW
 		if r.ID == "" {
 			return errors.New("create request: empty id")
 		}
-		_, err := tx.ExecContext(ctx, s.q(`INSERT INTO requests (id, requester, slack_user, resource, duration_ms, reason, source, state,
+		_, err := tx.ExecContext(ctx, s.q(`INSERT INTO requests (id, requester, slack_user, resource, duration_ms, reason, source, state, stage,
 			approvals, incident_id, evidence, external_key, notify, created_at, decided_at, expires_at, version, updated_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
-			r.ID, string(requester), r.Requester.SlackUserID, r.Resource, r.Duration.Milliseconds(), r.Reason, string(r.Source), string(r.State),
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+			r.ID, string(requester), r.Requester.SlackUserID, r.Resource, r.Duration.Milliseconds(), r.Reason, string(r.Source), string(r.State), string(r.Stage),
 			string(approvals), r.IncidentID, string(evidence), ext, r.Notify, ms(r.CreatedAt), ms(r.DecidedAt), ms(r.ExpiresAt), r.Version+1, ms(now))
 		if isUnique(err) {
 			return fmt.Errorf("create request %s: already exists: %w", r.ID, grants.ErrConflict)
@@ -243,10 +243,10 @@ func (s *Store) writeRequest(ctx context.Context, tx *sql.Tx, rw grants.RequestW
 		return nil
 	}
 	res, err := tx.ExecContext(ctx, s.q(`UPDATE requests SET requester = ?, slack_user = ?, resource = ?, duration_ms = ?, reason = ?,
-		source = ?, state = ?, approvals = ?, incident_id = ?, evidence = ?, external_key = ?, notify = ?, created_at = ?,
+		source = ?, state = ?, stage = ?, approvals = ?, incident_id = ?, evidence = ?, external_key = ?, notify = ?, created_at = ?,
 		decided_at = ?, expires_at = ?, version = version + 1, updated_at = ?
 		WHERE id = ? AND version = ?`),
-		string(requester), r.Requester.SlackUserID, r.Resource, r.Duration.Milliseconds(), r.Reason, string(r.Source), string(r.State),
+		string(requester), r.Requester.SlackUserID, r.Resource, r.Duration.Milliseconds(), r.Reason, string(r.Source), string(r.State), string(r.Stage),
 		string(approvals), r.IncidentID, string(evidence), ext, r.Notify, ms(r.CreatedAt), ms(r.DecidedAt), ms(r.ExpiresAt), ms(now),
 		r.ID, r.Version)
 	if err != nil {
