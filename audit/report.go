@@ -997,7 +997,7 @@ func (b *reportBuilder) overdue() []Anomaly {
 		}
 		out = append(out, Anomaly{Kind: AnomalyNotRevokedOnTime, Time: g.expires, Person: g.person, Resource: g.resource,
 			GrantID: g.id, RequestID: g.requestID,
-			Detail: fmt.Sprintf("expired at %s, still not revoked %s later (%s)", FormatTime(g.expires), fmtDuration(b.until.Sub(g.expires)), state)})
+			Detail: fmt.Sprintf("expired at %s, still not revoked %s later (%s)", FormatTime(g.expires), FormatDuration(b.until.Sub(g.expires)), state)})
 	}
 	return out
 }
@@ -1117,19 +1117,6 @@ func firstOf(s ...string) string {
 	return ""
 }
 
-// fmtDuration renders a duration compactly and parseably by time.ParseDuration: "1h",
-// "1h30m", "45m", "2m5s", "0s".
-func fmtDuration(d time.Duration) string {
-	s := d.String()
-	if strings.HasSuffix(s, "m0s") {
-		s = strings.TrimSuffix(s, "0s")
-	}
-	if strings.HasSuffix(s, "h0m") {
-		s = strings.TrimSuffix(s, "0m")
-	}
-	return s
-}
-
 // Report formats.
 const (
 	FormatMarkdown = "markdown"
@@ -1191,7 +1178,7 @@ func WriteReportCSV(w io.Writer, r Report) error {
 			kinds[i] = string(k)
 		}
 		vals := []string{
-			g.GrantID, g.RequestID, g.Resource, g.Person, stamp(g.IssuedAt), stamp(g.ExpiresAt), fmtDuration(g.Granted), g.Reason,
+			g.GrantID, g.RequestID, g.Resource, g.Person, stamp(g.IssuedAt), stamp(g.ExpiresAt), FormatDuration(g.Granted), g.Reason,
 			string(g.Decision), g.DecidedBy, g.OnCall, g.OnCallUntil, g.OnCallShifts, g.Incident, strconv.Itoa(g.Extensions),
 			g.State, stamp(g.RevokedAt), g.RevokeCause, g.RevokedBy, g.RevokeReason, strings.Join(kinds, ";"), g.EndedEarly,
 		}
@@ -1345,20 +1332,20 @@ func writeReportJSON(w *bufio.Writer, r Report) error {
 	o := r.Options
 	out := report{
 		Since: stamp(r.Since), Until: stamp(r.Until),
-		Options: options{LateAfter: fmtDuration(o.LateAfter), RejectionBurst: o.RejectionBurst,
-			RejectionWindow: fmtDuration(o.RejectionWindow), MaxApprovalsPerPair: o.MaxApprovalsPerPair},
+		Options: options{LateAfter: FormatDuration(o.LateAfter), RejectionBurst: o.RejectionBurst,
+			RejectionWindow: FormatDuration(o.RejectionWindow), MaxApprovalsPerPair: o.MaxApprovalsPerPair},
 		Grants: r.Grants, NotIssued: r.NotIssued, People: r.People, Resources: r.Resources,
 		ByResource: nonNil(r.ByResource), ByPerson: nonNil(r.ByPerson), Decisions: nonNil(r.Decisions), Approvers: nonNil(r.Approvers),
-		Durations: durations{GrantedMedian: fmtDuration(d.GrantedMedian), GrantedLongest: fmtDuration(d.GrantedLongest),
-			LongestGrantID: d.LongestGrantID, Ended: d.Ended, UsedMedian: fmtDuration(d.UsedMedian), UsedLongest: fmtDuration(d.UsedLongest)},
-		Extensions: extensions{Extensions: r.Extensions.Extensions, Grants: r.Extensions.Grants, Added: fmtDuration(r.Extensions.Added)},
+		Durations: durations{GrantedMedian: FormatDuration(d.GrantedMedian), GrantedLongest: FormatDuration(d.GrantedLongest),
+			LongestGrantID: d.LongestGrantID, Ended: d.Ended, UsedMedian: FormatDuration(d.UsedMedian), UsedLongest: FormatDuration(d.UsedLongest)},
+		Extensions: extensions{Extensions: r.Extensions.Extensions, Grants: r.Extensions.Grants, Added: FormatDuration(r.Extensions.Added)},
 		EarlyEnds:  nonNil(r.EarlyEnds), Requests: r.Requests,
 		Revocations: revocations{Revoked: r.Revocations.Revoked, Failures: r.Revocations.Failures, FailedGrants: r.Revocations.FailedGrants,
 			Late: []late{}, NotRevokedOnTime: r.Revocations.NotRevokedOnTime},
 	}
 	for _, l := range r.Revocations.Late {
 		out.Revocations.Late = append(out.Revocations.Late, late{GrantID: l.GrantID, Resource: l.Resource, Person: l.Person,
-			ExpiresAt: stamp(l.ExpiresAt), RevokedAt: stamp(l.RevokedAt), Lag: fmtDuration(l.Lag), Cause: l.Cause})
+			ExpiresAt: stamp(l.ExpiresAt), RevokedAt: stamp(l.RevokedAt), Lag: FormatDuration(l.Lag), Cause: l.Cause})
 	}
 	toAnomaly := func(a Anomaly) anomaly {
 		return anomaly{Kind: a.Kind, Time: stamp(a.Time), Person: a.Person, Approver: a.Approver,
@@ -1370,7 +1357,7 @@ func writeReportJSON(w *bufio.Writer, r Report) error {
 			kinds = []AnomalyKind{}
 		}
 		return row{GrantID: g.GrantID, RequestID: g.RequestID, Resource: g.Resource, Person: g.Person,
-			IssuedAt: stamp(g.IssuedAt), ExpiresAt: stamp(g.ExpiresAt), Granted: fmtDuration(g.Granted), Reason: g.Reason,
+			IssuedAt: stamp(g.IssuedAt), ExpiresAt: stamp(g.ExpiresAt), Granted: FormatDuration(g.Granted), Reason: g.Reason,
 			Decision: g.Decision, DecidedBy: g.DecidedBy, OnCall: g.OnCall, OnCallUntil: g.OnCallUntil, OnCallShifts: g.OnCallShifts,
 			Incident: g.Incident, Extensions: g.Extensions, State: g.State, RevokedAt: stamp(g.RevokedAt), RevokeCause: g.RevokeCause,
 			RevokedBy: g.RevokedBy, RevokeReason: g.RevokeReason, EndedEarly: g.EndedEarly, Anomalies: kinds}
@@ -1417,10 +1404,6 @@ func writeReportJSON(w *bufio.Writer, r Report) error {
 	return err
 }
 
-// FormatDuration renders a duration as the report does: compact, and readable by
-// time.ParseDuration ("1h", "1h30m", "45m", "2m5s").
-func FormatDuration(d time.Duration) string { return fmtDuration(d) }
-
 // WriteReportMarkdown writes r as a Markdown document: the figures, the anomalies, and one
 // table row per grant. Text from outside (reasons, names) is escaped so that it cannot break
 // a table or inject links or HTML.
@@ -1437,14 +1420,14 @@ func WriteReportMarkdown(w io.Writer, r Report) error {
 	p("## Figures\n\n| figure | value |\n| --- | --- |\n")
 	p("| grants | %d |\n| people | %d |\n| resources | %d |\n", r.Grants, r.People, r.Resources)
 	p("| not issued (provider failure or interrupted) | %d |\n", r.NotIssued)
-	longest := fmtDuration(r.Durations.GrantedLongest)
+	longest := FormatDuration(r.Durations.GrantedLongest)
 	if r.Durations.LongestGrantID != "" {
 		longest += " (`" + r.Durations.LongestGrantID + "`)"
 	}
-	p("| granted duration: median / longest | %s / %s |\n", fmtDuration(r.Durations.GrantedMedian), longest)
+	p("| granted duration: median / longest | %s / %s |\n", FormatDuration(r.Durations.GrantedMedian), longest)
 	p("| used duration of %d ended grants: median / longest | %s / %s |\n", r.Durations.Ended,
-		fmtDuration(r.Durations.UsedMedian), fmtDuration(r.Durations.UsedLongest))
-	p("| extensions | %d on %d grants, %s added |\n", r.Extensions.Extensions, r.Extensions.Grants, fmtDuration(r.Extensions.Added))
+		FormatDuration(r.Durations.UsedMedian), FormatDuration(r.Durations.UsedLongest))
+	p("| extensions | %d on %d grants, %s added |\n", r.Extensions.Extensions, r.Extensions.Grants, FormatDuration(r.Extensions.Added))
 	early := 0
 	for _, c := range r.EarlyEnds {
 		early += c.Count
@@ -1455,7 +1438,7 @@ func WriteReportMarkdown(w io.Writer, r Report) error {
 	v := r.Revocations
 	p("| revocations | %d |\n| revocation failures (attempts / grants) | %d / %d |\n", v.Revoked, v.Failures, v.FailedGrants)
 	p("| late revocations (over %s after expiry) | %d |\n| not revoked on time at the end of the window | %d |\n",
-		fmtDuration(r.Options.LateAfter), len(v.Late), v.NotRevokedOnTime)
+		FormatDuration(r.Options.LateAfter), len(v.Late), v.NotRevokedOnTime)
 	p("| anomalies | %d |\n\n", len(r.Anomalies))
 
 	countTable := func(title, col string, cs []Count, skipZero bool) {
@@ -1491,7 +1474,7 @@ func WriteReportMarkdown(w io.Writer, r Report) error {
 		p("| grant | resource | person | expired | revoked | lag | cause |\n| --- | --- | --- | --- | --- | --- | --- |\n")
 		for _, l := range v.Late {
 			p("| `%s` | %s | %s | %s | %s | %s | %s |\n", l.GrantID, mdCell(l.Resource), mdCell(l.Person), stamp(l.ExpiresAt),
-				stamp(l.RevokedAt), fmtDuration(l.Lag), mdCell(l.Cause))
+				stamp(l.RevokedAt), FormatDuration(l.Lag), mdCell(l.Cause))
 		}
 		p("\n")
 	}
@@ -1531,7 +1514,7 @@ func WriteReportMarkdown(w io.Writer, r Report) error {
 				cause += " (" + g.EndedEarly + ")"
 			}
 			p("| `%s` | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", g.GrantID, stamp(g.IssuedAt),
-				mdCell(g.Person), mdCell(g.Resource), fmtDuration(g.Granted), mdCell(g.Reason), g.Decision, mdCell(g.DecidedBy),
+				mdCell(g.Person), mdCell(g.Resource), FormatDuration(g.Granted), mdCell(g.Reason), g.Decision, mdCell(g.DecidedBy),
 				mdCell(oc), g.State, stamp(g.RevokedAt), mdCell(cause), mdCell(g.RevokedBy), strings.Join(kinds, ", "))
 		}
 	}

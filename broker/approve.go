@@ -114,7 +114,9 @@ func (b *Broker) deny(ctx context.Context, r grants.Request, in DecisionInput) (
 		return true, err
 	}
 	r.DecidedAt = now
-	r.Evidence[evStage] = "decided"
+	if err := r.Advance(grants.StageDecided); err != nil {
+		return true, err
+	}
 	ev := b.requestEvent(audit.ActionRequestDenied, slackActor(in.UserID), &r, "denied by an approver", map[string]string{"approver": in.UserID})
 	err := b.store.Apply(ctx, &grants.Change{Requests: []grants.RequestWrite{{Request: &r}}, Events: []*audit.Event{ev}})
 	if errors.Is(err, grants.ErrConflict) {
@@ -167,7 +169,9 @@ func (b *Broker) approve(ctx context.Context, r grants.Request, res grants.Resou
 		return true, err
 	}
 	r.DecidedAt = now
-	r.Evidence[evStage] = "decided"
+	if err := r.Advance(grants.StageDecided); err != nil {
+		return true, err
+	}
 	evidence := map[string]string{"approvers": strings.Join(by, ","), evPath: string(PathApproval)}
 	approved := b.requestEvent(audit.ActionRequestApproved, slackActor(in.UserID), &r,
 		fmt.Sprintf("approved by %d of %d required approvers", len(by), need), evidence)

@@ -137,7 +137,7 @@ func (p *Pages) grantOne(ctx context.Context, ack PageAck, rule AutoGrantRule, n
 		ID: grants.NewID("r"), Requester: person, Resource: name, Duration: rule.Duration, Reason: reason,
 		Source: grants.SourcePagerDuty, State: grants.RequestPending, IncidentID: ack.IncidentID,
 		ExternalKey: "pagerduty:" + ack.EventID + ":" + name, CreatedAt: now, ExpiresAt: now.Add(b.opts.PendingTTL),
-		Evidence: map[string]string{evStage: "decided"},
+		Stage: grants.StageDecided, Evidence: map[string]string{},
 	}
 	for k, v := range base {
 		r.Evidence[k] = v
@@ -207,23 +207,13 @@ func (p *Pages) grantOne(ctx context.Context, ack PageAck, rule AutoGrantRule, n
 // the next event.
 const autoGrantLeaseTTL = 2 * time.Minute
 
-// leaser is the optional store ability to hold a named lease shared by every broker process
-// on the database (grants/sqlstore.Store implements it).
-type leaser interface {
-	AcquireLease(ctx context.Context, name, holder string, ttl time.Duration) (bool, error)
-}
-
 // serialize takes the named lease for the event, so that the events of one incident, resource
 // and person are granted one at a time across replicas. When another event holds it, the
 // error says to retry: the webhook then answers 5xx and PagerDuty redelivers, and by then the
 // other event's grant exists (or it failed, and this one gets its turn). release gives the
-// lease up by renewing it to expire now. Without a lease store (a single process on a store
-// without leases) nothing is serialized.
+// lease up by renewing it to expire now.
 func (p *Pages) serialize(ctx context.Context, lease, eventID string) (release func(), err error) {
-	ls, ok := p.b.store.(leaser)
-	if !ok {
-		return func() {}, nil
-	}
+	ls := p.b.leases
 	mine, err := ls.AcquireLease(ctx, lease, eventID, autoGrantLeaseTTL)
 	if err != nil {
 		return nil, fmt.Errorf("take lease %s: %w", lease, err)

@@ -153,7 +153,7 @@ func TestReminderSentOnceAcrossReplicas(t *testing.T) {
 	e := newEnv(t)
 	e.setOnCall(alice, time.Time{})
 	e.process(t, e.submit(t, broker.RequestInput{}))
-	other := broker.New(broker.Deps{Manager: e.mgr, OnCall: e.oncall, Directory: e.dir, Notifier: e.notes, Groups: e.groups})
+	other := broker.New(broker.Deps{Manager: e.mgr, Store: e.store, Clock: e.clock, Leases: e.store, Once: e.store, OnCall: e.oncall, Directory: e.dir, Notifier: e.notes, Groups: e.groups})
 	e.clock.Advance(56 * time.Minute) // inside the 5-minute reminder window
 	for _, b := range []*broker.Broker{e.b, other, e.b} {
 		if _, err := b.Tick(t.Context()); err != nil {

@@ -18,16 +18,24 @@ type Manager interface {
 	Resource(name string) (grants.Resource, bool)
 	Resources() []grants.Resource
 	Record(ctx context.Context, events ...*audit.Event) error
-	Store() grants.Store
-	Clock() grants.Clock
 }
 
 var _ Manager = (*grants.Manager)(nil)
 
-// Deps are the broker's collaborators. Manager, OnCall, Directory and Notifier are required;
+// Deps are the broker's collaborators. All but Groups, Logger and Options are required;
 // Groups is needed only when a policy names an approver usergroup.
 type Deps struct {
-	Manager   Manager
+	Manager Manager
+	// Store is the store Manager writes to: the broker reads requests and grants from it and
+	// records requests in it.
+	Store grants.Store
+	Clock grants.Clock
+	// Leases serializes the grants of one page acknowledgement across every broker process on
+	// the database.
+	Leases Leaser
+	// Once records a key once across every broker process on the database, so that replicas
+	// send each reminder once between them.
+	Once      Once
 	OnCall    OnCall
 	Directory Directory
 	Notifier  Notifier
@@ -85,6 +93,8 @@ type Broker struct {
 	m      Manager
 	store  grants.Store
 	clock  grants.Clock
+	leases Leaser
+	once   Once
 	oncall OnCall
 	dir    Directory
 	notify Notifier
@@ -93,23 +103,22 @@ type Broker struct {
 	opts   Options
 	wake   chan struct{}
 	sched  *schedState
-	commit *groupCommit
 }
 
 // New returns a broker over its dependencies.
 func New(d Deps) *Broker {
-	if d.Manager == nil || d.OnCall == nil || d.Directory == nil || d.Notifier == nil {
-		panic("broker.New: Manager, OnCall, Directory and Notifier are required")
+	if d.Manager == nil || d.Store == nil || d.Clock == nil || d.Leases == nil || d.Once == nil ||
+		d.OnCall == nil || d.Directory == nil || d.Notifier == nil {
+		panic("broker.New: Manager, Store, Clock, Leases, Once, OnCall, Directory and Notifier are required")
 	}
 	log := d.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Broker{
-		m: d.Manager, store: d.Manager.Store(), clock: d.Manager.Clock(), oncall: d.OnCall,
+		m: d.Manager, store: d.Store, clock: d.Clock, leases: d.Leases, once: d.Once, oncall: d.OnCall,
 		dir: d.Directory, notify: d.Notifier, groups: d.Groups, log: log.With("component", "broker"),
 		opts: d.Options.withDefaults(), wake: make(chan struct{}, 1), sched: newSchedState(),
-		commit: &groupCommit{store: d.Manager.Store()},
 	}
 }
 
@@ -144,7 +153,6 @@ func (n notifyState) encode() string {
 
 // Evidence keys the broker writes on requests.
 const (
-	evStage      = "stage" // "" (recorded), "awaiting_approval", "decided"
 	evPath       = "path"
 	evBreakGlass = "break_glass"
 )

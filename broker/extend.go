@@ -120,7 +120,7 @@ func (b *Broker) SubmitExtension(ctx context.Context, in ExtensionInput) (grants
 		"expires_at": grants.Timestamp(g.ExpiresAt), evScheduledEnd: r.Evidence[evScheduledEnd],
 	})
 	ev.GrantID = g.ID
-	err = b.commit.apply(ctx, &grants.Change{Requests: []grants.RequestWrite{{Request: r, Create: true}}, Events: []*audit.Event{ev}})
+	err = b.store.Apply(ctx, &grants.Change{Requests: []grants.RequestWrite{{Request: r, Create: true}}, Events: []*audit.Event{ev}})
 	if err != nil {
 		if errors.Is(err, grants.ErrConflict) && in.ExternalKey != "" {
 			return grants.Request{}, fmt.Errorf("extension with key %s: %w", in.ExternalKey, ErrDuplicate)
@@ -146,17 +146,17 @@ func (b *Broker) extendable(g grants.Grant, res grants.Resource, by time.Duratio
 		return fmt.Sprintf("Grant %s is %s and can no longer be extended; ask for new access with `/access %s <duration> <reason>`.", g.ID, state, g.Resource)
 	}
 	if by < grants.MinDuration {
-		return fmt.Sprintf("An extension must be at least %s.", formatDur(grants.MinDuration))
+		return fmt.Sprintf("An extension must be at least %s.", audit.FormatDuration(grants.MinDuration))
 	}
 	if res.MaxDuration > 0 {
 		latest := g.CreatedAt.Add(res.MaxDuration)
 		left := latest.Sub(g.ExpiresAt).Truncate(time.Minute)
 		if left < grants.MinDuration {
-			return fmt.Sprintf("Grant %s is already at %s's maximum duration of %s; ask again with a new request.", g.ID, res.Name, formatDur(res.MaxDuration))
+			return fmt.Sprintf("Grant %s is already at %s's maximum duration of %s; ask again with a new request.", g.ID, res.Name, audit.FormatDuration(res.MaxDuration))
 		}
 		if g.ExpiresAt.Add(by).After(latest) {
 			return fmt.Sprintf("Extending grant %s by %s would pass %s's maximum of %s counted from its start (latest end %s); ask for %s or less.",
-				g.ID, formatDur(by), res.Name, formatDur(res.MaxDuration), stamp(latest), formatDur(left))
+				g.ID, audit.FormatDuration(by), res.Name, audit.FormatDuration(res.MaxDuration), stamp(latest), audit.FormatDuration(left))
 		}
 	}
 	return ""
@@ -242,7 +242,9 @@ func (b *Broker) processExtension(ctx context.Context, r grants.Request, grantID
 		return b.rejectRecorded(ctx, r, fmt.Sprintf("Grant %s already ends at %s, and %s caps grants to the end of your on-call shift (%s), so it cannot be extended.",
 			g.ID, stamp(g.ExpiresAt), res.Name, stamp(d.CapAt)), evidence, checked)
 	}
-	r.Evidence[evStage] = "decided"
+	if err := r.Advance(grants.StageDecided); err != nil {
+		return err
+	}
 	if err := r.Transition(grants.RequestApproved); err != nil {
 		return err
 	}
@@ -281,7 +283,7 @@ func (b *Broker) extended(ctx context.Context, r grants.Request, before, g grant
 	b.Wake()
 	text := fmt.Sprintf("Grant %s (%s) now ends at %s: %s.", g.ID, g.Resource, stamp(g.ExpiresAt), why)
 	if want := before.ExpiresAt.Add(r.Duration); g.ExpiresAt.Before(want) {
-		text += fmt.Sprintf(" It was capped at the end of your on-call shift, not the %s you asked for.", formatDur(r.Duration))
+		text += fmt.Sprintf(" It was capped at the end of your on-call shift, not the %s you asked for.", audit.FormatDuration(r.Duration))
 	}
 	b.tell(ctx, to, text)
 	line := fmt.Sprintf("Grant %s (%s for %s) extended from %s to %s (request %s: %s): %s", g.ID, g.Resource, g.Person.Label(),

@@ -35,7 +35,7 @@ func (e *env) askExtension(t *testing.T, g grants.Grant) grants.Request {
 		t.Fatal(err)
 	}
 	e.process(t, r)
-	if got := e.request(t, r.ID); got.State != grants.RequestPending || got.Evidence["stage"] != "awaiting_approval" {
+	if got := e.request(t, r.ID); got.State != grants.RequestPending || got.Stage != grants.StageAwaitingApproval {
 		t.Fatalf("extension %s is %s (%v), want it waiting for approval", r.ID, got.State, got.Evidence)
 	}
 	return r

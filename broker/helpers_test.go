@@ -45,7 +45,7 @@ type env struct {
 	notes  *brokertest.Notifier
 	dir    *brokertest.Directory
 	groups *brokertest.Groups
-	oncall *broker.StaticOnCall
+	oncall *brokertest.StaticOnCall
 	b      *broker.Broker
 }
 
@@ -73,8 +73,8 @@ func newEnv(t *testing.T, resources ...grants.Resource) *env {
 		grants.Person{SlackUserID: bob, Email: "bob@example.com"},
 	)
 	e.groups = brokertest.NewGroups()
-	e.oncall = broker.NewStaticOnCall(e.clock)
-	e.b = broker.New(broker.Deps{Manager: e.mgr, OnCall: e.oncall, Directory: e.dir, Notifier: e.notes, Groups: e.groups, Logger: testLogger(t)})
+	e.oncall = brokertest.NewStaticOnCall(e.clock)
+	e.b = broker.New(broker.Deps{Manager: e.mgr, Store: e.store, Clock: e.clock, Leases: e.store, Once: e.store, OnCall: e.oncall, Directory: e.dir, Notifier: e.notes, Groups: e.groups, Logger: testLogger(t)})
 	return e
 }
 

@@ -62,3 +62,19 @@ type Directory interface {
 
 // ErrUnknownPerson: the caller could not be resolved to a person accessbroker may serve.
 var ErrUnknownPerson = errors.New("unknown person")
+
+// Leaser grants a named, expiring lease to one holder at a time across every broker process on
+// one database (grants/sqlstore.Store implements it).
+type Leaser interface {
+	// AcquireLease takes or renews the named lease for holder until now+ttl and reports
+	// whether holder has it. A ttl of 0 gives the lease up.
+	AcquireLease(ctx context.Context, name, holder string, ttl time.Duration) (bool, error)
+}
+
+// Once records keys across every broker process on one database (grants/sqlstore.Store
+// implements it).
+type Once interface {
+	// Seen records key and reports whether this call recorded it first. Concurrent calls
+	// with one key get true once.
+	Seen(ctx context.Context, key string) (first bool, err error)
+}

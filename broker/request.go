@@ -50,7 +50,7 @@ func (b *Broker) Submit(ctx context.Context, in RequestInput) (grants.Request, e
 		return reject(fmt.Sprintf("There is no resource named %q. `/access resources` lists what you may request.", Clean(in.Resource)))
 	}
 	if res.MaxDuration > 0 && in.Duration > res.MaxDuration {
-		return reject(fmt.Sprintf("Duration %s is over %s's maximum of %s; ask for %s or less.", formatDur(in.Duration), res.Name, formatDur(res.MaxDuration), formatDur(res.MaxDuration)))
+		return reject(fmt.Sprintf("Duration %s is over %s's maximum of %s; ask for %s or less.", audit.FormatDuration(in.Duration), res.Name, audit.FormatDuration(res.MaxDuration), audit.FormatDuration(res.MaxDuration)))
 	}
 	if err := res.CheckDuration(in.Duration); err != nil {
 		return reject(capitalize(plain(err)) + ".")
@@ -86,7 +86,7 @@ func (b *Broker) Submit(ctx context.Context, in RequestInput) (grants.Request, e
 	ev := b.requestEvent(audit.ActionRequestCreated, actor, r, r.Reason, map[string]string{
 		"duration": in.Duration.String(), "source": string(src), evBreakGlass: r.Evidence[evBreakGlass],
 	})
-	err := b.commit.apply(ctx, &grants.Change{Requests: []grants.RequestWrite{{Request: r, Create: true}}, Events: []*audit.Event{ev}})
+	err := b.store.Apply(ctx, &grants.Change{Requests: []grants.RequestWrite{{Request: r, Create: true}}, Events: []*audit.Event{ev}})
 	if err != nil {
 		if errors.Is(err, grants.ErrConflict) && in.ExternalKey != "" {
 			return grants.Request{}, fmt.Errorf("request with key %s: %w", in.ExternalKey, ErrDuplicate)
@@ -106,7 +106,7 @@ func (b *Broker) Process(ctx context.Context, requestID string) error {
 	if err != nil {
 		return fmt.Errorf("process request %s: %w", requestID, err)
 	}
-	if r.State != grants.RequestPending || r.Evidence[evStage] != "" {
+	if r.State != grants.RequestPending || r.Stage != grants.StageRecorded {
 		return nil
 	}
 	if r.Evidence == nil {
@@ -160,7 +160,9 @@ func (b *Broker) Process(ctx context.Context, requestID string) error {
 		return b.askApprovers(ctx, r, res, d, checked)
 	}
 	// Auto-approve or break-glass: issue now.
-	r.Evidence[evStage] = "decided"
+	if err := r.Advance(grants.StageDecided); err != nil {
+		return err
+	}
 	if err := r.Transition(grants.RequestApproved); err != nil {
 		return err
 	}
@@ -220,7 +222,9 @@ func (b *Broker) askApprovers(ctx context.Context, r grants.Request, res grants.
 	n := decodeNotify(r.Notify)
 	n.Approvals = refs
 	r.Notify = n.encode()
-	r.Evidence[evStage] = "awaiting_approval"
+	if err := r.Advance(grants.StageAwaitingApproval); err != nil {
+		return err
+	}
 	err = b.store.Apply(ctx, &grants.Change{Requests: []grants.RequestWrite{{Request: &r}}, Events: []*audit.Event{checked}})
 	if errors.Is(err, grants.ErrConflict) {
 		return nil
@@ -229,9 +233,9 @@ func (b *Broker) askApprovers(ctx context.Context, r grants.Request, res grants.
 		return fmt.Errorf("record approval request %s: %w", r.ID, err)
 	}
 	b.Wake()
-	what := fmt.Sprintf("Your request %s for %s (%s)", r.ID, res.Name, formatDur(r.Duration))
+	what := fmt.Sprintf("Your request %s for %s (%s)", r.ID, res.Name, audit.FormatDuration(r.Duration))
 	if grantID, ok := ExtensionOf(r); ok {
-		what = fmt.Sprintf("Your request %s to extend grant %s (%s) by %s (%s)", r.ID, grantID, res.Name, formatDur(r.Duration), d.Reason)
+		what = fmt.Sprintf("Your request %s to extend grant %s (%s) by %s (%s)", r.ID, grantID, res.Name, audit.FormatDuration(r.Duration), d.Reason)
 	}
 	b.tell(ctx, b.requesterRecipient(r), fmt.Sprintf("%s needs %d approval(s): %s. You will get a direct message when it is decided; it expires at %s.",
 		what, d.Needed, approverText(res.Policy, r.Requester.SlackUserID), stamp(r.ExpiresAt)))
@@ -269,14 +273,13 @@ func (b *Broker) rejectFresh(ctx context.Context, id, msg string, cause error) e
 // rejectRecorded moves a recorded pending request to rejected, with its events, and tells
 // the requester.
 func (b *Broker) rejectRecorded(ctx context.Context, r grants.Request, msg string, evidence map[string]string, extra ...*audit.Event) error {
-	if r.Evidence == nil {
-		r.Evidence = map[string]string{}
-	}
 	if err := r.Transition(grants.RequestRejected); err != nil {
 		return err
 	}
 	r.DecidedAt = b.now()
-	r.Evidence[evStage] = "decided"
+	if err := r.Advance(grants.StageDecided); err != nil {
+		return err
+	}
 	ev := b.requestEvent(audit.ActionRequestRejected, audit.Actor{Kind: audit.ActorSystem, ID: "accessbroker"}, &r, msg, evidence)
 	events := append(append([]*audit.Event(nil), extra...), ev)
 	err := b.store.Apply(ctx, &grants.Change{Requests: []grants.RequestWrite{{Request: &r}}, Events: events})
@@ -322,7 +325,7 @@ func (b *Broker) Recover(ctx context.Context) (int, error) {
 	n := 0
 	for i := len(pending) - 1; i >= 0; i-- { // oldest first
 		r := pending[i]
-		if r.Evidence[evStage] != "" || r.Source != grants.SourceSlack {
+		if r.Stage != grants.StageRecorded || r.Source != grants.SourceSlack {
 			continue
 		}
 		if b.now().Sub(r.CreatedAt) > b.opts.RecoverWindow {
@@ -352,17 +355,4 @@ func capitalize(s string) string {
 		return s
 	}
 	return strings.ToUpper(s[:1]) + s[1:]
-}
-
-// formatDur renders a duration the way people type it ("1h30m").
-func formatDur(d time.Duration) string {
-	s := d.Round(time.Second).String()
-	s = strings.TrimSuffix(s, "0s")
-	if strings.HasSuffix(s, "h0m") {
-		s = strings.TrimSuffix(s, "0m")
-	}
-	if s == "" {
-		return "0m"
-	}
-	return s
 }

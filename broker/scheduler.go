@@ -137,10 +137,9 @@ func (b *Broker) expire(ctx context.Context, r grants.Request) error {
 		return err
 	}
 	r.DecidedAt = b.now()
-	if r.Evidence == nil {
-		r.Evidence = map[string]string{}
+	if err := r.Advance(grants.StageDecided); err != nil {
+		return err
 	}
-	r.Evidence[evStage] = "decided"
 	ev := b.requestEvent(audit.ActionRequestExpired, audit.Actor{Kind: audit.ActorSystem, ID: "accessbroker"}, &r,
 		"no decision before "+grants.Timestamp(r.ExpiresAt), map[string]string{"approvals": fmt.Sprint(countApproved(r))})
 	err := b.store.Apply(ctx, &grants.Change{Requests: []grants.RequestWrite{{Request: &r}}, Events: []*audit.Event{ev}})
@@ -168,21 +167,11 @@ func (b *Broker) expire(ctx context.Context, r grants.Request) error {
 	return nil
 }
 
-// seenStore is the optional store ability to record a key once across processes
-// (sqlstore.Store.Seen); with it, replicas send each reminder once between them.
-type seenStore interface {
-	Seen(ctx context.Context, key string) (first bool, err error)
-}
-
 // firstToRemind reports whether this process should send the reminder for g's current
-// expiry. Without a durable dedupe store, or when it fails, it answers true: a reminder sent
-// twice is better than none.
+// expiry. When the dedupe store fails it answers true: a reminder sent twice is better than
+// none.
 func (b *Broker) firstToRemind(ctx context.Context, g grants.Grant) bool {
-	s, ok := b.store.(seenStore)
-	if !ok {
-		return true
-	}
-	first, err := s.Seen(ctx, "remind:"+g.ID+":"+grants.Timestamp(g.ExpiresAt))
+	first, err := b.once.Seen(ctx, "remind:"+g.ID+":"+grants.Timestamp(g.ExpiresAt))
 	if err != nil {
 		b.log.WarnContext(ctx, "reminder dedupe failed; reminding anyway", "grant_id", g.ID, "error", err)
 		return true

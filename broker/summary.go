@@ -17,14 +17,6 @@ type SummaryPoster interface {
 	PostSummary(ctx context.Context, channel string, r audit.Report) error
 }
 
-// SummaryLeases is a named, expiring lock shared by every broker process on one database
-// (grants/sqlstore.Store implements it).
-type SummaryLeases interface {
-	// AcquireLease takes or renews the named lease for holder until now+ttl and reports
-	// whether holder has it. Only one holder has a lease at a time.
-	AcquireLease(ctx context.Context, name, holder string, ttl time.Duration) (bool, error)
-}
-
 // SummaryRecorder appends audit-only events (grants.Manager implements it).
 type SummaryRecorder interface {
 	Record(ctx context.Context, events ...*audit.Event) error
@@ -47,7 +39,7 @@ const (
 type SummaryDeps struct {
 	Clock    grants.Clock
 	Events   audit.Searcher // the audit log the report is built from
-	Leases   SummaryLeases
+	Leases   Leaser
 	Recorder SummaryRecorder
 	Poster   SummaryPoster
 	// Channel is where the summary goes (slack.summary.channel).

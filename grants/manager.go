@@ -62,12 +62,6 @@ func NewManager(store Store, providers map[string]Provider, resources []Resource
 	return &Manager{store: store, providers: providers, resources: rs, clock: clock, log: logger, opts: opts}
 }
 
-// Store returns the store the manager writes to.
-func (m *Manager) Store() Store { return m.store }
-
-// Clock returns the manager's clock.
-func (m *Manager) Clock() Clock { return m.clock }
-
 // Resource returns the configured resource with that name.
 func (m *Manager) Resource(name string) (Resource, bool) {
 	r, ok := m.resources[name]

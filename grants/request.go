@@ -23,6 +23,21 @@ var requestTransitions = map[RequestState][]RequestState{
 	RequestPending: {RequestPending, RequestApproved, RequestDenied, RequestExpired, RequestRejected},
 }
 
+// RequestStage is how far the broker got with a pending request, so that a broker that
+// restarts carries on where it stopped: a recorded request is still to be decided; one
+// awaiting approval has had its approval messages posted; a decided one needs nothing more.
+// A stage only moves forward (see Request.Advance).
+type RequestStage string
+
+// Request stages, in order.
+const (
+	StageRecorded         RequestStage = ""
+	StageAwaitingApproval RequestStage = "awaiting_approval"
+	StageDecided          RequestStage = "decided"
+)
+
+var stageOrder = map[RequestStage]int{StageRecorded: 0, StageAwaitingApproval: 1, StageDecided: 2}
+
 // Source is where a request came from.
 type Source string
 
@@ -50,6 +65,7 @@ type Request struct {
 	Reason     string
 	Source     Source
 	State      RequestState
+	Stage      RequestStage
 	Approvals  []Approval
 	IncidentID string
 	// Evidence is the non-secret context of the decision (on-call schedule, incident, …).
@@ -77,4 +93,15 @@ func (r *Request) Transition(next RequestState) error {
 		}
 	}
 	return fmt.Errorf("request %s: illegal transition %s → %s: %w", r.ID, r.State, next, ErrIllegalTransition)
+}
+
+// Advance moves r forward to stage next (or leaves it there), or returns an error wrapping
+// ErrIllegalTransition if next is behind r's stage or unknown.
+func (r *Request) Advance(next RequestStage) error {
+	to, ok := stageOrder[next]
+	if from := stageOrder[r.Stage]; !ok || to < from {
+		return fmt.Errorf("request %s: illegal stage change %q → %q: %w", r.ID, r.Stage, next, ErrIllegalTransition)
+	}
+	r.Stage = next
+	return nil
 }

@@ -35,7 +35,7 @@ func buildFrontends(ctx context.Context, a *app, mux *http.ServeMux) (*frontends
 		a.log.Warn("upstream API URL overridden; tokens go to this address", "override", o)
 	}
 
-	var oncall broker.OnCall = broker.NewStaticOnCall(a.clock) // nobody is on call: every request needs approval
+	var oncall broker.OnCall = broker.NobodyOnCall{} // without PagerDuty every request needs approval
 	var pd *pagerduty.Client
 	if cfg.PagerDuty != nil {
 		var err error
@@ -87,7 +87,8 @@ func buildFrontends(ctx context.Context, a *app, mux *http.ServeMux) (*frontends
 			return nil, err
 		}
 	}
-	f.broker = broker.New(broker.Deps{Manager: a.manager, OnCall: oncall, Directory: dir, Notifier: f.notifier,
+	f.broker = broker.New(broker.Deps{Manager: a.manager, Store: a.store, Clock: a.clock, Leases: a.store, Once: a.store,
+		OnCall: oncall, Directory: dir, Notifier: f.notifier,
 		Groups: slack.NewUsergroups(api), Logger: a.log, Options: broker.Options{PendingTTL: s.RequestTTL}})
 	var secrets []string
 	for _, sec := range s.SigningSecretList() {

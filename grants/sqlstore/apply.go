@@ -20,10 +20,37 @@ import (
 // the events are chained and the transaction commits, so that replicas hold the one global
 // lock only for the append itself. Apply retries, on a fresh connection, a transaction that
 // failed because its connection died before COMMIT was sent (nothing of it was applied).
+//
+// A change that only creates requests is committed together with the request creations of
+// other callers that arrive meanwhile (group commit): Slack waits at most 3 s for an
+// acknowledgement and each request must be durable before it, so a burst must not queue
+// behind one synced commit each. Each caller still gets its own answer; a duplicate
+// ExternalKey fails only its own change. Such a commit runs to its end even if the caller's
+// context is cancelled meanwhile.
 func (s *Store) Apply(ctx context.Context, c *grants.Change) error {
 	if len(c.Events) == 0 {
 		return errors.New("apply change: no audit event; every change must explain itself")
 	}
+	if onlyCreatesRequests(c) {
+		return s.requests.submit(ctx, c)
+	}
+	return s.applyTx(ctx, c)
+}
+
+func onlyCreatesRequests(c *grants.Change) bool {
+	if len(c.Grants) > 0 || len(c.Requests) == 0 {
+		return false
+	}
+	for _, rw := range c.Requests {
+		if !rw.Create {
+			return false
+		}
+	}
+	return true
+}
+
+// applyTx applies c in one transaction (retried where that is safe).
+func (s *Store) applyTx(ctx context.Context, c *grants.Change) error {
 	now := s.clock.Now().Truncate(time.Millisecond)
 	for attempt := 1; ; attempt++ {
 		committing, err := s.applyOnce(ctx, c, now)
@@ -202,10 +229,10 @@ func (s *Store) writeRequest(ctx context.Context, tx *sql.Tx, rw grants.RequestW
 		if r.ID == "" {
 			return errors.New("create request: empty id")
 		}
-		_, err := tx.ExecContext(ctx, s.q(`INSERT INTO requests (id, requester, slack_user, resource, duration_ms, reason, source, state,
+		_, err := tx.ExecContext(ctx, s.q(`INSERT INTO requests (id, requester, slack_user, resource, duration_ms, reason, source, state, stage,
 			approvals, incident_id, evidence, external_key, notify, created_at, decided_at, expires_at, version, updated_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
-			r.ID, string(requester), r.Requester.SlackUserID, r.Resource, r.Duration.Milliseconds(), r.Reason, string(r.Source), string(r.State),
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+			r.ID, string(requester), r.Requester.SlackUserID, r.Resource, r.Duration.Milliseconds(), r.Reason, string(r.Source), string(r.State), string(r.Stage),
 			string(approvals), r.IncidentID, string(evidence), ext, r.Notify, ms(r.CreatedAt), ms(r.DecidedAt), ms(r.ExpiresAt), r.Version+1, ms(now))
 		if isUnique(err) {
 			return fmt.Errorf("create request %s: already exists: %w", r.ID, grants.ErrConflict)
@@ -216,10 +243,10 @@ func (s *Store) writeRequest(ctx context.Context, tx *sql.Tx, rw grants.RequestW
 		return nil
 	}
 	res, err := tx.ExecContext(ctx, s.q(`UPDATE requests SET requester = ?, slack_user = ?, resource = ?, duration_ms = ?, reason = ?,
-		source = ?, state = ?, approvals = ?, incident_id = ?, evidence = ?, external_key = ?, notify = ?, created_at = ?,
+		source = ?, state = ?, stage = ?, approvals = ?, incident_id = ?, evidence = ?, external_key = ?, notify = ?, created_at = ?,
 		decided_at = ?, expires_at = ?, version = version + 1, updated_at = ?
 		WHERE id = ? AND version = ?`),
-		string(requester), r.Requester.SlackUserID, r.Resource, r.Duration.Milliseconds(), r.Reason, string(r.Source), string(r.State),
+		string(requester), r.Requester.SlackUserID, r.Resource, r.Duration.Milliseconds(), r.Reason, string(r.Source), string(r.State), string(r.Stage),
 		string(approvals), r.IncidentID, string(evidence), ext, r.Notify, ms(r.CreatedAt), ms(r.DecidedAt), ms(r.ExpiresAt), ms(now),
 		r.ID, r.Version)
 	if err != nil {

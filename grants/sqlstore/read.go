@@ -170,14 +170,14 @@ func (s *Store) NextDue(ctx context.Context) (time.Time, bool, error) {
 	return fromMS(v.Int64), true, nil
 }
 
-const requestCols = `id, requester, resource, duration_ms, reason, source, state, approvals, incident_id, evidence,
+const requestCols = `id, requester, resource, duration_ms, reason, source, state, stage, approvals, incident_id, evidence,
 	COALESCE(external_key, ''), notify, created_at, decided_at, expires_at, version, updated_at`
 
 func scanRequest(sc scanner) (grants.Request, error) {
 	var r grants.Request
-	var requester, source, state, approvals, evidence string
+	var requester, source, state, stage, approvals, evidence string
 	var dur, created, decided, expires, updated int64
-	if err := sc.Scan(&r.ID, &requester, &r.Resource, &dur, &r.Reason, &source, &state, &approvals, &r.IncidentID, &evidence,
+	if err := sc.Scan(&r.ID, &requester, &r.Resource, &dur, &r.Reason, &source, &state, &stage, &approvals, &r.IncidentID, &evidence,
 		&r.ExternalKey, &r.Notify, &created, &decided, &expires, &r.Version, &updated); err != nil {
 		return r, err
 	}
@@ -197,7 +197,7 @@ func scanRequest(sc scanner) (grants.Request, error) {
 		r.Evidence = nil
 	}
 	r.Duration = time.Duration(dur) * time.Millisecond
-	r.Source, r.State = grants.Source(source), grants.RequestState(state)
+	r.Source, r.State, r.Stage = grants.Source(source), grants.RequestState(state), grants.RequestStage(stage)
 	r.CreatedAt, r.DecidedAt, r.ExpiresAt, r.UpdatedAt = fromMS(created), fromMS(decided), fromMS(expires), fromMS(updated)
 	return r, nil
 }

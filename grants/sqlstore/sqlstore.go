@@ -67,6 +67,8 @@ type Store struct {
 	// in different schemas of one database never wait for each other.
 	schema            string
 	chainKey, migrKey int64
+
+	requests *groupCommit // request creations (Apply)
 }
 
 var _ grants.Store = (*Store)(nil)
@@ -120,6 +122,7 @@ func openSQLite(ctx context.Context, dsn string, clock grants.Clock, logger *slo
 	}
 	r.SetMaxOpenConns(4)
 	s := &Store{dialect: dialectSQLite, w: w, r: r, clock: clock, log: logger}
+	s.requests = &groupCommit{apply: s.applyTx}
 	if err := s.migrateSQLite(ctx); err != nil {
 		s.Close()
 		return nil, err

@@ -125,8 +125,8 @@ func testRequestRoundTrip(t *testing.T, s grants.Store, clock *clocktest.Fake) {
 	r := &grants.Request{
 		ID: grants.NewID("r"), Requester: grants.Person{SlackTeamID: "T1", SlackUserID: "U0BOB", Email: "bob@example.com"},
 		Resource: "prod-db", Duration: 90 * time.Minute, Reason: "deploy rollback", Source: grants.SourceSlack,
-		State: grants.RequestPending, Evidence: map[string]string{"on_call": "false"}, ExternalKey: "slack:trigger:1",
-		Notify: "https://hooks.slack.com/commands/T1/1/abc", CreatedAt: now, ExpiresAt: now.Add(time.Hour),
+		State: grants.RequestPending, Stage: grants.StageAwaitingApproval, Evidence: map[string]string{"on_call": "false"},
+		ExternalKey: "slack:trigger:1", Notify: "https://hooks.slack.com/commands/T1/1/abc", CreatedAt: now, ExpiresAt: now.Add(time.Hour),
 	}
 	ev := &audit.Event{ID: grants.NewID("e"), Time: now, Actor: audit.Actor{Kind: audit.ActorUser, ID: "U0BOB"}, Action: audit.ActionRequestCreated, RequestID: r.ID}
 	MustApply(t, s, &grants.Change{Requests: []grants.RequestWrite{{Request: r, Create: true}}, Events: []*audit.Event{ev}})
@@ -141,6 +141,9 @@ func testRequestRoundTrip(t *testing.T, s grants.Store, clock *clocktest.Fake) {
 	if err := got.Transition(grants.RequestApproved); err != nil {
 		t.Fatal(err)
 	}
+	if err := got.Advance(grants.StageDecided); err != nil {
+		t.Fatal(err)
+	}
 	got.DecidedAt = now
 	ev2 := &audit.Event{ID: grants.NewID("e"), Time: now, Actor: audit.Actor{Kind: audit.ActorUser, ID: "U0LEAD"}, Action: audit.ActionRequestApproved, RequestID: r.ID}
 	MustApply(t, s, &grants.Change{Requests: []grants.RequestWrite{{Request: &got}}, Events: []*audit.Event{ev2}})
@@ -148,7 +151,7 @@ func testRequestRoundTrip(t *testing.T, s grants.Store, clock *clocktest.Fake) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(list) != 1 || list[0].ID != r.ID || len(list[0].Approvals) != 1 {
+	if len(list) != 1 || list[0].ID != r.ID || len(list[0].Approvals) != 1 || list[0].Stage != grants.StageDecided {
 		t.Errorf("ListRequests(approved) = %+v", list)
 	}
 }

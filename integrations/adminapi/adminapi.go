@@ -74,11 +74,11 @@ func New(cfg Config) *API {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	a := &API{cfg: cfg, tokenSum: sha256.Sum256([]byte(cfg.Token)), mux: http.NewServeMux()}
-	a.mux.HandleFunc("GET /api/v1/grants", a.listGrants)
-	a.mux.HandleFunc("GET /api/v1/grants/{id}", a.getGrant)
-	a.mux.HandleFunc("POST /api/v1/grants/{id}/revoke", a.revokeGrant)
-	a.mux.HandleFunc("GET /api/v1/audit", a.searchAudit)
-	a.mux.HandleFunc("GET /api/v1/report", a.report)
+	a.mux.HandleFunc("GET /api/v1/grants", a.handle("list grants", a.listGrants))
+	a.mux.HandleFunc("GET /api/v1/grants/{id}", a.handle("get grant", a.getGrant))
+	a.mux.HandleFunc("POST /api/v1/grants/{id}/revoke", a.handle("revoke grant", a.revokeGrant))
+	a.mux.HandleFunc("GET /api/v1/audit", a.handle("search audit", a.searchAudit))
+	a.mux.HandleFunc("GET /api/v1/report", a.handle("report", a.report))
 	return a
 }
 
@@ -180,53 +180,54 @@ func grantJSON(g grants.Grant) GrantJSON {
 	return v
 }
 
-func (a *API) listGrants(w http.ResponseWriter, r *http.Request) {
+func (a *API) listGrants(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
 	f := grants.GrantFilter{Resource: q.Get("resource"), SlackUser: q.Get("slack_user"), IncidentID: q.Get("incident"), Limit: 100}
 	if s := q.Get("state"); s != "" {
 		st, err := grants.ParseState(s)
 		if err != nil {
-			writeError(w, http.StatusBadRequest, "state: "+err.Error())
-			return
+			return badRequest("state: %v", err)
 		}
 		f.States = []grants.State{st}
 	}
 	if s := q.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 || n > 1000 {
-			writeError(w, http.StatusBadRequest, "limit must be a whole number from 1 to 1000")
-			return
+			return badRequest("limit must be a whole number from 1 to 1000")
 		}
 		f.Limit = n
 	}
 	list, err := a.cfg.Grants.ListGrants(r.Context(), f)
 	if err != nil {
-		a.internal(w, r, "list grants", err)
-		return
+		return err
 	}
 	out := make([]GrantJSON, 0, len(list))
 	for _, g := range list {
 		out = append(out, grantJSON(g))
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"grants": out})
+	return nil
 }
 
-func (a *API) getGrant(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
-	if !grants.ValidID("g", id) {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("%q is not a grant id (g_ followed by 16 characters)", id))
-		return
+func (a *API) getGrant(w http.ResponseWriter, r *http.Request) error {
+	id, err := grantID(r)
+	if err != nil {
+		return err
 	}
 	g, err := a.cfg.Grants.GetGrant(r.Context(), id)
-	if errors.Is(err, grants.ErrNotFound) {
-		writeError(w, http.StatusNotFound, "no grant "+id)
-		return
-	}
 	if err != nil {
-		a.internal(w, r, "get grant", err)
-		return
+		return err
 	}
 	writeJSON(w, http.StatusOK, grantJSON(g))
+	return nil
+}
+
+func grantID(r *http.Request) (string, error) {
+	id := r.PathValue("id")
+	if !grants.ValidID("g", id) {
+		return "", badRequest("%q is not a grant id (g_ followed by 16 characters)", id)
+	}
+	return id, nil
 }
 
 // RevokeBody is the JSON body of POST /api/v1/grants/{id}/revoke.
@@ -235,34 +236,27 @@ type RevokeBody struct {
 	Operator string `json:"operator"`
 }
 
-func (a *API) revokeGrant(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
-	if !grants.ValidID("g", id) {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("%q is not a grant id (g_ followed by 16 characters)", id))
-		return
+func (a *API) revokeGrant(w http.ResponseWriter, r *http.Request) error {
+	id, err := grantID(r)
+	if err != nil {
+		return err
 	}
 	var body RevokeBody
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 16<<10))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&body); err != nil {
-		writeError(w, http.StatusBadRequest, `body must be JSON {"reason": "...", "operator": "..."}: `+err.Error())
-		return
+		return badRequest(`body must be JSON {"reason": "...", "operator": "..."}: %v`, err)
 	}
 	body.Reason, body.Operator = strings.TrimSpace(body.Reason), strings.TrimSpace(body.Operator)
 	if body.Reason == "" || body.Operator == "" || len(body.Reason) > 1000 || len(body.Operator) > 200 {
-		writeError(w, http.StatusBadRequest, "reason (up to 1000 characters) and operator (who is revoking) are both required")
-		return
+		return badRequest("reason (up to 1000 characters) and operator (who is revoking) are both required")
 	}
 	g, err := a.cfg.Revoker.Revoke(r.Context(), id, grants.CauseManual, audit.Actor{Kind: audit.ActorOperator, ID: "api:" + body.Operator}, body.Reason)
-	if errors.Is(err, grants.ErrNotFound) {
-		writeError(w, http.StatusNotFound, "no grant "+id)
-		return
-	}
 	if err != nil {
-		a.internal(w, r, "revoke grant", err)
-		return
+		return err
 	}
 	writeJSON(w, http.StatusAccepted, grantJSON(g))
+	return nil
 }
 
 // AuditPage is one page of GET /api/v1/audit. Next is the cursor for the following page
@@ -272,16 +266,14 @@ type AuditPage struct {
 	Next   string        `json:"next,omitempty"`
 }
 
-func (a *API) searchAudit(w http.ResponseWriter, r *http.Request) {
+func (a *API) searchAudit(w http.ResponseWriter, r *http.Request) error {
 	q, err := parseAuditQuery(r)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
-		return
+		return badRequest("%v", err)
 	}
 	evs, err := a.cfg.Searcher.Search(r.Context(), q)
 	if err != nil {
-		a.internal(w, r, "search audit", err)
-		return
+		return err
 	}
 	page := AuditPage{Events: evs}
 	if page.Events == nil {
@@ -291,6 +283,7 @@ func (a *API) searchAudit(w http.ResponseWriter, r *http.Request) {
 		page.Next = strconv.FormatInt(evs[len(evs)-1].Seq, 10)
 	}
 	writeJSON(w, http.StatusOK, page)
+	return nil
 }
 
 // parseAuditQuery reads the same filters as `accessbroker audit search`: actor, resource,
@@ -333,10 +326,9 @@ func parseAuditQuery(r *http.Request) (audit.Query, error) {
 	return q, q.Validate()
 }
 
-func (a *API) report(w http.ResponseWriter, r *http.Request) {
+func (a *API) report(w http.ResponseWriter, r *http.Request) error {
 	if a.cfg.Reporter == nil {
-		writeError(w, http.StatusNotImplemented, "reports are not available in this build")
-		return
+		return &apiError{status: http.StatusNotImplemented, msg: "reports are not available in this build"}
 	}
 	v := r.URL.Query()
 	now := a.cfg.Clock.Now()
@@ -347,42 +339,33 @@ func (a *API) report(w http.ResponseWriter, r *http.Request) {
 		} else if t, err := time.Parse(time.RFC3339, s); err == nil {
 			since = t.UTC()
 		} else {
-			writeError(w, http.StatusBadRequest, "since must be a duration such as 168h or an RFC 3339 time")
-			return
+			return badRequest("since must be a duration such as 168h or an RFC 3339 time")
 		}
 	}
 	if s := v.Get("until"); s != "" {
 		t, err := time.Parse(time.RFC3339, s)
 		if err != nil {
-			writeError(w, http.StatusBadRequest, "until must be an RFC 3339 time")
-			return
+			return badRequest("until must be an RFC 3339 time")
 		}
 		until = t.UTC()
 	}
 	if !since.Before(until) {
-		writeError(w, http.StatusBadRequest, "since must be before until")
-		return
+		return badRequest("since must be before until")
 	}
 	format := v.Get("format")
 	if format == "" {
 		format = "json"
 	}
 	if format != "json" && format != "markdown" && format != "csv" {
-		writeError(w, http.StatusBadRequest, "format must be json, markdown or csv")
-		return
+		return badRequest("format must be json, markdown or csv")
 	}
 	ct, body, err := a.cfg.Reporter.Report(r.Context(), since, until, format)
 	if err != nil {
-		a.internal(w, r, "report", err)
-		return
+		return err
 	}
 	w.Header().Set("Content-Type", ct)
 	w.Write(body)
-}
-
-func (a *API) internal(w http.ResponseWriter, r *http.Request, op string, err error) {
-	a.cfg.Logger.ErrorContext(r.Context(), "admin API: "+op, "error", err)
-	writeError(w, http.StatusInternalServerError, op+" failed; see the broker's log")
+	return nil
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -9,6 +9,7 @@ import (
 
 	slackgo "github.com/slack-go/slack"
 
+	"github.com/accessbroker/accessbroker/audit"
 	"github.com/accessbroker/accessbroker/broker"
 	"github.com/accessbroker/accessbroker/grants"
 )
@@ -151,7 +152,7 @@ func ApprovalBlocks(ask broker.ApprovalAsk, out *broker.ApprovalOutcome, now tim
 		slackgo.NewSectionBlock(nil, []*slackgo.TextBlockObject{
 			md("*Requester*\n" + requester),
 			md("*Resource*\n" + code(r.Resource)),
-			md(durLabel + FormatDuration(r.Duration)),
+			md(durLabel + audit.FormatDuration(r.Duration)),
 			md("*Request*\n" + code(r.ID)),
 		}, nil, slackgo.SectionBlockOptionBlockID("summary")),
 	}
@@ -224,9 +225,9 @@ func earlyEndText(c grants.RevokeCause) string {
 // approvalFallback is the notification text of an approval message (no secrets, no reason).
 func approvalFallback(ask broker.ApprovalAsk) string {
 	if grantID, ok := broker.ExtensionOf(ask.Request); ok {
-		return fmt.Sprintf("Extension request %s: grant %s (%s) by %s", ask.Request.ID, grantID, ask.Request.Resource, FormatDuration(ask.Request.Duration))
+		return fmt.Sprintf("Extension request %s: grant %s (%s) by %s", ask.Request.ID, grantID, ask.Request.Resource, audit.FormatDuration(ask.Request.Duration))
 	}
-	return fmt.Sprintf("Access request %s: %s for %s", ask.Request.ID, ask.Request.Resource, FormatDuration(ask.Request.Duration))
+	return fmt.Sprintf("Access request %s: %s for %s", ask.Request.ID, ask.Request.Resource, audit.FormatDuration(ask.Request.Duration))
 }
 
 // credentialKind groups provider kinds by how their credential is shown.
@@ -351,15 +352,15 @@ func genericFields(fields []grants.Field) string {
 // An End now button is always there.
 func ReminderBlocks(g grants.Grant, offer broker.ExtendOffer, now time.Time) ([]slackgo.Block, string) {
 	left := g.ExpiresAt.Sub(now).Round(time.Minute)
-	text := fmt.Sprintf(":alarm_clock: Your access to *%s* (grant %s) ends at *%s*, in %s.", Escape(g.Resource), code(g.ID), when(g.ExpiresAt, now), FormatDuration(max(left, 0)))
+	text := fmt.Sprintf(":alarm_clock: Your access to *%s* (grant %s) ends at *%s*, in %s.", Escape(g.Resource), code(g.ID), when(g.ExpiresAt, now), audit.FormatDuration(max(left, 0)))
 	fallback := fmt.Sprintf("Your access to %s ends at %s", g.Resource, when(g.ExpiresAt, now))
 	blocks := []slackgo.Block{slackgo.NewSectionBlock(md(text), nil, nil, slackgo.SectionBlockOptionBlockID("reminder"))}
 	var buttons []slackgo.BlockElement
 	switch {
 	case offer.Kind == broker.OfferExtend && offer.By > 0:
-		buttons = append(buttons, slackgo.NewButtonBlockElement(ActionExtend, g.ID, pt("Extend by "+FormatDuration(offer.By))).WithStyle(slackgo.StylePrimary))
+		buttons = append(buttons, slackgo.NewButtonBlockElement(ActionExtend, g.ID, pt("Extend by "+audit.FormatDuration(offer.By))).WithStyle(slackgo.StylePrimary))
 	case offer.Kind == broker.OfferRequest && offer.By > 0:
-		buttons = append(buttons, slackgo.NewButtonBlockElement(ActionExtend, g.ID, pt("Request "+FormatDuration(offer.By)+" more")))
+		buttons = append(buttons, slackgo.NewButtonBlockElement(ActionExtend, g.ID, pt("Request "+audit.FormatDuration(offer.By)+" more")))
 	}
 	if offer.Note != "" {
 		blocks = append(blocks, slackgo.NewContextBlock("offer", md(Render(offer.Note))))
@@ -412,10 +413,10 @@ func ListingText(l broker.Listing, now time.Time) string {
 		b.WriteString("*Your pending requests*\n")
 		for _, r := range l.Pending {
 			if grantID, ok := broker.ExtensionOf(r); ok {
-				fmt.Fprintf(&b, "• %s extension of %s (%s) by %s — waiting for approval until %s\n", code(r.ID), code(grantID), Escape(r.Resource), FormatDuration(r.Duration), when(r.ExpiresAt, now))
+				fmt.Fprintf(&b, "• %s extension of %s (%s) by %s — waiting for approval until %s\n", code(r.ID), code(grantID), Escape(r.Resource), audit.FormatDuration(r.Duration), when(r.ExpiresAt, now))
 				continue
 			}
-			fmt.Fprintf(&b, "• %s %s for %s — waiting for approval until %s\n", code(r.ID), Escape(r.Resource), FormatDuration(r.Duration), when(r.ExpiresAt, now))
+			fmt.Fprintf(&b, "• %s %s for %s — waiting for approval until %s\n", code(r.ID), Escape(r.Resource), audit.FormatDuration(r.Duration), when(r.ExpiresAt, now))
 		}
 	}
 	return strings.TrimSuffix(b.String(), "\n")
@@ -437,7 +438,7 @@ func ResourcesText(rs []grants.Resource) string {
 		}
 		max := "no maximum"
 		if r.MaxDuration > 0 {
-			max = "at most " + FormatDuration(r.MaxDuration)
+			max = "at most " + audit.FormatDuration(r.MaxDuration)
 		}
 		fmt.Fprintf(&b, "• %s (%s) — %s; %s", code(r.Name), Escape(r.Provider), max, how)
 		if r.Policy.BreakGlass {

@@ -7,6 +7,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/accessbroker/accessbroker/audit"
 	"github.com/accessbroker/accessbroker/grants"
 )
 
@@ -295,7 +296,7 @@ func ParseDuration(s string) (time.Duration, error) {
 		}
 		lastRank = rank
 		if len(strings.TrimLeft(digits, "0")) > 6 {
-			return 0, fmt.Errorf("duration %q is absurd: no grant lasts more than %s", truncate(orig, 40), formatDuration(MaxAnyDuration))
+			return 0, fmt.Errorf("duration %q is absurd: no grant lasts more than %s", truncate(orig, 40), audit.FormatDuration(MaxAnyDuration))
 		}
 		var n int64
 		for _, c := range digits {
@@ -310,34 +311,10 @@ func ParseDuration(s string) (time.Duration, error) {
 	case total < grants.MinDuration:
 		return 0, fmt.Errorf("duration %q is below the minimum of 1m", truncate(orig, 40))
 	case total > MaxAnyDuration:
-		return 0, fmt.Errorf("duration %q is absurd: no grant lasts more than %s", truncate(orig, 40), formatDuration(MaxAnyDuration))
+		return 0, fmt.Errorf("duration %q is absurd: no grant lasts more than %s", truncate(orig, 40), audit.FormatDuration(MaxAnyDuration))
 	}
 	return total, nil
 }
-
-// formatDuration renders d the way users write it: "1h30m", "45m", "168h".
-func formatDuration(d time.Duration) string {
-	if d <= 0 {
-		return "0m"
-	}
-	h := d / time.Hour
-	m := (d % time.Hour) / time.Minute
-	s := (d % time.Minute) / time.Second
-	var b strings.Builder
-	if h > 0 {
-		fmt.Fprintf(&b, "%dh", h)
-	}
-	if m > 0 {
-		fmt.Fprintf(&b, "%dm", m)
-	}
-	if s > 0 || b.Len() == 0 {
-		fmt.Fprintf(&b, "%ds", s)
-	}
-	return b.String()
-}
-
-// FormatDuration renders d the way users write durations ("1h30m").
-func FormatDuration(d time.Duration) string { return formatDuration(d) }
 
 type token struct {
 	s  string

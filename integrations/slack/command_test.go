@@ -151,17 +151,6 @@ func TestEscape(t *testing.T) {
 	}
 }
 
-func TestFormatDuration(t *testing.T) {
-	t.Parallel()
-	for d, want := range map[time.Duration]string{
-		time.Hour: "1h", 90 * time.Minute: "1h30m", 45 * time.Minute: "45m", 0: "0m", 30 * time.Second: "30s",
-	} {
-		if got := FormatDuration(d); got != want {
-			t.Errorf("FormatDuration(%s) = %q, want %q", d, got, want)
-		}
-	}
-}
-
 // fixtureTexts returns the "text" fields of the documented slash-command payloads.
 func fixtureTexts(t testing.TB) []string {
 	t.Helper()

@@ -67,7 +67,7 @@ type e2e struct {
 	store  *sqlstore.Store
 	mgr    *grants.Manager
 	prov   *brokertest.Provider
-	oncall *broker.StaticOnCall
+	oncall *brokertest.StaticOnCall
 	pd     *pdfake.Server // with withPagerDuty: the fake PagerDuty the on-call checks ask
 	dir    *Directory
 	b      *broker.Broker
@@ -177,7 +177,7 @@ func newE2E(t testing.TB, opts ...func(*e2eOptions)) *e2e {
 		t.Fatal(err)
 	}
 	e.dir = dir
-	e.oncall = broker.NewStaticOnCall(e.clock)
+	e.oncall = brokertest.NewStaticOnCall(e.clock)
 	var oc broker.OnCall = e.oncall
 	if o.pagerduty {
 		e.pd = pdfake.New(pdfake.Options{Token: pdToken, Now: e.clock.Now})
@@ -196,7 +196,7 @@ func newE2E(t testing.TB, opts ...func(*e2eOptions)) *e2e {
 	if o.oncall != nil {
 		oc = o.oncall(e.clock)
 	}
-	e.b = broker.New(broker.Deps{Manager: e.mgr, OnCall: oc, Directory: dir, Notifier: e.n, Groups: NewUsergroups(api), Logger: o.logger})
+	e.b = broker.New(broker.Deps{Manager: e.mgr, Store: e.store, Clock: e.clock, Leases: e.store, Once: e.store, OnCall: oc, Directory: dir, Notifier: e.n, Groups: NewUsergroups(api), Logger: o.logger})
 	v, err := NewVerifier(e.clock, 0, signingSecret)
 	if err != nil {
 		t.Fatal(err)

@@ -289,7 +289,7 @@ func (h *Handler) extend(w http.ResponseWriter, r *http.Request, form url.Values
 		reply(w, Render(broker.UserMessage(err)))
 		return
 	}
-	reply(w, fmt.Sprintf("Request %s to extend grant %s by %s received. Checking it against %s's policy…", code(req.ID), code(cmd.GrantID), FormatDuration(cmd.Duration), code(req.Resource)))
+	reply(w, fmt.Sprintf("Request %s to extend grant %s by %s received. Checking it against %s's policy…", code(req.ID), code(cmd.GrantID), audit.FormatDuration(cmd.Duration), code(req.Resource)))
 	h.background(r, "process extension", func(ctx context.Context) error {
 		return h.o.Service.Process(ctx, req.ID)
 	})
@@ -348,7 +348,7 @@ func (h *Handler) request(w http.ResponseWriter, r *http.Request, form url.Value
 		reply(w, Render(broker.UserMessage(err)))
 		return
 	}
-	reply(w, fmt.Sprintf("Request %s for %s (%s) received. Checking your on-call status…", code(req.ID), code(req.Resource), FormatDuration(req.Duration)))
+	reply(w, fmt.Sprintf("Request %s for %s (%s) received. Checking your on-call status…", code(req.ID), code(req.Resource), audit.FormatDuration(req.Duration)))
 	h.background(r, "process request", func(ctx context.Context) error {
 		return h.o.Service.Process(ctx, req.ID)
 	})

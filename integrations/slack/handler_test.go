@@ -536,7 +536,7 @@ func TestRequestRecordedBeforeAckIsFinishedOnStart(t *testing.T) {
 	if len(rs) != 1 || rs[0].State != grants.RequestPending || len(e.allGrants(t)) != 0 {
 		t.Fatalf("before restart: %d requests (%v), %d grants", len(rs), rs, len(e.allGrants(t)))
 	}
-	restarted := broker.New(broker.Deps{Manager: e.mgr, OnCall: e.oncall, Directory: mustDirectory(t, e), Notifier: e.n})
+	restarted := broker.New(broker.Deps{Manager: e.mgr, Store: e.store, Clock: e.clock, Leases: e.store, Once: e.store, OnCall: e.oncall, Directory: mustDirectory(t, e), Notifier: e.n})
 	n, err := restarted.Recover(t.Context())
 	if err != nil || n != 1 {
 		t.Fatalf("Recover = %d, %v", n, err)

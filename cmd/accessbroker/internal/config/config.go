@@ -45,6 +45,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/accessbroker/accessbroker/audit"
 	"github.com/accessbroker/accessbroker/broker"
 	"github.com/accessbroker/accessbroker/grants"
 	awsprov "github.com/accessbroker/accessbroker/integrations/aws"
@@ -1554,9 +1555,9 @@ func (v *validator) duration(path string, d, lo, hi time.Duration) {
 	case d <= 0 && lo > 0:
 		v.add(path, "must be positive, not %s", d)
 	case d < lo:
-		v.add(path, "must be at least %s, not %s", fmtDur(lo), fmtDur(d))
+		v.add(path, "must be at least %s, not %s", audit.FormatDuration(lo), audit.FormatDuration(d))
 	case hi > 0 && d > hi:
-		v.add(path, "must be at most %s, not %s", fmtDur(hi), fmtDur(d))
+		v.add(path, "must be at most %s, not %s", audit.FormatDuration(hi), audit.FormatDuration(d))
 	}
 }
 
@@ -1566,20 +1567,8 @@ func (v *validator) intRange(path string, n, lo, hi int) {
 	}
 }
 
-// FormatDuration prints whole-unit durations compactly (4h, not 4h0m0s), as problems do.
-func FormatDuration(d time.Duration) string { return fmtDur(d) }
-
-// fmtDur prints whole-unit durations compactly (4h, not 4h0m0s).
-func fmtDur(d time.Duration) string {
-	s := d.String()
-	if strings.HasSuffix(s, "m0s") {
-		s = strings.TrimSuffix(s, "0s")
-	}
-	if strings.HasSuffix(s, "h0m") {
-		s = strings.TrimSuffix(s, "0m")
-	}
-	return s
-}
+// FormatDuration is audit.FormatDuration, for the demo until it moves to its own package.
+func FormatDuration(d time.Duration) string { return audit.FormatDuration(d) }
 
 // checkURL applies the one rule for upstream URLs, httpclient.CheckBaseURL (an absolute
 // https URL, or http on a loopback host, with no credentials), then extra: the further rule of
@@ -1655,12 +1644,12 @@ func (c *Config) validate() []Problem {
 	v.duration("revoker.backoff_base", r.BackoffBase, time.Millisecond, time.Hour)
 	v.duration("revoker.backoff_max", r.BackoffMax, time.Millisecond, time.Hour)
 	if r.BackoffBase > 0 && r.BackoffMax > 0 && r.BackoffBase > r.BackoffMax {
-		v.add("revoker.backoff_base", "(%s) must not exceed revoker.backoff_max (%s)", fmtDur(r.BackoffBase), fmtDur(r.BackoffMax))
+		v.add("revoker.backoff_base", "(%s) must not exceed revoker.backoff_max (%s)", audit.FormatDuration(r.BackoffBase), audit.FormatDuration(r.BackoffMax))
 	}
 	v.duration("revoker.claim_lease", r.ClaimLease, time.Second, 24*time.Hour)
 	v.duration("revoker.issue_timeout", r.IssueTimeout, time.Second, time.Hour)
 	if r.ClaimLease > 0 && r.IssueTimeout > 0 && r.ClaimLease <= r.IssueTimeout {
-		v.add("revoker.claim_lease", "(%s) must be longer than revoker.issue_timeout (%s), or another replica could claim a grant whose revocation is still running", fmtDur(r.ClaimLease), fmtDur(r.IssueTimeout))
+		v.add("revoker.claim_lease", "(%s) must be longer than revoker.issue_timeout (%s), or another replica could claim a grant whose revocation is still running", audit.FormatDuration(r.ClaimLease), audit.FormatDuration(r.IssueTimeout))
 	}
 	v.duration("revoker.shutdown_grace", r.ShutdownGrace, 0, 5*time.Minute)
 
@@ -1776,7 +1765,7 @@ func (c *Config) validateResources(v *validator) {
 		v.duration(rp+".max_duration", res.MaxDuration, grants.MinDuration, MaxResourceDuration)
 		v.duration(rp+".default_duration", res.DefaultDuration, grants.MinDuration, 0)
 		if res.DefaultDuration > 0 && res.MaxDuration > 0 && res.DefaultDuration > res.MaxDuration {
-			v.add(rp+".default_duration", "(%s) must not exceed max_duration (%s)", fmtDur(res.DefaultDuration), fmtDur(res.MaxDuration))
+			v.add(rp+".default_duration", "(%s) must not exceed max_duration (%s)", audit.FormatDuration(res.DefaultDuration), audit.FormatDuration(res.MaxDuration))
 		}
 
 		present := map[string]bool{
@@ -2054,14 +2043,14 @@ func (c *Config) validateAutoGrant(v *validator) {
 				continue
 			}
 			if ag.Duration > res.MaxDuration && res.MaxDuration > 0 {
-				v.add(p+".duration", "(%s) exceeds %s's max_duration (%s)", fmtDur(ag.Duration), name, fmtDur(res.MaxDuration))
+				v.add(p+".duration", "(%s) exceeds %s's max_duration (%s)", audit.FormatDuration(ag.Duration), name, audit.FormatDuration(res.MaxDuration))
 			}
 		}
 		if c.has(p+".duration") || ag.Duration != 0 {
 			v.duration(p+".duration", ag.Duration, grants.MinDuration, MaxResourceDuration)
 		}
 		if ag.GracePeriod < 0 || ag.GracePeriod > 24*time.Hour {
-			v.add(p+".grace_period", "must be between 0 and 24h, not %s", fmtDur(ag.GracePeriod))
+			v.add(p+".grace_period", "must be between 0 and 24h, not %s", audit.FormatDuration(ag.GracePeriod))
 		}
 		if ag.GracePeriod > 0 && !ag.RevokeOnResolve {
 			v.add(p+".grace_period", "only applies with revoke_on_resolve: true")

@@ -1,4 +1,4 @@
-package broker
+package sqlstore
 
 import (
 	"context"
@@ -8,7 +8,7 @@ import (
 	"github.com/accessbroker/accessbroker/grants"
 )
 
-// groupCommit writes concurrent request creations in shared transactions. Slack waits at
+// groupCommit writes concurrent request creations in shared transactions (see Apply). Slack waits at
 // most 3 s for an acknowledgement and every request must be durable before it is
 // acknowledged; with one SQLite writer and a synced commit per transaction, 200 requests
 // arriving at once would otherwise queue behind 200 fsyncs. Callers that arrive while a
@@ -16,7 +16,7 @@ import (
 // background goroutine). If a batch fails with ErrConflict (a duplicate ExternalKey) its
 // changes are retried one by one, so each caller gets its own answer.
 type groupCommit struct {
-	store grants.Store
+	apply func(context.Context, *grants.Change) error // one transaction
 
 	mu      sync.Mutex
 	queue   []*commitItem
@@ -33,7 +33,7 @@ type commitItem struct {
 // maxBatch bounds one transaction.
 const maxBatch = 256
 
-func (g *groupCommit) apply(ctx context.Context, c *grants.Change) error {
+func (g *groupCommit) submit(ctx context.Context, c *grants.Change) error {
 	it := &commitItem{c: c, done: make(chan struct{}), lead: make(chan struct{})}
 	g.mu.Lock()
 	g.queue = append(g.queue, it)
@@ -82,7 +82,7 @@ func (g *groupCommit) commit(ctx context.Context, batch []*commitItem) {
 		close(it.done)
 	}
 	if len(batch) == 1 {
-		finish(batch[0], g.store.Apply(context.WithoutCancel(ctx), batch[0].c))
+		finish(batch[0], g.apply(context.WithoutCancel(ctx), batch[0].c))
 		return
 	}
 	merged := &grants.Change{}
@@ -91,12 +91,12 @@ func (g *groupCommit) commit(ctx context.Context, batch []*commitItem) {
 		merged.Grants = append(merged.Grants, it.c.Grants...)
 		merged.Events = append(merged.Events, it.c.Events...)
 	}
-	err := g.store.Apply(context.WithoutCancel(ctx), merged)
+	err := g.apply(context.WithoutCancel(ctx), merged)
 	if errors.Is(err, grants.ErrConflict) {
 		// Apply wrote nothing; find the culprit(s) by committing each on its own. Versions
 		// were not incremented, so the changes are still as their callers built them.
 		for _, it := range batch {
-			finish(it, g.store.Apply(context.WithoutCancel(ctx), it.c))
+			finish(it, g.apply(context.WithoutCancel(ctx), it.c))
 		}
 		return
 	}
