@@ -51,7 +51,10 @@ func newApp(ctx context.Context, cfg *config.Config, opts appOptions) (*app, err
 	if opts.logOut == nil {
 		opts.logOut = os.Stderr
 	}
-	log := slog.New(slog.NewJSONHandler(opts.logOut, &slog.HandlerOptions{Level: cfg.SlogLevel()}))
+	// Every line names the process: replica is its id (as the claims and leases it holds name
+	// it), instance the operator's name for it (instance_name), each key once.
+	replica := grants.NewID("i")
+	log := slog.New(slog.NewJSONHandler(opts.logOut, &slog.HandlerOptions{Level: cfg.SlogLevel()})).With("replica", replica)
 	if cfg.InstanceName != "" {
 		log = log.With("instance", cfg.InstanceName)
 	}
@@ -59,7 +62,7 @@ func newApp(ctx context.Context, cfg *config.Config, opts appOptions) (*app, err
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
-	a := &app{cfg: cfg, log: log, clock: opts.clock, store: st, providers: map[string]grants.Provider{}, instance: grants.NewID("i"), observer: &observerSwitch{}}
+	a := &app{cfg: cfg, log: log, clock: opts.clock, store: st, providers: map[string]grants.Provider{}, instance: replica, observer: &observerSwitch{}}
 	a.metrics = newMetrics(st)
 	if opts.withProviders {
 		if a.providers, a.closers, err = buildProviders(ctx, cfg, opts.clock, log, opts.aws); err != nil {
