@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"time"
 
@@ -25,6 +26,7 @@ type app struct {
 	store     *sqlstore.Store
 	providers map[string]grants.Provider
 	manager   *grants.Manager
+	transport http.RoundTripper // appOptions.transport
 	revoker   *grants.Revoker
 	metrics   *metrics
 	instance  string
@@ -42,6 +44,9 @@ type appOptions struct {
 	// aws replaces the AWS SDK's default credential chain and the console federation
 	// endpoint (the demo's fake AWS); zero means production behaviour.
 	aws awsOptions
+	// transport carries the Slack and PagerDuty clients' requests (tests that run with the
+	// production URLs route them to fakes); nil means the network.
+	transport http.RoundTripper
 }
 
 func newApp(ctx context.Context, cfg *config.Config, opts appOptions) (*app, error) {
@@ -51,7 +56,10 @@ func newApp(ctx context.Context, cfg *config.Config, opts appOptions) (*app, err
 	if opts.logOut == nil {
 		opts.logOut = os.Stderr
 	}
-	log := slog.New(slog.NewJSONHandler(opts.logOut, &slog.HandlerOptions{Level: cfg.SlogLevel()}))
+	// Every line names the process: replica is its id (as the claims and leases it holds name
+	// it), instance the operator's name for it (instance_name), each key once.
+	replica := grants.NewID("i")
+	log := slog.New(slog.NewJSONHandler(opts.logOut, &slog.HandlerOptions{Level: cfg.SlogLevel()})).With("replica", replica)
 	if cfg.InstanceName != "" {
 		log = log.With("instance", cfg.InstanceName)
 	}
@@ -59,7 +67,7 @@ func newApp(ctx context.Context, cfg *config.Config, opts appOptions) (*app, err
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
-	a := &app{cfg: cfg, log: log, clock: opts.clock, store: st, providers: map[string]grants.Provider{}, instance: grants.NewID("i"), observer: &observerSwitch{}}
+	a := &app{cfg: cfg, log: log, clock: opts.clock, store: st, providers: map[string]grants.Provider{}, instance: replica, observer: &observerSwitch{}, transport: opts.transport}
 	a.metrics = newMetrics(st)
 	if opts.withProviders {
 		if a.providers, a.closers, err = buildProviders(ctx, cfg, opts.clock, log, opts.aws); err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"net/url"
 	"time"
 
 	"github.com/accessbroker/accessbroker/audit"
@@ -30,7 +29,7 @@ type frontends struct {
 func buildFrontends(ctx context.Context, a *app, mux *http.ServeMux) (*frontends, error) {
 	cfg := a.cfg
 	f := &frontends{}
-	hc := httpclient.New(httpclient.Options{Logger: a.log, ReturnLastResponse: true, Clock: a.clock})
+	hc := httpclient.New(httpclient.Options{Logger: a.log, ReturnLastResponse: true, Clock: a.clock, Transport: a.transport})
 	for _, o := range cfg.URLOverrides() {
 		a.log.Warn("upstream API URL overridden; tokens go to this address", "override", o)
 	}
@@ -72,11 +71,8 @@ func buildFrontends(ctx context.Context, a *app, mux *http.ServeMux) (*frontends
 	}
 	no := slack.NotifierOptions{API: api, HTTPClient: hc, ApprovalChannel: s.ApprovalsChannel, DMApprovers: s.ApprovalsChannel == "",
 		AuditChannel: s.AuditChannel, Clock: a.clock, Logger: a.log}
-	if s.APIURL != "" {
-		// A test or demo Slack hands out response_urls on its own address.
-		if u, err := url.Parse(s.APIURL); err == nil {
-			no.ResponseURLPrefix = u.Scheme + "://" + u.Host + "/"
-		}
+	if no.ResponseURLPrefix, err = slack.ResponseURLPrefixFor(s.APIURL); err != nil {
+		return nil, err
 	}
 	f.notifier, err = slack.NewNotifier(no)
 	if err != nil {

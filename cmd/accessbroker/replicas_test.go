@@ -162,7 +162,7 @@ func (c *replicaCluster) run(args ...string) (string, int) {
 	return string(out), 0
 }
 
-var startedRE = regexp.MustCompile(`"msg":"started".*"instance":"(i_[a-z0-9]+)"`)
+var startedRE = regexp.MustCompile(`"replica":"(i_[a-z0-9]+)".*"msg":"started"|"msg":"started".*"replica":"(i_[a-z0-9]+)"`)
 
 // start launches one more replica and waits until it answers /readyz.
 func (c *replicaCluster) start(name string) *replica {
@@ -197,7 +197,7 @@ func (c *replicaCluster) start(name string) *replica {
 	if m == nil {
 		c.t.Fatalf("%s logged no instance id:\n%s", name, r.out.String())
 	}
-	r.instance = m[1]
+	r.instance = m[1] + m[2]
 	c.t.Logf("%s ready after %s", name, time.Since(began).Round(time.Millisecond))
 	return r
 }

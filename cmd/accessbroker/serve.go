@@ -101,7 +101,7 @@ func (s *server) Run(ctx context.Context, listening chan<- string) error {
 	if err != nil {
 		return fmt.Errorf("reconcile on start: %w", err)
 	}
-	s.log.InfoContext(ctx, "started", "listen", s.cfg.Listen, "resources", len(s.cfg.Resources), "reconciled", n, "instance", s.instance)
+	s.log.InfoContext(ctx, "started", "listen", s.cfg.Listen, "resources", len(s.cfg.Resources), "reconciled", n)
 
 	ln, err := net.Listen("tcp", s.cfg.Listen)
 	if err != nil {

@@ -15,12 +15,19 @@ import (
 // its log output.
 func startServer(t *testing.T, p *inProcess) (string, *syncBuffer) {
 	t.Helper()
+	return startServerWith(t, p, appOptions{})
+}
+
+// startServerWith is startServer with further options (logOut and withProviders are set).
+func startServerWith(t *testing.T, p *inProcess, opts appOptions) (string, *syncBuffer) {
+	t.Helper()
 	cfg, ok := loadConfigFlag(p.config, io.Discard)
 	if !ok {
 		t.Fatal("config")
 	}
 	logs := &syncBuffer{}
-	s, err := newServer(context.Background(), cfg, appOptions{logOut: logs, withProviders: true})
+	opts.logOut, opts.withProviders = logs, true
+	s, err := newServer(context.Background(), cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,11 +28,13 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/go-cleanhttp"
@@ -136,10 +138,42 @@ func NewRetryable(opts Options) *retryablehttp.Client {
 	if o.Logger != nil {
 		rc.Logger = NewLeveledLogger(o.Logger)
 	}
-	if o.ReturnLastResponse {
-		rc.ErrorHandler = passLastResponse
-	}
+	rc.ErrorHandler = finalFailure(o.Logger, o.ReturnLastResponse)
 	return rc
+}
+
+// finalFailure is called once when a request failed for good (retries exhausted, or an error
+// that is not retried). It logs the failure once at ERROR (the attempts before it were logged
+// at WARN), except when the caller's context ended, and returns what the caller gets: the
+// last response (returnLast) or an error naming the request and the attempts.
+func finalFailure(log *slog.Logger, returnLast bool) retryablehttp.ErrorHandler {
+	return func(resp *http.Response, err error, attempts int) (*http.Response, error) {
+		what := ""
+		if resp != nil && resp.Request != nil {
+			what = resp.Request.Method + " " + RedactQuery(resp.Request.URL.String()) + " "
+		}
+		if log != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+			attrs := []any{"component", "httpclient", "attempts", attempts, "error", scrubValue(err)}
+			if resp != nil {
+				attrs = append(attrs, "status", resp.StatusCode)
+			}
+			if what != "" {
+				attrs = append(attrs, "request", strings.TrimSpace(what))
+			}
+			log.Error("request failed; no more retries", attrs...)
+		}
+		if returnLast {
+			return passLastResponse(resp, err, attempts)
+		}
+		if resp != nil {
+			io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10)) // so the connection is reused
+			resp.Body.Close()
+		}
+		if err == nil {
+			return nil, fmt.Errorf("%sgiving up after %d attempt(s)", what, attempts)
+		}
+		return nil, fmt.Errorf("%sgiving up after %d attempt(s): %w", what, attempts, err)
+	}
 }
 
 // passLastResponse hands the last response of an exhausted retry to the caller as if it had
@@ -271,10 +305,19 @@ func NewLeveledLogger(l *slog.Logger) retryablehttp.LeveledLogger {
 
 type leveled struct{ l *slog.Logger }
 
-func (a leveled) Error(msg string, kv ...any) { a.log(slog.LevelError, msg, kv) }
+// retryablehttp logs at Error each attempt that failed ("request failed") and at Debug each
+// retry it is about to make ("retrying request"): both are part of a retry, so both are WARN
+// here. The final failure is logged once, at ERROR, by finalFailure.
+func (a leveled) Error(msg string, kv ...any) { a.log(slog.LevelWarn, msg, kv) }
 func (a leveled) Info(msg string, kv ...any)  { a.log(slog.LevelInfo, msg, kv) }
-func (a leveled) Debug(msg string, kv ...any) { a.log(slog.LevelDebug, msg, kv) }
-func (a leveled) Warn(msg string, kv ...any)  { a.log(slog.LevelWarn, msg, kv) }
+func (a leveled) Debug(msg string, kv ...any) {
+	level := slog.LevelDebug
+	if msg == "retrying request" {
+		level = slog.LevelWarn
+	}
+	a.log(level, msg, kv)
+}
+func (a leveled) Warn(msg string, kv ...any) { a.log(slog.LevelWarn, msg, kv) }
 
 func (a leveled) log(level slog.Level, msg string, kv []any) {
 	ctx := context.Background() // retryablehttp gives the logger no context

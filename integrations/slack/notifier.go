@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -17,6 +18,24 @@ import (
 
 // DefaultResponseURLPrefix is where Slack's response_urls live. Others are not used.
 const DefaultResponseURLPrefix = "https://hooks.slack.com/"
+
+// ResponseURLPrefixFor returns where the response_urls of the Slack whose Web API is at apiURL
+// live: DefaultResponseURLPrefix for Slack's own API (https://slack.com/api/, or an empty
+// apiURL), and the override's own scheme and host otherwise (a test or demo Slack hands out
+// response_urls on its own address), so that an override never widens what is trusted.
+func ResponseURLPrefixFor(apiURL string) (string, error) {
+	if apiURL == "" {
+		return DefaultResponseURLPrefix, nil
+	}
+	u, err := url.Parse(apiURL)
+	if err != nil || u.Host == "" {
+		return "", fmt.Errorf("slack api_url %q is not an absolute URL", apiURL)
+	}
+	if u.Scheme == "https" && strings.EqualFold(u.Host, "slack.com") {
+		return DefaultResponseURLPrefix, nil
+	}
+	return u.Scheme + "://" + u.Host + "/", nil
+}
 
 // NotifierOptions configure a Notifier.
 type NotifierOptions struct {
