@@ -279,6 +279,7 @@ func TestDemo(t *testing.T) {
 				t.Error("the transcript does not say which PostgreSQL database prod-db used")
 			}
 			checkPostgresCleanedUp(t, r)
+			checkTranscript(t, "transcript-postgres.golden", r)
 		}
 	})
 	t.Run("webhook stand-in without PostgreSQL", func(t *testing.T) {
@@ -292,6 +293,7 @@ func TestDemo(t *testing.T) {
 		}
 		checkDemoOutcomes(t, r)
 		checkNoSecrets(t, r)
+		checkTranscript(t, "transcript-webhook.golden", r)
 	})
 	t.Run("interactive", func(t *testing.T) {
 		t.Setenv(demoPostgresEnv, "none")
