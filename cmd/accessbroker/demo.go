@@ -18,11 +18,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha256"
 	"embed"
-	"encoding/base32"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -34,7 +31,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"text/tabwriter"
@@ -48,7 +44,6 @@ import (
 	"github.com/accessbroker/accessbroker/fixtures/awsfake"
 	"github.com/accessbroker/accessbroker/fixtures/githubfake"
 	"github.com/accessbroker/accessbroker/fixtures/pdfake"
-	slackfixtures "github.com/accessbroker/accessbroker/fixtures/slack"
 	"github.com/accessbroker/accessbroker/fixtures/slackfake"
 	"github.com/accessbroker/accessbroker/fixtures/webhookfake"
 	"github.com/accessbroker/accessbroker/grants"
@@ -209,17 +204,6 @@ func randomHex(n int) string {
 		panic(fmt.Sprintf("crypto/rand: %v", err))
 	}
 	return hex.EncodeToString(b)
-}
-
-var demoIDEncoding = base32.NewEncoding("0123456789ABCDEFGHJKMNPQRSTVWXYZ").WithPadding(base32.NoPadding)
-
-// pagerDutyID returns an id shaped like PagerDuty's event ids (26 characters, ULID-like).
-func pagerDutyID() string {
-	b := make([]byte, 16)
-	if _, err := rand.Read(b); err != nil {
-		panic(fmt.Sprintf("crypto/rand: %v", err))
-	}
-	return demoIDEncoding.EncodeToString(b)[:26]
 }
 
 // startDemo starts the fakes and the broker and prints the setup.
@@ -742,59 +726,6 @@ func (d *demo) audience(m slackfake.Message) string {
 	return "Slack " + m.Channel
 }
 
-func demoTextOf(v any) string {
-	if m, ok := v.(map[string]any); ok {
-		s, _ := m["text"].(string)
-		return s
-	}
-	return ""
-}
-
-// rawText is a message's mrkdwn as sent: its blocks' texts, or its fallback text.
-func rawText(m slackfake.Message) string {
-	var parts []string
-	var blocks []map[string]any
-	if len(m.Blocks) > 0 && json.Unmarshal(m.Blocks, &blocks) == nil {
-		for _, b := range blocks {
-			switch b["type"] {
-			case "header", "section":
-				if t := demoTextOf(b["text"]); t != "" {
-					parts = append(parts, t)
-				}
-				if fs, ok := b["fields"].([]any); ok {
-					var f []string
-					for _, x := range fs {
-						f = append(f, strings.ReplaceAll(demoTextOf(x), "\n", " "))
-					}
-					parts = append(parts, strings.Join(f, " · "))
-				}
-			case "context":
-				var f []string
-				if els, ok := b["elements"].([]any); ok {
-					for _, x := range els {
-						f = append(f, demoTextOf(x))
-					}
-				}
-				parts = append(parts, strings.Join(f, " "))
-			case "actions":
-				var f []string
-				if els, ok := b["elements"].([]any); ok {
-					for _, x := range els {
-						if el, ok := x.(map[string]any); ok {
-							f = append(f, "["+demoTextOf(el["text"])+"]")
-						}
-					}
-				}
-				parts = append(parts, "buttons: "+strings.Join(f, " "))
-			}
-		}
-	}
-	if len(parts) == 0 {
-		parts = []string{m.Text}
-	}
-	return strings.Join(parts, "\n")
-}
-
 // readable turns mrkdwn into plain text, unmasked: for the narrator's own use.
 func (d *demo) readable(s string) string {
 	s = demoMentionRE.ReplaceAllStringFunc(s, func(m string) string {
@@ -810,7 +741,7 @@ func (d *demo) readable(s string) string {
 
 // slackText is what the recipient of m reads, with secrets masked.
 func (d *demo) slackText(m slackfake.Message) string {
-	raw := rawText(m)
+	raw := m.Mrkdwn()
 	d.learn(raw)
 	return d.mask(d.readable(raw))
 }
@@ -834,32 +765,9 @@ func (d *demo) showSlack() {
 // ---------------------------------------------------------------------------------------
 // Acting as Slack and PagerDuty
 
-// slackSignature is Slack's v0 request signature: HMAC-SHA256 under the signing secret of
-// "v0:" + timestamp + ":" + body (https://api.slack.com/authentication/verifying-requests-from-slack).
-func slackSignature(secret, timestamp string, body []byte) string {
-	mac := hmac.New(sha256.New, []byte(secret))
-	mac.Write([]byte("v0:" + timestamp + ":"))
-	mac.Write(body)
-	return "v0=" + hex.EncodeToString(mac.Sum(nil))
-}
-
-// newSlackRequest builds the POST of a form body to url as Slack sends it, signed with secret
-// at time at. The same arguments give the same signed request (a replay).
-func newSlackRequest(ctx context.Context, url, secret string, at time.Time, body []byte) (*http.Request, error) {
-	ts := strconv.FormatInt(at.Unix(), 10)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("X-Slack-Request-Timestamp", ts)
-	req.Header.Set("X-Slack-Signature", slackSignature(secret, ts, body))
-	return req, nil
-}
-
 // postSlack sends body to the broker as Slack would, signed at the simulated time.
 func (d *demo) postSlack(ctx context.Context, path string, body []byte) (int, []byte, error) {
-	req, err := newSlackRequest(ctx, d.base+path, d.signingSecret, d.clock.Now(), body)
+	req, err := slackfake.SignedRequest(ctx, d.base+path, d.signingSecret, d.clock.Now(), body)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -880,41 +788,11 @@ func (d *demo) responseURL(user string) string {
 	return u
 }
 
-func triggerID() string {
-	return fmt.Sprintf("%d.%d.%s", 1000000+randomNumber(), 100000+randomNumber(), randomHex(16))
-}
-
-func randomNumber() int {
-	b := make([]byte, 3)
-	_, _ = rand.Read(b)
-	return int(b[0])<<16 | int(b[1])<<8 | int(b[2])
-}
-
-// slashCommandForm is the documented slash-command form (fixtures/slack/slash-command.txt)
-// of who typing "/access text" in #ops of the demo workspace, with a fresh trigger_id and
-// the given response_url.
-func slashCommandForm(who demoPerson, text, responseURL string) (url.Values, error) {
-	form, err := url.ParseQuery(string(slackfixtures.Read("slash-command.txt")))
-	if err != nil {
-		return nil, fmt.Errorf("slash command fixture: %w", err)
-	}
-	for _, k := range []string{"token", "enterprise_id", "enterprise_name"} {
-		form.Del(k)
-	}
-	for k, v := range map[string]string{
-		"team_id": demoTeam, "team_domain": "demo", "channel_id": demoOpsChannel, "channel_name": "ops",
-		"user_id": who.Slack, "user_name": who.Name, "command": "/access", "text": text, "api_app_id": "A0DEMO",
-		"response_url": responseURL, "trigger_id": triggerID(),
-	} {
-		form.Set(k, v)
-	}
-	return form, nil
-}
-
 // command types "/access text" as who, with the documented slash-command form
 // (fixtures/slack/slash-command.txt), and returns the immediate ephemeral answer.
 func (d *demo) command(ctx context.Context, who demoPerson, text string) (string, error) {
-	form, err := slashCommandForm(who, text, d.responseURL(who.Slack))
+	form, err := slackfake.CommandForm(slackfake.Command{TeamID: demoTeam, TeamDomain: "demo", ChannelID: demoOpsChannel, ChannelName: "ops",
+		UserID: who.Slack, UserName: who.Name, Command: "/access", Text: text, APIAppID: "A0DEMO", ResponseURL: d.responseURL(who.Slack)})
 	if err != nil {
 		return "", err
 	}
@@ -936,13 +814,7 @@ func (d *demo) command(ctx context.Context, who demoPerson, text string) (string
 
 // approvalMessage finds the approval request for requestID in #approvals.
 func (d *demo) approvalMessage(requestID string) (slackfake.Message, bool) {
-	return approvalMessage(d.slack, requestID)
-}
-
-// approvalMessage finds the approval request for requestID that the fake Slack holds in
-// #approvals.
-func approvalMessage(slack *slackfake.Server, requestID string) (slackfake.Message, bool) {
-	for _, m := range slack.Messages() {
+	for _, m := range d.slack.Messages() {
 		if m.Channel == demoApprovals && strings.Contains(string(m.Blocks), requestID) {
 			return m, true
 		}
@@ -956,7 +828,10 @@ func approvalMessage(slack *slackfake.Server, requestID string) (slackfake.Messa
 func (d *demo) click(ctx context.Context, who demoPerson, action, requestID string) (string, error) {
 	msg, _ := d.approvalMessage(requestID)
 	rurl := d.responseURL(who.Slack)
-	body, err := blockActionsBody(who, action, requestID, msg, rurl, d.clock.Now())
+	body, err := slackfake.BlockActions(slackfake.Click{TeamID: demoTeam, TeamDomain: "demo", UserID: who.Slack, UserName: who.Name,
+		APIAppID: "A0DEMO", ChannelID: demoApprovals, ChannelName: "approvals", Message: msg, BotID: "B0BOT",
+		ActionID: action, BlockID: "decide", Value: requestID, Label: map[string]string{"approve": "Approve", "deny": "Deny"}[action],
+		ResponseURL: rurl, At: d.clock.Now()})
 	if err != nil {
 		return "", err
 	}
@@ -970,41 +845,10 @@ func (d *demo) click(ctx context.Context, who demoPerson, action, requestID stri
 	return rurl, nil
 }
 
-// blockActionsBody is the form body Slack posts when who presses Approve or Deny (action)
-// on the approval message msg of requestID in #approvals at time now: the documented
-// block_actions payload (fixtures/slack/block-actions.json) with a fresh trigger_id and the
-// given response_url.
-func blockActionsBody(who demoPerson, action, requestID string, msg slackfake.Message, rurl string, now time.Time) ([]byte, error) {
-	var p map[string]any
-	if err := json.Unmarshal(slackfixtures.Read("block-actions.json"), &p); err != nil {
-		return nil, fmt.Errorf("block_actions fixture: %w", err)
-	}
-	delete(p, "token")
-	label := map[string]string{"approve": "Approve", "deny": "Deny"}[action]
-	p["team"] = map[string]any{"id": demoTeam, "domain": "demo"}
-	p["user"] = map[string]any{"id": who.Slack, "username": who.Name, "team_id": demoTeam}
-	p["api_app_id"] = "A0DEMO"
-	p["container"] = map[string]any{"type": "message", "message_ts": msg.TS, "channel_id": demoApprovals, "is_ephemeral": false}
-	p["channel"] = map[string]any{"id": demoApprovals, "name": "approvals"}
-	p["message"] = map[string]any{"type": "message", "bot_id": "B0BOT", "text": msg.Text, "ts": msg.TS}
-	p["response_url"] = rurl
-	p["trigger_id"] = triggerID()
-	p["actions"] = []any{map[string]any{
-		"action_id": action, "block_id": "decide", "value": requestID, "type": "button",
-		"text":      map[string]any{"type": "plain_text", "text": label, "emoji": true},
-		"action_ts": fmt.Sprintf("%d.%06d", now.Unix(), now.Nanosecond()/1000),
-	}}
-	payload, err := json.Marshal(p)
-	if err != nil {
-		return nil, err
-	}
-	return []byte(url.Values{"payload": {string(payload)}}.Encode()), nil
-}
-
 // pagerDutyEvent delivers a v3 incident webhook as PagerDuty would: the body built from the
 // fake's incident, signed with the subscription's secret, occurred_at the simulated now.
 func (d *demo) pagerDutyEvent(ctx context.Context, eventType, incidentID, agent string) (int, string, error) {
-	del, err := pagerDutyDelivery(d.pd, d.webhookSecret, eventType, incidentID, agent, d.clock.Now())
+	del, err := d.pd.IncidentDelivery(eventType, incidentID, agent, d.clock.Now(), d.webhookSecret)
 	if err != nil {
 		return 0, "", err
 	}
@@ -1019,18 +863,6 @@ func (d *demo) pagerDutyEvent(ctx context.Context, eventType, incidentID, agent 
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	return resp.StatusCode, strings.TrimSpace(string(b)), nil
-}
-
-// pagerDutyDelivery is one v3 incident webhook delivery as PagerDuty makes it: a fresh event
-// id, the body built from pd's incident, occurred_at at, signed with secret. Posting it more
-// than once is PagerDuty redelivering it.
-func pagerDutyDelivery(pd *pdfake.Server, secret, eventType, incidentID, agent string, at time.Time) (pdfake.Delivery, error) {
-	body, err := pd.IncidentWebhookBody(pdfake.IncidentEvent{ID: pagerDutyID(), Type: eventType,
-		OccurredAt: at, AgentUserID: agent, IncidentID: incidentID})
-	if err != nil {
-		return pdfake.Delivery{}, err
-	}
-	return pdfake.NewDelivery(body, pagerDutyID(), secret), nil
 }
 
 // advance moves the simulated clock and lets the broker's timers see it: due timers fire, and
@@ -1195,7 +1027,7 @@ func isCredential(m slackfake.Message) bool {
 // message, unmasked, for the narrator's own use.
 func (d *demo) delivered(ctx context.Context, g grants.Grant, owner demoPerson, how string) (string, error) {
 	m, err := d.waitMessage(ctx, fmt.Sprintf("the credential of grant %s for %s", g.ID, owner.Name), func(m slackfake.Message) bool {
-		return d.recipient(m) == owner.Slack && strings.Contains(rawText(m), g.ID) && isCredential(m)
+		return d.recipient(m) == owner.Slack && strings.Contains(m.Mrkdwn(), g.ID) && isCredential(m)
 	})
 	if err != nil {
 		return "", err
@@ -1215,7 +1047,7 @@ func (d *demo) delivered(ctx context.Context, g grants.Grant, owner demoPerson, 
 	}); err != nil {
 		return "", err
 	}
-	raw := rawText(m)
+	raw := m.Mrkdwn()
 	d.learn(raw)
 	return d.readable(raw), nil
 }
@@ -1354,7 +1186,7 @@ func (d *demo) requestApproval(ctx context.Context, who demoPerson, text string)
 		return "", err
 	}
 	if _, err := d.waitMessage(ctx, "the broker's answer to "+who.Name, func(m slackfake.Message) bool {
-		return d.recipient(m) == who.Slack && strings.Contains(rawText(m), reqID)
+		return d.recipient(m) == who.Slack && strings.Contains(m.Mrkdwn(), reqID)
 	}); err != nil {
 		return "", err
 	}
@@ -1448,7 +1280,7 @@ func (d *demo) stepSelfApproval(ctx context.Context) error {
 		return err
 	}
 	if _, err := d.waitMessage(ctx, "bob's direct message about infra-admins", func(m slackfake.Message) bool {
-		return d.recipient(m) == demoBob.Slack && strings.HasPrefix(m.Channel, "D") && strings.Contains(rawText(m), g.ID)
+		return d.recipient(m) == demoBob.Slack && strings.HasPrefix(m.Channel, "D") && strings.Contains(m.Mrkdwn(), g.ID)
 	}); err != nil {
 		return err
 	}
@@ -1558,8 +1390,8 @@ func (d *demo) stepExpiry(ctx context.Context, first grants.Grant) error {
 	if d.pg != nil {
 		// alice's delivered message is ephemeral; the narrator reads it back from the fake.
 		for _, m := range d.slack.Messages() {
-			if d.recipient(m) == demoAlice.Slack && strings.Contains(rawText(m), first.ID) && isCredential(m) {
-				if err := d.useDatabase(ctx, d.readable(rawText(m)), false); err != nil {
+			if d.recipient(m) == demoAlice.Slack && strings.Contains(m.Mrkdwn(), first.ID) && isCredential(m) {
+				if err := d.useDatabase(ctx, d.readable(m.Mrkdwn()), false); err != nil {
 					return err
 				}
 				break
