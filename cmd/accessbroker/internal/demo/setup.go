@@ -34,7 +34,8 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-// startDemo starts the fakes and the broker and prints the setup.
+// startDemo starts the fakes and the broker and prints the setup. Each step is one line of
+// the transcript's Setup section.
 func startDemo(ctx context.Context, w Wiring, out io.Writer, keep string) (d *demo, err error) {
 	d = &demo{out: out, wiring: w, responses: map[string]string{}, shown: map[int]int{}, sessions: map[string]string{},
 		http: &http.Client{Timeout: demoWait}}
@@ -43,44 +44,91 @@ func startDemo(ctx context.Context, w Wiring, out io.Writer, keep string) (d *de
 			_ = d.close(ctx)
 		}
 	}()
-	if keep != "" {
-		if err := os.MkdirAll(keep, 0o700); err != nil {
-			return d, fmt.Errorf("--keep %s: %w", keep, err)
-		}
-		if ents, err := os.ReadDir(keep); err != nil {
-			return d, fmt.Errorf("--keep %s: %w", keep, err)
-		} else if len(ents) > 0 {
-			return d, fmt.Errorf("--keep %s: the directory is not empty; give a new or empty directory", keep)
-		}
-		if d.dir, err = filepath.Abs(keep); err != nil {
-			return d, fmt.Errorf("--keep %s: %w", keep, err)
-		}
-		d.keep = true
-	} else if d.dir, err = os.MkdirTemp("", "accessbroker-demo-"); err != nil {
-		return d, fmt.Errorf("create a working directory: %w", err)
+	if err := d.makeDir(keep); err != nil {
+		return d, err
 	}
 	d.start = realClock.Now().UTC().Truncate(time.Second)
 	d.clock = newSimClock(d.start)
+	sec := d.newSecrets()
+	roleARN := d.startFakes(sec)
+	vars := map[string]string{
+		"SQLITE_DSN":        "file:" + filepath.Join(d.dir, "accessbroker.db"),
+		"SLACK_API_URL":     d.slack.APIURL(),
+		"PAGERDUTY_API_URL": d.pd.URL,
+		"AWS_ENDPOINT_URL":  d.aws.URL(),
+		"GITHUB_API_URL":    d.gh.URL(),
+	}
+	for _, k := range []string{"API_TOKEN", "SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "PAGERDUTY_TOKEN", "GITHUB_TOKEN"} {
+		vars[k] = sec.byName[k]
+	}
+	vars["PAGERDUTY_WEBHOOK_SECRET"] = sec.byName["PAGERDUTY_WEBHOOK_SEC"]
+	prodDB := d.setupProdDB(ctx, vars)
+	cfg, err := d.configure(prodDB, vars)
+	if err != nil {
+		return d, err
+	}
+	if err := d.startBroker(ctx, cfg, sec.aws); err != nil {
+		return d, err
+	}
+	d.intro(roleARN)
+	return d, nil
+}
 
-	// Secrets: random per run, delivered to the broker as files (file:secrets/NAME).
-	sec := map[string]string{
+// makeDir makes the demo's working directory: keep (new or empty), or a temporary one.
+func (d *demo) makeDir(keep string) error {
+	if keep == "" {
+		var err error
+		if d.dir, err = os.MkdirTemp("", "accessbroker-demo-"); err != nil {
+			return fmt.Errorf("create a working directory: %w", err)
+		}
+		return nil
+	}
+	if err := os.MkdirAll(keep, 0o700); err != nil {
+		return fmt.Errorf("--keep %s: %w", keep, err)
+	}
+	if ents, err := os.ReadDir(keep); err != nil {
+		return fmt.Errorf("--keep %s: %w", keep, err)
+	} else if len(ents) > 0 {
+		return fmt.Errorf("--keep %s: the directory is not empty; give a new or empty directory", keep)
+	}
+	dir, err := filepath.Abs(keep)
+	if err != nil {
+		return fmt.Errorf("--keep %s: %w", keep, err)
+	}
+	d.dir, d.keep = dir, true
+	return nil
+}
+
+// demoSecrets are one run's credentials, random each time: the broker's (by placeholder name;
+// it reads them from files, file:secrets/NAME) and the fake AWS's secret key.
+type demoSecrets struct {
+	byName map[string]string
+	aws    string
+}
+
+// newSecrets makes the run's secrets and remembers them for masking.
+func (d *demo) newSecrets() demoSecrets {
+	sec := demoSecrets{byName: map[string]string{
 		"API_TOKEN":             randomHex(24),
 		"SLACK_BOT_TOKEN":       "xoxb-demo-" + randomHex(16),
 		"SLACK_SIGNING_SECRET":  randomHex(16),
 		"PAGERDUTY_TOKEN":       "pd-demo-" + randomHex(12),
 		"PAGERDUTY_WEBHOOK_SEC": randomHex(16),
 		"GITHUB_TOKEN":          "ghp_demo" + randomHex(16),
-	}
-	awsSecret := randomHex(20)
+	}, aws: randomHex(20)}
 	d.awsKeyID = "AKIADEMO" + strings.ToUpper(randomHex(6))
-	d.signingSecret, d.webhookSecret = sec["SLACK_SIGNING_SECRET"], sec["PAGERDUTY_WEBHOOK_SEC"]
-	for _, v := range sec {
+	d.signingSecret, d.webhookSecret = sec.byName["SLACK_SIGNING_SECRET"], sec.byName["PAGERDUTY_WEBHOOK_SEC"]
+	for _, v := range sec.byName {
 		d.addSecret(v)
 	}
-	d.addSecret(awsSecret)
+	d.addSecret(sec.aws)
+	return sec
+}
 
-	// The fakes, all on the simulated clock.
-	d.slack = slackfake.New(slackfake.Options{Token: sec["SLACK_BOT_TOKEN"], TeamID: demoTeam, Now: d.clock.Now})
+// startFakes starts the fake Slack, PagerDuty, AWS and GitHub, all on the simulated clock,
+// with the story's people, channels, on-call shift, role and team. It returns the role's ARN.
+func (d *demo) startFakes(sec demoSecrets) string {
+	d.slack = slackfake.New(slackfake.Options{Token: sec.byName["SLACK_BOT_TOKEN"], TeamID: demoTeam, Now: d.clock.Now})
 	var everyone []string
 	for _, p := range demoPeople {
 		d.slack.AddUser(slackfake.User{ID: p.Slack, Name: p.Name, RealName: strings.ToUpper(p.Name[:1]) + p.Name[1:], Email: p.Email})
@@ -90,7 +138,7 @@ func startDemo(ctx context.Context, w Wiring, out io.Writer, keep string) (d *de
 	d.slack.AddChannel(demoAuditChannel, demoCarol.Slack)
 	d.slack.AddChannel(demoOpsChannel, everyone...)
 
-	d.pd = pdfake.New(pdfake.Options{Token: sec["PAGERDUTY_TOKEN"], Now: d.clock.Now})
+	d.pd = pdfake.New(pdfake.Options{Token: sec.byName["PAGERDUTY_TOKEN"], Now: d.clock.Now})
 	for _, p := range demoPeople {
 		d.pd.AddUser(pdfake.User{ID: p.PagerDuty, Name: p.Name, Email: p.Email})
 	}
@@ -98,76 +146,78 @@ func startDemo(ctx context.Context, w Wiring, out io.Writer, keep string) (d *de
 		ScheduleID: demoSchedule, ScheduleName: "prod-db weekly rotation", Level: 1,
 		Start: d.start.Add(-2 * time.Hour), End: d.start.Add(6 * time.Hour)})
 
-	d.aws = awsfake.New(awsfake.Options{AccessKeyID: d.awsKeyID, SecretAccessKey: awsSecret, Region: "us-east-1", Now: d.clock.Now})
+	d.aws = awsfake.New(awsfake.Options{AccessKeyID: d.awsKeyID, SecretAccessKey: sec.aws, Region: "us-east-1", Now: d.clock.Now})
 	role := d.aws.AddRole(demoRoleName, 4*time.Hour)
 
-	d.gh = githubfake.New(sec["GITHUB_TOKEN"])
+	d.gh = githubfake.New(sec.byName["GITHUB_TOKEN"])
 	d.gh.AddTeam(demoGitHubOrg, demoGitHubTeam)
 	for _, p := range demoPeople {
 		d.gh.AddOrgMember(demoGitHubOrg, p.GitHub)
 	}
+	return role.ARN
+}
 
-	vars := map[string]string{
-		"SQLITE_DSN":        "file:" + filepath.Join(d.dir, "accessbroker.db"),
-		"SLACK_API_URL":     d.slack.APIURL(),
-		"PAGERDUTY_API_URL": d.pd.URL,
-		"AWS_ENDPOINT_URL":  d.aws.URL(),
-		"GITHUB_API_URL":    d.gh.URL(),
-	}
-	for _, k := range []string{"API_TOKEN", "SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "PAGERDUTY_TOKEN", "GITHUB_TOKEN"} {
-		vars[k] = sec[k]
-	}
-	vars["PAGERDUTY_WEBHOOK_SECRET"] = sec["PAGERDUTY_WEBHOOK_SEC"]
-	secretVars := map[string]bool{"API_TOKEN": true, "SLACK_BOT_TOKEN": true, "SLACK_SIGNING_SECRET": true, "PAGERDUTY_TOKEN": true,
-		"PAGERDUTY_WEBHOOK_SECRET": true, "GITHUB_TOKEN": true, "PROD_DB_ADMIN_DSN": true, "PROD_DB_WEBHOOK_TOKEN": true}
-
-	// prod-db: the local PostgreSQL when one answers, else the webhook stand-in.
-	prodDB := "templates/prod-db-webhook.yaml"
+// setupProdDB gives prod-db the local PostgreSQL when one answers, else the webhook stand-in,
+// adds its values to vars, and returns the template of its resource block.
+func (d *demo) setupProdDB(ctx context.Context, vars map[string]string) string {
 	d.pg, d.noPG = setupDemoPostgres(ctx, randomHex(4))
 	if d.pg != nil {
-		prodDB = "templates/prod-db-postgres.yaml"
 		vars["PROD_DB_ADMIN_DSN"] = d.pg.adminDSN
 		vars["PROD_DB_ROLE"] = d.pg.role
 		d.addSecret(d.pg.password)
-	} else {
-		token := "wh-demo-" + randomHex(16)
-		d.addSecret(token)
-		d.wh = webhookfake.New(token)
-		vars["PROD_DB_WEBHOOK_URL"] = d.wh.URL()
-		vars["PROD_DB_WEBHOOK_TOKEN"] = token
+		return "templates/prod-db-postgres.yaml"
 	}
+	token := "wh-demo-" + randomHex(16)
+	d.addSecret(token)
+	d.wh = webhookfake.New(token)
+	vars["PROD_DB_WEBHOOK_URL"] = d.wh.URL()
+	vars["PROD_DB_WEBHOOK_TOKEN"] = token
+	return "templates/prod-db-webhook.yaml"
+}
 
-	// The configuration: rendered, written, and loaded like any other.
-	if d.configPath, err = d.writeConfig(prodDB, vars, secretVars); err != nil {
-		return d, err
+// demoSecretVars are the placeholders whose values go to files rather than into the YAML.
+var demoSecretVars = map[string]bool{"API_TOKEN": true, "SLACK_BOT_TOKEN": true, "SLACK_SIGNING_SECRET": true, "PAGERDUTY_TOKEN": true,
+	"PAGERDUTY_WEBHOOK_SECRET": true, "GITHUB_TOKEN": true, "PROD_DB_ADMIN_DSN": true, "PROD_DB_WEBHOOK_TOKEN": true}
+
+// configure renders and writes the configuration and the audit signing key, and loads the
+// configuration like any other, and opens the broker's log.
+func (d *demo) configure(prodDB string, vars map[string]string) (*config.Config, error) {
+	var err error
+	if d.configPath, err = d.writeConfig(prodDB, vars, demoSecretVars); err != nil {
+		return nil, err
 	}
 	key, err := audit.GenerateKey(rand.Reader)
 	if err != nil {
-		return d, fmt.Errorf("audit key: %w", err)
+		return nil, fmt.Errorf("audit key: %w", err)
 	}
 	pemKey, err := audit.MarshalPrivateKey(key)
 	if err != nil {
-		return d, fmt.Errorf("audit key: %w", err)
+		return nil, fmt.Errorf("audit key: %w", err)
 	}
 	if err := os.WriteFile(filepath.Join(d.dir, "audit.key"), pemKey, 0o600); err != nil {
-		return d, fmt.Errorf("write the audit key: %w", err)
+		return nil, fmt.Errorf("write the audit key: %w", err)
 	}
 	cfg, err := config.LoadConfig(d.configPath, os.LookupEnv)
 	if err != nil {
-		return d, fmt.Errorf("the demo's configuration %s is invalid (a bug in the demo): %w", d.configPath, err)
+		return nil, fmt.Errorf("the demo's configuration %s is invalid (a bug in the demo): %w", d.configPath, err)
 	}
 	d.logPath = filepath.Join(d.dir, "broker.log")
 	if d.logFile, err = os.OpenFile(d.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600); err != nil {
-		return d, fmt.Errorf("open the broker log: %w", err)
+		return nil, fmt.Errorf("open the broker log: %w", err)
 	}
+	return cfg, nil
+}
 
-	// The real server: the same constructor and Run as `serve`, on the simulated clock.
+// startBroker starts the real server (the same constructor and Run as `serve`) on the
+// simulated clock, with the fake AWS's credentials, and waits until it listens.
+func (d *demo) startBroker(ctx context.Context, cfg *config.Config, awsSecret string) error {
+	var err error
 	d.broker, err = d.wiring.Start(ctx, cfg, BrokerOptions{Clock: d.clock, LogOut: d.logFile,
 		AWSConfig: []awsprov.ConfigOption{awsprov.WithStaticCredentials(d.awsKeyID, awsSecret), awsprov.WithoutSharedConfigFiles()},
 		AWSSTS:    []awsprov.STSOption{awsprov.WithFederationURL(d.aws.FederationURL())},
 	})
 	if err != nil {
-		return d, fmt.Errorf("start the broker: %w", err)
+		return fmt.Errorf("start the broker: %w", err)
 	}
 	// The broker lives until close, even after an interrupt, so that close can still revoke
 	// what is live through it.
@@ -180,10 +230,9 @@ func startDemo(ctx context.Context, w Wiring, out io.Writer, keep string) (d *de
 		d.base = "http://" + a
 	case err := <-d.done:
 		d.done <- err
-		return d, fmt.Errorf("the broker stopped at start: %w", err)
+		return fmt.Errorf("the broker stopped at start: %w", err)
 	}
-	d.intro(role.ARN)
-	return d, nil
+	return nil
 }
 
 // demoPlaceholder is a ${NAME} in the templates.

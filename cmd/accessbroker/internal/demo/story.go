@@ -19,6 +19,7 @@ import (
 	"github.com/accessbroker/accessbroker/grants"
 )
 
+// story plays the transcript's sections in order; the error names the one that failed.
 func (d *demo) story(ctx context.Context) error {
 	first, err := d.stepOnCall(ctx)
 	if err != nil {
@@ -46,6 +47,8 @@ func (d *demo) story(ctx context.Context) error {
 	return nil
 }
 
+// stepOnCall: alice, on call, asks for prod-db and gets it at once, privately; on PostgreSQL
+// she logs in with it.
 func (d *demo) stepOnCall(ctx context.Context) (grants.Grant, error) {
 	d.section("1. alice is on call and asks for the production database")
 	d.say("alice is on call in PagerDuty (escalation policy %s, level 1). prod-db lets on-call engineers in at once.", demoEscalationPolicy)
@@ -95,6 +98,8 @@ func (d *demo) requestApproval(ctx context.Context, who demoPerson, text string)
 	return reqID, nil
 }
 
+// stepApproval: bob, off call, asks for prod-aws; carol approves in #approvals, and bob's AWS
+// session works.
 func (d *demo) stepApproval(ctx context.Context) error {
 	d.section("2. bob is not on call: an approver decides")
 	d.advance(time.Minute, "A minute later")
@@ -137,6 +142,8 @@ func (d *demo) stepApproval(ctx context.Context) error {
 	return nil
 }
 
+// stepSelfApproval: bob, an approver of infra-admins, clicks Approve on his own request; the
+// refusal is audited and nothing is granted.
 func (d *demo) stepSelfApproval(ctx context.Context) error {
 	d.section("3. bob tries to approve his own request")
 	d.advance(time.Minute, "A minute later")
@@ -171,7 +178,12 @@ func (d *demo) stepSelfApproval(ctx context.Context) error {
 	}
 	d.outcome("REFUSED: bob cannot approve his own request. Request %s is still %s and nothing was granted;\n"+
 		"  the refusal is audit event #%d (%s by %s).", reqID, r.State, rej.Seq, rej.Action, demoBob.Name)
+	return d.stepOtherApprover(ctx, reqID)
+}
 
+// stepOtherApprover: carol approves bob's infra-admins request instead, and GitHub shows him
+// in the team.
+func (d *demo) stepOtherApprover(ctx context.Context, reqID string) error {
 	d.advance(30*time.Second, "30 seconds later")
 	d.say("carol approves it instead")
 	if _, err := d.click(ctx, demoCarol, "approve", reqID); err != nil {
@@ -201,6 +213,8 @@ func (d *demo) stepSelfApproval(ctx context.Context) error {
 	return nil
 }
 
+// stepPage: PagerDuty pages alice; her acknowledgement (a signed v3 webhook, confirmed with
+// the API) grants prod-db by the auto_grant rule, without asking anyone.
 func (d *demo) stepPage(ctx context.Context) error {
 	d.section("4. A page: acknowledging it grants access, resolving it takes it away")
 	d.advance(90*time.Second, "A minute and a half later")
@@ -233,12 +247,16 @@ func (d *demo) stepPage(ctx context.Context) error {
 	d.outcome("alice holds grant %s on prod-db until %s for incident #%d:\n"+
 		"  granted by the auto_grant rule for %s without asking anyone, and delivered by direct message.",
 		g.ID, grants.Timestamp(g.ExpiresAt), inc.Number, demoService)
+	return d.stepResolve(ctx, inc, g)
+}
 
+// stepResolve: alice resolves the incident, and the grant it gave her is revoked.
+func (d *demo) stepResolve(ctx context.Context, inc pdfake.Incident, g grants.Grant) error {
 	d.advance(3*time.Minute, "3 minutes later the lag is gone")
 	inc.Status, inc.UpdatedAt = "resolved", d.clock.Now()
 	d.pd.PutIncident(inc)
 	d.say("alice resolves the incident; PagerDuty sends incident.resolved")
-	status, body, err = d.pagerDutyEvent(ctx, "incident.resolved", inc.ID, demoAlice.PagerDuty)
+	status, body, err := d.pagerDutyEvent(ctx, "incident.resolved", inc.ID, demoAlice.PagerDuty)
 	if err != nil {
 		return err
 	}
@@ -261,6 +279,8 @@ func (d *demo) stepPage(ctx context.Context) error {
 	return nil
 }
 
+// stepExpiry: alice is reminded before her first grant ends, lets it run out, and the revoker
+// revokes it at its deadline; on PostgreSQL her login stops working.
 func (d *demo) stepExpiry(ctx context.Context, first grants.Grant) error {
 	d.section("5. alice's first grant runs out")
 	remind := first.ExpiresAt.Add(-5 * time.Minute)
@@ -309,6 +329,7 @@ func (d *demo) runCommand(ctx context.Context, args ...string) (int, string) {
 	return code, strings.TrimRight(out.String()+errb.String(), "\n")
 }
 
+// stepVerify runs `accessbroker audit verify` over the demo's database.
 func (d *demo) stepVerify(ctx context.Context) error {
 	d.section("6. The audit log verifies")
 	d.say("$ accessbroker audit verify --config %s", d.configPath)
@@ -321,6 +342,7 @@ func (d *demo) stepVerify(ctx context.Context) error {
 	return nil
 }
 
+// stepReport runs `accessbroker report` over the week that ends at the simulated now.
 func (d *demo) stepReport(ctx context.Context) error {
 	d.section("7. The weekly report")
 	now := d.clock.Now()
