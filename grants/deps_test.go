@@ -66,6 +66,8 @@ var layers = []layer{
 		why: "an integration adapts one technology to broker's or grants' interfaces and never imports another integration (only the shared integrations/httpclient)"},
 	{pkg: "fixtures/awsfake", libs: []string{"github.com/aws/aws-sdk-go-v2/aws", "github.com/aws/aws-sdk-go-v2/aws/signer/v4"},
 		why: "fakes import nothing of ours; awsfake borrows only the SDK's SigV4 signer (and its Credentials) to check signatures, never SDK structs to decode requests"},
+	{pkg: "fixtures/slackfake", ours: []string{"fixtures/slack"},
+		why: "fakes import nothing of ours but the payload examples: slackfake builds the requests Slack sends (slash commands, block_actions) from the documented ones in fixtures/slack"},
 	{pkg: "fixtures/*", why: "fakes and payloads import nothing of ours and no SDK: they decode with their own structs, so a wrong JSON tag cannot pass both sides"},
 	{pkg: "cmd/accessbroker/internal/*", ours: anything, libs: anything, why: "cmd's own packages (config, demo): part of the wiring, imported only by cmd/accessbroker"},
 	{pkg: "cmd/accessbroker", ours: anything, libs: anything, why: "cmd wires everything"},
@@ -86,11 +88,13 @@ var onlyIn = []struct{ lib, pkg, why string }{
 	{"github.com/hashicorp/go-cleanhttp", "integrations/httpclient", "every SDK gets its transport from integrations/httpclient"},
 }
 
-// testPackageExceptions are production files' imports of a *test package that are allowed for
-// now: importer → imported.
-var testPackageExceptions = []struct{ importer, imported, why string }{
-	{"cmd/accessbroker", "grants/clocktest", "demo.go runs the story on a fake clock; removed by the demo move"},
-}
+// testPackageException is a production file's import of a *test package that is allowed for
+// now: importer → imported, and why.
+type testPackageException struct{ importer, imported, why string }
+
+// testPackageExceptions are the allowed imports of *test packages by production code. None
+// today: the demo runs on a simulated clock of its own (cmd/accessbroker/internal/demo).
+var testPackageExceptions []testPackageException
 
 // wallClockExceptions are the production files allowed to read the wall clock directly.
 var wallClockExceptions = []struct{ file, why string }{
@@ -118,14 +122,49 @@ type pkgInfo struct {
 func TestLayering(t *testing.T) {
 	pkgs := listPackages(t)
 	var used []string
-	for _, p := range violations(pkgs, &used) {
+	for _, p := range violations(pkgs, testPackageExceptions, &used) {
 		t.Error(p)
 	}
-	for _, e := range testPackageExceptions {
+	for _, p := range unusedExceptions(testPackageExceptions, used) {
+		t.Error(p)
+	}
+}
+
+// unusedExceptions reports each exception that no import used.
+func unusedExceptions(exceptions []testPackageException, used []string) []string {
+	var out []string
+	for _, e := range exceptions {
 		if !slices.Contains(used, e.importer+" → "+e.imported) {
-			t.Errorf("testPackageExceptions: %s no longer imports %s; delete that line in grants/deps_test.go", e.importer, e.imported)
+			out = append(out, fmt.Sprintf("testPackageExceptions: %s no longer imports %s; delete that line in grants/deps_test.go", e.importer, e.imported))
 		}
 	}
+	return out
+}
+
+// TestBinaryLinksNoTestPackage fails when the accessbroker binary links a *test helper
+// package of ours, or "testing", through any path of imports (TestLayering checks each
+// package's own imports; this checks what the linker gets).
+func TestBinaryLinksNoTestPackage(t *testing.T) {
+	deps := listDeps(t, module+"/cmd/accessbroker")
+	if !slices.Contains(deps, module+"/grants") {
+		t.Fatalf("go list -deps found %d packages without %s/grants; is the test running inside the module?", len(deps), module)
+	}
+	if bad := testPackagesIn(deps); len(bad) > 0 {
+		t.Errorf("the accessbroker binary links %s: *test packages and \"testing\" are for tests only (go list -deps ./cmd/accessbroker)", strings.Join(bad, ", "))
+	}
+}
+
+// testPackagesIn returns the packages of deps that a production binary must not link: ours
+// whose last element ends in "test", and "testing".
+func testPackagesIn(deps []string) []string {
+	var bad []string
+	for _, d := range deps {
+		ours := d == module || strings.HasPrefix(d, module+"/")
+		if d == "testing" || ours && strings.HasSuffix(path.Base(d), "test") {
+			bad = append(bad, d)
+		}
+	}
+	return bad
 }
 
 // TestNoWallClock fails when production code reads the wall clock (time.Now, time.Since,
@@ -179,13 +218,17 @@ func TestArchitectureChecksCatch(t *testing.T) {
 		{"integration imports httpclient", imports("integrations/github", module+"/integrations/httpclient", "github.com/google/go-github/v60/github"), ""},
 		{"retryablehttp outside httpclient", imports("integrations/slack", "github.com/hashicorp/go-retryablehttp"), "only integrations/httpclient may"},
 		{"fixture imports ours", imports("fixtures/slackfake", module+"/integrations/slack"), "fixtures/slackfake imports integrations/slack"},
+		{"slackfake reads the payload examples", imports("fixtures/slackfake", module+"/fixtures/slack"), ""},
+		{"slackfake imports another fake", imports("fixtures/slackfake", module+"/fixtures/pdfake"), "fixtures/slackfake imports fixtures/pdfake"},
+		{"another fake imports the Slack examples", imports("fixtures/pdfake", module+"/fixtures/slack"), "fixtures/pdfake imports fixtures/slack"},
 		{"fixture imports an SDK", imports("fixtures/pdfake", "github.com/PagerDuty/go-pagerduty"), "fixtures/pdfake imports github.com/PagerDuty/go-pagerduty"},
 		{"awsfake's signer", imports("fixtures/awsfake", "github.com/aws/aws-sdk-go-v2/aws/signer/v4"), ""},
 		{"awsfake decodes with SDK types", imports("fixtures/awsfake", "github.com/aws/aws-sdk-go-v2/service/sts/types"), "fixtures/awsfake imports github.com/aws/aws-sdk-go-v2/service/sts/types"},
 		{"fixture imports testing", imports("fixtures/githubfake", "testing"), `fixtures/githubfake imports "testing"`},
 		{"production imports a *test package", imports("integrations/slack", module+"/broker/brokertest"), "imports the test helper broker/brokertest"},
 		{"cmd imports a *test package", imports("cmd/accessbroker", module+"/grants/storetest"), "imports the test helper grants/storetest"},
-		{"the listed exception", imports("cmd/accessbroker", module+"/grants/clocktest"), ""},
+		{"cmd imports the fake clock", imports("cmd/accessbroker", module+"/grants/clocktest"), "imports the test helper grants/clocktest"},
+		{"the demo imports the fake clock", imports("cmd/accessbroker/internal/demo", module+"/grants/clocktest"), "imports the test helper grants/clocktest"},
 		{"a *test package may import testing", imports("grants/storetest", "testing", module+"/grants/clocktest"), ""},
 		{"logrus", imports("cmd/accessbroker", "github.com/sirupsen/logrus"), "log with log/slog"},
 		{"a package with no layer", imports("internal/util"), "has no row in layers"},
@@ -193,12 +236,49 @@ func TestArchitectureChecksCatch(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.pkg.ImportPath = module + "/" + tc.pkg.ImportPath
 			var used []string
-			got := strings.Join(violations([]pkgInfo{tc.pkg}, &used), "\n")
+			got := strings.Join(violations([]pkgInfo{tc.pkg}, nil, &used), "\n")
 			if tc.want == "" && got != "" {
 				t.Fatalf("want no violation, got:\n%s", got)
 			}
 			if !strings.Contains(got, tc.want) {
 				t.Fatalf("want a violation saying %q, got:\n%s", tc.want, got)
+			}
+		})
+	}
+
+	// The exception mechanism, with a list of its own: a listed import passes and is marked
+	// used, an unlisted one still fails, and a listed one nobody uses is reported.
+	excs := []testPackageException{{"cmd/accessbroker", "grants/clocktest", "a test of the mechanism"}}
+	var used []string
+	listed := violations([]pkgInfo{imports(module+"/cmd/accessbroker", module+"/grants/clocktest")}, excs, &used)
+	if len(listed) != 0 || !slices.Equal(used, []string{"cmd/accessbroker → grants/clocktest"}) {
+		t.Errorf("a listed exception: violations %q, used %q; want none and the exception used", listed, used)
+	}
+	used = nil
+	unlisted := violations([]pkgInfo{imports(module+"/cmd/accessbroker", module+"/grants/storetest")}, excs, &used)
+	if len(unlisted) != 1 || !strings.Contains(unlisted[0], "imports the test helper grants/storetest") || len(used) != 0 {
+		t.Errorf("an import the exceptions do not list: violations %q, used %q; want one violation", unlisted, used)
+	}
+	if got := unusedExceptions(excs, nil); len(got) != 1 || !strings.Contains(got[0], "cmd/accessbroker no longer imports grants/clocktest") {
+		t.Errorf("an unused exception: %q, want it reported", got)
+	}
+	if got := unusedExceptions(excs, []string{"cmd/accessbroker → grants/clocktest"}); len(got) != 0 {
+		t.Errorf("a used exception reported unused: %q", got)
+	}
+
+	// What the binary links.
+	for _, tc := range []struct {
+		name string
+		deps []string
+		want []string
+	}{
+		{"production and the standard library", []string{"fmt", "net/http/httptest", module + "/grants", module + "/fixtures/slackfake"}, nil},
+		{"a *test package of ours", []string{"fmt", module + "/grants/clocktest", module + "/broker/brokertest"}, []string{module + "/grants/clocktest", module + "/broker/brokertest"}},
+		{"testing", []string{"testing", "internal/testlog"}, []string{"testing"}},
+	} {
+		t.Run("binary/"+tc.name, func(t *testing.T) {
+			if got := testPackagesIn(tc.deps); !slices.Equal(got, tc.want) {
+				t.Errorf("testPackagesIn = %q, want %q", got, tc.want)
 			}
 		})
 	}
@@ -231,7 +311,7 @@ func TestArchitectureChecksCatch(t *testing.T) {
 
 // violations applies the layer table and the global bans to the production imports of pkgs.
 // Every allowed use of a testPackageExceptions entry is appended to used ("importer → imported").
-func violations(pkgs []pkgInfo, used *[]string) []string {
+func violations(pkgs []pkgInfo, exceptions []testPackageException, used *[]string) []string {
 	var out []string
 	for _, p := range pkgs {
 		rel := relative(p.ImportPath)
@@ -242,13 +322,13 @@ func violations(pkgs []pkgInfo, used *[]string) []string {
 		}
 		helper := strings.HasSuffix(path.Base(rel), "test")
 		for _, imp := range p.Imports {
-			out = append(out, importViolations(rel, l, helper, imp, used)...)
+			out = append(out, importViolations(rel, l, helper, imp, exceptions, used)...)
 		}
 	}
 	return out
 }
 
-func importViolations(rel string, l layer, helper bool, imp string, used *[]string) []string {
+func importViolations(rel string, l layer, helper bool, imp string, exceptions []testPackageException, used *[]string) []string {
 	var out []string
 	for _, b := range bannedEverywhere {
 		if imp == b.path && !(b.path == "database/sql" && matchesAny(rel, sqlAllowed)) {
@@ -261,7 +341,7 @@ func importViolations(rel string, l layer, helper bool, imp string, used *[]stri
 	if imp == module || strings.HasPrefix(imp, module+"/") {
 		dep := relative(imp)
 		if strings.HasSuffix(path.Base(dep), "test") {
-			if slices.ContainsFunc(testPackageExceptions, func(e struct{ importer, imported, why string }) bool {
+			if slices.ContainsFunc(exceptions, func(e testPackageException) bool {
 				return e.importer == rel && e.imported == dep
 			}) {
 				*used = append(*used, rel+" → "+dep)
@@ -391,6 +471,22 @@ func wallClockUses(filename string, src []byte) ([]string, error) {
 		return true
 	})
 	return found, nil
+}
+
+// listDeps runs `go list -deps` on pkg: every package its binary links.
+func listDeps(t *testing.T, pkg string) []string {
+	t.Helper()
+	if _, err := exec.LookPath("go"); err != nil {
+		t.Skip("the go command is not on PATH; the link set cannot be listed")
+	}
+	cmd := exec.Command("go", "list", "-deps", pkg)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list -deps %s: %v\n%s", pkg, err, stderr.String())
+	}
+	return strings.Fields(string(out))
 }
 
 // listPackages runs `go list -json` over the module once per test binary.

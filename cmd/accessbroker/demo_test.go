@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/accessbroker/accessbroker/audit"
+	"github.com/accessbroker/accessbroker/cmd/accessbroker/internal/demo"
 	"github.com/accessbroker/accessbroker/fixtures/slackfake"
 )
 
@@ -83,19 +84,19 @@ func runDemoTest(t *testing.T, args ...string) demoResult {
 	t.Helper()
 	dir := t.TempDir()
 	r := demoResult{dir: dir, config: filepath.Join(dir, "config.yaml")}
-	demoInspect = func(d *demo) {
-		msgs := d.slack.Messages()
+	demoInspect = func(d demo.Inspection) {
+		msgs := d.Slack.Messages()
 		r.delivered = deliveredSecrets(msgs)
 		for _, m := range msgs {
 			if strings.HasPrefix(m.Channel, "C") && !m.Ephemeral {
 				r.channelPosts = append(r.channelPosts, m.Text+string(m.Blocks))
 			}
 		}
-		for _, s := range d.aws.Sessions() {
+		for _, s := range d.AWS.Sessions() {
 			r.delivered = append(r.delivered, s.SecretAccessKey, s.SessionToken)
 		}
-		if d.pg != nil {
-			r.usedPG, r.pgBaseDSN, r.pgDB, r.pgRole = true, d.pg.baseDSN, d.pg.db, d.pg.role
+		if pg := d.PostgreSQL; pg != nil {
+			r.usedPG, r.pgBaseDSN, r.pgDB, r.pgRole = true, pg.BaseDSN, pg.Database, pg.Role
 		}
 	}
 	t.Cleanup(func() { demoInspect = nil })
@@ -253,7 +254,7 @@ func checkNoSecrets(t *testing.T, r demoResult) {
 			}
 		}
 	}
-	if !strings.Contains(r.transcript, demoMask) {
+	if !strings.Contains(r.transcript, demo.Mask) {
 		t.Error("the transcript shows no masked credential: the deliveries were not shown at all")
 	}
 }
@@ -262,10 +263,10 @@ func TestDemo(t *testing.T) {
 	t.Run("local PostgreSQL when reachable", func(t *testing.T) {
 		wantPG := false
 		if dsn := os.Getenv("ACCESSBROKER_TEST_POSTGRES_DSN"); dsn != "" {
-			t.Setenv(demoPostgresEnv, dsn)
+			t.Setenv(demo.PostgresEnv, dsn)
 			wantPG = true
 		} else {
-			t.Setenv(demoPostgresEnv, "")
+			t.Setenv(demo.PostgresEnv, "")
 			t.Log("ACCESSBROKER_TEST_POSTGRES_DSN is unset: the demo uses the default local PostgreSQL if it answers, else the webhook stand-in")
 		}
 		r := runDemoTest(t)
@@ -279,10 +280,11 @@ func TestDemo(t *testing.T) {
 				t.Error("the transcript does not say which PostgreSQL database prod-db used")
 			}
 			checkPostgresCleanedUp(t, r)
+			checkTranscript(t, "transcript-postgres.golden", r)
 		}
 	})
 	t.Run("webhook stand-in without PostgreSQL", func(t *testing.T) {
-		t.Setenv(demoPostgresEnv, "none")
+		t.Setenv(demo.PostgresEnv, "none")
 		r := runDemoTest(t)
 		if r.usedPG {
 			t.Fatal("the demo used PostgreSQL although it was told not to")
@@ -292,9 +294,10 @@ func TestDemo(t *testing.T) {
 		}
 		checkDemoOutcomes(t, r)
 		checkNoSecrets(t, r)
+		checkTranscript(t, "transcript-webhook.golden", r)
 	})
 	t.Run("interactive", func(t *testing.T) {
-		t.Setenv(demoPostgresEnv, "none")
+		t.Setenv(demo.PostgresEnv, "none")
 		demoStdin = strings.NewReader(strings.Join([]string{
 			"help",
 			"as carol /access prod-aws 30m checking the interactive mode",

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -21,22 +23,35 @@ import (
 	"github.com/accessbroker/accessbroker/integrations/slack"
 )
 
+// rfPerson is one person of the test, the same in the fake Slack and the fake PagerDuty.
+type rfPerson struct {
+	Name, Slack, PagerDuty, Email string
+}
+
+// The workspace and channels of testdata/e2e/replicas-frontends.yaml.
+const (
+	rfTeam      = "T0DEMO"
+	rfApprovals = "C0APPROVALS"
+	rfAudit     = "C0AUDIT"
+	rfOps       = "C0OPS"
+)
+
 // The people of testdata/e2e/replicas-frontends.yaml: four on call for prod-db's escalation
 // policy, four not, and two approvers.
 var (
-	rfOnCall = []demoPerson{
+	rfOnCall = []rfPerson{
 		{Name: "oncall1", Slack: "U0ON1", PagerDuty: "PON1", Email: "oncall1@example.com"},
 		{Name: "oncall2", Slack: "U0ON2", PagerDuty: "PON2", Email: "oncall2@example.com"},
 		{Name: "oncall3", Slack: "U0ON3", PagerDuty: "PON3", Email: "oncall3@example.com"},
 		{Name: "oncall4", Slack: "U0ON4", PagerDuty: "PON4", Email: "oncall4@example.com"},
 	}
-	rfOffCall = []demoPerson{
+	rfOffCall = []rfPerson{
 		{Name: "offcall1", Slack: "U0OFF1", PagerDuty: "POFF1", Email: "offcall1@example.com"},
 		{Name: "offcall2", Slack: "U0OFF2", PagerDuty: "POFF2", Email: "offcall2@example.com"},
 		{Name: "offcall3", Slack: "U0OFF3", PagerDuty: "POFF3", Email: "offcall3@example.com"},
 		{Name: "offcall4", Slack: "U0OFF4", PagerDuty: "POFF4", Email: "offcall4@example.com"},
 	}
-	rfLeads = []demoPerson{
+	rfLeads = []rfPerson{
 		{Name: "lead1", Slack: "U0LEAD1", PagerDuty: "PLEAD1", Email: "lead1@example.com"},
 		{Name: "lead2", Slack: "U0LEAD2", PagerDuty: "PLEAD2", Email: "lead2@example.com"},
 	}
@@ -52,7 +67,7 @@ const (
 
 // rfCommand is one slash command and every delivery of it (the original and its replays).
 type rfCommand struct {
-	who       demoPerson
+	who       rfPerson
 	onCall    bool
 	trigger   string
 	replica   int   // index of the replica that got the original
@@ -65,7 +80,7 @@ type rfCommand struct {
 // rfIncident is one acknowledged page and its resolution, each delivered to several replicas.
 type rfIncident struct {
 	inc   pdfake.Incident
-	acker demoPerson
+	acker rfPerson
 	// reacked: the acknowledgement is several distinct events (one per target) rather than
 	// one event delivered to every target.
 	reacked    bool
@@ -131,22 +146,22 @@ func TestReplicasFrontendsOnPostgres(t *testing.T) {
 	c.config = filepath.Join("testdata", "e2e", "replicas-frontends.yaml")
 	c.fake.SetLatency(0)
 
-	botToken, signing := "xoxb-rf-"+randomHex(16), randomHex(16)
-	pdToken, pdSecret := "pd-rf-"+randomHex(12), randomHex(16)
-	sl := slackfake.New(slackfake.Options{Token: botToken, TeamID: demoTeam})
+	botToken, signing := "xoxb-rf-"+rfRandomHex(16), rfRandomHex(16)
+	pdToken, pdSecret := "pd-rf-"+rfRandomHex(12), rfRandomHex(16)
+	sl := slackfake.New(slackfake.Options{Token: botToken, TeamID: rfTeam})
 	t.Cleanup(sl.Close)
 	pd := pdfake.New(pdfake.Options{Token: pdToken})
 	t.Cleanup(pd.Close)
 	t.Cleanup(c.killAll) // before the fakes close
 	var everyone []string
-	for _, p := range append(append(append([]demoPerson(nil), rfOnCall...), rfOffCall...), rfLeads...) {
+	for _, p := range append(append(append([]rfPerson(nil), rfOnCall...), rfOffCall...), rfLeads...) {
 		sl.AddUser(slackfake.User{ID: p.Slack, Name: p.Name, RealName: p.Name, Email: p.Email})
 		pd.AddUser(pdfake.User{ID: p.PagerDuty, Name: p.Name, Email: p.Email})
 		everyone = append(everyone, p.Slack)
 	}
-	sl.AddChannel(demoApprovals, rfLeads[0].Slack, rfLeads[1].Slack)
-	sl.AddChannel(demoAuditChannel, rfLeads[0].Slack)
-	sl.AddChannel(demoOpsChannel, everyone...)
+	sl.AddChannel(rfApprovals, rfLeads[0].Slack, rfLeads[1].Slack)
+	sl.AddChannel(rfAudit, rfLeads[0].Slack)
+	sl.AddChannel(rfOps, everyone...)
 	now := time.Now().UTC()
 	var shifts []pdfake.OnCall
 	for _, p := range rfOnCall {
@@ -182,7 +197,7 @@ func TestReplicasFrontendsOnPostgres(t *testing.T) {
 
 	// Phase 1, concurrently: slash commands with cross-replica replays, and acknowledged pages
 	// each delivered to several replicas.
-	people := append(append([]demoPerson(nil), rfOnCall...), rfOffCall...)
+	people := append(append([]rfPerson(nil), rfOnCall...), rfOffCall...)
 	cmds := make([]*rfCommand, rfCommands)
 	for i := range cmds {
 		who := people[i%len(people)]
@@ -224,7 +239,9 @@ func TestReplicasFrontendsOnPostgres(t *testing.T) {
 		inner.Wait()
 	}
 	for i, cmd := range cmds {
-		form, err := slashCommandForm(cmd.who, fmt.Sprintf("prod-db 1h replica frontends test %d", i), newResponseURL(cmd.who.Slack))
+		form, err := slackfake.CommandForm(slackfake.Command{TeamID: rfTeam, TeamDomain: "demo", ChannelID: rfOps, ChannelName: "ops",
+			UserID: cmd.who.Slack, UserName: cmd.who.Name, Command: "/access", Text: fmt.Sprintf("prod-db 1h replica frontends test %d", i),
+			APIAppID: "A0DEMO", ResponseURL: newResponseURL(cmd.who.Slack)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -234,7 +251,7 @@ func TestReplicasFrontendsOnPostgres(t *testing.T) {
 		wg.Go(func() {
 			// The original and its replays: the very same signed request, at the same moment.
 			deliver(len(cmd.targets), func(j int) {
-				req, err := newSlackRequest(ctx, url(cmd.targets[j], slack.CommandsPath), signing, signedAt, body)
+				req, err := slackfake.SignedRequest(ctx, url(cmd.targets[j], slack.CommandsPath), signing, signedAt, body)
 				if err != nil {
 					t.Error(err)
 					return
@@ -262,7 +279,7 @@ func TestReplicasFrontendsOnPostgres(t *testing.T) {
 	for _, ri := range incidents {
 		for j := range ri.targets {
 			if j == 0 || ri.reacked {
-				del, err := pagerDutyDelivery(pd, pdSecret, "incident.acknowledged", ri.inc.ID, ri.acker.PagerDuty, time.Now())
+				del, err := pd.IncidentDelivery("incident.acknowledged", ri.inc.ID, ri.acker.PagerDuty, time.Now(), pdSecret)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -350,7 +367,7 @@ func TestReplicasFrontendsOnPostgres(t *testing.T) {
 	// command; some clicks reach two replicas at once.
 	within(t, 30*time.Second, "an approval request for every off-call command", func() bool {
 		for _, cmd := range offCall {
-			if _, ok := approvalMessage(sl, cmd.requestID); !ok {
+			if _, ok := rfApprovalMessage(sl, cmd.requestID); !ok {
 				return false
 			}
 		}
@@ -364,14 +381,14 @@ func TestReplicasFrontendsOnPostgres(t *testing.T) {
 	var clicks []*click
 	doubles := 0
 	for j, cmd := range offCall {
-		msg, _ := approvalMessage(sl, cmd.requestID)
+		msg, _ := rfApprovalMessage(sl, cmd.requestID)
 		other, yetOther := (cmd.replica+1)%3, (cmd.replica+2)%3
 		var sends []func()
 		ck := &click{cmd: cmd}
 		switch j % 3 {
 		case 0: // one click, delivered to two replicas at once (Slack retrying it)
 			rurl := newResponseURL(rfLeads[0].Slack)
-			body, err := blockActionsBody(rfLeads[0], "approve", cmd.requestID, msg, rurl, time.Now())
+			body, err := rfApproveBody(rfLeads[0], cmd.requestID, msg, rurl)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -384,7 +401,7 @@ func TestReplicasFrontendsOnPostgres(t *testing.T) {
 		case 1: // both approvers click at once, on different replicas
 			for n, r := range []int{other, yetOther} {
 				rurl := newResponseURL(rfLeads[n].Slack)
-				body, err := blockActionsBody(rfLeads[n], "approve", cmd.requestID, msg, rurl, time.Now())
+				body, err := rfApproveBody(rfLeads[n], cmd.requestID, msg, rurl)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -396,7 +413,7 @@ func TestReplicasFrontendsOnPostgres(t *testing.T) {
 			doubles++
 		default: // one click on yet another replica
 			rurl := newResponseURL(rfLeads[j%2].Slack)
-			body, err := blockActionsBody(rfLeads[j%2], "approve", cmd.requestID, msg, rurl, time.Now())
+			body, err := rfApproveBody(rfLeads[j%2], cmd.requestID, msg, rurl)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -447,9 +464,9 @@ func TestReplicasFrontendsOnPostgres(t *testing.T) {
 		told := map[string]int{}
 		for _, m := range sl.Messages() {
 			switch {
-			case isCredential(m):
+			case rfIsCredential(m):
 				credCount++
-			case m.Channel == demoAuditChannel && strings.HasPrefix(m.Text, "Granted "):
+			case m.Channel == rfAudit && strings.HasPrefix(m.Text, "Granted "):
 				noteCount++
 			case m.Via == slackfake.ResponseURLMethod:
 				told[m.ResponseURL]++
@@ -475,7 +492,7 @@ func TestReplicasFrontendsOnPostgres(t *testing.T) {
 		inc := ri.inc
 		inc.Status, inc.UpdatedAt = "resolved", time.Now().UTC()
 		pd.PutIncident(inc)
-		del, err := pagerDutyDelivery(pd, pdSecret, "incident.resolved", inc.ID, ri.acker.PagerDuty, time.Now())
+		del, err := pd.IncidentDelivery("incident.resolved", inc.ID, ri.acker.PagerDuty, time.Now(), pdSecret)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -565,12 +582,12 @@ func TestReplicasFrontendsOnPostgres(t *testing.T) {
 	}
 	creds, notes := map[string][]slackfake.Message{}, map[string]int{}
 	for _, m := range sl.Messages() {
-		raw := rawText(m)
+		raw := m.Mrkdwn()
 		for _, g := range all {
 			switch {
-			case isCredential(m) && strings.Contains(raw, "wh-secret-"+g.ID):
+			case rfIsCredential(m) && strings.Contains(raw, "wh-secret-"+g.ID):
 				creds[g.ID] = append(creds[g.ID], m)
-			case m.Channel == demoAuditChannel && strings.HasPrefix(m.Text, "Granted ") && strings.Contains(m.Text, g.ID):
+			case m.Channel == rfAudit && strings.HasPrefix(m.Text, "Granted ") && strings.Contains(m.Text, g.ID):
 				notes[g.ID]++
 			}
 		}
@@ -638,7 +655,7 @@ func TestReplicasFrontendsOnPostgres(t *testing.T) {
 	}
 	credTotal := 0
 	for _, m := range sl.Messages() {
-		if isCredential(m) {
+		if rfIsCredential(m) {
 			credTotal++
 		}
 	}
@@ -715,10 +732,41 @@ func TestReplicasFrontendsOnPostgres(t *testing.T) {
 	t.Logf("total %s", time.Since(began).Round(time.Millisecond))
 }
 
+// rfApproveBody is the block_actions form body of who pressing Approve on the approval message
+// msg of requestID in #approvals, now.
+func rfApproveBody(who rfPerson, requestID string, msg slackfake.Message, rurl string) ([]byte, error) {
+	return slackfake.BlockActions(slackfake.Click{TeamID: rfTeam, TeamDomain: "demo", UserID: who.Slack, UserName: who.Name, APIAppID: "A0DEMO",
+		ChannelID: rfApprovals, ChannelName: "approvals", Message: msg, BotID: "B0BOT",
+		ActionID: "approve", BlockID: "decide", Value: requestID, Label: "Approve", ResponseURL: rurl, At: time.Now()})
+}
+
+// rfApprovalMessage finds the approval request for requestID that the fake Slack holds in
+// #approvals.
+func rfApprovalMessage(sl *slackfake.Server, requestID string) (slackfake.Message, bool) {
+	for _, m := range sl.Messages() {
+		if m.Channel == rfApprovals && strings.Contains(string(m.Blocks), requestID) {
+			return m, true
+		}
+	}
+	return slackfake.Message{}, false
+}
+
+// rfIsCredential reports whether m is a credential delivery (its blocks carry the credential).
+func rfIsCredential(m slackfake.Message) bool {
+	return strings.Contains(string(m.Blocks), `"block_id":"credential"`)
+}
+
+// rfRandomHex returns n random bytes in hex, for the test's tokens and secrets.
+func rfRandomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails (Go 1.24+)
+	return hex.EncodeToString(b)
+}
+
 // rfClick delivers one signed interaction and requires 200.
 func rfClick(t *testing.T, hc *http.Client, url, secret string, at time.Time, body []byte) {
 	t.Helper()
-	req, err := newSlackRequest(context.Background(), url, secret, at, body)
+	req, err := slackfake.SignedRequest(context.Background(), url, secret, at, body)
 	if err != nil {
 		t.Error(err)
 		return
