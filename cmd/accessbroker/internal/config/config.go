@@ -1567,9 +1567,6 @@ func (v *validator) intRange(path string, n, lo, hi int) {
 	}
 }
 
-// FormatDuration is audit.FormatDuration, for the demo until it moves to its own package.
-func FormatDuration(d time.Duration) string { return audit.FormatDuration(d) }
-
 // checkURL applies the one rule for upstream URLs, httpclient.CheckBaseURL (an absolute
 // https URL, or http on a loopback host, with no credentials), then extra: the further rule of
 // the package that takes the URL, so that config check refuses what that package refuses.

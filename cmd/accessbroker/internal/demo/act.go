@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/accessbroker/accessbroker/audit"
-	"github.com/accessbroker/accessbroker/cmd/accessbroker/internal/config"
 	"github.com/accessbroker/accessbroker/fixtures/slackfake"
 	"github.com/accessbroker/accessbroker/grants"
 )
@@ -127,7 +126,7 @@ func (d *demo) advance(by time.Duration, narration string) {
 	if !d.blank {
 		d.plain("")
 	}
-	d.say("⏩ %s (simulated: the clock moved %s)", narration, config.FormatDuration(by))
+	d.say("⏩ %s (simulated: the clock moved %s)", narration, audit.FormatDuration(by))
 }
 
 // ---------------------------------------------------------------------------------------

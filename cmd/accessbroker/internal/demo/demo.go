@@ -175,7 +175,7 @@ func Run(ctx context.Context, w Wiring, o Options) error {
 		cleanupErr = fmt.Errorf("cleanup: %s", d.mask(err.Error()))
 	}
 	fmt.Fprintf(o.Stdout, "\nThe demo took %.1f s of real time for %s of simulated time.\n",
-		realClock.Now().Sub(began).Seconds(), config.FormatDuration(d.clock.Now().Sub(d.start)))
+		realClock.Now().Sub(began).Seconds(), audit.FormatDuration(d.clock.Now().Sub(d.start)))
 	return errors.Join(storyErr, cleanupErr)
 }
 

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/accessbroker/accessbroker/cmd/accessbroker/internal/config"
+	"github.com/accessbroker/accessbroker/audit"
 	"github.com/accessbroker/accessbroker/grants"
 )
 
@@ -84,7 +84,7 @@ func (d *demo) do(ctx context.Context, line string) error {
 		if err != nil || by <= 0 || by > 7*24*time.Hour {
 			return fmt.Errorf("%q is not a duration between 1s and 168h (write it like 90s, 10m or 2h)", f[1])
 		}
-		d.advance(by, config.FormatDuration(by)+" later")
+		d.advance(by, audit.FormatDuration(by)+" later")
 	case "as":
 		if len(f) < 3 {
 			return errors.New("usage: as <user> /access <text>")

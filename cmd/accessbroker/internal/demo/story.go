@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/accessbroker/accessbroker/audit"
-	"github.com/accessbroker/accessbroker/cmd/accessbroker/internal/config"
 	"github.com/accessbroker/accessbroker/fixtures/pdfake"
 	"github.com/accessbroker/accessbroker/fixtures/slackfake"
 	"github.com/accessbroker/accessbroker/grants"
@@ -285,7 +284,7 @@ func (d *demo) stepExpiry(ctx context.Context, first grants.Grant) error {
 	d.section("5. alice's first grant runs out")
 	remind := first.ExpiresAt.Add(-5 * time.Minute)
 	if now := d.clock.Now(); now.Before(remind) {
-		d.advance(remind.Sub(now), fmt.Sprintf("%s later, 5 minutes before alice's grant ends", config.FormatDuration(remind.Sub(now))))
+		d.advance(remind.Sub(now), fmt.Sprintf("%s later, 5 minutes before alice's grant ends", audit.FormatDuration(remind.Sub(now))))
 	}
 	rem, err := d.waitMessage(ctx, "alice's expiry reminder", func(m slackfake.Message) bool {
 		return d.recipient(m) == demoAlice.Slack && strings.HasPrefix(m.Channel, "D") && strings.Contains(string(m.Blocks), first.ID) &&
