@@ -2,6 +2,7 @@ package grants
 
 import (
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -78,3 +79,20 @@ func (r *Request) Transition(next RequestState) error {
 	}
 	return fmt.Errorf("request %s: illegal transition %s → %s: %w", r.ID, r.State, next, ErrIllegalTransition)
 }
+
+// PendingLimitError is the refusal of a new request whose requester already has Max pending
+// requests for Resource (RequestWrite.MaxPending). Pending lists their ids, oldest first.
+// It unwraps to ErrPendingLimit.
+type PendingLimitError struct {
+	Resource string
+	Max      int
+	Pending  []string
+}
+
+func (e *PendingLimitError) Error() string {
+	return fmt.Sprintf("%d pending request(s) for %s already (%s), the most allowed is %d: %v",
+		len(e.Pending), e.Resource, strings.Join(e.Pending, ", "), e.Max, ErrPendingLimit)
+}
+
+// Unwrap returns ErrPendingLimit.
+func (e *PendingLimitError) Unwrap() error { return ErrPendingLimit }
