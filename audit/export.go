@@ -64,11 +64,21 @@ var CSVColumns = []string{
 
 // WriteCSV writes events as RFC 4180 CSV with the columns of CSVColumns, preceded by a header
 // row when header is true. time is UTC RFC 3339 with milliseconds; evidence is a JSON object
-// with sorted keys, or empty; hashes are lowercase hex. Values are written verbatim (quoted
-// where CSV requires) so the export stays faithful to the log: in particular a reason that
-// starts with '=' is not defused against spreadsheet formula injection, so open the file as
-// text or import it with every column typed as text.
+// with sorted keys, or empty; hashes are lowercase hex. Every cell is passed through
+// DefuseCSVCell, so a reason starting with '=' (or + - @, tab, CR, NUL) is written with a
+// leading ' and cannot run as a spreadsheet formula; WriteCSVRaw writes the exact text.
 func WriteCSV(w io.Writer, events []Event, header bool) error {
+	return writeCSV(w, events, header, csvCell(false))
+}
+
+// WriteCSVRaw is WriteCSV without defusing: every cell is the log's exact text (quoted where
+// CSV requires), for tools that compare the export with the log byte for byte. Do not open
+// its output in a spreadsheet.
+func WriteCSVRaw(w io.Writer, events []Event, header bool) error {
+	return writeCSV(w, events, header, csvCell(true))
+}
+
+func writeCSV(w io.Writer, events []Event, header bool, cell func(string) string) error {
 	cw := csv.NewWriter(w)
 	if header {
 		if err := cw.Write(CSVColumns); err != nil {
@@ -102,6 +112,9 @@ func WriteCSV(w io.Writer, events []Event, header bool) error {
 		rec[10] = evidence
 		rec[11] = e.PrevHash.String()
 		rec[12] = e.Hash.String()
+		for i, v := range rec {
+			rec[i] = cell(v)
+		}
 		if err := cw.Write(rec); err != nil {
 			return fmt.Errorf("write audit CSV seq %d: %w", e.Seq, err)
 		}

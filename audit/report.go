@@ -1163,10 +1163,19 @@ var ReportCSVColumns = []string{
 
 // WriteReportCSV writes the report's grant rows as RFC 4180 CSV with a header row and the
 // columns of ReportCSVColumns. Times are UTC RFC 3339 with milliseconds (empty when unset);
-// durations as in JSON ("1h30m"); anomalies are separated by ";". Unlike the audit export,
-// which stays byte-faithful to the log, this file is meant for spreadsheets: a cell starting
-// with = + - @ or a tab or carriage return is prefixed with ' so it cannot run as a formula.
+// durations as in JSON ("1h30m"); anomalies are separated by ";". Every cell is passed
+// through DefuseCSVCell (a cell starting with = + - @, tab, CR or NUL gets a leading '), as
+// in the audit export; WriteReportCSVRaw writes the exact text.
 func WriteReportCSV(w io.Writer, r Report) error {
+	return writeReportCSV(w, r, csvCell(false))
+}
+
+// WriteReportCSVRaw is WriteReportCSV without defusing: every cell is the exact text.
+func WriteReportCSVRaw(w io.Writer, r Report) error {
+	return writeReportCSV(w, r, csvCell(true))
+}
+
+func writeReportCSV(w io.Writer, r Report, cell func(string) string) error {
 	cw := csv.NewWriter(w)
 	if err := cw.Write(ReportCSVColumns); err != nil {
 		return fmt.Errorf("write report CSV header: %w", err)
@@ -1183,7 +1192,7 @@ func WriteReportCSV(w io.Writer, r Report) error {
 			g.State, stamp(g.RevokedAt), g.RevokeCause, g.RevokedBy, g.RevokeReason, strings.Join(kinds, ";"), g.EndedEarly,
 		}
 		for i, v := range vals {
-			rec[i] = defuseCell(v)
+			rec[i] = cell(v)
 		}
 		if err := cw.Write(rec); err != nil {
 			return fmt.Errorf("write report CSV row %s: %w", g.GrantID, err)
@@ -1194,13 +1203,6 @@ func WriteReportCSV(w io.Writer, r Report) error {
 		return fmt.Errorf("write report CSV: %w", err)
 	}
 	return nil
-}
-
-func defuseCell(s string) string {
-	if s != "" && strings.ContainsRune("=+-@\t\r", rune(s[0])) {
-		return "'" + s
-	}
-	return s
 }
 
 func stamp(t time.Time) string {

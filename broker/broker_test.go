@@ -440,7 +440,9 @@ func TestBreakGlass(t *testing.T) {
 
 func TestRecoverFinishesUndecidedRequests(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
+	res := prodDB()
+	res.Policy.MaxPendingPerPerson = 2 // alice has both requests pending when the "crash" comes
+	e := newEnv(t, res)
 	e.setOnCall(alice, time.Time{})
 	r1 := e.submit(t, broker.RequestInput{ExternalKey: "k1"})
 	r2 := e.submit(t, broker.RequestInput{ExternalKey: "k2", UserID: alice})
@@ -635,8 +637,10 @@ func TestStaticOnCallHonoursPolicy(t *testing.T) {
 // answers; a duplicate key in a batch fails only the duplicate.
 func TestConcurrentSubmitsGroupCommit(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
 	const keys = 40
+	res := prodDB()
+	res.Policy.MaxPendingPerPerson = 2 * keys // every distinct key (k… and u… below) is a new pending request of alice's
+	e := newEnv(t, res)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	ok, dup := 0, 0

@@ -120,10 +120,15 @@ func (b *Broker) SubmitExtension(ctx context.Context, in ExtensionInput) (grants
 		"expires_at": grants.Timestamp(g.ExpiresAt), evScheduledEnd: r.Evidence[evScheduledEnd],
 	})
 	ev.GrantID = g.ID
-	err = b.store.Apply(ctx, &grants.Change{Requests: []grants.RequestWrite{{Request: r, Create: true}}, Events: []*audit.Event{ev}})
+	err = b.store.Apply(ctx, &grants.Change{Requests: []grants.RequestWrite{{Request: r, Create: true, MaxPending: res.Policy.PendingCap()}}, Events: []*audit.Event{ev}})
 	if err != nil {
 		if errors.Is(err, grants.ErrConflict) && in.ExternalKey != "" {
 			return grants.Request{}, fmt.Errorf("extension with key %s: %w", in.ExternalKey, ErrDuplicate)
+		}
+		if pr, ok := b.pendingLimitRejection(err, rej.Actor, res.Name); ok {
+			rej.Reason = pr.Reason
+			rej.Evidence[evPendingRequests], rej.Evidence["max_pending"] = pr.Evidence[evPendingRequests], pr.Evidence["max_pending"]
+			return grants.Request{}, b.refuseAndRecord(ctx, rej)
 		}
 		return grants.Request{}, fmt.Errorf("record extension of grant %s: %w", g.ID, err)
 	}

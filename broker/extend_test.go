@@ -233,3 +233,35 @@ func TestScheduledEndWithoutApproversRefused(t *testing.T) {
 		t.Errorf("requests = %d, want only the original", len(rs))
 	}
 }
+
+// TestPendingCapCoversExtensions: an extension waiting for its approvers is a pending request
+// for the resource; a second extension (or a new request) while it waits is refused, naming
+// it, and recorded as request.rejected with evidence pending_requests.
+func TestPendingCapCoversExtensions(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	g := e.offCallGrant(t)
+	first := e.askExtension(t, g)
+	_, err := e.b.SubmitExtension(t.Context(), broker.ExtensionInput{TeamID: team, UserID: alice, GrantID: g.ID, By: 30 * time.Minute, Reason: "and a little more"})
+	var ref *broker.Refusal
+	if !errors.As(err, &ref) || !strings.Contains(ref.Message, first.ID) {
+		t.Fatalf("second extension while %s waits = %v, want a refusal naming it", first.ID, err)
+	}
+	_, err = e.b.Submit(t.Context(), broker.RequestInput{TeamID: team, UserID: alice, Resource: g.Resource, Duration: time.Hour, Reason: "a fresh grant instead"})
+	if !errors.As(err, &ref) || !strings.Contains(ref.Message, first.ID) {
+		t.Fatalf("new request while extension %s waits = %v, want a refusal naming it", first.ID, err)
+	}
+	evs, err := e.store.Search(t.Context(), audit.Query{Action: audit.ActionRequestRejected, Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, ev := range evs {
+		if ev.Evidence["pending_requests"] == first.ID {
+			n++
+		}
+	}
+	if n != 2 {
+		t.Errorf("rejections naming %s = %d, want 2", first.ID, n)
+	}
+}

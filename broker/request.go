@@ -86,15 +86,40 @@ func (b *Broker) Submit(ctx context.Context, in RequestInput) (grants.Request, e
 	ev := b.requestEvent(audit.ActionRequestCreated, actor, r, r.Reason, map[string]string{
 		"duration": in.Duration.String(), "source": string(src), evBreakGlass: r.Evidence[evBreakGlass],
 	})
-	err := b.store.Apply(ctx, &grants.Change{Requests: []grants.RequestWrite{{Request: r, Create: true}}, Events: []*audit.Event{ev}})
+	err := b.store.Apply(ctx, &grants.Change{Requests: []grants.RequestWrite{{Request: r, Create: true, MaxPending: res.Policy.PendingCap()}}, Events: []*audit.Event{ev}})
 	if err != nil {
 		if errors.Is(err, grants.ErrConflict) && in.ExternalKey != "" {
 			return grants.Request{}, fmt.Errorf("request with key %s: %w", in.ExternalKey, ErrDuplicate)
+		}
+		if rej, ok := b.pendingLimitRejection(err, actor, res.Name); ok {
+			rej.Evidence["team"], rej.Evidence["duration"] = in.TeamID, in.Duration.String()
+			return grants.Request{}, b.refuseAndRecord(ctx, rej)
 		}
 		return grants.Request{}, fmt.Errorf("record request for %s: %w", res.Name, err)
 	}
 	b.Wake()
 	return *r, nil
+}
+
+// evPendingRequests is the evidence key of a refusal for too many pending requests: the ids of
+// the requester's pending requests for the resource, comma-separated, oldest first.
+const evPendingRequests = "pending_requests"
+
+// pendingLimitRejection turns a store's *grants.PendingLimitError into the rejection to record
+// and tell the requester (naming the pending requests); ok is false for any other error.
+func (b *Broker) pendingLimitRejection(err error, actor audit.Actor, resource string) (Rejection, bool) {
+	var pl *grants.PendingLimitError
+	if !errors.As(err, &pl) {
+		return Rejection{}, false
+	}
+	msg := fmt.Sprintf("You already have a pending request for %s: %s (at most 1 pending request per person for %s). Nothing new was recorded; wait until it is decided or expires, then ask again.",
+		resource, pl.Pending[0], resource)
+	if len(pl.Pending) > 1 || pl.Max > 1 {
+		msg = fmt.Sprintf("You already have %d pending requests for %s: %s (at most %d per person for %s). Nothing new was recorded; wait until one is decided or expires, then ask again.",
+			len(pl.Pending), resource, strings.Join(pl.Pending, ", "), pl.Max, resource)
+	}
+	return Rejection{Actor: actor, Resource: resource, Reason: msg,
+		Evidence: map[string]string{evPendingRequests: strings.Join(pl.Pending, ","), "max_pending": fmt.Sprint(pl.Max)}}, true
 }
 
 // Process finishes a recorded request: it resolves the requester, checks on-call status,

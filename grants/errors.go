@@ -28,6 +28,9 @@ var (
 	ErrNeedsOperator = errors.New("needs an operator")
 	// ErrAudit: the audit event could not be written, so nothing was done (fail closed).
 	ErrAudit = errors.New("audit log unavailable")
+	// ErrPendingLimit: the requester already has as many pending requests for the resource
+	// as its policy allows; nothing was written. The error is a *PendingLimitError.
+	ErrPendingLimit = errors.New("too many pending requests")
 )
 
 // errorKinds are the kinds a scrubbed error keeps for errors.Is.

@@ -2,6 +2,7 @@ package grants
 
 import (
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -105,3 +106,20 @@ func (r *Request) Advance(next RequestStage) error {
 	r.Stage = next
 	return nil
 }
+
+// PendingLimitError is the refusal of a new request whose requester already has Max pending
+// requests for Resource (RequestWrite.MaxPending). Pending lists their ids, oldest first.
+// It unwraps to ErrPendingLimit.
+type PendingLimitError struct {
+	Resource string
+	Max      int
+	Pending  []string
+}
+
+func (e *PendingLimitError) Error() string {
+	return fmt.Sprintf("%d pending request(s) for %s already (%s), the most allowed is %d: %v",
+		len(e.Pending), e.Resource, strings.Join(e.Pending, ", "), e.Max, ErrPendingLimit)
+}
+
+// Unwrap returns ErrPendingLimit.
+func (e *PendingLimitError) Unwrap() error { return ErrPendingLimit }

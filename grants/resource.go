@@ -25,6 +25,22 @@ type Policy struct {
 	MinApprovals             int
 	BreakGlass               bool
 	CapToShift               bool
+	// MaxPendingPerPerson is how many undecided requests one person may have open for the
+	// resource at once; 0 means DefaultMaxPending. See PendingCap.
+	MaxPendingPerPerson int
+}
+
+// DefaultMaxPending is the pending-request cap per person and resource when the policy sets
+// none.
+const DefaultMaxPending = 1
+
+// PendingCap is the policy's cap on one person's pending requests for the resource: its
+// MaxPendingPerPerson, or DefaultMaxPending when that is not positive.
+func (p Policy) PendingCap() int {
+	if p.MaxPendingPerPerson > 0 {
+		return p.MaxPendingPerPerson
+	}
+	return DefaultMaxPending
 }
 
 // CheckDuration validates a requested duration against the resource's limits. The error

@@ -57,6 +57,13 @@ type GrantWrite struct {
 type RequestWrite struct {
 	Request *Request
 	Create  bool
+	// MaxPending, with Create, caps the requester's pending requests for the resource: the
+	// change is refused with a *PendingLimitError (nothing written) when the requester (same
+	// Slack team and user) already has MaxPending requests pending for Request.Resource and
+	// not past their ExpiresAt. The count is taken inside the change's transaction,
+	// serialised with every other change, so concurrent creations cannot both pass; it
+	// includes requests created earlier in the same change. 0: no cap.
+	MaxPending int
 }
 
 // GrantFilter selects grants. Zero fields match everything.

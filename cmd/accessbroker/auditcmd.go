@@ -175,6 +175,7 @@ func auditSearch(ctx context.Context, args []string, stdout, stderr io.Writer, e
 		defFormat = "jsonl"
 	}
 	format := fs.String("format", defFormat, "search: table, json or csv; export: jsonl or csv")
+	raw := fs.Bool("raw", false, rawFlagUsage)
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
@@ -182,6 +183,13 @@ func auditSearch(ctx context.Context, args []string, stdout, stderr io.Writer, e
 	if !valid[*format] {
 		fmt.Fprintf(stderr, "accessbroker %s: --format %q is not supported\n", name, *format)
 		return exitUsage
+	}
+	if !rawNeedsCSV(name, *raw, *format, stderr) {
+		return exitUsage
+	}
+	writeCSV := audit.WriteCSV
+	if *raw {
+		writeCSV = audit.WriteCSVRaw
 	}
 	cfg, ok := loadConfigFlag(*configPath, stderr)
 	if !ok {
@@ -204,7 +212,7 @@ func auditSearch(ctx context.Context, args []string, stdout, stderr io.Writer, e
 	}
 	q.Action = audit.Action(action)
 	if export {
-		return auditExport(ctx, a, q, *format, stdout, stderr)
+		return auditExport(ctx, a, q, *format, writeCSV, stdout, stderr)
 	}
 	q.Limit = *limit
 	if err := q.Validate(); err != nil {
@@ -225,7 +233,7 @@ func auditSearch(ctx context.Context, args []string, stdout, stderr io.Writer, e
 		}
 		err = enc.Encode(evs)
 	case "csv":
-		err = audit.WriteCSV(stdout, evs, true)
+		err = writeCSV(stdout, evs, true)
 	default:
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "SEQ\tTIME (UTC)\tACTOR\tACTION\tRESOURCE\tGRANT\tREASON")
@@ -245,8 +253,22 @@ func auditSearch(ctx context.Context, args []string, stdout, stderr io.Writer, e
 	return exitOK
 }
 
-// auditExport streams every matching event in pages, in seq order.
-func auditExport(ctx context.Context, a *app, q audit.Query, format string, stdout, stderr io.Writer) int {
+// rawFlagUsage is the --raw flag of every command that writes CSV.
+const rawFlagUsage = "with --format csv: write every cell exactly; by default a cell starting with = + - @, tab, CR or NUL gets a leading ' so spreadsheets do not run it as a formula"
+
+// rawNeedsCSV reports whether --raw fits the format; if not it says so on stderr (the caller
+// exits 2).
+func rawNeedsCSV(name string, raw bool, format string, stderr io.Writer) bool {
+	if raw && format != "csv" {
+		fmt.Fprintf(stderr, "accessbroker %s: --raw applies only to --format csv (it turns off the defusing of spreadsheet formulas), not to --format %s; drop --raw or use --format csv\n", name, format)
+		return false
+	}
+	return true
+}
+
+// auditExport streams every matching event in pages, in seq order; CSV pages are written
+// with writeCSV.
+func auditExport(ctx context.Context, a *app, q audit.Query, format string, writeCSV func(io.Writer, []audit.Event, bool) error, stdout, stderr io.Writer) int {
 	q.Limit = 5000
 	header := true
 	for {
@@ -256,7 +278,7 @@ func auditExport(ctx context.Context, a *app, q audit.Query, format string, stdo
 			return exitFailure
 		}
 		if format == "csv" {
-			err = audit.WriteCSV(stdout, evs, header)
+			err = writeCSV(stdout, evs, header)
 			header = false
 		} else {
 			err = audit.WriteJSONL(stdout, evs)

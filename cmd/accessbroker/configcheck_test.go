@@ -104,6 +104,8 @@ func TestConfigCheckBadFiles(t *testing.T) {
 		{"bad_missing_github_token.yaml", 9, "github.token", "is required: resources app use provider github-team"},
 		{"bad_min_approvals_zero.yaml", 8, "resources[0].policy.min_approvals", "must be at least 1 when approvers are configured"},
 		{"bad_min_approvals_too_many.yaml", 10, "resources[0].policy.min_approvals", "is 3 but approvers.slack_users lists only 2"},
+		{"bad_max_pending_zero.yaml", 8, "resources[0].policy.max_pending_per_person", "must be from 1 to 20 (pending requests one person may have open for the resource), not 0"},
+		{"bad_max_pending_too_many.yaml", 8, "resources[0].policy.max_pending_per_person", "must be from 1 to 20"},
 		{"bad_oncall_level.yaml", 9, "resources[0].policy.on_call.levels[0]", "escalation levels start at 1"},
 		{"bad_auto_grant_unknown_resource.yaml", 14, "auto_grant[0].resources[1]", `unknown resource "prod-db"; configured: app`},
 		{"bad_grace_without_revoke.yaml", 15, "auto_grant[0].grace_period", "only applies with revoke_on_resolve"},

@@ -24,10 +24,11 @@ func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	since := fs.String("since", "168h", "start of the window: an RFC 3339 time (2026-11-16T09:00:00Z) or this long ago (168h)")
 	until := fs.String("until", "", "end of the window (exclusive): an RFC 3339 time or this long ago; default now")
 	format := fs.String("format", audit.FormatMarkdown, "markdown, json or csv (csv: one row per grant)")
+	raw := fs.Bool("raw", false, rawFlagUsage)
 	maxPair := fs.Int("max-approvals-per-pair", audit.DefaultMaxApprovalsPerPair,
 		"flag an approver who approved the same requester more than this many times in the window")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: accessbroker report --config FILE [--since 168h] [--until T] [--format markdown|json|csv]")
+		fmt.Fprintln(stderr, "usage: accessbroker report --config FILE [--since 168h] [--until T] [--format markdown|json|csv] [--raw]")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -39,6 +40,9 @@ func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	}
 	if !slices.Contains(audit.ReportFormats, *format) {
 		fmt.Fprintf(stderr, "accessbroker report: --format %q is not supported: use %s\n", *format, strings.Join(audit.ReportFormats, ", "))
+		return exitUsage
+	}
+	if !rawNeedsCSV("report", *raw, *format, stderr) {
 		return exitUsage
 	}
 	if *maxPair < 1 {
@@ -65,7 +69,11 @@ func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fmt.Fprintf(stderr, "accessbroker report: %v\n", err)
 		return exitFailure
 	}
-	if err := audit.RenderReport(stdout, r, *format); err != nil {
+	render := audit.RenderReport
+	if *raw {
+		render = func(w io.Writer, r audit.Report, _ string) error { return audit.WriteReportCSVRaw(w, r) }
+	}
+	if err := render(stdout, r, *format); err != nil {
 		fmt.Fprintf(stderr, "accessbroker report: %v\n", err)
 		return exitFailure
 	}

@@ -121,6 +121,13 @@ func (s *Store) applyOnce(ctx context.Context, c *grants.Change, now time.Time) 
 	if err := s.lockChain(ctx, tx); err != nil {
 		return false, err
 	}
+	// Pending caps are counted under the chain lock (PostgreSQL) or the one writer (SQLite):
+	// every change that committed before this one is visible, and none can commit meanwhile.
+	for _, rw := range reqs {
+		if err := s.checkPending(ctx, tx, rw, now); err != nil {
+			return false, err
+		}
+	}
 	if err := st.appendEvents(ctx, c.Events); err != nil {
 		return false, err
 	}
@@ -257,6 +264,43 @@ func (s *Store) writeRequest(ctx context.Context, tx *sql.Tx, rw grants.RequestW
 	}
 	if n, _ := res.RowsAffected(); n != 1 {
 		return fmt.Errorf("update request %s at version %d: %w", r.ID, r.Version, grants.ErrConflict)
+	}
+	return nil
+}
+
+// checkPending enforces rw.MaxPending (see grants.RequestWrite) on a created request, which
+// is already written in tx: the others pending for the same requester and resource, not
+// expired, must number fewer than the cap.
+func (s *Store) checkPending(ctx context.Context, tx *sql.Tx, rw grants.RequestWrite, now time.Time) error {
+	r := rw.Request
+	if !rw.Create || rw.MaxPending <= 0 {
+		return nil
+	}
+	rows, err := tx.QueryContext(ctx, s.q(`SELECT id, requester FROM requests
+		WHERE slack_user = ? AND resource = ? AND state = ? AND expires_at > ? AND id <> ?
+		ORDER BY created_at, id`),
+		r.Requester.SlackUserID, r.Resource, string(grants.RequestPending), ms(now), r.ID)
+	if err != nil {
+		return fmt.Errorf("count pending requests of %s for %s: %w", r.Requester.SlackUserID, r.Resource, err)
+	}
+	defer rows.Close()
+	var pending []string
+	for rows.Next() {
+		var id, requester string
+		if err := rows.Scan(&id, &requester); err != nil {
+			return fmt.Errorf("count pending requests of %s for %s: %w", r.Requester.SlackUserID, r.Resource, err)
+		}
+		var p grants.Person
+		if json.Unmarshal([]byte(requester), &p) == nil && p.SlackTeamID != r.Requester.SlackTeamID {
+			continue // the same user id in another Slack workspace is another person
+		}
+		pending = append(pending, id)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("count pending requests of %s for %s: %w", r.Requester.SlackUserID, r.Resource, err)
+	}
+	if len(pending) >= rw.MaxPending {
+		return &grants.PendingLimitError{Resource: r.Resource, Max: rw.MaxPending, Pending: pending}
 	}
 	return nil
 }

@@ -13,8 +13,9 @@ import (
 // acknowledged; with one SQLite writer and a synced commit per transaction, 200 requests
 // arriving at once would otherwise queue behind 200 fsyncs. Callers that arrive while a
 // commit is in flight are written together by the next one (leader-based group commit, no
-// background goroutine). If a batch fails with ErrConflict (a duplicate ExternalKey) its
-// changes are retried one by one, so each caller gets its own answer.
+// background goroutine). If a batch fails with ErrConflict (a duplicate ExternalKey) or
+// ErrPendingLimit (a requester over the pending cap) its changes are retried one by one, so
+// each caller gets its own answer.
 type groupCommit struct {
 	apply func(context.Context, *grants.Change) error // one transaction
 
@@ -92,7 +93,7 @@ func (g *groupCommit) commit(ctx context.Context, batch []*commitItem) {
 		merged.Events = append(merged.Events, it.c.Events...)
 	}
 	err := g.apply(context.WithoutCancel(ctx), merged)
-	if errors.Is(err, grants.ErrConflict) {
+	if errors.Is(err, grants.ErrConflict) || errors.Is(err, grants.ErrPendingLimit) {
 		// Apply wrote nothing; find the culprit(s) by committing each on its own. Versions
 		// were not incremented, so the changes are still as their callers built them.
 		for _, it := range batch {

@@ -75,9 +75,10 @@ var _ grants.Store = (*Store)(nil)
 
 // Open opens the store and applies pending migrations.
 //
-// driver "sqlite": dsn is a SQLite URI such as "file:accessbroker.db" (created if needed);
-// WAL journaling, synchronous=FULL, foreign keys and a busy timeout are always set. One
-// process only.
+// driver "sqlite": dsn is a SQLite URI such as "file:accessbroker.db" (created if needed,
+// mode 0600 whatever the umask, in a directory created 0700 when missing; existing files
+// others may read are logged as a warning and left as they are); WAL journaling,
+// synchronous=FULL, foreign keys and a busy timeout are always set. One process only.
 //
 // driver "postgres": dsn is a postgres:// URL or a key=value connection string as accepted by
 // pgx (pgxpool.ParseConfig), including the pool settings pool_max_conns, pool_min_conns and
@@ -107,6 +108,13 @@ func Open(ctx context.Context, driver, dsn string, clock grants.Clock, logger *s
 func openSQLite(ctx context.Context, dsn string, clock grants.Clock, logger *slog.Logger) (*Store, error) {
 	full, err := sqliteDSN(dsn)
 	if err != nil {
+		return nil, err
+	}
+	readOnly := false
+	if u, err := url.Parse(full); err == nil {
+		readOnly = u.Query().Get("mode") == "ro"
+	}
+	if err := prepareSQLiteFiles(sqlitePath(full), readOnly, logger); err != nil {
 		return nil, err
 	}
 	w, err := sql.Open("sqlite", full)

@@ -47,6 +47,8 @@ func Run(t *testing.T, newStore Factory) {
 		{"ConcurrentClaimsDisjoint", testConcurrentClaims},
 		{"NextDueHonoursClaims", testNextDue},
 		{"ManyUpdatesInOneChange", testManyUpdates},
+		{"PendingCap", testPendingCap},
+		{"PendingCapConcurrent", testPendingCapConcurrent},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -489,5 +491,115 @@ func countEvents(t *testing.T, s grants.Store) int {
 		}
 		n += len(evs)
 		after = evs[len(evs)-1].Seq
+	}
+}
+
+// pendingRequest returns a new pending request by team/user for resource, expiring in an hour.
+func pendingRequest(now time.Time, team, user, resource string) *grants.Request {
+	return &grants.Request{ID: grants.NewID("r"), Requester: grants.Person{SlackTeamID: team, SlackUserID: user},
+		Resource: resource, Duration: time.Hour, Reason: "x", Source: grants.SourceSlack, State: grants.RequestPending,
+		CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+}
+
+// createCapped creates r under a pending cap of max, with its request.created event.
+func createCapped(s grants.Store, now time.Time, max int, rs ...*grants.Request) error {
+	c := &grants.Change{}
+	for _, r := range rs {
+		c.Requests = append(c.Requests, grants.RequestWrite{Request: r, Create: true, MaxPending: max})
+		c.Events = append(c.Events, &audit.Event{ID: grants.NewID("e"), Time: now, Actor: audit.Actor{Kind: audit.ActorUser, ID: r.Requester.SlackUserID},
+			Action: audit.ActionRequestCreated, RequestID: r.ID, Resource: r.Resource})
+	}
+	return s.Apply(context.Background(), c)
+}
+
+func testPendingCap(t *testing.T, s grants.Store, clock *clocktest.Fake) {
+	ctx := context.Background()
+	now := clock.Now()
+	first, second := pendingRequest(now, "T1", "U0BOB", "prod-db"), pendingRequest(now.Add(time.Millisecond), "T1", "U0BOB", "prod-db")
+	for _, r := range []*grants.Request{first, second} {
+		if err := createCapped(s, now, 2, r); err != nil {
+			t.Fatalf("request within the cap of 2: %v", err)
+		}
+	}
+	third := pendingRequest(now, "T1", "U0BOB", "prod-db")
+	err := createCapped(s, now, 2, third)
+	var pl *grants.PendingLimitError
+	if !errors.As(err, &pl) || !errors.Is(err, grants.ErrPendingLimit) {
+		t.Fatalf("third pending request under a cap of 2 = %v, want a *PendingLimitError", err)
+	}
+	if diff := cmp.Diff([]string{first.ID, second.ID}, pl.Pending); diff != "" {
+		t.Errorf("PendingLimitError.Pending (-want +got):\n%s", diff)
+	}
+	if _, err := s.GetRequest(ctx, third.ID); !errors.Is(err, grants.ErrNotFound) {
+		t.Errorf("the refused request was written: %v", err)
+	}
+	if n := countEvents(t, s); n != 2 {
+		t.Errorf("events = %d, want 2 (the refused change appends none)", n)
+	}
+	// Others are not blocked: another resource, another person, the same user id in another team.
+	for _, r := range []*grants.Request{pendingRequest(now, "T1", "U0BOB", "prod-aws"), pendingRequest(now, "T1", "U0ALICE", "prod-db"),
+		pendingRequest(now, "T2", "U0BOB", "prod-db")} {
+		if err := createCapped(s, now, 2, r); err != nil {
+			t.Errorf("request %s/%s for %s blocked by another's pending ones: %v", r.Requester.SlackTeamID, r.Requester.SlackUserID, r.Resource, err)
+		}
+	}
+	// Two new ones in one change count each other.
+	if err := createCapped(s, now, 2, pendingRequest(now, "T1", "U0CAROL", "prod-db"), pendingRequest(now, "T1", "U0CAROL", "prod-db"),
+		pendingRequest(now, "T1", "U0CAROL", "prod-db")); !errors.Is(err, grants.ErrPendingLimit) {
+		t.Errorf("three new pending requests in one change under a cap of 2 = %v, want ErrPendingLimit", err)
+	}
+	// A decided request no longer counts, nor does one past its expiry.
+	got, err := s.GetRequest(ctx, first.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := got.Transition(grants.RequestDenied); err != nil {
+		t.Fatal(err)
+	}
+	MustApply(t, s, &grants.Change{Requests: []grants.RequestWrite{{Request: &got}}, Events: []*audit.Event{{ID: grants.NewID("e"), Time: now,
+		Actor: audit.Actor{Kind: audit.ActorUser, ID: "U0LEAD"}, Action: audit.ActionRequestDenied, RequestID: got.ID}}})
+	if err := createCapped(s, now, 2, pendingRequest(now, "T1", "U0BOB", "prod-db")); err != nil {
+		t.Fatalf("after one was decided, a new request within the cap = %v", err)
+	}
+	if err := createCapped(s, now, 2, pendingRequest(now, "T1", "U0BOB", "prod-db")); !errors.Is(err, grants.ErrPendingLimit) {
+		t.Fatalf("at the cap again = %v, want ErrPendingLimit", err)
+	}
+	clock.Advance(time.Hour)
+	if err := createCapped(s, clock.Now(), 2, pendingRequest(clock.Now(), "T1", "U0BOB", "prod-db")); err != nil {
+		t.Fatalf("once the pending ones are past their expiry, a new request = %v", err)
+	}
+}
+
+func testPendingCapConcurrent(t *testing.T, s grants.Store, clock *clocktest.Fake) {
+	const n, max = 12, 3
+	now := clock.Now()
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = createCapped(s, now, max, pendingRequest(now, "T1", "U0BOB", "prod-db"))
+		}()
+	}
+	wg.Wait()
+	ok := 0
+	for _, err := range errs {
+		switch {
+		case err == nil:
+			ok++
+		case !errors.Is(err, grants.ErrPendingLimit):
+			t.Errorf("concurrent capped create: %v", err)
+		}
+	}
+	if ok != max {
+		t.Errorf("%d concurrent requests under a cap of %d: %d written, want exactly %d", n, max, ok, max)
+	}
+	list, err := s.ListRequests(context.Background(), grants.RequestFilter{States: []grants.RequestState{grants.RequestPending}, SlackUser: "U0BOB"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != max {
+		t.Errorf("pending requests stored = %d, want %d", len(list), max)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -105,14 +106,25 @@ func (a *API) authorized(r *http.Request) bool {
 	return subtle.ConstantTimeCompare(sum[:], a.tokenSum[:]) == 1
 }
 
-// reject records an unauthenticated call, at most once per source per minute.
+// Rejection limits: at most one request.rejected event per source host per rejectEvery, and
+// at most rejectBurst events per rejectEvery from all sources together, so that a flood of
+// unauthenticated calls (from one host's many ports or from many hosts) cannot flood the
+// audit log. Every call beyond them is still answered 401.
+const (
+	rejectEvery = time.Minute
+	rejectBurst = 30
+)
+
+// reject records an unauthenticated call, within the rejection limits.
 func (a *API) reject(r *http.Request) {
-	src := r.RemoteAddr
-	if h, _, ok := strings.Cut(src, ":"); ok && !strings.Contains(h, "[") {
-		src = h
-	}
+	src := remoteHost(r)
 	now := a.cfg.Clock.Now()
-	if !a.limiter.allow(src, now) || a.cfg.Recorder == nil {
+	allowed, firstDrop := a.limiter.allow(src, now)
+	if firstDrop {
+		a.cfg.Logger.WarnContext(r.Context(), "admin API: too many unauthenticated calls; further ones in this window are answered 401 without an audit event",
+			"limit", rejectBurst, "window", rejectEvery.String())
+	}
+	if !allowed || a.cfg.Recorder == nil {
 		return
 	}
 	ev := &audit.Event{Actor: audit.Actor{Kind: audit.ActorUnknown, ID: src}, Action: audit.ActionRequestRejected,
@@ -122,25 +134,52 @@ func (a *API) reject(r *http.Request) {
 	}
 }
 
-type rejectLimiter struct {
-	mu   sync.Mutex
-	last map[string]time.Time
+// remoteHost is the caller's host without its port ("::1" for "[::1]:50123"), or the whole
+// RemoteAddr when it has no port.
+func remoteHost(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
 }
 
-func (l *rejectLimiter) allow(src string, now time.Time) bool {
+// rejectLimiter applies the rejection limits.
+type rejectLimiter struct {
+	mu          sync.Mutex
+	last        map[string]time.Time
+	windowStart time.Time
+	inWindow    int
+	dropLogged  bool
+}
+
+// allow reports whether a rejection event from src may be written now, and whether this is
+// the first call in the current window turned away by the global cap (to be logged once).
+func (l *rejectLimiter) allow(src string, now time.Time) (allowed, firstDrop bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.last == nil {
 		l.last = map[string]time.Time{}
 	}
-	if t, ok := l.last[src]; ok && now.Sub(t) < time.Minute {
-		return false
+	if now.Sub(l.windowStart) >= rejectEvery {
+		l.windowStart, l.inWindow, l.dropLogged = now, 0, false
+		for k, t := range l.last { // forget sources quiet for a whole window
+			if now.Sub(t) >= rejectEvery {
+				delete(l.last, k)
+			}
+		}
 	}
-	if len(l.last) > 10000 {
-		clear(l.last)
+	if t, ok := l.last[src]; ok && now.Sub(t) < rejectEvery {
+		return false, false
+	}
+	if l.inWindow >= rejectBurst {
+		firstDrop = !l.dropLogged
+		l.dropLogged = true
+		return false, firstDrop
 	}
 	l.last[src] = now
-	return true
+	l.inWindow++
+	return true, false
 }
 
 // GrantJSON is a grant as the API shows it (never a secret: grants hold none).

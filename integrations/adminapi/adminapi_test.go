@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -33,6 +34,7 @@ type fixture struct {
 	store *sqlstore.Store
 	mgr   *grants.Manager
 	clock *clocktest.Fake
+	api   *adminapi.API
 	ids   []string
 }
 
@@ -56,8 +58,8 @@ func setup(t *testing.T) *fixture {
 		f.ids = append(f.ids, g.ID)
 		clock.Advance(time.Minute)
 	}
-	api := adminapi.New(adminapi.Config{Token: token, Grants: st, Revoker: mgr, Searcher: st, Recorder: mgr, Clock: clock})
-	f.srv = httptest.NewServer(api)
+	f.api = adminapi.New(adminapi.Config{Token: token, Grants: st, Revoker: mgr, Searcher: st, Recorder: mgr, Clock: clock})
+	f.srv = httptest.NewServer(f.api)
 	t.Cleanup(f.srv.Close)
 	return f
 }
@@ -173,5 +175,91 @@ func TestAuditPagination(t *testing.T) {
 		if code, _ := f.do(t, "GET", "/api/v1/audit"+q, token, ""); code != 400 {
 			t.Errorf("GET /audit%s = %d, want 400", q, code)
 		}
+	}
+}
+
+// rejectedEvents returns the request.rejected events recorded so far.
+func (f *fixture) rejectedEvents(t *testing.T) []audit.Event {
+	t.Helper()
+	evs, err := f.store.Search(context.Background(), audit.Query{Action: audit.ActionRequestRejected, Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return evs
+}
+
+// unauthenticated sends GET /api/v1/grants without a token over a new connection made by
+// dial, and fails the test unless it is answered 401.
+func unauthenticated(t *testing.T, url string, dial func(ctx context.Context, network, addr string) (net.Conn, error)) {
+	t.Helper()
+	tr := &http.Transport{DisableKeepAlives: true, DialContext: dial}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr}).Get(url + "/api/v1/grants")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("unauthenticated call: status %d, want 401", resp.StatusCode)
+	}
+}
+
+func TestRejectionsIPv6(t *testing.T) {
+	f := setup(t)
+	ln, err := net.Listen("tcp6", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback on this machine: %v", err)
+	}
+	srv := httptest.NewUnstartedServer(f.api)
+	srv.Listener.Close()
+	srv.Listener = ln
+	srv.Start()
+	t.Cleanup(srv.Close)
+
+	var d net.Dialer
+	for range 10 { // each call on a new connection, so from a new port of [::1]
+		unauthenticated(t, srv.URL, d.DialContext)
+	}
+	evs := f.rejectedEvents(t)
+	if len(evs) != 1 {
+		t.Fatalf("request.rejected events after 10 calls from [::1] = %d, want 1 (one caller: keyed by host, not host and port)", len(evs))
+	}
+	if evs[0].Actor.ID != "::1" {
+		t.Errorf("rejected actor id = %q, want the host ::1", evs[0].Actor.ID)
+	}
+	f.clock.Advance(time.Minute)
+	unauthenticated(t, srv.URL, d.DialContext)
+	if n := len(f.rejectedEvents(t)); n != 2 {
+		t.Fatalf("after a minute, request.rejected events = %d, want 2", n)
+	}
+}
+
+func TestRejectionsGlobalCap(t *testing.T) {
+	f := setup(t)
+	const hosts = 45 // more than the cap of 30 a minute
+	for i := range hosts {
+		// Every 127.0.0.0/8 address is loopback on Linux: each call comes from another host.
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 1, byte(i+1))}}
+		unauthenticated(t, f.srv.URL, d.DialContext)
+	}
+	evs := f.rejectedEvents(t)
+	if len(evs) != 30 {
+		t.Fatalf("request.rejected events from %d hosts in a minute = %d, want the global cap 30", hosts, len(evs))
+	}
+	seen := map[string]bool{}
+	for _, ev := range evs {
+		if seen[ev.Actor.ID] {
+			t.Errorf("host %s recorded twice", ev.Actor.ID)
+		}
+		seen[ev.Actor.ID] = true
+	}
+	if g, _ := f.store.GetGrant(context.Background(), f.ids[0]); g.State != grants.StateActive {
+		t.Fatalf("unauthenticated calls changed a grant: %s", g.State)
+	}
+	f.clock.Advance(time.Minute)
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 1, 1)}}
+	unauthenticated(t, f.srv.URL, d.DialContext)
+	if n := len(f.rejectedEvents(t)); n != 31 {
+		t.Fatalf("in the next minute, request.rejected events = %d, want 31", n)
 	}
 }

@@ -248,7 +248,7 @@ func (h *Handler) Commands(w http.ResponseWriter, r *http.Request) {
 		}
 		reply(w, ListingText(l, h.o.Clock.Now()))
 	case CmdRequest, CmdBreakGlass:
-		h.request(w, r, form, cmd, name)
+		h.request(w, r, form, deliveryKey(form.Get("trigger_id"), r.Header, body), cmd, name)
 	case CmdRevoke, CmdDone:
 		reply(w, fmt.Sprintf("Ending grant %s…", code(cmd.GrantID)))
 		h.background(r, string(cmd.Kind), func(ctx context.Context) error {
@@ -263,19 +263,19 @@ func (h *Handler) Commands(w http.ResponseWriter, r *http.Request) {
 			return h.o.Teller.Tell(ctx, to, fmt.Sprintf("Grant %s (%s) is being revoked; you will get a message when it is done.", g.ID, g.Resource))
 		})
 	case CmdExtend:
-		h.extend(w, r, form, cmd, name)
+		h.extend(w, r, form, deliveryKey(form.Get("trigger_id"), r.Header, body), cmd, name)
 	}
 }
 
 // extend records an extension request before answering, then decides it under the policy in
 // the background (the broker tells the owner the outcome).
-func (h *Handler) extend(w http.ResponseWriter, r *http.Request, form url.Values, cmd Command, name string) {
+func (h *Handler) extend(w http.ResponseWriter, r *http.Request, form url.Values, key string, cmd Command, name string) {
 	ctx, cancel := context.WithTimeout(r.Context(), h.o.AckTimeout)
 	defer cancel()
 	req, err := h.o.Service.SubmitExtension(ctx, broker.ExtensionInput{
 		Source: grants.SourceSlack, TeamID: form.Get("team_id"), UserID: form.Get("user_id"),
 		GrantID: cmd.GrantID, By: cmd.Duration, Reason: cmd.Reason,
-		ExternalKey: "slack:" + deliveryKey(r, form), ResponseURL: form.Get("response_url"), ChannelID: form.Get("channel_id"),
+		ExternalKey: "slack:" + key, ResponseURL: form.Get("response_url"), ChannelID: form.Get("channel_id"),
 	})
 	switch {
 	case errors.Is(err, broker.ErrDuplicate):
@@ -295,14 +295,21 @@ func (h *Handler) extend(w http.ResponseWriter, r *http.Request, form url.Values
 	})
 }
 
-// deliveryKey identifies one delivery of a command: its trigger id, or a hash of its
-// signature when Slack sent none.
-func deliveryKey(r *http.Request, form url.Values) string {
-	if key := form.Get("trigger_id"); key != "" {
-		return key
+// deliveryKey identifies one delivery of a verified request: its trigger id, or, when Slack
+// sent none, "signed:" and the SHA-256 of what the signature covers ("v0:" + timestamp + ":"
+// + body). Keying on the signed bytes, not on the signature header's text, makes every
+// spelling of one signature (upper-case hex, say) the same delivery; the prefix keeps such
+// keys apart from trigger ids. The timestamp has one spelling (parseTimestamp).
+func deliveryKey(triggerID string, h http.Header, body []byte) string {
+	if triggerID != "" {
+		return triggerID
 	}
-	sum := sha256.Sum256([]byte(r.Header.Get(HeaderSignature)))
-	return "sig:" + hex.EncodeToString(sum[:])
+	sum := sha256.New()
+	sum.Write([]byte("v0:"))
+	sum.Write([]byte(h.Get(HeaderTimestamp)))
+	sum.Write([]byte(":"))
+	sum.Write(body)
+	return "signed:" + hex.EncodeToString(sum.Sum(nil))
 }
 
 // tellErr tells the person what went wrong (a refusal's words, or a generic sentence).
@@ -327,8 +334,7 @@ func (h *Handler) recordGrammarRejection(r *http.Request, user, team, text, prob
 }
 
 // request records an access request before answering, then decides it in the background.
-func (h *Handler) request(w http.ResponseWriter, r *http.Request, form url.Values, cmd Command, name string) {
-	key := deliveryKey(r, form)
+func (h *Handler) request(w http.ResponseWriter, r *http.Request, form url.Values, key string, cmd Command, name string) {
 	ctx, cancel := context.WithTimeout(r.Context(), h.o.AckTimeout)
 	defer cancel()
 	req, err := h.o.Service.Submit(ctx, broker.RequestInput{
@@ -378,14 +384,18 @@ func (h *Handler) Interactions(w http.ResponseWriter, r *http.Request) {
 			return h.o.Service.Decide(ctx, broker.DecisionInput{TeamID: in.TeamID, UserID: in.UserID, RequestID: in.Value, Approve: in.ActionID == ActionApprove, ResponseURL: in.ResponseURL})
 		})
 	case ActionExtend:
+		// A replay of the same signed click is the same delivery, trigger id or not.
+		key := deliveryKey(in.TriggerID, r.Header, body)
 		h.background(r, "extend from reminder", func(ctx context.Context) error {
 			// Decided under the policy like /access extend; the broker tells the owner.
 			ext := broker.ExtensionInput{Source: grants.SourceSlack, TeamID: in.TeamID, UserID: in.UserID, GrantID: in.Value,
-				ResponseURL: in.ResponseURL, ChannelID: in.ChannelID}
-			if in.TriggerID != "" {
-				ext.ExternalKey = "slack:" + in.TriggerID
+				ResponseURL: in.ResponseURL, ChannelID: in.ChannelID, ExternalKey: "slack:" + key}
+			_, err := h.o.Service.ExtendFromReminder(ctx, ext)
+			if errors.Is(err, broker.ErrDuplicate) {
+				h.log.InfoContext(ctx, "repeated Extend click ignored", "grant_id", in.Value)
+				return nil
 			}
-			if _, err := h.o.Service.ExtendFromReminder(ctx, ext); err != nil {
+			if err != nil {
 				return h.tellErr(ctx, to, err)
 			}
 			return nil

@@ -444,6 +444,12 @@ type PolicyConfig struct {
 	// CapToShift (policy.cap_to_shift) ends on-call grants when the shift ends. Needs an
 	// on_call policy.
 	CapToShift bool `yaml:"cap_to_shift"`
+	// MaxPendingPerPerson (policy.max_pending_per_person) is how many undecided requests
+	// (new access or extensions) one person may have open for this resource at once.
+	// Default 1, allowed 1 to 20. A request beyond it is refused at once, naming the pending
+	// request's id, audited as request.rejected with evidence pending_requests, and posts no
+	// approval message.
+	MaxPendingPerPerson int `yaml:"max_pending_per_person"`
 }
 
 // OnCallConfig is policy.on_call. Sources are PagerDuty ids.
@@ -1461,6 +1467,7 @@ func (c *Config) applyDefaults() {
 		if gt := res.GitHubTeam; gt != nil {
 			setStr(&gt.Role, "member")
 		}
+		setInt(rp+".policy.max_pending_per_person", &res.Policy.MaxPendingPerPerson, grants.DefaultMaxPending)
 		ap := res.Policy.Approvers
 		if len(ap.SlackUsers) > 0 || ap.SlackUsergroup != "" {
 			setInt(rp+".policy.min_approvals", &res.Policy.MinApprovals, 1)
@@ -2001,7 +2008,13 @@ func (c *Config) validatePolicy(v *validator, p string, pol *PolicyConfig) {
 	if hasApprovers && c.Slack == nil {
 		v.add(p+".approvers", "needs the slack section: approvals happen in Slack")
 	}
+	if n := pol.MaxPendingPerPerson; n < 1 || n > maxPendingLimit {
+		v.add(p+".max_pending_per_person", "must be from 1 to %d (pending requests one person may have open for the resource), not %d", maxPendingLimit, n)
+	}
 }
+
+// maxPendingLimit is the largest policy.max_pending_per_person accepted.
+const maxPendingLimit = 20
 
 func uniq(s []string) map[string]bool {
 	m := make(map[string]bool, len(s))
@@ -2309,6 +2322,7 @@ func (c *Config) GrantResources() []grants.Resource {
 				MinApprovals:             p.MinApprovals,
 				BreakGlass:               p.BreakGlass,
 				CapToShift:               p.CapToShift,
+				MaxPendingPerPerson:      p.MaxPendingPerPerson,
 			},
 		})
 	}

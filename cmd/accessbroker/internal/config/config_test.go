@@ -113,11 +113,12 @@ func TestLoadConfigValid(t *testing.T) {
 					ConnectionLimit: 7, SSLMode: "disable",
 				},
 				Policy: PolicyConfig{
-					OnCall:            OnCallConfig{EscalationPolicies: []string{"PABC123"}, Schedules: []string{"PSCH123"}, Levels: []int{1, 2}},
-					AutoApproveOnCall: true,
-					Approvers:         ApproversConfig{SlackUsers: []string{"U0LEAD", "W0OTHER"}},
-					MinApprovals:      2,
-					CapToShift:        true,
+					OnCall:              OnCallConfig{EscalationPolicies: []string{"PABC123"}, Schedules: []string{"PSCH123"}, Levels: []int{1, 2}},
+					AutoApproveOnCall:   true,
+					Approvers:           ApproversConfig{SlackUsers: []string{"U0LEAD", "W0OTHER"}},
+					MinApprovals:        2,
+					CapToShift:          true,
+					MaxPendingPerPerson: 1,
 				},
 			},
 			{
@@ -127,7 +128,7 @@ func TestLoadConfigValid(t *testing.T) {
 					SessionPolicy:      `{"Version":"2012-10-17","Statement":[]}`,
 					MaxSessionDuration: 2 * time.Hour,
 				},
-				Policy: PolicyConfig{Approvers: ApproversConfig{SlackUsergroup: "S0LEADS"}, MinApprovals: 1},
+				Policy: PolicyConfig{Approvers: ApproversConfig{SlackUsergroup: "S0LEADS"}, MinApprovals: 1, MaxPendingPerPerson: 3},
 			},
 			{
 				Name: "prod-sso", Provider: "aws-identity-center", DefaultDuration: 30 * time.Minute, MaxDuration: 30 * time.Minute,
@@ -137,16 +138,17 @@ func TestLoadConfigValid(t *testing.T) {
 					PermissionSetARN: "arn:aws:sso:::permissionSet/ssoins-1234567890abcdef/ps-abcdef1234567890",
 					AccountID:        "123456789012",
 				},
-				Policy: PolicyConfig{BreakGlass: true},
+				Policy: PolicyConfig{BreakGlass: true, MaxPendingPerPerson: 1},
 			},
 			{
 				Name: "infra-admins", Provider: "github-team", DefaultDuration: time.Hour, MaxDuration: 4 * time.Hour,
 				GitHubTeam: &GitHubTeamConfig{Org: "acme", Team: "infra-admins", Role: "maintainer"},
-				Policy:     PolicyConfig{Approvers: ApproversConfig{SlackUsers: []string{"U0LEAD"}}, MinApprovals: 1},
+				Policy:     PolicyConfig{Approvers: ApproversConfig{SlackUsers: []string{"U0LEAD"}}, MinApprovals: 1, MaxPendingPerPerson: 1},
 			},
 			{
 				Name: "flags", Provider: "webhook", DefaultDuration: time.Hour, MaxDuration: 4 * time.Hour,
 				Webhook: &WebhookConfig{URL: "https://hooks.example.com/access", Token: s("hook-token-123")},
+				Policy:  PolicyConfig{MaxPendingPerPerson: 1},
 			},
 		},
 		AutoGrant: []AutoGrantConfig{
@@ -218,7 +220,7 @@ func TestConfigDefaults(t *testing.T) {
 			{
 				Name: "app", Provider: "webhook", DefaultDuration: time.Hour, MaxDuration: 4 * time.Hour,
 				Webhook: &WebhookConfig{URL: "https://hooks.example.com/access", Token: NewSecret("hook-token")},
-				Policy:  PolicyConfig{BreakGlass: true},
+				Policy:  PolicyConfig{BreakGlass: true, MaxPendingPerPerson: 1},
 			},
 			{
 				Name: "db", Provider: "postgres", DefaultDuration: 30 * time.Minute, MaxDuration: 30 * time.Minute,
@@ -226,15 +228,17 @@ func TestConfigDefaults(t *testing.T) {
 					DSN: NewSecret("postgres://admin@db.example.com/app"), Roles: []string{"readonly"},
 					Host: "db.example.com", Port: 5432, Database: "app", ConnectionLimit: 5, SSLMode: "prefer",
 				},
-				Policy: PolicyConfig{Approvers: ApproversConfig{SlackUsers: []string{"U0LEAD"}}, MinApprovals: 1},
+				Policy: PolicyConfig{Approvers: ApproversConfig{SlackUsers: []string{"U0LEAD"}}, MinApprovals: 1, MaxPendingPerPerson: 1},
 			},
 			{
 				Name: "aws", Provider: "aws-sts", DefaultDuration: time.Hour, MaxDuration: 4 * time.Hour,
 				AWSSTS: &AWSSTSConfig{RoleARN: "arn:aws:iam::123456789012:role/oncall"},
+				Policy: PolicyConfig{MaxPendingPerPerson: 1},
 			},
 			{
 				Name: "team", Provider: "github-team", DefaultDuration: time.Hour, MaxDuration: 4 * time.Hour,
 				GitHubTeam: &GitHubTeamConfig{Org: "acme", Team: "infra", Role: "member"},
+				Policy:     PolicyConfig{MaxPendingPerPerson: 1},
 			},
 		},
 		AutoGrant: []AutoGrantConfig{
@@ -284,13 +288,13 @@ func TestGrantResources(t *testing.T) {
 			Name: "prod-db", Provider: "postgres", DefaultDuration: 30 * time.Minute, MaxDuration: 2 * time.Hour,
 			Policy: grants.Policy{
 				OnCallEscalationPolicies: []string{"PABC123"}, OnCallSchedules: []string{"PSCH123"}, OnCallLevels: []int{1, 2},
-				AutoApproveOnCall: true, ApproverSlackUsers: []string{"U0LEAD", "W0OTHER"}, MinApprovals: 2, CapToShift: true,
+				AutoApproveOnCall: true, ApproverSlackUsers: []string{"U0LEAD", "W0OTHER"}, MinApprovals: 2, CapToShift: true, MaxPendingPerPerson: 1,
 			},
 		},
-		{Name: "prod-aws", Provider: "aws-sts", DefaultDuration: time.Hour, MaxDuration: 4 * time.Hour, Policy: grants.Policy{ApproverSlackUsergroup: "S0LEADS", MinApprovals: 1}},
-		{Name: "prod-sso", Provider: "aws-identity-center", DefaultDuration: 30 * time.Minute, MaxDuration: 30 * time.Minute, Policy: grants.Policy{BreakGlass: true}},
-		{Name: "infra-admins", Provider: "github-team", DefaultDuration: time.Hour, MaxDuration: 4 * time.Hour, Policy: grants.Policy{ApproverSlackUsers: []string{"U0LEAD"}, MinApprovals: 1}},
-		{Name: "flags", Provider: "webhook", DefaultDuration: time.Hour, MaxDuration: 4 * time.Hour},
+		{Name: "prod-aws", Provider: "aws-sts", DefaultDuration: time.Hour, MaxDuration: 4 * time.Hour, Policy: grants.Policy{ApproverSlackUsergroup: "S0LEADS", MinApprovals: 1, MaxPendingPerPerson: 3}},
+		{Name: "prod-sso", Provider: "aws-identity-center", DefaultDuration: 30 * time.Minute, MaxDuration: 30 * time.Minute, Policy: grants.Policy{BreakGlass: true, MaxPendingPerPerson: 1}},
+		{Name: "infra-admins", Provider: "github-team", DefaultDuration: time.Hour, MaxDuration: 4 * time.Hour, Policy: grants.Policy{ApproverSlackUsers: []string{"U0LEAD"}, MinApprovals: 1, MaxPendingPerPerson: 1}},
+		{Name: "flags", Provider: "webhook", DefaultDuration: time.Hour, MaxDuration: 4 * time.Hour, Policy: grants.Policy{MaxPendingPerPerson: 1}},
 	}
 	got := cfg.GrantResources()
 	if diff := cmp.Diff(want, got); diff != "" {
@@ -314,7 +318,7 @@ func TestParseConfigAnchors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	leads := PolicyConfig{Approvers: ApproversConfig{SlackUsers: []string{"U0LEAD", "U0SRE"}}, MinApprovals: 2}
+	leads := PolicyConfig{Approvers: ApproversConfig{SlackUsers: []string{"U0LEAD", "U0SRE"}}, MinApprovals: 2, MaxPendingPerPerson: 1}
 	want := []ResourceConfig{
 		{Name: "app", Provider: "webhook", DefaultDuration: time.Hour, MaxDuration: 2 * time.Hour, Webhook: &WebhookConfig{URL: "https://hooks.example.com/access", Token: NewSecret("hook-token")}, Policy: leads},
 		{Name: "app-two", Provider: "webhook", DefaultDuration: time.Hour, MaxDuration: 3 * time.Hour, Webhook: &WebhookConfig{URL: "https://hooks.example.com/access", Token: NewSecret("hook-token")}, Policy: leads},
