@@ -171,6 +171,56 @@ type AuditConfig struct {
 	// nothing happened, so "no events" can be told from "events deleted". Default 1h; between
 	// 1s and 24h.
 	CheckpointPeriod time.Duration `yaml:"checkpoint_period"`
+	// Witnesses (audit.witnesses) receive a copy of every signed checkpoint, outside the
+	// database, so that deleting the newest checkpoints together with the events after an
+	// older one is still caught (`audit verify --witness`). Optional; at most 8. A witness
+	// that fails is retried forever and alerted; it never blocks grants. See docs/audit.md.
+	Witnesses []WitnessConfig `yaml:"witnesses"`
+}
+
+// Witness kinds accepted in audit.witnesses[].kind.
+const (
+	WitnessFile  = "file"
+	WitnessHTTPS = "https"
+	WitnessS3    = "s3"
+)
+
+// WitnessConfig is one entry of audit.witnesses: kind and the fields of that kind only.
+type WitnessConfig struct {
+	// Kind (witnesses[].kind) is file (an append-only JSON-lines file, fsynced), https (an
+	// endpoint that stores what it is POSTed and returns it on GET) or s3 (one object per
+	// checkpoint, under S3 Object Lock). Required.
+	Kind string `yaml:"kind"`
+	// Path (witnesses[].path) is the file of a file witness. Required for file; put it on
+	// another volume than the database. A relative path is relative to the config file's
+	// directory.
+	Path string `yaml:"path"`
+	// URL (witnesses[].url) is the endpoint of an https witness. Required for https; https
+	// unless the host is loopback.
+	URL string `yaml:"url"`
+	// BearerToken (witnesses[].bearer_token) is sent as "Authorization: Bearer …" to an
+	// https witness. Optional. A secret.
+	BearerToken Secret `yaml:"bearer_token"`
+	// Bucket (witnesses[].bucket) is the S3 bucket of an s3 witness, created with Object
+	// Lock enabled. Required for s3.
+	Bucket string `yaml:"bucket"`
+	// Prefix (witnesses[].prefix) is prepended to the s3 witness's object keys
+	// (<prefix>checkpoints/…). Optional; when set it ends with "/".
+	Prefix string `yaml:"prefix"`
+	// Region (witnesses[].region) of the bucket. Default: aws.region.
+	Region string `yaml:"region"`
+	// EndpointURL (witnesses[].endpoint_url) overrides the S3 endpoint (tests, S3-compatible
+	// stores). Default: aws.endpoint_url, else the SDK's. Must be https unless the host is
+	// loopback.
+	EndpointURL string `yaml:"endpoint_url"`
+	// Retention (witnesses[].retention) is how long S3 Object Lock keeps each checkpoint
+	// object from being deleted or overwritten. Required for s3; between 24h and 87600h
+	// (10 years); e.g. 2160h (90 days).
+	Retention time.Duration `yaml:"retention"`
+	// Mode (witnesses[].mode) is the Object Lock mode: COMPLIANCE (nobody, not even the
+	// account root, can shorten it) or GOVERNANCE (principals with
+	// s3:BypassGovernanceRetention can). Default COMPLIANCE.
+	Mode string `yaml:"mode"`
 }
 
 // RevokerConfig is the revoker section. Every field has a default.
@@ -692,6 +742,11 @@ func parseConfig(data []byte, opts loadOptions) (*Config, error) {
 		}
 		if f := cfg.Audit.SigningKeyFile; f != "" && opts.baseDir != "" && !filepath.IsAbs(f) {
 			cfg.Audit.SigningKeyFile = filepath.Join(opts.baseDir, f)
+		}
+		for i := range cfg.Audit.Witnesses {
+			if w := &cfg.Audit.Witnesses[i]; w.Kind == WitnessFile && w.Path != "" && opts.baseDir != "" && !filepath.IsAbs(w.Path) {
+				w.Path = filepath.Join(opts.baseDir, w.Path)
+			}
 		}
 		cfg.applyDefaults()
 		for _, p := range cfg.validate() {
@@ -1404,6 +1459,16 @@ func (c *Config) applyDefaults() {
 	setStr(&c.Listen, ":8080")
 	setInt("audit.checkpoint_every", &c.Audit.CheckpointEvery, 1000)
 	setDur("audit.checkpoint_period", &c.Audit.CheckpointPeriod, time.Hour)
+	for i := range c.Audit.Witnesses {
+		w := &c.Audit.Witnesses[i]
+		if w.Kind == WitnessS3 {
+			setStr(&w.Mode, "COMPLIANCE")
+			if c.AWS != nil {
+				setStr(&w.Region, c.AWS.Region)
+				setStr(&w.EndpointURL, c.AWS.EndpointURL)
+			}
+		}
+	}
 
 	r := &c.Revoker
 	setInt("revoker.concurrency_per_provider", &r.ConcurrencyPerProvider, 32)
@@ -1647,6 +1712,7 @@ func (c *Config) validate() []Problem {
 		v.add("audit.checkpoint_every", "must be at least 1, not %d", c.Audit.CheckpointEvery)
 	}
 	v.duration("audit.checkpoint_period", c.Audit.CheckpointPeriod, time.Second, 24*time.Hour)
+	c.validateWitnesses(v)
 
 	// revoker
 	r := c.Revoker
@@ -1681,6 +1747,83 @@ func (c *Config) validate() []Problem {
 	c.validateAutoGrant(v)
 	c.validateIdentities(v)
 	return v.probs
+}
+
+// maxWitnesses bounds audit.witnesses: each is written on every checkpoint.
+const maxWitnesses = 8
+
+var s3BucketRE = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$`)
+
+// validateWitnesses checks audit.witnesses: a known kind, that kind's fields and no other
+// kind's, and no two entries writing to the same place.
+func (c *Config) validateWitnesses(v *validator) {
+	if n := len(c.Audit.Witnesses); n > maxWitnesses {
+		v.add("audit.witnesses", "has %d entries; at most %d (each is written on every checkpoint)", n, maxWitnesses)
+	}
+	seen := map[string]int{}
+	for i, w := range c.Audit.Witnesses {
+		p := fmt.Sprintf("audit.witnesses[%d]", i)
+		fields := map[string]bool{"path": w.Path != "", "url": w.URL != "", "bearer_token": w.BearerToken.IsSet(),
+			"bucket": w.Bucket != "", "prefix": w.Prefix != "", "region": c.has(p + ".region"),
+			"endpoint_url": c.has(p + ".endpoint_url"), "retention": c.has(p + ".retention"), "mode": c.has(p + ".mode")}
+		var allowed []string
+		var where string
+		switch w.Kind {
+		case WitnessFile:
+			allowed = []string{"path"}
+			if v.required(p+".path", w.Path, "the JSON-lines file checkpoints are appended to, on another volume than the database") {
+				where = "file:" + filepath.Clean(w.Path)
+			}
+		case WitnessHTTPS:
+			allowed = []string{"url", "bearer_token"}
+			if v.required(p+".url", w.URL, "the endpoint checkpoints are POSTed to") {
+				v.checkURL(p+".url", w.URL)
+				where = "url:" + w.URL
+			}
+		case WitnessS3:
+			allowed = []string{"bucket", "prefix", "region", "endpoint_url", "retention", "mode"}
+			if v.required(p+".bucket", w.Bucket, "an S3 bucket created with Object Lock enabled") {
+				v.match(p+".bucket", w.Bucket, s3BucketRE, "an S3 bucket name (3-63 lower-case letters, digits, dots and hyphens)")
+				where = "s3:" + w.Bucket + "/" + w.Prefix
+			}
+			if w.Prefix != "" && (!strings.HasSuffix(w.Prefix, "/") || strings.HasPrefix(w.Prefix, "/") || len(w.Prefix) > 512) {
+				v.add(p+".prefix", "%s must end with \"/\", not start with one, and be at most 512 characters (e.g. \"accessbroker/prod/\")", v.show(p+".prefix", w.Prefix))
+			}
+			if w.Region == "" {
+				v.add(p+".region", "is required: the bucket's region (or set aws.region)")
+			} else {
+				v.match(p+".region", w.Region, awsRegionRE, "an AWS region such as us-east-1")
+			}
+			if w.EndpointURL != "" {
+				v.checkURL(p+".endpoint_url", w.EndpointURL)
+			}
+			if !c.has(p + ".retention") {
+				v.add(p+".retention", "is required: how long Object Lock keeps each checkpoint, e.g. 2160h (90 days)")
+			} else {
+				v.duration(p+".retention", w.Retention, 24*time.Hour, 87600*time.Hour)
+			}
+			if w.Mode != "COMPLIANCE" && w.Mode != "GOVERNANCE" {
+				v.add(p+".mode", "must be COMPLIANCE or GOVERNANCE, not %s", v.show(p+".mode", w.Mode))
+			}
+		case "":
+			v.add(p+".kind", "is required: file, https or s3")
+			continue
+		default:
+			v.add(p+".kind", "must be file, https or s3, not %s", v.show(p+".kind", w.Kind))
+			continue
+		}
+		for _, f := range sortedKeys(fields) {
+			if fields[f] && !slices.Contains(allowed, f) {
+				v.add(p+"."+f, "does not apply to a %s witness (its keys: %s)", w.Kind, strings.Join(allowed, ", "))
+			}
+		}
+		if where != "" {
+			if first, dup := seen[where]; dup {
+				v.add(p, "writes to the same place as audit.witnesses[%d]: one entry per witness", first)
+			}
+			seen[where] = i
+		}
+	}
 }
 
 func validHostname(h string) bool {

@@ -1,0 +1,49 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/accessbroker/accessbroker/audit"
+	"github.com/accessbroker/accessbroker/cmd/accessbroker/internal/config"
+	"github.com/accessbroker/accessbroker/grants"
+	"github.com/accessbroker/accessbroker/integrations/witness"
+)
+
+// witnessFlag opens the witness `audit verify --witness` names: an https:// (or loopback
+// http://) URL, s3://bucket/prefix, or else a file path. An https witness gets the bearer
+// token of the configured audit.witnesses entry with the same URL, if there is one.
+func witnessFlag(ctx context.Context, cfg *config.Config, spec string) (grants.Witness, error) {
+	switch {
+	case strings.HasPrefix(spec, "https://"), strings.HasPrefix(spec, "http://"):
+		return nil, fmt.Errorf("--witness %s: https witnesses are not supported yet", spec)
+	case strings.HasPrefix(spec, "s3://"):
+		return nil, fmt.Errorf("--witness %s: s3 witnesses are not supported yet", spec)
+	}
+	return witness.NewFile(spec)
+}
+
+// readWitnesses reads every witness's checkpoints for audit.Verify. A witness that returns
+// a partial copy (a torn line) is noted on stderr and its readable checkpoints are used; a
+// witness that cannot be read is an error: verify cannot vouch for what it did not see.
+func readWitnesses(ctx context.Context, ws []grants.Witness, stderr io.Writer) ([]audit.WitnessedCheckpoint, []int, error) {
+	var out []audit.WitnessedCheckpoint
+	counts := make([]int, len(ws))
+	for i, w := range ws {
+		cps, err := w.Checkpoints(ctx)
+		switch {
+		case errors.Is(err, grants.ErrWitnessIncomplete):
+			fmt.Fprintf(stderr, "accessbroker audit verify: note: %v\n", err)
+		case err != nil:
+			return nil, nil, fmt.Errorf("read witness %s: %w", w.Name(), err)
+		}
+		counts[i] = len(cps)
+		for j, c := range cps {
+			out = append(out, audit.WitnessedCheckpoint{Witness: w.Name(), Entry: j + 1, Checkpoint: c})
+		}
+	}
+	return out, counts, nil
+}
