@@ -47,6 +47,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 type server struct {
 	*app
 	checkpointer *grants.Checkpointer
+	publisher    *grants.Publisher // copies checkpoints to audit.witnesses
 	mux          *http.ServeMux
 	front        *frontends
 }
@@ -74,6 +75,17 @@ func newServer(ctx context.Context, cfg *config.Config, opts appOptions) (*serve
 		a.Close()
 		return nil, err
 	}
+	ws, err := buildWitnesses(ctx, cfg)
+	if err != nil {
+		a.Close()
+		return nil, err
+	}
+	po := grants.PublisherOptions{Metrics: a.metrics, Logger: a.log}
+	if s.front.notifier != nil {
+		po.Alerts = s.front.notifier
+	}
+	s.publisher = grants.NewPublisher(a.store, ws, a.clock, po)
+	s.checkpointer.AfterSign(s.publisher.Enqueue)
 	s.mux.Handle("/api/v1/", adminapi.New(adminapi.Config{
 		Token: cfg.API.Token.Reveal(), Grants: a.store, Revoker: a.manager, Searcher: a.store, Recorder: a.manager,
 		Reporter: newReporter(a.store, audit.ReportOptions{}), Clock: a.clock, Logger: a.log,
@@ -123,6 +135,9 @@ func (s *server) Run(ctx context.Context, listening chan<- string) error {
 	}
 	run("revoker", s.revoker.Run)
 	run("checkpointer", s.checkpointer.Run)
+	if s.publisher.Witnesses() > 0 {
+		run("witness publisher", s.publisher.Run)
+	}
 	if b := s.front.broker; b != nil {
 		if n, err := b.Recover(ctx); err != nil {
 			s.log.ErrorContext(ctx, "recover undecided requests", "error", err)

@@ -13,6 +13,26 @@ import (
 	"github.com/accessbroker/accessbroker/integrations/witness"
 )
 
+// buildWitnesses opens the configured audit.witnesses, in order.
+func buildWitnesses(_ context.Context, cfg *config.Config) ([]grants.Witness, error) {
+	var out []grants.Witness
+	for i, wc := range cfg.Audit.Witnesses {
+		var w grants.Witness
+		var err error
+		switch wc.Kind {
+		case config.WitnessFile:
+			w, err = witness.NewFile(wc.Path)
+		default:
+			err = fmt.Errorf("kind %q is not supported by this build", wc.Kind)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("audit.witnesses[%d]: %w", i, err)
+		}
+		out = append(out, w)
+	}
+	return out, nil
+}
+
 // witnessFlag opens the witness `audit verify --witness` names: an https:// (or loopback
 // http://) URL, s3://bucket/prefix, or else a file path. An https witness gets the bearer
 // token of the configured audit.witnesses entry with the same URL, if there is one.

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/accessbroker/accessbroker/audit"
 	"github.com/accessbroker/accessbroker/grants"
@@ -55,11 +56,11 @@ func (p *inProcess) checkpointAndPublish() audit.Checkpoint {
 	if err != nil || !ok {
 		p.t.Fatalf("last checkpoint: %v, %v", ok, err)
 	}
-	for _, wc := range cfg.Audit.Witnesses {
-		w, err := witness.NewFile(wc.Path)
-		if err != nil {
-			p.t.Fatal(err)
-		}
+	ws, err := buildWitnesses(context.Background(), cfg)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	for _, w := range ws {
 		if err := w.Publish(context.Background(), cp); err != nil {
 			p.t.Fatal(err)
 		}
@@ -199,4 +200,65 @@ func appendCheckpoint(t *testing.T, path string, c audit.Checkpoint) {
 		t.Fatal(err)
 	}
 	appendLine(t, path, string(b))
+}
+
+// waitForWitness waits until the file witness holds a checkpoint at seq or later, as the
+// running server publishes it (a safety deadline for a goroutine's effect, not a timing
+// assertion).
+func waitForWitness(t *testing.T, file string, seq int64) {
+	t.Helper()
+	w, err := witness.NewFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 4000 {
+		cps, _ := w.Checkpoints(context.Background())
+		if len(cps) > 0 && cps[len(cps)-1].Seq >= seq {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("no checkpoint at seq >= %d reached the witness %s", seq, file)
+}
+
+// TestServePublishesCheckpointsToTheWitness runs serve with a file witness: the checkpoint
+// it signs at start reaches the witness, a bad witness is counted in /metrics, and verify
+// --witness on the result is intact.
+func TestServePublishesCheckpointsToTheWitness(t *testing.T) {
+	p, file := newWitnessed(t)
+	p.history()
+	base, _ := startServer(t, p)
+	waitForWitness(t, file, 8)
+	_, metricsBody := get(t, base+"/metrics")
+	if want := fmt.Sprintf(`accessbroker_witness_published_total{witness="file %s"}`, file); !strings.Contains(metricsBody, want) {
+		t.Errorf("/metrics lacks %s", want)
+	}
+	out := p.mustRun("audit", "verify", "--config", p.config, "--witness", file)
+	if !strings.Contains(out, "intact") || !strings.Contains(out, "witnessed checkpoints match") {
+		t.Fatalf("verify --witness after serve: %s", out)
+	}
+}
+
+// TestServeCountsAFailingWitness: a witness whose directory does not exist fails every
+// attempt; serve keeps working (health, grants) and counts the failures.
+func TestServeCountsAFailingWitness(t *testing.T) {
+	p, _ := newWitnessed(t)
+	file := filepath.Join(p.dir, "no-such-dir", "checkpoints.jsonl")
+	t.Setenv("AB_WITNESS_FILE", file)
+	base, logs := startServer(t, p)
+	p.mustRun("grants", "issue", "--config", p.config, "--resource", "prod-db", "--slack-user", "U0ALICE", "--reason", "while the witness is down")
+	want := fmt.Sprintf(`accessbroker_witness_failures_total{witness="file %s"}`, file)
+	for i := 0; ; i++ {
+		_, body := get(t, base+"/metrics")
+		if strings.Contains(body, want) {
+			break
+		}
+		if i == 4000 {
+			t.Fatalf("/metrics never counted the failing witness (%s); logs:\n%s", want, logs.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if !strings.Contains(logs.String(), "publishing a checkpoint to a witness failed; will retry") {
+		t.Errorf("no WARN about the failing witness in the logs:\n%s", logs.String())
+	}
 }
