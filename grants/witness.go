@@ -352,3 +352,29 @@ func (p *Publisher) sleep(ctx context.Context, d time.Duration) bool {
 		return true
 	}
 }
+
+// Holding counts the witnesses that hold c: those this process published it (or a later
+// checkpoint) to, and otherwise those whose Checkpoints include it. A witness that cannot
+// be read counts as not holding it. It returns the count and the number of witnesses.
+func (p *Publisher) Holding(ctx context.Context, c audit.Checkpoint) (int, int) {
+	n := 0
+	for i, q := range p.ws {
+		if p.Published(i, c) {
+			n++
+			continue
+		}
+		rctx, cancel := context.WithTimeout(ctx, p.opts.Timeout)
+		held, err := q.w.Checkpoints(rctx)
+		cancel()
+		if err != nil && !errors.Is(err, ErrWitnessIncomplete) {
+			p.log.WarnContext(ctx, "cannot read witness to count it", "witness", q.w.Name(), "error", err)
+			continue
+		}
+		if slices.ContainsFunc(held, func(h audit.Checkpoint) bool {
+			return h.Seq == c.Seq && h.Hash == c.Hash && h.Time.Equal(c.Time)
+		}) {
+			n++
+		}
+	}
+	return n, len(p.ws)
+}

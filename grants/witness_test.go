@@ -304,3 +304,17 @@ func TestWitnessNeverBlocksGrants(t *testing.T) {
 		t.Fatal("issuing, revoking or checkpointing waited on a hanging witness")
 	}
 }
+
+func TestPublisherHoldingCountsWitnessesThatHaveTheCheckpoint(t *testing.T) {
+	e := newEnv(t)
+	signer := newSigner(t, e, nil)
+	mustSign(t, signer)
+	cp, _, _ := e.store.LastCheckpoint(context.Background())
+	has, lacks, broken := newMemWitness("has"), newMemWitness("lacks"), newMemWitness("broken")
+	has.held = []audit.Checkpoint{cp}
+	broken.held, broken.readErr = []audit.Checkpoint{cp}, errors.New("connection refused")
+	p := grants.NewPublisher(e.store, []grants.Witness{has, lacks, broken}, e.clock, grants.PublisherOptions{}) // not running
+	if n, total := p.Holding(context.Background(), cp); n != 1 || total != 3 {
+		t.Fatalf("Holding = %d of %d, want 1 of 3", n, total)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/accessbroker/accessbroker/audit"
+	"github.com/accessbroker/accessbroker/broker"
 	"github.com/accessbroker/accessbroker/cmd/accessbroker/internal/config"
 	"github.com/accessbroker/accessbroker/grants"
 	"github.com/accessbroker/accessbroker/integrations/witness"
@@ -66,4 +67,44 @@ func readWitnesses(ctx context.Context, ws []grants.Witness, stderr io.Writer) (
 		}
 	}
 	return out, counts, nil
+}
+
+// checkpointInfo implements broker.SummaryCheckpoints: the store's newest checkpoint and how
+// many witnesses hold it.
+type checkpointInfo struct {
+	store interface {
+		LastCheckpoint(ctx context.Context) (audit.Checkpoint, bool, error)
+	}
+	publisher *grants.Publisher
+}
+
+var _ broker.SummaryCheckpoints = (*checkpointInfo)(nil)
+
+func (c *checkpointInfo) LatestCheckpoint(ctx context.Context) (audit.ReportCheckpoint, bool, error) {
+	cp, ok, err := c.store.LastCheckpoint(ctx)
+	if err != nil || !ok {
+		return audit.ReportCheckpoint{}, false, err
+	}
+	held, total := c.publisher.Holding(ctx, cp)
+	return audit.ReportCheckpoint{Seq: cp.Seq, Hash: cp.Hash, Time: cp.Time, Witnesses: total, Published: held}, true, nil
+}
+
+// alertSwitch lets the witness Publisher, built before the front ends, alert through the
+// Slack notifier once it exists.
+type alertSwitch struct{ target grants.WitnessAlerter }
+
+func (a *alertSwitch) PostAudit(ctx context.Context, line string) error {
+	if a.target == nil {
+		return nil
+	}
+	return a.target.PostAudit(ctx, line)
+}
+
+// summaryCheckpoints is a.checkpoints as the summary's port: nil (no checkpoint line) when
+// unset, never a typed nil.
+func (a *app) summaryCheckpoints() broker.SummaryCheckpoints {
+	if a.checkpoints == nil {
+		return nil
+	}
+	return a.checkpoints
 }

@@ -262,3 +262,30 @@ func TestServeCountsAFailingWitness(t *testing.T) {
 		t.Errorf("no WARN about the failing witness in the logs:\n%s", logs.String())
 	}
 }
+
+// TestReportCarriesLatestCheckpoint: `accessbroker report` names the newest checkpoint and
+// how many configured witnesses hold it (read from the witnesses themselves).
+func TestReportCarriesLatestCheckpoint(t *testing.T) {
+	p, _ := newWitnessed(t)
+	p.history()
+	cfg, _ := loadConfigFlag(p.config, io.Discard)
+	a, err := newApp(context.Background(), cfg, appOptions{logOut: io.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp, _, err := a.store.LastCheckpoint(context.Background())
+	a.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	md := p.mustRun("report", "--config", p.config, "--format", "markdown")
+	want := fmt.Sprintf("**Latest checkpoint:** #%d `%s` at %s; published to 0 of 1 witnesses.", cp.Seq, cp.Hash, audit.FormatTime(cp.Time))
+	if !strings.Contains(md, want) {
+		t.Fatalf("report lacks %q:\n%s", want, md)
+	}
+	p.checkpointAndPublish()
+	js := p.mustRun("report", "--config", p.config, "--format", "json")
+	if !strings.Contains(js, `"published_to": 1`) || !strings.Contains(js, fmt.Sprintf(`"seq": %d`, cp.Seq)) {
+		t.Fatalf("JSON report after publication lacks the published checkpoint:\n%s", js)
+	}
+}
