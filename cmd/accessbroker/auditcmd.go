@@ -82,9 +82,9 @@ func auditVerify(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	format := fs.String("format", "text", "text or json")
 	var retired []ed25519.PublicKey
 	var witnessSpecs []string
-	fs.Func("witness", "also check the log against the checkpoints a witness holds: a file path, an https:// URL or s3://bucket/prefix (repeatable); fails when the log is behind one of them", func(s string) error {
+	fs.Func("witness", "also check the log against the checkpoints a witness holds: a file path or an https:// URL (repeatable); fails when the log is behind one of them", func(s string) error {
 		if strings.TrimSpace(s) == "" {
-			return errors.New("want a file path, an https:// URL or s3://bucket/prefix")
+			return errors.New("want a file path or an https:// URL")
 		}
 		witnessSpecs = append(witnessSpecs, s)
 		return nil

@@ -5,14 +5,22 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"strings"
 
 	"github.com/accessbroker/accessbroker/audit"
 	"github.com/accessbroker/accessbroker/broker"
 	"github.com/accessbroker/accessbroker/cmd/accessbroker/internal/config"
 	"github.com/accessbroker/accessbroker/grants"
+	"github.com/accessbroker/accessbroker/integrations/httpclient"
 	"github.com/accessbroker/accessbroker/integrations/witness"
 )
+
+// witnessHTTPClient is the client of https witnesses: retries with capped backoff inside one
+// Publish; the Publisher retries beyond that, forever.
+func witnessHTTPClient() *http.Client {
+	return httpclient.New(httpclient.Options{})
+}
 
 // buildWitnesses opens the configured audit.witnesses, in order.
 func buildWitnesses(_ context.Context, cfg *config.Config) ([]grants.Witness, error) {
@@ -23,6 +31,8 @@ func buildWitnesses(_ context.Context, cfg *config.Config) ([]grants.Witness, er
 		switch wc.Kind {
 		case config.WitnessFile:
 			w, err = witness.NewFile(wc.Path)
+		case config.WitnessHTTPS:
+			w, err = witness.NewHTTP(witness.HTTPConfig{URL: wc.URL, BearerToken: wc.BearerToken.Reveal(), Client: witnessHTTPClient()})
 		default:
 			err = fmt.Errorf("kind %q is not supported by this build", wc.Kind)
 		}
@@ -35,14 +45,25 @@ func buildWitnesses(_ context.Context, cfg *config.Config) ([]grants.Witness, er
 }
 
 // witnessFlag opens the witness `audit verify --witness` names: an https:// (or loopback
-// http://) URL, s3://bucket/prefix, or else a file path. An https witness gets the bearer
+// http://) URL, or else a file path (s3:// is refused with a clear message until the S3
+// witness exists). An https witness gets the bearer
 // token of the configured audit.witnesses entry with the same URL, if there is one.
 func witnessFlag(ctx context.Context, cfg *config.Config, spec string) (grants.Witness, error) {
 	switch {
 	case strings.HasPrefix(spec, "https://"), strings.HasPrefix(spec, "http://"):
-		return nil, fmt.Errorf("--witness %s: https witnesses are not supported yet", spec)
+		var token string
+		for _, wc := range cfg.Audit.Witnesses {
+			if wc.Kind == config.WitnessHTTPS && wc.URL == spec {
+				token = wc.BearerToken.Reveal()
+			}
+		}
+		w, err := witness.NewHTTP(witness.HTTPConfig{URL: spec, BearerToken: token, Client: witnessHTTPClient()})
+		if err != nil {
+			return nil, fmt.Errorf("--witness %s: %w", httpclient.RedactQuery(spec), err)
+		}
+		return w, nil
 	case strings.HasPrefix(spec, "s3://"):
-		return nil, fmt.Errorf("--witness %s: s3 witnesses are not supported yet", spec)
+		return nil, fmt.Errorf("--witness %s: s3 witnesses (S3 with Object Lock) are not implemented yet; use a file path or an https:// URL", spec)
 	}
 	return witness.NewFile(spec)
 }

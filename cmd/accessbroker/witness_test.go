@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/accessbroker/accessbroker/audit"
+	"github.com/accessbroker/accessbroker/fixtures/witnessfake"
 	"github.com/accessbroker/accessbroker/grants"
 	"github.com/accessbroker/accessbroker/integrations/witness"
 )
@@ -27,6 +28,19 @@ func newWitnessed(t *testing.T) (*inProcess, string) {
 	mkdirAll(t, filepath.Dir(file))
 	t.Setenv("AB_WITNESS_FILE", file)
 	return p, file
+}
+
+// newHTTPWitnessed is newInProcess on testdata/e2e/witness-https.yaml: the witness is
+// fixtures/witnessfake, checking its bearer token. It returns the witness URL.
+func newHTTPWitnessed(t *testing.T) (*inProcess, string) {
+	t.Helper()
+	p := newInProcess(t)
+	p.config = filepath.Join("testdata", "e2e", "witness-https.yaml")
+	fake := witnessfake.New("witness-token-for-e2e")
+	t.Cleanup(fake.Close)
+	t.Setenv("AB_WITNESS_URL", fake.URL())
+	t.Setenv("AB_WITNESS_TOKEN", "witness-token-for-e2e")
+	return p, fake.URL()
 }
 
 // checkpointAndPublish signs a checkpoint of the current head (unless one covers it) and
@@ -73,7 +87,23 @@ func (p *inProcess) checkpointAndPublish() audit.Checkpoint {
 // dropped first, as an attacker with database access would). The database alone still
 // verifies; against the file witness it is "behind published checkpoint N".
 func TestAuditVerifyWitnessCatchesTruncation(t *testing.T) {
-	p, file := newWitnessed(t)
+	for _, kind := range []struct {
+		name  string
+		setup func(*testing.T) (*inProcess, string)
+		named string // how verify names the witness
+	}{
+		{"file", newWitnessed, "file "},
+		{"https", newHTTPWitnessed, "http://127.0.0.1"},
+	} {
+		t.Run(kind.name, func(t *testing.T) {
+			p, spec := kind.setup(t)
+			witnessCatchesTruncation(t, p, spec, kind.named)
+		})
+	}
+}
+
+func witnessCatchesTruncation(t *testing.T, p *inProcess, spec, named string) {
+	t.Helper()
 	p.history()
 	older := p.checkpointAndPublish()
 	p.mustRun("grants", "issue", "--config", p.config, "--resource", "prod-db", "--slack-user", "U0ALICE",
@@ -82,7 +112,7 @@ func TestAuditVerifyWitnessCatchesTruncation(t *testing.T) {
 	if newest.Seq <= older.Seq {
 		t.Fatalf("newest checkpoint seq %d is not after the older one (%d)", newest.Seq, older.Seq)
 	}
-	out := p.mustRun("audit", "verify", "--config", p.config, "--witness", file)
+	out := p.mustRun("audit", "verify", "--config", p.config, "--witness", spec)
 	if !strings.Contains(out, "intact") || !strings.Contains(out, "witnessed checkpoints match") {
 		t.Fatalf("untouched log against its witness: %s", out)
 	}
@@ -99,14 +129,14 @@ func TestAuditVerifyWitnessCatchesTruncation(t *testing.T) {
 	if !strings.Contains(out, "intact") {
 		t.Fatalf("without a witness the truncated log should still look intact (that is the hole): %s", out)
 	}
-	out, errOut, code := p.run("audit", "verify", "--config", p.config, "--witness", file)
+	out, errOut, code := p.run("audit", "verify", "--config", p.config, "--witness", spec)
 	if code != exitFailure {
 		t.Fatalf("verify --witness on the truncated log: exit %d, want 1\n%s%s", code, out, errOut)
 	}
 	for _, want := range []string{
 		fmt.Sprintf("log is behind published checkpoint %d", newest.Seq),
 		fmt.Sprintf("events %d..%d", older.Seq+1, newest.Seq),
-		"file " + file,
+		named,
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("verify said:\n%s\nwant it to say %q", out, want)

@@ -182,14 +182,13 @@ type AuditConfig struct {
 const (
 	WitnessFile  = "file"
 	WitnessHTTPS = "https"
-	WitnessS3    = "s3"
 )
 
 // WitnessConfig is one entry of audit.witnesses: kind and the fields of that kind only.
 type WitnessConfig struct {
-	// Kind (witnesses[].kind) is file (an append-only JSON-lines file, fsynced), https (an
-	// endpoint that stores what it is POSTed and returns it on GET) or s3 (one object per
-	// checkpoint, under S3 Object Lock). Required.
+	// Kind (witnesses[].kind) is file (an append-only JSON-lines file, fsynced) or https (an
+	// endpoint that stores what it is POSTed and returns it on GET). Required. (s3, S3 with
+	// Object Lock, is not implemented yet.)
 	Kind string `yaml:"kind"`
 	// Path (witnesses[].path) is the file of a file witness. Required for file; put it on
 	// another volume than the database. A relative path is relative to the config file's
@@ -201,26 +200,6 @@ type WitnessConfig struct {
 	// BearerToken (witnesses[].bearer_token) is sent as "Authorization: Bearer …" to an
 	// https witness. Optional. A secret.
 	BearerToken Secret `yaml:"bearer_token"`
-	// Bucket (witnesses[].bucket) is the S3 bucket of an s3 witness, created with Object
-	// Lock enabled. Required for s3.
-	Bucket string `yaml:"bucket"`
-	// Prefix (witnesses[].prefix) is prepended to the s3 witness's object keys
-	// (<prefix>checkpoints/…). Optional; when set it ends with "/".
-	Prefix string `yaml:"prefix"`
-	// Region (witnesses[].region) of the bucket. Default: aws.region.
-	Region string `yaml:"region"`
-	// EndpointURL (witnesses[].endpoint_url) overrides the S3 endpoint (tests, S3-compatible
-	// stores). Default: aws.endpoint_url, else the SDK's. Must be https unless the host is
-	// loopback.
-	EndpointURL string `yaml:"endpoint_url"`
-	// Retention (witnesses[].retention) is how long S3 Object Lock keeps each checkpoint
-	// object from being deleted or overwritten. Required for s3; between 24h and 87600h
-	// (10 years); e.g. 2160h (90 days).
-	Retention time.Duration `yaml:"retention"`
-	// Mode (witnesses[].mode) is the Object Lock mode: COMPLIANCE (nobody, not even the
-	// account root, can shorten it) or GOVERNANCE (principals with
-	// s3:BypassGovernanceRetention can). Default COMPLIANCE.
-	Mode string `yaml:"mode"`
 }
 
 // RevokerConfig is the revoker section. Every field has a default.
@@ -1459,16 +1438,6 @@ func (c *Config) applyDefaults() {
 	setStr(&c.Listen, ":8080")
 	setInt("audit.checkpoint_every", &c.Audit.CheckpointEvery, 1000)
 	setDur("audit.checkpoint_period", &c.Audit.CheckpointPeriod, time.Hour)
-	for i := range c.Audit.Witnesses {
-		w := &c.Audit.Witnesses[i]
-		if w.Kind == WitnessS3 {
-			setStr(&w.Mode, "COMPLIANCE")
-			if c.AWS != nil {
-				setStr(&w.Region, c.AWS.Region)
-				setStr(&w.EndpointURL, c.AWS.EndpointURL)
-			}
-		}
-	}
 
 	r := &c.Revoker
 	setInt("revoker.concurrency_per_provider", &r.ConcurrencyPerProvider, 32)
@@ -1752,8 +1721,6 @@ func (c *Config) validate() []Problem {
 // maxWitnesses bounds audit.witnesses: each is written on every checkpoint.
 const maxWitnesses = 8
 
-var s3BucketRE = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$`)
-
 // validateWitnesses checks audit.witnesses: a known kind, that kind's fields and no other
 // kind's, and no two entries writing to the same place.
 func (c *Config) validateWitnesses(v *validator) {
@@ -1763,9 +1730,7 @@ func (c *Config) validateWitnesses(v *validator) {
 	seen := map[string]int{}
 	for i, w := range c.Audit.Witnesses {
 		p := fmt.Sprintf("audit.witnesses[%d]", i)
-		fields := map[string]bool{"path": w.Path != "", "url": w.URL != "", "bearer_token": w.BearerToken.IsSet(),
-			"bucket": w.Bucket != "", "prefix": w.Prefix != "", "region": c.has(p + ".region"),
-			"endpoint_url": c.has(p + ".endpoint_url"), "retention": c.has(p + ".retention"), "mode": c.has(p + ".mode")}
+		fields := map[string]bool{"path": w.Path != "", "url": w.URL != "", "bearer_token": w.BearerToken.IsSet()}
 		var allowed []string
 		var where string
 		switch w.Kind {
@@ -1780,36 +1745,14 @@ func (c *Config) validateWitnesses(v *validator) {
 				v.checkURL(p+".url", w.URL)
 				where = "url:" + w.URL
 			}
-		case WitnessS3:
-			allowed = []string{"bucket", "prefix", "region", "endpoint_url", "retention", "mode"}
-			if v.required(p+".bucket", w.Bucket, "an S3 bucket created with Object Lock enabled") {
-				v.match(p+".bucket", w.Bucket, s3BucketRE, "an S3 bucket name (3-63 lower-case letters, digits, dots and hyphens)")
-				where = "s3:" + w.Bucket + "/" + w.Prefix
-			}
-			if w.Prefix != "" && (!strings.HasSuffix(w.Prefix, "/") || strings.HasPrefix(w.Prefix, "/") || len(w.Prefix) > 512) {
-				v.add(p+".prefix", "%s must end with \"/\", not start with one, and be at most 512 characters (e.g. \"accessbroker/prod/\")", v.show(p+".prefix", w.Prefix))
-			}
-			if w.Region == "" {
-				v.add(p+".region", "is required: the bucket's region (or set aws.region)")
-			} else {
-				v.match(p+".region", w.Region, awsRegionRE, "an AWS region such as us-east-1")
-			}
-			if w.EndpointURL != "" {
-				v.checkURL(p+".endpoint_url", w.EndpointURL)
-			}
-			if !c.has(p + ".retention") {
-				v.add(p+".retention", "is required: how long Object Lock keeps each checkpoint, e.g. 2160h (90 days)")
-			} else {
-				v.duration(p+".retention", w.Retention, 24*time.Hour, 87600*time.Hour)
-			}
-			if w.Mode != "COMPLIANCE" && w.Mode != "GOVERNANCE" {
-				v.add(p+".mode", "must be COMPLIANCE or GOVERNANCE, not %s", v.show(p+".mode", w.Mode))
-			}
+		case "s3":
+			v.add(p+".kind", "s3 (S3 with Object Lock) is not implemented yet: use file or https")
+			continue
 		case "":
-			v.add(p+".kind", "is required: file, https or s3")
+			v.add(p+".kind", "is required: file or https")
 			continue
 		default:
-			v.add(p+".kind", "must be file, https or s3, not %s", v.show(p+".kind", w.Kind))
+			v.add(p+".kind", "must be file or https, not %s", v.show(p+".kind", w.Kind))
 			continue
 		}
 		for _, f := range sortedKeys(fields) {

@@ -895,7 +895,6 @@ func TestWitnessesConfig(t *testing.T) {
 	want := []WitnessConfig{
 		{Kind: WitnessFile, Path: filepath.Join(testdataDir, "witness/checkpoints.jsonl")},
 		{Kind: WitnessHTTPS, URL: "https://witness.example.com/v1/checkpoints", BearerToken: NewSecret("witness-bearer-token")},
-		{Kind: WitnessS3, Bucket: "acme-audit-witness", Prefix: "prod/", Region: "eu-west-1", Retention: 2160 * time.Hour, Mode: "COMPLIANCE"},
 	}
 	if d := cmp.Diff(want, cfg.Audit.Witnesses, configCmpOpts...); d != "" {
 		t.Fatalf("audit.witnesses (-want +got):\n%s", d)
