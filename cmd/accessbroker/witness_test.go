@@ -259,10 +259,8 @@ func TestServePublishesCheckpointsToTheWitness(t *testing.T) {
 	p.history()
 	base, _ := startServer(t, p)
 	waitForWitness(t, file, 8)
-	_, metricsBody := get(t, base+"/metrics")
-	if want := fmt.Sprintf(`accessbroker_witness_published_total{witness="file %s"}`, file); !strings.Contains(metricsBody, want) {
-		t.Errorf("/metrics lacks %s", want)
-	}
+	// The counter moves just after the witness has the line: wait for it too.
+	waitForMetric(t, base, fmt.Sprintf(`accessbroker_witness_published_total{witness="file %s"}`, file))
 	out := p.mustRun("audit", "verify", "--config", p.config, "--witness", file)
 	if !strings.Contains(out, "intact") || !strings.Contains(out, "witnessed checkpoints match") {
 		t.Fatalf("verify --witness after serve: %s", out)
@@ -277,17 +275,7 @@ func TestServeCountsAFailingWitness(t *testing.T) {
 	t.Setenv("AB_WITNESS_FILE", file)
 	base, logs := startServer(t, p)
 	p.mustRun("grants", "issue", "--config", p.config, "--resource", "prod-db", "--slack-user", "U0ALICE", "--reason", "while the witness is down")
-	want := fmt.Sprintf(`accessbroker_witness_failures_total{witness="file %s"}`, file)
-	for i := 0; ; i++ {
-		_, body := get(t, base+"/metrics")
-		if strings.Contains(body, want) {
-			break
-		}
-		if i == 4000 {
-			t.Fatalf("/metrics never counted the failing witness (%s); logs:\n%s", want, logs.String())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitForMetric(t, base, fmt.Sprintf(`accessbroker_witness_failures_total{witness="file %s"}`, file))
 	if !strings.Contains(logs.String(), "publishing a checkpoint to a witness failed; will retry") {
 		t.Errorf("no WARN about the failing witness in the logs:\n%s", logs.String())
 	}
@@ -318,4 +306,17 @@ func TestReportCarriesLatestCheckpoint(t *testing.T) {
 	if !strings.Contains(js, `"published_to": 1`) || !strings.Contains(js, fmt.Sprintf(`"seq": %d`, cp.Seq)) {
 		t.Fatalf("JSON report after publication lacks the published checkpoint:\n%s", js)
 	}
+}
+
+// waitForMetric waits until /metrics shows want (a safety deadline for a goroutine's effect,
+// not a timing assertion).
+func waitForMetric(t *testing.T, base, want string) {
+	t.Helper()
+	for range 4000 {
+		if _, body := get(t, base+"/metrics"); strings.Contains(body, want) {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("/metrics never showed %s", want)
 }
