@@ -185,6 +185,29 @@ type Report struct {
 	Anomalies []Anomaly
 	// Rows has one row per issued grant of the window, by issue time then grant id.
 	Rows []GrantRow
+	// Checkpoint is the newest signed checkpoint when the report was made, and how many
+	// witnesses hold it; nil when not known (the report is built from events alone).
+	Checkpoint *ReportCheckpoint
+}
+
+// ReportCheckpoint is the newest signed checkpoint of the log, as a report carries it: a
+// reader can compare it with what a witness holds or with a later `audit verify`.
+type ReportCheckpoint struct {
+	Seq  int64
+	Hash Hash
+	Time time.Time
+	// Witnesses is the number of configured witnesses; Published how many of them hold
+	// this checkpoint.
+	Witnesses, Published int
+}
+
+// String is "#seq <first 12 hex>… at <time>; published to M of N witnesses".
+func (c ReportCheckpoint) String() string {
+	s := fmt.Sprintf("#%d %s… at %s", c.Seq, c.Hash.String()[:12], FormatTime(c.Time))
+	if c.Witnesses == 0 {
+		return s + "; no witness configured"
+	}
+	return s + fmt.Sprintf("; published to %d of %d witnesses", c.Published, c.Witnesses)
 }
 
 // Durations summarises how long the window's grants ran.
@@ -1300,6 +1323,13 @@ func writeReportJSON(w *bufio.Writer, r Report) error {
 		EndedEarly   string        `json:"ended_early,omitempty"`
 		Anomalies    []AnomalyKind `json:"anomalies"`
 	}
+	type checkpoint struct {
+		Seq       int64  `json:"seq"`
+		Hash      Hash   `json:"hash"`
+		Time      string `json:"time"`
+		Witnesses int    `json:"witnesses"`
+		Published int    `json:"published_to"`
+	}
 	type options struct {
 		LateAfter           string `json:"late_after"`
 		RejectionBurst      int    `json:"rejection_burst"`
@@ -1323,6 +1353,7 @@ func writeReportJSON(w *bufio.Writer, r Report) error {
 		EarlyEnds   []Count       `json:"early_ends"`
 		Requests    RequestCounts `json:"requests"`
 		Revocations revocations   `json:"revocations"`
+		Checkpoint  *checkpoint   `json:"latest_checkpoint,omitempty"`
 	}
 	nonNil := func(c []Count) []Count {
 		if c == nil {
@@ -1344,6 +1375,9 @@ func writeReportJSON(w *bufio.Writer, r Report) error {
 		EarlyEnds:  nonNil(r.EarlyEnds), Requests: r.Requests,
 		Revocations: revocations{Revoked: r.Revocations.Revoked, Failures: r.Revocations.Failures, FailedGrants: r.Revocations.FailedGrants,
 			Late: []late{}, NotRevokedOnTime: r.Revocations.NotRevokedOnTime},
+	}
+	if c := r.Checkpoint; c != nil {
+		out.Checkpoint = &checkpoint{Seq: c.Seq, Hash: c.Hash, Time: stamp(c.Time), Witnesses: c.Witnesses, Published: c.Published}
 	}
 	for _, l := range r.Revocations.Late {
 		out.Revocations.Late = append(out.Revocations.Late, late{GrantID: l.GrantID, Resource: l.Resource, Person: l.Person,
@@ -1416,6 +1450,14 @@ func WriteReportMarkdown(w io.Writer, r Report) error {
 	p("Computed from the audit log alone. A grant belongs to the window in which it was written ahead " +
 		"(grant.issuing) and is shown as known at the end of the window; revocations, rejections and " +
 		"approvals count when they happened.\n\n")
+	if c := r.Checkpoint; c != nil {
+		p("**Latest checkpoint:** #%d `%s` at %s; ", c.Seq, c.Hash, FormatTime(c.Time))
+		if c.Witnesses == 0 {
+			p("no witness configured.\n\n")
+		} else {
+			p("published to %d of %d witnesses.\n\n", c.Published, c.Witnesses)
+		}
+	}
 	if r.Grants == 0 {
 		p("**No grants this week.**\n\n")
 	}

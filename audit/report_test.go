@@ -916,3 +916,23 @@ func BenchmarkRenderReport(b *testing.B) {
 		})
 	}
 }
+
+// TestReportCarriesLatestCheckpoint: the markdown and JSON reports name the newest signed
+// checkpoint and how many witnesses hold it, so a reader can hold the log to it later.
+func TestReportCarriesLatestCheckpoint(t *testing.T) {
+	r := BuildReport(nil, fxSince, fxUntil, ReportOptions{})
+	cp := SignCheckpoint(testKey(), 4211, Hash{0xab, 0xcd, 0xef}, fxUntil.Add(-time.Minute))
+	r.Checkpoint = &ReportCheckpoint{Seq: cp.Seq, Hash: cp.Hash, Time: cp.Time, Witnesses: 2, Published: 1}
+	var md, js bytes.Buffer
+	if err := WriteReportMarkdown(&md, r); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteReportJSON(&js, r); err != nil {
+		t.Fatal(err)
+	}
+	checkReportGolden(t, "checkpoint.md", md.Bytes())
+	checkReportGolden(t, "checkpoint.json", js.Bytes())
+	if got, want := r.Checkpoint.String(), "#4211 abcdef000000… at "+FormatTime(cp.Time)+"; published to 1 of 2 witnesses"; got != want {
+		t.Errorf("String() = %q, want %q", got, want)
+	}
+}

@@ -51,6 +51,17 @@ const (
 	// DamageMissingCheckpoint: checkpoints are absent, too old or too far behind (see
 	// VerifyOptions). FirstBad: the first seq after the last verified checkpoint.
 	DamageMissingCheckpoint Damage = "missing_checkpoint"
+	// DamageBehindWitness: a witness outside the database (VerifyOptions.Witnessed) holds a
+	// validly signed checkpoint that the log no longer matches: events beyond the log's end,
+	// a different hash at its seq, or the checkpoint itself missing from the database. The
+	// database was truncated, rolled back or rewritten, checkpoints and all. Detail starts
+	// with "log is behind published checkpoint N" (N: that checkpoint's seq). FirstBad: the
+	// last seq + 1 for missing events; the first seq after the last matching checkpoint for
+	// a different hash; the checkpoint's seq for a missing checkpoint.
+	DamageBehindWitness Damage = "behind_witness"
+	// DamageBadWitnessSignature: a checkpoint a witness returned does not verify with the
+	// public key: the witness's copy was altered or forged. FirstBad: its seq.
+	DamageBadWitnessSignature Damage = "bad_witness_signature"
 	// DamageTruncated: a validly signed checkpoint names a seq beyond the log's last event:
 	// the tail was removed. FirstBad: the last remaining seq + 1.
 	DamageTruncated Damage = "truncated"
@@ -82,6 +93,21 @@ type VerifyOptions struct {
 	// RetiredKeys are public keys that signed older checkpoints before a key rotation. A
 	// checkpoint is checked with the key whose KeyID it names, among pub and these.
 	RetiredKeys []ed25519.PublicKey
+	// Witnessed are checkpoints read back from witnesses outside the database (the file,
+	// HTTP or S3 copies every signed checkpoint is published to). Each must verify, match the
+	// recomputed chain at its seq, and be present among the database's checkpoints;
+	// otherwise DamageBadWitnessSignature or DamageBehindWitness.
+	Witnessed []WitnessedCheckpoint
+}
+
+// WitnessedCheckpoint is a checkpoint as one witness returned it.
+type WitnessedCheckpoint struct {
+	// Witness names the witness for people, e.g. "file /var/lib/witness/checkpoints.jsonl".
+	Witness string
+	// Entry is the checkpoint's 1-based position in what the witness returned (the line of
+	// a file witness).
+	Entry int
+	Checkpoint
 }
 
 // Result is the outcome of Verify.
@@ -99,6 +125,9 @@ type Result struct {
 	// LastCheckpoint is the last of them (highest seq, then latest time); zero if none.
 	Checkpoints    int
 	LastCheckpoint Checkpoint
+	// Witnessed is the number of VerifyOptions.Witnessed checkpoints that verified and
+	// matched the log and its checkpoints.
+	Witnessed int
 	// FirstBad is the sequence number the damage is reported at (0 when OK); the Damage
 	// constants say what it names for each kind. Damage is the kind of the first damage in
 	// seq order and Detail a sentence for people: what differs and what it suggests.
@@ -118,6 +147,9 @@ func (r Result) String() string {
 		fmt.Fprintf(&b, ", head %s, %d checkpoints verified", r.Head, r.Checkpoints)
 		if r.Checkpoints > 0 {
 			fmt.Fprintf(&b, " (last at seq %d, %s)", r.LastCheckpoint.Seq, FormatTime(r.LastCheckpoint.Time))
+		}
+		if r.Witnessed > 0 {
+			fmt.Fprintf(&b, ", %d witnessed checkpoints match", r.Witnessed)
 		}
 		return b.String()
 	}
@@ -164,6 +196,12 @@ func (r Result) String() string {
 //     FirstBad = last seq + 1 (a forged one is DamageBadCheckpointSignature). Then the
 //     checkpoint freshness rules of opts apply (DamageMissingCheckpoint, FirstBad = first
 //     seq after the last verified checkpoint).
+//  6. Witnessed checkpoints (opts.Witnessed) are checked like the database's, when the chain
+//     reaches their seq and after the last row, and must also be among the database's
+//     checkpoints: a bad signature is DamageBadWitnessSignature; events beyond the log's end,
+//     a different hash or a checkpoint missing from the database is DamageBehindWitness.
+//     This is what catches an attacker who deletes the newest checkpoints together with the
+//     events after an older one: the database alone then looks intact.
 //
 // Verify stops at the first damage. What no verifier can see: events appended after the
 // last checkpoint and then removed or rewritten, by someone who can write the database,
@@ -196,7 +234,15 @@ func Verify(ctx context.Context, r Reader, pub ed25519.PublicKey, opts VerifyOpt
 	slices.SortStableFunc(cps, func(a, b Checkpoint) int {
 		return cmp.Or(cmp.Compare(a.Seq, b.Seq), a.Time.Compare(b.Time))
 	})
-	v := verifier{pub: pub, opts: opts, cps: cps, res: res}
+	wcps := slices.Clone(opts.Witnessed)
+	slices.SortStableFunc(wcps, func(a, b WitnessedCheckpoint) int {
+		return cmp.Or(cmp.Compare(a.Seq, b.Seq), a.Time.Compare(b.Time))
+	})
+	stored := make(map[checkpointKey]bool, len(cps))
+	for _, c := range cps {
+		stored[keyOf(c)] = true
+	}
+	v := verifier{pub: pub, opts: opts, cps: cps, wcps: wcps, stored: stored, res: res}
 	v.h.w.b = make([]byte, 0, 1024)
 	if v.checkpointsUpTo(0) {
 		return v.res, nil
@@ -231,10 +277,14 @@ func Verify(ctx context.Context, r Reader, pub ed25519.PublicKey, opts VerifyOpt
 type verifier struct {
 	pub    ed25519.PublicKey
 	opts   VerifyOptions
-	cps    []Checkpoint // sorted by seq, then time
-	next   int          // index of the first checkpoint not yet checked
-	goodCp int64        // seq of the last checkpoint that matched; 0 (Genesis) at first
-	newest time.Time    // latest time among verified checkpoints
+	cps    []Checkpoint          // sorted by seq, then time
+	next   int                   // index of the first checkpoint not yet checked
+	wcps   []WitnessedCheckpoint // opts.Witnessed sorted by seq, then time
+	wnext  int                   // index of the first witnessed checkpoint not yet checked
+	goodW  int64                 // seq of the last witnessed checkpoint that matched
+	stored map[checkpointKey]bool
+	goodCp int64     // seq of the last checkpoint that matched; 0 (Genesis) at first
+	newest time.Time // latest time among verified checkpoints
 	h      hasher
 	res    Result
 }
@@ -341,6 +391,53 @@ func (v *verifier) checkpointsUpTo(seq int64) bool {
 			v.newest = c.Time
 		}
 	}
+	return v.witnessedUpTo(seq)
+}
+
+// checkpointKey identifies a checkpoint by what is signed.
+type checkpointKey struct {
+	seq  int64
+	hash Hash
+	ms   int64
+}
+
+func keyOf(c Checkpoint) checkpointKey {
+	return checkpointKey{seq: c.Seq, hash: c.Hash, ms: c.Time.UnixMilli()}
+}
+
+// witnessedUpTo checks every pending witnessed checkpoint with Seq <= seq against the chain
+// head (the hash at seq) and the database's checkpoints. It reports whether damage was found.
+func (v *verifier) witnessedUpTo(seq int64) bool {
+	for v.wnext < len(v.wcps) && v.wcps[v.wnext].Seq <= seq {
+		w := v.wcps[v.wnext]
+		v.wnext++
+		if v.badWitness(w) {
+			return true
+		}
+		if w.Seq != seq || w.Hash != v.res.Head {
+			good := max(v.goodCp, v.goodW)
+			return v.damage(DamageBehindWitness, min(good+1, w.Seq),
+				"log is behind published checkpoint %d: %s entry %d has the signed hash %s at seq %d (%s), but the log hashes to %s there: history after seq %d, up to seq %d, was rewritten",
+				w.Seq, w.Witness, w.Entry, w.Hash, w.Seq, FormatTime(w.Time), v.res.Head, good, w.Seq)
+		}
+		if !v.stored[keyOf(w.Checkpoint)] {
+			return v.damage(DamageBehindWitness, w.Seq,
+				"log is behind published checkpoint %d: the checkpoint at seq %d (%s) that %s entry %d holds is missing from the database: checkpoints were deleted",
+				w.Seq, w.Seq, FormatTime(w.Time), w.Witness, w.Entry)
+		}
+		v.goodW = w.Seq
+		v.res.Witnessed++
+	}
+	return false
+}
+
+// badWitness reports DamageBadWitnessSignature when w does not verify.
+func (v *verifier) badWitness(w WitnessedCheckpoint) bool {
+	if p := w.problem(v.keyFor(w.Checkpoint)); p != "" {
+		return v.damage(DamageBadWitnessSignature, max(w.Seq, 0),
+			"%s entry %d (checkpoint at seq %d, %s) does not verify: %s: the witness's copy was altered or forged",
+			w.Witness, w.Entry, w.Seq, FormatTime(w.Time), p)
+	}
 	return false
 }
 
@@ -361,6 +458,18 @@ func (v *verifier) finish() {
 	}
 	if forged != nil {
 		v.damage(DamageBadCheckpointSignature, forged.Seq, "checkpoint at seq %d (%s), beyond the last event (seq %d), does not verify: %s", forged.Seq, FormatTime(forged.Time), last, forged.problem(v.keyFor(*forged)))
+		return
+	}
+	for _, w := range v.wcps[v.wnext:] {
+		if v.badWitness(w) {
+			return
+		}
+	}
+	if v.wnext < len(v.wcps) {
+		w := v.wcps[len(v.wcps)-1] // the newest publication says most about what is gone
+		v.damage(DamageBehindWitness, last+1,
+			"log is behind published checkpoint %d: %s entry %d holds a signed checkpoint at seq %d (%s, hash %s) but the log ends at seq %d: events %d..%d and that checkpoint are missing from the database",
+			w.Seq, w.Witness, w.Entry, w.Seq, FormatTime(w.Time), w.Hash, last, last+1, w.Seq)
 		return
 	}
 

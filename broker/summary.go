@@ -22,6 +22,13 @@ type SummaryRecorder interface {
 	Record(ctx context.Context, events ...*audit.Event) error
 }
 
+// SummaryCheckpoints tells the summary the newest signed checkpoint of the audit log and how
+// many witnesses hold it (cmd implements it over the store and the witness Publisher).
+type SummaryCheckpoints interface {
+	// LatestCheckpoint returns ok=false when the log has no checkpoint yet.
+	LatestCheckpoint(ctx context.Context) (c audit.ReportCheckpoint, ok bool, err error)
+}
+
 // SummaryLeaseName is the lease that decides which process posts a week's summary.
 const SummaryLeaseName = "weekly-summary"
 
@@ -52,7 +59,10 @@ type SummaryDeps struct {
 	Holder string
 	// Report tunes the anomaly rules.
 	Report audit.ReportOptions
-	Logger *slog.Logger
+	// Checkpoints, when set, puts the latest checkpoint in the summary (Report.Checkpoint).
+	// If it fails the summary is posted without it, and the failure is logged.
+	Checkpoints SummaryCheckpoints
+	Logger      *slog.Logger
 
 	// LeaseTTL bounds one attempt: the lease lasts this long, and an attempt (reading the
 	// log, posting, recording) is cancelled after half of it. Default 10m.
@@ -279,6 +289,13 @@ func (s *Summary) attempt(ctx context.Context, slot time.Time) (attemptResult, e
 	r, err := audit.ReadReport(ctx, s.d.Events, since, until, s.d.Report)
 	if err != nil {
 		return weekDone, fmt.Errorf("build the summary of %s: %w", id, err)
+	}
+	if s.d.Checkpoints != nil {
+		if c, ok, err := s.d.Checkpoints.LatestCheckpoint(ctx); err != nil {
+			s.log.WarnContext(ctx, "weekly summary: the latest checkpoint could not be read; posting without it", "week", id, "error", err)
+		} else if ok {
+			r.Checkpoint = &c
+		}
 	}
 	if s.unrecorded != id {
 		if err := s.d.Poster.PostSummary(ctx, s.d.Channel, r); err != nil {

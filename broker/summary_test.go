@@ -41,6 +41,7 @@ type sumPost struct {
 	channel      string
 	since, until time.Time
 	grants       int
+	checkpoint   string // Report.Checkpoint.String(), "" when the report has none
 }
 
 func (p *sumPoster) PostSummary(_ context.Context, channel string, r audit.Report) error {
@@ -51,7 +52,11 @@ func (p *sumPoster) PostSummary(_ context.Context, channel string, r audit.Repor
 		p.failN--
 		return errors.New("slack: 503 service unavailable")
 	}
-	p.posts = append(p.posts, sumPost{channel: channel, since: r.Since, until: r.Until, grants: r.Grants})
+	post := sumPost{channel: channel, since: r.Since, until: r.Until, grants: r.Grants}
+	if r.Checkpoint != nil {
+		post.checkpoint = r.Checkpoint.String()
+	}
+	p.posts = append(p.posts, post)
 	return nil
 }
 
@@ -473,3 +478,46 @@ func (nopLeases) AcquireLease(context.Context, string, string, time.Duration) (b
 type nopRecorder struct{}
 
 func (nopRecorder) Record(context.Context, ...*audit.Event) error { return nil }
+
+// sumCheckpoints is a fake SummaryCheckpoints.
+type sumCheckpoints struct {
+	c   audit.ReportCheckpoint
+	err error
+}
+
+func (f sumCheckpoints) LatestCheckpoint(context.Context) (audit.ReportCheckpoint, bool, error) {
+	return f.c, f.err == nil, f.err
+}
+
+// TestSummaryCarriesLatestCheckpoint: the posted report names the latest checkpoint; when it
+// cannot be read the summary is still posted, without it.
+func TestSummaryCarriesLatestCheckpoint(t *testing.T) {
+	cp := audit.ReportCheckpoint{Seq: 42, Hash: audit.Genesis, Time: sumSlot.Add(-time.Hour), Witnesses: 2, Published: 1}
+	tests := []struct {
+		name string
+		cps  sumCheckpoints
+		want string
+	}{
+		{"known", sumCheckpoints{c: cp}, cp.String()},
+		{"unreadable", sumCheckpoints{err: errors.New("database is locked")}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clock := clocktest.New(sumSlot.Add(-time.Hour))
+			p := sumOpen(t, clock, filepath.Join(t.TempDir(), "ab.db"))
+			poster := &sumPoster{}
+			s := broker.NewSummary(broker.SummaryDeps{
+				Clock: clock, Events: p.store, Leases: p.store, Recorder: p.mgr, Poster: poster, Channel: sumChannel,
+				Weekday: time.Monday, Hour: 9, Holder: "i_one", Checkpoints: tt.cps,
+			})
+			runSummary(t, s)
+			idle(t, clock, 1)
+			clock.Set(sumSlot)
+			idle(t, clock, 1)
+			got := poster.posted()
+			if len(got) != 1 || got[0].checkpoint != tt.want {
+				t.Fatalf("posts %+v, want one carrying checkpoint %q", got, tt.want)
+			}
+		})
+	}
+}

@@ -32,6 +32,7 @@ type Checkpointer struct {
 	every  int64
 	period time.Duration
 	poll   time.Duration
+	signed func(audit.Checkpoint)
 }
 
 // NewCheckpointer returns a Checkpointer. every ≥ 1 events, period > 0.
@@ -76,6 +77,16 @@ func (c *Checkpointer) ShareWith(l Leaser, holder string) {
 	c.lease, c.holder = l, holder
 }
 
+// AfterSign has fn called with each checkpoint once it is committed to the store (the
+// Publisher's Enqueue, which never blocks). fn must return quickly.
+func (c *Checkpointer) AfterSign(fn func(audit.Checkpoint)) { c.signed = fn }
+
+func (c *Checkpointer) committed(cp audit.Checkpoint) {
+	if c.signed != nil {
+		c.signed(cp)
+	}
+}
+
 // MaybeCheckpoint signs a checkpoint of the current head if none exists, if Every events
 // were appended since the last one, or if Period has passed since the last one.
 // It reports whether it signed one.
@@ -104,6 +115,7 @@ func (c *Checkpointer) MaybeCheckpoint(ctx context.Context) (bool, error) {
 		return false, fmt.Errorf("sign checkpoint at seq %d: %w", seq, err)
 	}
 	c.log.InfoContext(ctx, "audit checkpoint signed", "seq", seq, "hash", head.String(), "key_id", cp.KeyID)
+	c.committed(cp)
 	return true, nil
 }
 
@@ -122,5 +134,9 @@ func (c *Checkpointer) final(ctx context.Context) (bool, error) {
 		return false, nil
 	}
 	cp := audit.SignCheckpoint(c.key, seq, head, c.clock.Now().Truncate(time.Millisecond))
-	return true, c.store.AppendCheckpoint(fctx, cp)
+	if err := c.store.AppendCheckpoint(fctx, cp); err != nil {
+		return false, err
+	}
+	c.committed(cp) // published now if the Publisher still runs, else on the next start
+	return true, nil
 }

@@ -32,6 +32,9 @@ type app struct {
 	instance  string
 	closers   []io.Closer
 	observer  *observerSwitch
+	// checkpoints reports the latest checkpoint and its witnesses (serve sets it; the weekly
+	// summary and the report API read it). nil elsewhere.
+	checkpoints *checkpointInfo
 }
 
 // appOptions are the developer-only knobs kept apart from the config contract.

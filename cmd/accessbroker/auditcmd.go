@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/accessbroker/accessbroker/audit"
+	"github.com/accessbroker/accessbroker/grants"
 )
 
 func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -80,6 +81,14 @@ func auditVerify(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	maxAge := fs.Duration("max-checkpoint-age", 0, "fail if the newest checkpoint is older than this (default: twice audit.checkpoint_period)")
 	format := fs.String("format", "text", "text or json")
 	var retired []ed25519.PublicKey
+	var witnessSpecs []string
+	fs.Func("witness", "also check the log against the checkpoints a witness holds: a file path or an https:// URL (repeatable); fails when the log is behind one of them", func(s string) error {
+		if strings.TrimSpace(s) == "" {
+			return errors.New("want a file path or an https:// URL")
+		}
+		witnessSpecs = append(witnessSpecs, s)
+		return nil
+	})
 	fs.Func("retired-key", "a PEM public key that signed older checkpoints before a key rotation (repeatable)", func(path string) error {
 		b, err := os.ReadFile(path)
 		if err != nil {
@@ -130,21 +139,47 @@ func auditVerify(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	if age == 0 {
 		age = 2 * cfg.Audit.CheckpointPeriod
 	}
+	var ws []grants.Witness
+	for _, spec := range witnessSpecs {
+		w, err := witnessFlag(ctx, cfg, spec)
+		if err != nil {
+			fmt.Fprintf(stderr, "accessbroker audit verify: %v\n", err)
+			return exitUsage
+		}
+		ws = append(ws, w)
+	}
+	witnessed, counts, err := readWitnesses(ctx, ws, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "accessbroker audit verify: %v\n", err)
+		return exitFailure
+	}
 	res, err := audit.Verify(ctx, a.store, pub, audit.VerifyOptions{
 		RequireCheckpoint: true, CheckpointEvery: int64(cfg.Audit.CheckpointEvery), MaxCheckpointAge: age, Now: a.clock.Now(),
-		RetiredKeys: retired,
+		RetiredKeys: retired, Witnessed: witnessed,
 	})
 	if err != nil {
 		fmt.Fprintf(stderr, "accessbroker audit verify: %v\n", err)
 		return exitFailure
 	}
 	if *format == "json" {
-		_ = json.NewEncoder(stdout).Encode(map[string]any{
+		out := map[string]any{
 			"ok": res.OK, "events": res.Events, "last_seq": res.LastSeq, "head": res.Head, "checkpoints": res.Checkpoints,
 			"first_bad": res.FirstBad, "damage": res.Damage, "detail": res.Detail,
-		})
+		}
+		if len(ws) > 0 {
+			out["witnessed"] = res.Witnessed
+			wj := []map[string]any{}
+			for i, w := range ws {
+				wj = append(wj, map[string]any{"witness": w.Name(), "checkpoints": counts[i]})
+			}
+			out["witnesses"] = wj
+		}
+		_ = json.NewEncoder(stdout).Encode(out)
 	} else {
 		fmt.Fprintln(stdout, res.String())
+		for i, w := range ws {
+			fmt.Fprintf(stdout, "witness %s: %d checkpoints read\n", w.Name(), counts[i])
+		}
 	}
 	if !res.OK {
 		return exitFailure

@@ -109,7 +109,8 @@ func buildFrontends(ctx context.Context, a *app, mux *http.ServeMux) (*frontends
 		}
 		h, m := s.Summary.HourMinute()
 		f.summary = broker.NewSummary(broker.SummaryDeps{Clock: a.clock, Events: a.store, Leases: a.store, Recorder: a.manager,
-			Poster: poster, Channel: ch, Weekday: s.Summary.Weekday(), Hour: h, Minute: m, Holder: a.instance, Logger: a.log})
+			Poster: poster, Channel: ch, Weekday: s.Summary.Weekday(), Hour: h, Minute: m, Holder: a.instance, Logger: a.log,
+			Checkpoints: a.summaryCheckpoints()})
 	}
 
 	if pd != nil {

@@ -20,6 +20,8 @@ type metrics struct {
 	revokeFailed *prometheus.CounterVec
 	lag          *prometheus.HistogramVec
 	appendLat    prometheus.Histogram
+	witnessFail  *prometheus.CounterVec
+	witnessPub   *prometheus.CounterVec
 	timedStore   grants.Store
 }
 
@@ -36,12 +38,16 @@ func newMetrics(st *sqlstore.Store) *metrics {
 		Name: "accessbroker_audit_append_seconds", Help: "Latency of one store change with its audit events.",
 		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
 	})
+	m.witnessFail = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "accessbroker_witness_failures_total",
+		Help: "Failed attempts to publish an audit checkpoint to a witness (each is retried)."}, []string{"witness"})
+	m.witnessPub = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "accessbroker_witness_published_total",
+		Help: "Audit checkpoints published to a witness."}, []string{"witness"})
 	build := readBuildInfo()
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "accessbroker_build_info", Help: "Always 1; its labels say which build is running (see accessbroker version).",
 	}, []string{"version", "commit", "go_version"})
 	buildInfo.WithLabelValues(build.Version, build.Commit, build.GoVersion).Set(1)
-	m.reg.MustRegister(m.issued, m.revoked, m.revokeFailed, m.lag, m.appendLat, buildInfo,
+	m.reg.MustRegister(m.issued, m.revoked, m.revokeFailed, m.lag, m.appendLat, m.witnessFail, m.witnessPub, buildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&stateCollector{st: st})
 	m.timedStore = &timedStore{Store: st, m: m}
@@ -62,6 +68,12 @@ func (m *metrics) RevokeFailed(provider string, needsOperator bool) {
 	}
 	m.revokeFailed.WithLabelValues(provider, class).Inc()
 }
+
+// WitnessFailed implements grants.WitnessMetrics.
+func (m *metrics) WitnessFailed(witness string) { m.witnessFail.WithLabelValues(witness).Inc() }
+
+// WitnessPublished implements grants.WitnessMetrics.
+func (m *metrics) WitnessPublished(witness string) { m.witnessPub.WithLabelValues(witness).Inc() }
 
 // timedStore times every Apply and counts grants that became active.
 type timedStore struct {

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/accessbroker/accessbroker/audit"
+	"github.com/accessbroker/accessbroker/broker"
+	"github.com/accessbroker/accessbroker/grants"
 	"github.com/accessbroker/accessbroker/integrations/adminapi"
 )
 
@@ -64,7 +66,13 @@ func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fmt.Fprintf(stderr, "accessbroker report: %v\n", err)
 		return exitUsage
 	}
-	r, err := newReporter(a.store, audit.ReportOptions{MaxApprovalsPerPair: *maxPair}).Build(ctx, from, to)
+	ws, err := buildWitnesses(ctx, cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "accessbroker report: %v\n", err)
+		return exitFailure
+	}
+	cps := &checkpointInfo{store: a.store, publisher: grants.NewPublisher(a.store, ws, a.clock, grants.PublisherOptions{Logger: a.log})}
+	r, err := newReporter(a.store, audit.ReportOptions{MaxApprovalsPerPair: *maxPair}).withCheckpoints(cps).Build(ctx, from, to)
 	if err != nil {
 		fmt.Fprintf(stderr, "accessbroker report: %v\n", err)
 		return exitFailure
@@ -108,6 +116,7 @@ func reportWindow(since, until string, now time.Time) (time.Time, time.Time, err
 type reporter struct {
 	events audit.Searcher
 	opts   audit.ReportOptions
+	cps    broker.SummaryCheckpoints // nil: reports carry no checkpoint
 }
 
 var _ adminapi.Reporter = (*reporter)(nil)
@@ -116,12 +125,27 @@ func newReporter(events audit.Searcher, opts audit.ReportOptions) *reporter {
 	return &reporter{events: events, opts: opts}
 }
 
+// withCheckpoints makes the reports carry the latest checkpoint and its witnesses.
+func (r *reporter) withCheckpoints(cps broker.SummaryCheckpoints) *reporter {
+	r.cps = cps
+	return r
+}
+
 // Build reads the events the window needs, page by page, and computes the report
 // (audit.ReadReport).
 func (r *reporter) Build(ctx context.Context, since, until time.Time) (audit.Report, error) {
 	rep, err := audit.ReadReport(ctx, r.events, since, until, r.opts)
 	if err != nil {
 		return audit.Report{}, fmt.Errorf("build report: %w", err)
+	}
+	if r.cps != nil {
+		c, ok, err := r.cps.LatestCheckpoint(ctx)
+		if err != nil {
+			return audit.Report{}, fmt.Errorf("build report: %w", err)
+		}
+		if ok {
+			rep.Checkpoint = &c
+		}
 	}
 	return rep, nil
 }

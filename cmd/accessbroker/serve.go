@@ -47,6 +47,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 type server struct {
 	*app
 	checkpointer *grants.Checkpointer
+	publisher    *grants.Publisher // copies checkpoints to audit.witnesses
 	mux          *http.ServeMux
 	front        *frontends
 }
@@ -64,6 +65,15 @@ func newServer(ctx context.Context, cfg *config.Config, opts appOptions) (*serve
 	s := &server{app: a, mux: http.NewServeMux()}
 	s.checkpointer = grants.NewCheckpointer(a.store, key, a.clock, a.log, int64(cfg.Audit.CheckpointEvery), cfg.Audit.CheckpointPeriod)
 	s.checkpointer.ShareWith(a.store, a.instance) // one signer among replicas
+	ws, err := buildWitnesses(ctx, cfg)
+	if err != nil {
+		a.Close()
+		return nil, err
+	}
+	alerts := &alertSwitch{}
+	s.publisher = grants.NewPublisher(a.store, ws, a.clock, grants.PublisherOptions{Metrics: a.metrics, Logger: a.log, Alerts: alerts})
+	s.checkpointer.AfterSign(s.publisher.Enqueue)
+	a.checkpoints = &checkpointInfo{store: a.store, publisher: s.publisher}
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		io.WriteString(w, "ok\n")
@@ -74,9 +84,12 @@ func newServer(ctx context.Context, cfg *config.Config, opts appOptions) (*serve
 		a.Close()
 		return nil, err
 	}
+	if s.front.notifier != nil {
+		alerts.target = s.front.notifier
+	}
 	s.mux.Handle("/api/v1/", adminapi.New(adminapi.Config{
 		Token: cfg.API.Token.Reveal(), Grants: a.store, Revoker: a.manager, Searcher: a.store, Recorder: a.manager,
-		Reporter: newReporter(a.store, audit.ReportOptions{}), Clock: a.clock, Logger: a.log,
+		Reporter: newReporter(a.store, audit.ReportOptions{}).withCheckpoints(a.checkpoints), Clock: a.clock, Logger: a.log,
 	}))
 	return s, nil
 }
@@ -123,6 +136,9 @@ func (s *server) Run(ctx context.Context, listening chan<- string) error {
 	}
 	run("revoker", s.revoker.Run)
 	run("checkpointer", s.checkpointer.Run)
+	if s.publisher.Witnesses() > 0 {
+		run("witness publisher", s.publisher.Run)
+	}
 	if b := s.front.broker; b != nil {
 		if n, err := b.Recover(ctx); err != nil {
 			s.log.ErrorContext(ctx, "recover undecided requests", "error", err)

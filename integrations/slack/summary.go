@@ -181,7 +181,12 @@ func SummaryBlocks(r audit.Report) ([]slackgo.Block, string) {
 			blocks = append(blocks, slackgo.NewContextBlock("", sumMD(fmt.Sprintf("%d more — run `%s`", more, command))))
 		}
 	}
-	blocks = append(blocks, slackgo.NewContextBlock("", sumMD("Every grant, with who decided and the on-call evidence: `"+command+"`")))
+	footer := []slackgo.MixedElement{sumMD("Every grant, with who decided and the on-call evidence: `" + command + "`")}
+	if c := r.Checkpoint; c != nil {
+		// In the last block, not a block of its own: the message stays within SlackMaxBlocks.
+		footer = append(footer, sumMD(":lock: Latest checkpoint: "+Escape(c.String())+" (check with `accessbroker audit verify --witness …`)"))
+	}
+	blocks = append(blocks, slackgo.NewContextBlock("", footer...))
 	if len(blocks) > SlackMaxBlocks { // cannot happen with the caps above; kept as a guard
 		blocks = append(blocks[:SlackMaxBlocks-1], blocks[len(blocks)-1])
 	}
@@ -189,6 +194,9 @@ func SummaryBlocks(r audit.Report) ([]slackgo.Block, string) {
 	fallback := fmt.Sprintf("Weekly access summary %s: %d grants, %d anomalies", window, r.Grants, len(r.Anomalies))
 	if r.Grants == 0 {
 		fallback = fmt.Sprintf("Weekly access summary %s: no grants this week, %d anomalies", window, len(r.Anomalies))
+	}
+	if c := r.Checkpoint; c != nil {
+		fallback += "; latest checkpoint " + c.String()
 	}
 	return blocks, fallback
 }

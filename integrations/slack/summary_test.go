@@ -245,3 +245,37 @@ func TestPostSummaryFailures(t *testing.T) {
 		t.Error("NewSummaryPoster accepted no client")
 	}
 }
+
+// TestPostSummaryCarriesLatestCheckpoint: the weekly message, posted through slack-go to the
+// fake Slack, names the newest checkpoint (seq, hash, time) and its witnesses, and stays
+// within Block Kit's limits on a full week.
+func TestPostSummaryCarriesLatestCheckpoint(t *testing.T) {
+	fake, api, _ := newFakeSlack(t, nil)
+	fake.AddChannel(summaryChannel)
+	p, err := NewSummaryPoster(api, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cpTime := summaryUntil.Add(-30 * time.Minute)
+	for _, grants := range []int{0, 500} {
+		r := bigReport(grants)
+		r.Checkpoint = &audit.ReportCheckpoint{Seq: 4211, Hash: audit.Hash{0x5f, 0xec, 0xeb, 0x66}, Time: cpTime, Witnesses: 2, Published: 2}
+		if err := p.PostSummary(t.Context(), summaryChannel, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	msgs := fake.Messages()
+	if len(msgs) != 2 {
+		t.Fatalf("%d messages, want 2", len(msgs))
+	}
+	want := "Latest checkpoint: #4211 5feceb660000… at " + audit.FormatTime(cpTime) + "; published to 2 of 2 witnesses"
+	for i, m := range msgs {
+		text := checkBlockLimits(t, m.Blocks)
+		if !strings.Contains(text, want) {
+			t.Errorf("message %d lacks %q:\n%s", i, want, text)
+		}
+		if !strings.Contains(m.Text, "latest checkpoint #4211") {
+			t.Errorf("message %d fallback %q lacks the checkpoint", i, m.Text)
+		}
+	}
+}

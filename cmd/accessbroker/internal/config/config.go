@@ -172,6 +172,35 @@ type AuditConfig struct {
 	// nothing happened, so "no events" can be told from "events deleted". Default 1h; between
 	// 1s and 24h.
 	CheckpointPeriod time.Duration `yaml:"checkpoint_period"`
+	// Witnesses (audit.witnesses) receive a copy of every signed checkpoint, outside the
+	// database, so that deleting the newest checkpoints together with the events after an
+	// older one is still caught (`audit verify --witness`). Optional; at most 8. A witness
+	// that fails is retried forever and alerted; it never blocks grants. See docs/audit.md.
+	Witnesses []WitnessConfig `yaml:"witnesses"`
+}
+
+// Witness kinds accepted in audit.witnesses[].kind.
+const (
+	WitnessFile  = "file"
+	WitnessHTTPS = "https"
+)
+
+// WitnessConfig is one entry of audit.witnesses: kind and the fields of that kind only.
+type WitnessConfig struct {
+	// Kind (witnesses[].kind) is file (an append-only JSON-lines file, fsynced) or https (an
+	// endpoint that stores what it is POSTed and returns it on GET). Required. (s3, S3 with
+	// Object Lock, is not implemented yet.)
+	Kind string `yaml:"kind"`
+	// Path (witnesses[].path) is the file of a file witness. Required for file; put it on
+	// another volume than the database. A relative path is relative to the config file's
+	// directory.
+	Path string `yaml:"path"`
+	// URL (witnesses[].url) is the endpoint of an https witness. Required for https; https
+	// unless the host is loopback.
+	URL string `yaml:"url"`
+	// BearerToken (witnesses[].bearer_token) is sent as "Authorization: Bearer …" to an
+	// https witness. Optional. A secret.
+	BearerToken Secret `yaml:"bearer_token"`
 }
 
 // RevokerConfig is the revoker section. Every field has a default.
@@ -699,6 +728,11 @@ func parseConfig(data []byte, opts loadOptions) (*Config, error) {
 		}
 		if f := cfg.Audit.SigningKeyFile; f != "" && opts.baseDir != "" && !filepath.IsAbs(f) {
 			cfg.Audit.SigningKeyFile = filepath.Join(opts.baseDir, f)
+		}
+		for i := range cfg.Audit.Witnesses {
+			if w := &cfg.Audit.Witnesses[i]; w.Kind == WitnessFile && w.Path != "" && opts.baseDir != "" && !filepath.IsAbs(w.Path) {
+				w.Path = filepath.Join(opts.baseDir, w.Path)
+			}
 		}
 		cfg.applyDefaults()
 		for _, p := range cfg.validate() {
@@ -1640,6 +1674,7 @@ func (c *Config) validate() []Problem {
 		v.add("audit.checkpoint_every", "must be at least 1, not %d", c.Audit.CheckpointEvery)
 	}
 	v.duration("audit.checkpoint_period", c.Audit.CheckpointPeriod, time.Second, 24*time.Hour)
+	c.validateWitnesses(v)
 
 	// revoker
 	r := c.Revoker
@@ -1674,6 +1709,57 @@ func (c *Config) validate() []Problem {
 	c.validateAutoGrant(v)
 	c.validateIdentities(v)
 	return v.probs
+}
+
+// maxWitnesses bounds audit.witnesses: each is written on every checkpoint.
+const maxWitnesses = 8
+
+// validateWitnesses checks audit.witnesses: a known kind, that kind's fields and no other
+// kind's, and no two entries writing to the same place.
+func (c *Config) validateWitnesses(v *validator) {
+	if n := len(c.Audit.Witnesses); n > maxWitnesses {
+		v.add("audit.witnesses", "has %d entries; at most %d (each is written on every checkpoint)", n, maxWitnesses)
+	}
+	seen := map[string]int{}
+	for i, w := range c.Audit.Witnesses {
+		p := fmt.Sprintf("audit.witnesses[%d]", i)
+		fields := map[string]bool{"path": w.Path != "", "url": w.URL != "", "bearer_token": w.BearerToken.IsSet()}
+		var allowed []string
+		var where string
+		switch w.Kind {
+		case WitnessFile:
+			allowed = []string{"path"}
+			if v.required(p+".path", w.Path, "the JSON-lines file checkpoints are appended to, on another volume than the database") {
+				where = "file:" + filepath.Clean(w.Path)
+			}
+		case WitnessHTTPS:
+			allowed = []string{"url", "bearer_token"}
+			if v.required(p+".url", w.URL, "the endpoint checkpoints are POSTed to") {
+				v.checkURL(p+".url", w.URL)
+				where = "url:" + w.URL
+			}
+		case "s3":
+			v.add(p+".kind", "s3 (S3 with Object Lock) is not implemented yet: use file or https")
+			continue
+		case "":
+			v.add(p+".kind", "is required: file or https")
+			continue
+		default:
+			v.add(p+".kind", "must be file or https, not %s", v.show(p+".kind", w.Kind))
+			continue
+		}
+		for _, f := range sortedKeys(fields) {
+			if fields[f] && !slices.Contains(allowed, f) {
+				v.add(p+"."+f, "does not apply to a %s witness (its keys: %s)", w.Kind, strings.Join(allowed, ", "))
+			}
+		}
+		if where != "" {
+			if first, dup := seen[where]; dup {
+				v.add(p, "writes to the same place as audit.witnesses[%d]: one entry per witness", first)
+			}
+			seen[where] = i
+		}
+	}
 }
 
 func validHostname(h string) bool {

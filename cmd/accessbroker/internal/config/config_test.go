@@ -888,3 +888,22 @@ func TestSecretValuesIncludeDSNPasswords(t *testing.T) {
 		t.Error("SecretValues has an empty value")
 	}
 }
+
+func TestWitnessesConfig(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(testdataDir, "witnesses.yaml")
+	cfg, err := LoadConfig(path, envMap(map[string]string{"WITNESS_TOKEN": "witness-bearer-token"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []WitnessConfig{
+		{Kind: WitnessFile, Path: filepath.Join(testdataDir, "witness/checkpoints.jsonl")},
+		{Kind: WitnessHTTPS, URL: "https://witness.example.com/v1/checkpoints", BearerToken: NewSecret("witness-bearer-token")},
+	}
+	if d := cmp.Diff(want, cfg.Audit.Witnesses, configCmpOpts...); d != "" {
+		t.Fatalf("audit.witnesses (-want +got):\n%s", d)
+	}
+	if !slices.Contains(cfg.SecretValues(), "witness-bearer-token") {
+		t.Error("the https witness's bearer token is not among the secrets scrubbed from errors")
+	}
+}
