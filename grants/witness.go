@@ -136,11 +136,19 @@ func NewPublisher(store CheckpointReader, ws []Witness, clock Clock, opts Publis
 // Witnesses returns how many witnesses the Publisher publishes to.
 func (p *Publisher) Witnesses() int { return len(p.ws) }
 
-// Enqueue queues c for every witness and returns at once.
+// Enqueue queues c for every witness and returns at once. A checkpoint not after the newest
+// one queued or published for a witness (the start's reconciliation may have queued it
+// already) is not queued again.
 func (p *Publisher) Enqueue(c audit.Checkpoint) {
 	for _, q := range p.ws {
 		q.mu.Lock()
-		q.queue = p.trim(append(q.queue, c), q.w)
+		newest, ok := q.last, q.has
+		if n := len(q.queue); n > 0 {
+			newest, ok = q.queue[n-1], true
+		}
+		if !ok || checkpointBefore(newest, c) {
+			q.queue = p.trim(append(q.queue, c), q.w)
+		}
 		q.mu.Unlock()
 		select {
 		case q.wake <- struct{}{}:

@@ -34,6 +34,8 @@ var (
 		{regexp.MustCompile(`\b(accessbroker_demo|demo_readonly)_[0-9a-f]{8}\b`), "${1}_xxxxxxxx"},
 		{regexp.MustCompile(`PostgreSQL \d\S*( \([^)]*\))? at`), "PostgreSQL VERSION at"},
 		{regexp.MustCompile(`\bhead [0-9a-f]{64}\b`), "head HASH"},
+		// The report's latest checkpoint: which one depends on the checkpointer's timer too.
+		{regexp.MustCompile("(Latest checkpoint:\\*\\* )#\\d+ `[0-9a-f]{64}` at T0\\S*;"), "$1#N `HASH` at T0+…;"},
 		{regexp.MustCompile(`\bAccessbrokerExp\d+\b`), "AccessbrokerExpN"},
 		{regexp.MustCompile(`took \d+\.\d s of real time`), "took N s of real time"},
 	}

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/accessbroker/accessbroker/audit"
+	"github.com/accessbroker/accessbroker/fixtures/slackfake"
 	"github.com/accessbroker/accessbroker/grants"
 )
 
@@ -107,6 +108,20 @@ func (d *demo) revokeLeftovers(ctx context.Context) error {
 			if _, _, ok := d.gh.Membership(demoGitHubOrg, demoGitHubTeam, rg.Person.GitHubLogin); !ok {
 				d.say("  GitHub (the fake) no longer lists %s in %s/%s", rg.Person.GitHubLogin, demoGitHubOrg, demoGitHubTeam)
 			}
+		}
+	}
+	// The owner's DM and the audit channel's line follow each revocation asynchronously: wait
+	// for them, so that the transcript shows them whatever the machine's load.
+	for _, g := range live {
+		if _, err := d.waitMessage(ctx, "the audit channel's line on revoking "+g.ID, func(m slackfake.Message) bool {
+			return m.Channel == demoAuditChannel && strings.Contains(m.Text, "Revoked grant "+g.ID)
+		}); err != nil {
+			return err
+		}
+		if _, err := d.waitMessage(ctx, "the owner's message on revoking "+g.ID, func(m slackfake.Message) bool {
+			return d.recipient(m) == g.Person.SlackUserID && strings.HasPrefix(m.Channel, "D") && strings.Contains(m.Text, "grant "+g.ID+") was revoked")
+		}); err != nil {
+			return err
 		}
 	}
 	d.showSlack()
