@@ -176,12 +176,24 @@ func (r *Revoker) Sweep(ctx context.Context) error {
 	})
 	defer stop()
 
+	// Claims are renewed while their grants wait for a provider slot or a provider answer, so
+	// that a slow provider never lets them lapse into another claimer's hands (one provider
+	// call per grant, on one replica or several).
+	held := &heldClaims{ids: map[string]struct{}{}}
+	renewCtx, stopRenewing := context.WithCancel(jobCtx)
+	renewed := make(chan struct{})
+	go func() {
+		defer close(renewed)
+		r.renewClaims(renewCtx, held)
+	}()
+	defer func() { stopRenewing(); <-renewed }()
+
 	results := make(chan outcome, r.opts.Batch)
 	var collectErr error
 	collected := make(chan struct{})
 	go func() {
 		defer close(collected)
-		collectErr = r.collect(jobCtx, results)
+		collectErr = r.collect(jobCtx, results, held)
 	}()
 
 	var wg sync.WaitGroup
@@ -205,6 +217,7 @@ func (r *Revoker) Sweep(ctx context.Context) error {
 		if len(batch) == 0 {
 			break
 		}
+		held.add(batch)
 		for i := range batch {
 			g := batch[i]
 			inflight <- struct{}{}
@@ -225,7 +238,7 @@ func (r *Revoker) Sweep(ctx context.Context) error {
 // collect records outcomes in groups: one transaction for as many as have arrived, so a
 // burst of revocations costs a few commits, not one each. Every grant's state change commits
 // with its own audit event.
-func (r *Revoker) collect(ctx context.Context, results <-chan outcome) error {
+func (r *Revoker) collect(ctx context.Context, results <-chan outcome, held *heldClaims) error {
 	var firstErr error
 	for o := range results {
 		group := []outcome{o}
@@ -244,8 +257,72 @@ func (r *Revoker) collect(ctx context.Context, results <-chan outcome) error {
 		if err := r.record(ctx, group); err != nil && firstErr == nil {
 			firstErr = err
 		}
+		// Recorded, or not: either way the claims are no longer renewed (an outcome that
+		// could not be recorded is retried after its claim lapses).
+		held.remove(group)
 	}
 	return firstErr
+}
+
+// heldClaims are the ids of the grants this sweep has claimed and not yet recorded.
+type heldClaims struct {
+	mu  sync.Mutex
+	ids map[string]struct{}
+}
+
+func (h *heldClaims) add(gs []Grant) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, g := range gs {
+		h.ids[g.ID] = struct{}{}
+	}
+}
+
+func (h *heldClaims) remove(outs []outcome) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, o := range outs {
+		delete(h.ids, o.g.ID)
+	}
+}
+
+func (h *heldClaims) list() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]string, 0, len(h.ids))
+	for id := range h.ids {
+		out = append(out, id)
+	}
+	return out
+}
+
+// renewClaims extends the held claims every third of ClaimLease until ctx ends. A failed
+// renewal is logged and tried again at the next beat: the claims then hold for what is left
+// of their lease.
+func (r *Revoker) renewClaims(ctx context.Context, held *heldClaims) {
+	beat := max(r.opts.ClaimLease/3, time.Millisecond)
+	for {
+		t := r.clock.NewTimer(beat)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C():
+		}
+		ids := held.list()
+		if len(ids) == 0 {
+			continue
+		}
+		now := r.clock.Now()
+		n, err := r.store.RenewClaims(ctx, r.opts.Instance, ids, now, now.Add(r.opts.ClaimLease))
+		switch {
+		case err != nil && ctx.Err() == nil:
+			r.log.WarnContext(ctx, "renew revocation claims failed; they hold until their lease ends", "claims", len(ids), "error", err)
+		case err == nil && n < len(ids):
+			// Recorded meanwhile (the common case), or lapsed before this beat.
+			r.log.DebugContext(ctx, "renewed revocation claims", "held", len(ids), "renewed", n)
+		}
+	}
 }
 
 func (r *Revoker) record(ctx context.Context, group []outcome) error {

@@ -36,6 +36,11 @@ type Store interface {
 	// as ClaimedBy = owner until now+lease. Two concurrent callers never receive the same
 	// grant. A claim is a lease, not a state change: it writes no audit event.
 	ClaimDue(ctx context.Context, owner string, now time.Time, limit int, lease time.Duration) ([]Grant, error)
+	// RenewClaims extends to until the claims that owner still holds on the grants ids (those
+	// not revoked, claimed by owner, and not lapsed before now), and returns how many it
+	// extended. A claim that lapsed or that another owner took is left alone. It does not
+	// change a grant's Version, so the owner's copy stays current.
+	RenewClaims(ctx context.Context, owner string, ids []string, now, until time.Time) (int, error)
 	// NextDue returns the earliest DueAt among grants that are not revoked, or ok=false.
 	NextDue(ctx context.Context) (t time.Time, ok bool, err error)
 }

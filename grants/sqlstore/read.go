@@ -153,6 +153,32 @@ func (s *Store) ClaimDue(ctx context.Context, owner string, now time.Time, limit
 	return out, nil
 }
 
+// RenewClaims implements grants.Store.
+func (s *Store) RenewClaims(ctx context.Context, owner string, ids []string, now, until time.Time) (int, error) {
+	total := 0
+	for len(ids) > 0 {
+		chunk := ids[:min(len(ids), 500)]
+		ids = ids[len(chunk):]
+		args := []any{ms(until), owner, ms(now)}
+		marks := make([]string, len(chunk))
+		for i, id := range chunk {
+			marks[i] = "?"
+			args = append(args, id)
+		}
+		res, err := s.w.ExecContext(ctx, s.q(`UPDATE grants SET claimed_to = ?
+			WHERE claimed_by = ? AND claimed_to > ? AND state <> 'revoked' AND id IN (`+strings.Join(marks, ", ")+`)`), args...)
+		if err != nil {
+			return total, fmt.Errorf("renew %d claims: %w", len(chunk), err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return total, fmt.Errorf("renew %d claims: %w", len(chunk), err)
+		}
+		total += int(n)
+	}
+	return total, nil
+}
+
 // NextDue implements grants.Store: the earliest moment a live grant becomes claimable.
 func (s *Store) NextDue(ctx context.Context) (time.Time, bool, error) {
 	var v sql.NullInt64

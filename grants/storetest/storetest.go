@@ -45,6 +45,7 @@ func Run(t *testing.T, newStore Factory) {
 		{"ListGrantsFilters", testListFilters},
 		{"ClaimDueOrderAndLease", testClaimDue},
 		{"ConcurrentClaimsDisjoint", testConcurrentClaims},
+		{"RenewClaimsKeepsOnlyLiveOwnClaims", testRenewClaims},
 		{"NextDueHonoursClaims", testNextDue},
 		{"ManyUpdatesInOneChange", testManyUpdates},
 		{"PendingCap", testPendingCap},
@@ -352,6 +353,49 @@ func testClaimDue(t *testing.T, s grants.Store, clock *clocktest.Fake) {
 	g := again[0]
 	g.State = grants.StateRevoked
 	MustApply(t, s, &grants.Change{Grants: []grants.GrantWrite{{Grant: &g}}, Events: []*audit.Event{Event(clock.Now(), audit.ActionGrantRevoked, &g)}})
+}
+
+func testRenewClaims(t *testing.T, s grants.Store, clock *clocktest.Fake) {
+	ctx := context.Background()
+	now := clock.Now()
+	mine, lapsed, theirs := NewGrant(now, "a", time.Minute), NewGrant(now, "b", 90*time.Second), NewGrant(now, "c", 100*time.Second)
+	for _, g := range []*grants.Grant{mine, lapsed, theirs} {
+		MustCreate(t, s, now, g)
+	}
+	clock.Advance(2 * time.Minute)
+	got, err := s.ClaimDue(ctx, "i1", clock.Now(), 2, time.Minute) // mine and lapsed, oldest first
+	if err != nil || len(got) != 2 || got[0].ID != mine.ID || got[1].ID != lapsed.ID {
+		t.Fatalf("claim: %v, %v", got, err)
+	}
+	claimedLapsed := got[1]
+	if got, err := s.ClaimDue(ctx, "i2", clock.Now(), 1, time.Hour); err != nil || len(got) != 1 || got[0].ID != theirs.ID {
+		t.Fatalf("i2 claims theirs: %v, %v", got, err)
+	}
+	// "lapsed" is let go: its lease runs out before i1 renews.
+	clock.Advance(30 * time.Second)
+	n, err := s.RenewClaims(ctx, "i1", []string{got[0].ID}, clock.Now(), clock.Now().Add(time.Minute))
+	if err != nil || n != 1 {
+		t.Fatalf("renew mine = %d, %v; want 1", n, err)
+	}
+	clock.Advance(45 * time.Second) // 75 s after the claim: mine renewed, lapsed not
+	n, err = s.RenewClaims(ctx, "i1", []string{got[0].ID, claimedLapsed.ID, theirs.ID, "g_nonexistent0000"}, clock.Now(), clock.Now().Add(time.Minute))
+	if err != nil || n != 1 {
+		t.Fatalf("renew mine, lapsed, theirs, unknown = %d, %v; want 1 (mine)", n, err)
+	}
+	again, err := s.ClaimDue(ctx, "i3", clock.Now(), 10, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(again) != 1 || again[0].ID != claimedLapsed.ID {
+		t.Fatalf("after renewal, another owner claimed %v; want only the lapsed one", again)
+	}
+	// The renewal kept the claimer's version current: it can write the outcome.
+	g := got[0]
+	g.State = grants.StateRevoked
+	MustApply(t, s, &grants.Change{Grants: []grants.GrantWrite{{Grant: &g}}, Events: []*audit.Event{Event(clock.Now(), audit.ActionGrantRevoked, &g)}})
+	if n, err := s.RenewClaims(ctx, "i1", []string{g.ID}, clock.Now(), clock.Now().Add(time.Minute)); err != nil || n != 0 {
+		t.Errorf("renewed a revoked grant: %d, %v", n, err)
+	}
 }
 
 func testConcurrentClaims(t *testing.T, s grants.Store, clock *clocktest.Fake) {
