@@ -258,12 +258,29 @@ func TestIdentityCenterWaitBoundedByContext(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, awsfake.Options{PollsUntilDone: 1 << 30})
 	e.fake.AddUser(awsfake.User{UserName: "alice", Email: alice.Email})
-	p := e.newIC(t, icConfig())
-	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+	e.fake.AddPermissionSet(permSet)
+	// The provider waits between polls on the test's clock, which never moves: once it waits,
+	// the caller gives up. No wall-clock deadline races the calls before the wait.
+	p, err := NewIdentityCenter(t.Context(), icConfig(), e.cfg, e.clock, e.logger, WithPollInterval(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	_, err := p.Issue(ctx, issueReq(alice, grants.NewID("g"), t0.Add(time.Hour)))
-	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "create account assignment") {
-		t.Fatalf("Issue = %v, want a deadline error from waiting on the creation request", err)
+	issued := make(chan error, 1)
+	go func() {
+		_, err := p.Issue(ctx, issueReq(alice, grants.NewID("g"), t0.Add(time.Hour)))
+		issued <- err
+	}()
+	wctx, wcancel := context.WithTimeout(t.Context(), 30*time.Second) // a hang guard only
+	defer wcancel()
+	if err := e.clock.BlockUntil(wctx, 1); err != nil {
+		t.Fatalf("the provider never waited on the creation request: %v", err)
+	}
+	cancel()
+	err = <-issued
+	if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "create account assignment") {
+		t.Fatalf("Issue = %v, want the caller's cancellation while waiting on the creation request", err)
 	}
 }
 
