@@ -35,6 +35,14 @@ const (
 	// ActionIdentityConflict: someone presented an email that the identities list gives to
 	// another Slack user; they were refused.
 	ActionIdentityConflict Action = "identity.conflict"
+	// ActionAuditSuspect: the broker found the audit log it appends to damaged (the tail
+	// does not verify from the newest checkpoint, or the log is behind a witness) and stopped
+	// issuing grants. Evidence names the damage.
+	ActionAuditSuspect Action = "audit.suspect"
+	// ActionAuditSuspectCleared: an operator cleared the audit-suspect state after
+	// investigating; the evidence carries the reason and an ed25519 signature by the audit
+	// key over it, and a new checkpoint covers the head.
+	ActionAuditSuspectCleared Action = "audit.suspect_cleared"
 )
 
 // ActorKind says what sort of party acted.

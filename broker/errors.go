@@ -45,6 +45,9 @@ func UserMessage(err error) string {
 	if errors.As(err, &r) {
 		return r.Message
 	}
+	if errors.Is(err, grants.ErrAuditSuspect) {
+		return "Access is paused: accessbroker found its audit log damaged and issues or extends no grant until the operators have investigated (they have been alerted). Nothing was granted."
+	}
 	if errors.Is(err, grants.ErrAudit) {
 		return "The audit log is unavailable, so nothing was done (no audit, no access). Please try again shortly."
 	}

@@ -33,6 +33,23 @@ type Checkpointer struct {
 	period time.Duration
 	poll   time.Duration
 	signed func(audit.Checkpoint)
+	guard  *AuditGuard
+}
+
+// GuardWith has every checkpoint preceded by the guard's check: a checkpoint is never signed
+// over a head that does not verify from the newest checkpoint (a truncated or rolled-back
+// log). Call it before Run.
+func (c *Checkpointer) GuardWith(g *AuditGuard) { c.guard = g }
+
+// checkHead runs the guard's check, if there is one.
+func (c *Checkpointer) checkHead(ctx context.Context) error {
+	if c.guard == nil {
+		return nil
+	}
+	if err := c.guard.Check(ctx); err != nil {
+		return fmt.Errorf("not signing a checkpoint: %w", err)
+	}
+	return nil
 }
 
 // NewCheckpointer returns a Checkpointer. every ≥ 1 events, period > 0.
@@ -110,6 +127,9 @@ func (c *Checkpointer) MaybeCheckpoint(ctx context.Context) (bool, error) {
 	if !due {
 		return false, nil
 	}
+	if err := c.checkHead(ctx); err != nil {
+		return false, err
+	}
 	cp := audit.SignCheckpoint(c.key, seq, head, now)
 	if err := c.store.AppendCheckpoint(ctx, cp); err != nil {
 		return false, fmt.Errorf("sign checkpoint at seq %d: %w", seq, err)
@@ -132,6 +152,9 @@ func (c *Checkpointer) final(ctx context.Context) (bool, error) {
 	}
 	if ok && last.Seq == seq {
 		return false, nil
+	}
+	if err := c.checkHead(fctx); err != nil {
+		return false, err
 	}
 	cp := audit.SignCheckpoint(c.key, seq, head, c.clock.Now().Truncate(time.Millisecond))
 	if err := c.store.AppendCheckpoint(fctx, cp); err != nil {

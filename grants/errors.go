@@ -28,6 +28,10 @@ var (
 	ErrNeedsOperator = errors.New("needs an operator")
 	// ErrAudit: the audit event could not be written, so nothing was done (fail closed).
 	ErrAudit = errors.New("audit log unavailable")
+	// ErrAuditSuspect: the audit log failed verification, so no new grant is issued or
+	// extended until an operator clears the state (revocations go on). The error is an
+	// *AuditSuspectError.
+	ErrAuditSuspect = errors.New("audit log suspect")
 	// ErrPendingLimit: the requester already has as many pending requests for the resource
 	// as its policy allows; nothing was written. The error is a *PendingLimitError.
 	ErrPendingLimit = errors.New("too many pending requests")

@@ -26,6 +26,15 @@ type ManagerOptions struct {
 	// provider error is scrubbed of them, and of the failed grant's own credential values,
 	// before it is logged, audited, stored or returned to the caller (and so to Slack).
 	Secrets []string
+	// Gate is asked before every issue and extension; an error refuses them (the
+	// AuditGuard's IssueAllowed: no new access while the audit log is suspect). Revocation
+	// never asks it. Optional.
+	Gate IssueGate
+}
+
+// IssueGate decides whether new access may be issued or extended right now.
+type IssueGate interface {
+	IssueAllowed() error
 }
 
 // Manager issues, extends and ends grants. It is the only writer of grant state outside the
@@ -102,6 +111,9 @@ func (m *Manager) Issue(ctx context.Context, in IssueInput) (Grant, Credential, 
 	res, ok := m.resources[in.Resource]
 	if !ok {
 		return Grant{}, Credential{}, fmt.Errorf("unknown resource %q: %w", in.Resource, ErrInvalid)
+	}
+	if err := m.gate(); err != nil {
+		return Grant{}, Credential{}, fmt.Errorf("issue access to %s: %w", in.Resource, err)
 	}
 	prov, ok := m.providers[res.Name]
 	if !ok {
@@ -311,6 +323,9 @@ func (m *Manager) Extend(ctx context.Context, in ExtendInput) (Grant, error) {
 	if in.By <= 0 {
 		return Grant{}, fmt.Errorf("extension must be positive: %w", ErrInvalid)
 	}
+	if err := m.gate(); err != nil {
+		return Grant{}, fmt.Errorf("extend grant %s: %w", in.GrantID, err)
+	}
 	g, err := m.store.GetGrant(ctx, in.GrantID)
 	if err != nil {
 		return Grant{}, fmt.Errorf("extend grant %s: %w", in.GrantID, err)
@@ -499,4 +514,11 @@ func scrub(msg string, secrets []string) string {
 		msg = msg[:1000] + "…"
 	}
 	return msg
+}
+
+func (m *Manager) gate() error {
+	if m.opts.Gate == nil {
+		return nil
+	}
+	return m.opts.Gate.IssueAllowed()
 }

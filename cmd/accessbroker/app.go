@@ -27,6 +27,7 @@ type app struct {
 	providers map[string]grants.Provider
 	manager   *grants.Manager
 	transport http.RoundTripper // appOptions.transport
+	gate      guardGate         // refuses new access while the audit guard finds the log suspect
 	revoker   *grants.Revoker
 	metrics   *metrics
 	instance  string
@@ -86,7 +87,7 @@ func newApp(ctx context.Context, cfg *config.Config, opts appOptions) (*app, err
 		Metrics: a.metrics, Observer: a.observer, Secrets: cfg.SecretValues(),
 	})
 	a.manager = grants.NewManager(a.metrics.timedStore, a.providers, cfg.GrantResources(), opts.clock, log, grants.ManagerOptions{
-		Instance: a.instance, IssueTimeout: rc.IssueTimeout, Wake: a.revoker.Wake, Secrets: cfg.SecretValues(),
+		Instance: a.instance, IssueTimeout: rc.IssueTimeout, Wake: a.revoker.Wake, Secrets: cfg.SecretValues(), Gate: &a.gate,
 	})
 	return a, nil
 }

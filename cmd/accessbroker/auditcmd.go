@@ -19,8 +19,9 @@ import (
 )
 
 func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	return dispatch(ctx, "audit", []string{"verify", "search", "export", "keygen"}, map[string]func(context.Context, []string, io.Writer, io.Writer) int{
-		"verify": auditVerify,
+	return dispatch(ctx, "audit", []string{"verify", "search", "export", "keygen", "clear-suspect"}, map[string]func(context.Context, []string, io.Writer, io.Writer) int{
+		"verify":        auditVerify,
+		"clear-suspect": auditClearSuspect,
 		"search": func(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return auditSearch(ctx, args, stdout, stderr, false)
 		},

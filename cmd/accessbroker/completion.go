@@ -11,7 +11,7 @@ import (
 // subcommands are the second words of the commands that take one, in the order each command
 // lists them. TestCompletionMatchesDispatcher checks this against the dispatcher, both ways.
 var subcommands = map[string][]string{
-	"audit":      {"verify", "search", "export", "keygen"},
+	"audit":      {"verify", "search", "export", "keygen", "clear-suspect"},
 	"completion": {"bash", "zsh"},
 	"config":     {"check"},
 	"grants":     {"list", "issue", "revoke"},

@@ -110,7 +110,7 @@ func TestBashCompletion(t *testing.T) {
 		{[]string{"accessbroker", ""}, all},
 		{[]string{"accessbroker", "gr"}, []string{"grants"}},
 		{[]string{"accessbroker", "ver"}, []string{"version"}},
-		{[]string{"accessbroker", "audit", ""}, []string{"verify", "search", "export", "keygen"}},
+		{[]string{"accessbroker", "audit", ""}, []string{"verify", "search", "export", "keygen", "clear-suspect"}},
 		{[]string{"accessbroker", "grants", "re"}, []string{"revoke"}},
 		{[]string{"accessbroker", "config", ""}, []string{"check"}},
 		{[]string{"accessbroker", "completion", ""}, []string{"bash", "zsh"}},

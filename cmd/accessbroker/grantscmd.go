@@ -252,6 +252,10 @@ func grantsIssue(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		return exitFailure
 	}
 	defer a.Close()
+	if err := a.guardBeforeIssue(ctx); err != nil {
+		fmt.Fprintf(stderr, "accessbroker grants issue: %v\n", err)
+		return exitFailure
+	}
 	actor := operatorActor(*operator)
 	g, cred, err := a.manager.Issue(ctx, grants.IssueInput{Resource: *resource, Person: *person, Duration: d, Reason: *reason, Actor: actor,
 		Evidence: map[string]string{"source": string(grants.SourceCLI)}})

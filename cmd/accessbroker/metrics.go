@@ -15,6 +15,7 @@ import (
 // appends, so that no domain package imports Prometheus.
 type metrics struct {
 	reg          *prometheus.Registry
+	auditSuspect prometheus.Gauge
 	issued       *prometheus.CounterVec
 	revoked      *prometheus.CounterVec
 	revokeFailed *prometheus.CounterVec
@@ -47,7 +48,9 @@ func newMetrics(st *sqlstore.Store) *metrics {
 		Name: "accessbroker_build_info", Help: "Always 1; its labels say which build is running (see accessbroker version).",
 	}, []string{"version", "commit", "go_version"})
 	buildInfo.WithLabelValues(build.Version, build.Commit, build.GoVersion).Set(1)
-	m.reg.MustRegister(m.issued, m.revoked, m.revokeFailed, m.lag, m.appendLat, m.witnessFail, m.witnessPub, buildInfo,
+	m.auditSuspect = prometheus.NewGauge(prometheus.GaugeOpts{Name: "accessbroker_audit_suspect",
+		Help: "1 while the audit log fails verification and no grant is issued or extended; 0 otherwise."})
+	m.reg.MustRegister(m.issued, m.revoked, m.revokeFailed, m.lag, m.appendLat, m.witnessFail, m.witnessPub, m.auditSuspect, buildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&stateCollector{st: st})
 	m.timedStore = &timedStore{Store: st, m: m}

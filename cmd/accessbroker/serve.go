@@ -47,7 +47,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 type server struct {
 	*app
 	checkpointer *grants.Checkpointer
-	publisher    *grants.Publisher // copies checkpoints to audit.witnesses
+	publisher    *grants.Publisher  // copies checkpoints to audit.witnesses
+	guard        *grants.AuditGuard // stops new grants while the audit log fails verification
 	mux          *http.ServeMux
 	front        *frontends
 }
@@ -73,6 +74,8 @@ func newServer(ctx context.Context, cfg *config.Config, opts appOptions) (*serve
 	alerts := &alertSwitch{}
 	s.publisher = grants.NewPublisher(a.store, ws, a.clock, grants.PublisherOptions{Metrics: a.metrics, Logger: a.log, Alerts: alerts})
 	s.checkpointer.AfterSign(s.publisher.Enqueue)
+	s.guard = a.newAuditGuard(key, ws, alerts)
+	s.checkpointer.GuardWith(s.guard)
 	a.checkpoints = &checkpointInfo{store: a.store, publisher: s.publisher}
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -102,6 +105,11 @@ func (s *server) ready(w http.ResponseWriter, r *http.Request) {
 		s.log.WarnContext(ctx, "not ready", "error", err)
 		w.WriteHeader(http.StatusServiceUnavailable)
 		fmt.Fprintf(w, "not ready: %v\n", err)
+		return
+	}
+	if se := s.guard.Suspect(); se != nil {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintf(w, "not ready: %v\n", se)
 		return
 	}
 	io.WriteString(w, "ready\n")
@@ -135,6 +143,7 @@ func (s *server) Run(ctx context.Context, listening chan<- string) error {
 		})
 	}
 	run("revoker", s.revoker.Run)
+	run("audit guard", s.guard.Run)
 	run("checkpointer", s.checkpointer.Run)
 	if s.publisher.Witnesses() > 0 {
 		run("witness publisher", s.publisher.Run)
