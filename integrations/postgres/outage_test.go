@@ -104,4 +104,3 @@ func TestOpenChecksNothingCheckRefusesConfig(t *testing.T) {
 		t.Errorf("Issue on a provider that never passed Check = %v, want Check's ErrInvalid", err)
 	}
 }
-
