@@ -32,6 +32,7 @@ type app struct {
 	instance  string
 	closers   []io.Closer
 	observer  *observerSwitch
+	awsOpts   awsOptions // appOptions.aws, for the readiness checks
 }
 
 // appOptions are the developer-only knobs kept apart from the config contract.
@@ -67,7 +68,7 @@ func newApp(ctx context.Context, cfg *config.Config, opts appOptions) (*app, err
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
-	a := &app{cfg: cfg, log: log, clock: opts.clock, store: st, providers: map[string]grants.Provider{}, instance: replica, observer: &observerSwitch{}, transport: opts.transport}
+	a := &app{cfg: cfg, log: log, clock: opts.clock, store: st, providers: map[string]grants.Provider{}, instance: replica, observer: &observerSwitch{}, transport: opts.transport, awsOpts: opts.aws}
 	a.metrics = newMetrics(st)
 	if opts.withProviders {
 		if a.providers, a.closers, err = buildProviders(ctx, cfg, opts.clock, log, opts.aws); err != nil {

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/accessbroker/accessbroker/audit"
+	"github.com/accessbroker/accessbroker/fixtures/slackfake"
 	"github.com/accessbroker/accessbroker/grants"
 )
 
@@ -106,6 +107,15 @@ func (d *demo) revokeLeftovers(ctx context.Context) error {
 		if rg.Provider == "github-team" {
 			if _, _, ok := d.gh.Membership(demoGitHubOrg, demoGitHubTeam, rg.Person.GitHubLogin); !ok {
 				d.say("  GitHub (the fake) no longer lists %s in %s/%s", rg.Person.GitHubLogin, demoGitHubOrg, demoGitHubTeam)
+			}
+		}
+	}
+	// The revoker tells #audit and the owner after it records the revocation: wait for those
+	// notes before showing Slack, so the transcript does not depend on who runs first.
+	for _, g := range live {
+		for what, part := range map[string]string{"the #audit note": "Revoked grant " + g.ID, "the owner's notice": "(grant " + g.ID + ") was revoked"} {
+			if _, err := d.waitMessage(ctx, what+" of the revocation of "+g.ID, func(m slackfake.Message) bool { return strings.Contains(m.Text, part) }); err != nil {
+				return err
 			}
 		}
 	}
