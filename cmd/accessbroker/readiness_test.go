@@ -5,12 +5,16 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
+	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -20,6 +24,8 @@ import (
 	"github.com/accessbroker/accessbroker/fixtures/slackfake"
 	"github.com/accessbroker/accessbroker/fixtures/tcpproxy"
 	"github.com/accessbroker/accessbroker/fixtures/webhookfake"
+	"github.com/accessbroker/accessbroker/grants"
+	"github.com/accessbroker/accessbroker/grants/clocktest"
 )
 
 // depsEnv is testdata/e2e/dependencies.yaml wired to a fake of every upstream and to a real
@@ -268,5 +274,219 @@ func TestConfigCheckOnline(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// serveDeps runs serve in this process on e's configuration and clock until the test ends.
+func serveDeps(t *testing.T, e *depsEnv, clock grants.Clock) (*server, string, *syncBuffer) {
+	t.Helper()
+	cfg, ok := loadConfigFlag(e.config, io.Discard)
+	if !ok {
+		t.Fatal("config")
+	}
+	logs := &syncBuffer{}
+	s, err := newServer(context.Background(), cfg, appOptions{logOut: logs, withProviders: true, clock: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	addr := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx, addr) }()
+	select {
+	case a := <-addr:
+		t.Cleanup(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("serve: %v", err)
+			}
+			s.Close()
+		})
+		return s, "http://" + a, logs
+	case err := <-done:
+		s.Close()
+		cancel()
+		t.Fatalf("serve stopped at start: %v\n%s", err, logs)
+	}
+	return nil, "", nil
+}
+
+type readyzJSON struct {
+	Status string `json:"status"`
+	Checks []struct {
+		Name      string `json:"name"`
+		OK        bool   `json:"ok"`
+		Error     string `json:"error"`
+		CheckedAt string `json:"checked_at"`
+	} `json:"checks"`
+}
+
+func verboseReadyz(t *testing.T, base string) (int, readyzJSON) {
+	t.Helper()
+	code, body := get(t, base+"/readyz?verbose")
+	var r readyzJSON
+	if err := json.Unmarshal([]byte(body), &r); err != nil {
+		t.Fatalf("/readyz?verbose: %v: %s", err, body)
+	}
+	return code, r
+}
+
+// TestServeReadyzNamesEachBrokenDependency: serve starts whatever one dependency does, and
+// /readyz is 200 only when all pass; broken in turn, it answers 503 naming the dependency and
+// why (?verbose in JSON), the metric says 0 for it, and no secret shows. A configuration the
+// target contradicts (a granted role that does not exist) is refused at start instead.
+func TestServeReadyzNamesEachBrokenDependency(t *testing.T) {
+	t.Run("all pass", func(t *testing.T) {
+		e := newDepsEnv(t)
+		_, base, _ := serveDeps(t, e, nil)
+		if code, body := get(t, base+"/readyz"); code != 200 || body != "ready\n" {
+			t.Errorf("/readyz = %d %q", code, body)
+		}
+		code, r := verboseReadyz(t, base)
+		if code != 200 || r.Status != "ok" || len(r.Checks) != len(depsNames)+1 {
+			t.Errorf("/readyz?verbose = %d %+v", code, r)
+		}
+		_, metrics := get(t, base+"/metrics")
+		for _, n := range depsNames {
+			if want := `accessbroker_dependency_up{dependency="` + n + `"} 1`; !strings.Contains(metrics, want) {
+				t.Errorf("/metrics lacks %s", want)
+			}
+		}
+	})
+	for _, b := range breaks {
+		t.Run(b.name, func(t *testing.T) {
+			e := newDepsEnv(t)
+			b.brk(t, e)
+			if b.name == "postgres role missing" {
+				cfg, ok := loadConfigFlag(e.config, io.Discard)
+				if !ok {
+					t.Fatal("config")
+				}
+				s, err := newServer(t.Context(), cfg, appOptions{logOut: io.Discard, withProviders: true})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer s.Close()
+				err = s.Run(t.Context(), nil)
+				if err == nil || !strings.Contains(err.Error(), "postgres:prod-db") || !strings.Contains(err.Error(), b.says) {
+					t.Errorf("serve with a missing role = %v, want a refusal naming postgres:prod-db and saying %q", err, b.says)
+				}
+				return
+			}
+			_, base, logs := serveDeps(t, e, nil)
+			code, body := get(t, base+"/readyz")
+			if code != http.StatusServiceUnavailable || !strings.HasPrefix(body, "not ready: ") || !strings.Contains(body, b.failing[0]+": ") || !strings.Contains(body, b.says) {
+				t.Errorf("/readyz = %d %q, want 503 naming %s and saying %q", code, body, b.failing[0], b.says)
+			}
+			code, r := verboseReadyz(t, base)
+			if code != http.StatusServiceUnavailable || r.Status != "failing" {
+				t.Errorf("/readyz?verbose = %d %s", code, r.Status)
+			}
+			for _, c := range r.Checks {
+				if want := !slices.Contains(b.failing, c.Name); c.OK != want || (!c.OK && c.Error == "") || c.CheckedAt == "" {
+					t.Errorf("check %+v, want ok=%v", c, want)
+				}
+			}
+			_, metrics := get(t, base+"/metrics")
+			if want := `accessbroker_dependency_up{dependency="` + b.failing[0] + `"} 0`; !strings.Contains(metrics, want) {
+				t.Errorf("/metrics lacks %s", want)
+			}
+			if !strings.Contains(logs.String(), `"msg":"dependency unavailable at start`) {
+				t.Errorf("no log line names the unavailable dependency:\n%s", logs)
+			}
+			for _, s := range secretsOf() {
+				if strings.Contains(body+logs.String(), s) {
+					t.Errorf("/readyz or the log contains the secret %q", s)
+				}
+			}
+		})
+	}
+}
+
+// TestServeStartsDuringDatabaseOutage: serve restarts while prod-db's database is down. It
+// starts, /readyz names postgres:prod-db, the other providers' grants are revoked on time,
+// prod-db's revocation is retried with backoff, and once the database answers it completes
+// (the role is gone) and /readyz turns green.
+func TestServeStartsDuringDatabaseOutage(t *testing.T) {
+	e := newDepsEnv(t)
+	ctx := t.Context()
+	issue := func(resource string) string {
+		t.Helper()
+		var o, er bytes.Buffer
+		if code := run(ctx, []string{"grants", "issue", "--config", e.config, "--resource", resource, "--slack-user", "U0ALICE",
+			"--duration", "15m", "--reason", "outage test " + resource, "--operator", "tester"}, &o, &er); code != 0 {
+			t.Fatalf("issue %s: exit %d: %s %s", resource, code, &o, &er)
+		}
+		return strings.Fields(o.String())[1][:len("g_")+16]
+	}
+	dbGrant, webGrant := issue("prod-db"), issue("prod-web")
+	super, err := pgx.Connect(ctx, e.dbDSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer super.Close(context.Background())
+	roleExists := func() bool {
+		t.Helper()
+		var n int
+		suffix := "%" + dbGrant[len(dbGrant)-16:]
+		if err := super.QueryRow(ctx, "SELECT count(*) FROM pg_roles WHERE rolname LIKE $1", suffix).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n > 0
+	}
+	if !roleExists() {
+		t.Fatal("prod-db's grant made no role")
+	}
+
+	e.pg.Down()
+	clock := clocktest.New(time.Now()) // the grants were issued on the wall clock
+	s, base, logs := serveDeps(t, e, clock)
+	if code, body := get(t, base+"/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "postgres:prod-db: ") {
+		t.Errorf("/readyz during the outage = %d %q, want 503 naming postgres:prod-db", code, body)
+	}
+	if !strings.Contains(logs.String(), `"dependency":"postgres:prod-db"`) {
+		t.Errorf("no log line names postgres:prod-db:\n%s", logs)
+	}
+
+	grant := func(id string) grants.Grant {
+		t.Helper()
+		g, err := s.store.GetGrant(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g
+	}
+	clock.Advance(16 * time.Minute) // both grants are due
+	within(t, 30*time.Second, "prod-web's revocation while prod-db's database is down", func() bool {
+		return grant(webGrant).State == grants.StateRevoked
+	})
+	within(t, 30*time.Second, "a failed attempt at prod-db's revocation", func() bool {
+		g := grant(dbGrant)
+		return g.State == grants.StateRevokeFailed && g.Attempts > 0
+	})
+	if active, _ := e.web.Access(webGrant); active {
+		t.Error("prod-web's access is still there upstream")
+	}
+	if !roleExists() {
+		t.Fatal("the role went while the database was unreachable")
+	}
+
+	if err := e.pg.Up(); err != nil {
+		t.Fatal(err)
+	}
+	within(t, 60*time.Second, "prod-db's revocation once the database answers", func() bool {
+		clock.Advance(10 * time.Second) // revoker.backoff_max
+		return grant(dbGrant).State == grants.StateRevoked
+	})
+	if roleExists() {
+		t.Error("prod-db's role still exists after its revocation")
+	}
+	within(t, 60*time.Second, "/readyz green again", func() bool {
+		clock.Advance(30 * time.Second) // the readiness interval
+		code, _ := get(t, base+"/readyz")
+		return code == http.StatusOK
+	})
+	if _, metrics := get(t, base+"/metrics"); !strings.Contains(metrics, `accessbroker_dependency_up{dependency="postgres:prod-db"} 1`) {
+		t.Error("the metric does not say postgres:prod-db is up again")
 	}
 }
