@@ -36,6 +36,7 @@ type app struct {
 	// checkpoints reports the latest checkpoint and its witnesses (serve sets it; the weekly
 	// summary and the report API read it). nil elsewhere.
 	checkpoints *checkpointInfo
+	awsOpts     awsOptions // appOptions.aws, for the readiness checks
 }
 
 // appOptions are the developer-only knobs kept apart from the config contract.
@@ -71,7 +72,7 @@ func newApp(ctx context.Context, cfg *config.Config, opts appOptions) (*app, err
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
-	a := &app{cfg: cfg, log: log, clock: opts.clock, store: st, providers: map[string]grants.Provider{}, instance: replica, observer: &observerSwitch{}, transport: opts.transport}
+	a := &app{cfg: cfg, log: log, clock: opts.clock, store: st, providers: map[string]grants.Provider{}, instance: replica, observer: &observerSwitch{}, transport: opts.transport, awsOpts: opts.aws}
 	a.metrics = newMetrics(st)
 	if opts.withProviders {
 		if a.providers, a.closers, err = buildProviders(ctx, cfg, opts.clock, log, opts.aws); err != nil {

@@ -12,17 +12,24 @@ import (
 	"github.com/accessbroker/accessbroker/cmd/accessbroker/internal/config"
 )
 
-const configUsage = "usage: accessbroker config check --config FILE"
+const configUsage = "usage: accessbroker config check --config FILE [--online]"
 
 // runConfig is the `config` sub-command. `config check --config FILE` loads and validates
 // the file (expanding ${NAME} from the process environment) and exits 0 with a one-line
 // summary on stdout, or 2 with every problem on stderr as "FILE:LINE: path: message".
-func runConfig(_ context.Context, args []string, stdout, stderr io.Writer) int {
-	return runConfigCommand(args, stdout, stderr, os.LookupEnv)
+// With --online it then runs serve's dependency checks once (configcheck_online.go): one
+// line per dependency on stdout, exit 0 when all pass and 1 when one fails.
+func runConfig(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	return configCommand(ctx, args, stdout, stderr, os.LookupEnv, appOptions{})
 }
 
 // runConfigCommand is runConfig with the environment injected, for tests.
 func runConfigCommand(args []string, stdout, stderr io.Writer, getenv func(string) (string, bool)) int {
+	return configCommand(context.Background(), args, stdout, stderr, getenv, appOptions{})
+}
+
+// configCommand is runConfig with the environment and the developer-only options injected.
+func configCommand(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) (string, bool), opts appOptions) int {
 	if len(args) == 0 {
 		fmt.Fprintln(stderr, configUsage)
 		return exitUsage
@@ -39,6 +46,7 @@ func runConfigCommand(args []string, stdout, stderr io.Writer, getenv func(strin
 	fs := flag.NewFlagSet("accessbroker config check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("config", "", "the YAML configuration file to check (required)")
+	online := fs.Bool("online", false, "also contact every dependency (Slack, PagerDuty, AWS, each provider's target) as serve does at start; exit 1 when one fails")
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
@@ -71,6 +79,9 @@ func runConfigCommand(args []string, stdout, stderr io.Writer, getenv func(strin
 		names[i] = r.Name + " [" + r.Provider + "]"
 	}
 	fmt.Fprintf(stdout, "config OK: %d %s (%s)\n", len(names), plural(len(names), "resource", "resources"), strings.Join(names, ", "))
+	if *online {
+		return checkOnline(ctx, cfg, stdout, stderr, opts)
+	}
 	return exitOK
 }
 

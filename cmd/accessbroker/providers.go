@@ -37,7 +37,9 @@ func buildProviders(ctx context.Context, cfg *config.Config, clock grants.Clock,
 			p, err = webhook.New(r.Webhook.ProviderConfig(), client)
 		case config.ProviderPostgres:
 			var pp *postgres.Provider
-			pp, err = postgres.New(ctx, r.Postgres.ProviderConfig(), clock, log)
+			// Open, not New: a database that is down must not stop the process (and every
+			// other provider's revocations); serve's readiness checks it (readiness.go).
+			pp, err = postgres.Open(ctx, r.Postgres.ProviderConfig(), clock, log)
 			if err == nil {
 				closers = append(closers, closerFunc(pp.Close))
 				p = pp

@@ -15,6 +15,7 @@ import (
 
 	"github.com/accessbroker/accessbroker/audit"
 	"github.com/accessbroker/accessbroker/cmd/accessbroker/internal/config"
+	"github.com/accessbroker/accessbroker/cmd/accessbroker/internal/health"
 	"github.com/accessbroker/accessbroker/grants"
 	"github.com/accessbroker/accessbroker/integrations/adminapi"
 )
@@ -51,6 +52,8 @@ type server struct {
 	guard        *grants.AuditGuard // stops new grants while the audit log fails verification
 	mux          *http.ServeMux
 	front        *frontends
+	health       *health.Registry // readiness of every dependency (readiness.go)
+	readyz       http.Handler
 }
 
 func newServer(ctx context.Context, cfg *config.Config, opts appOptions) (*server, error) {
@@ -90,6 +93,11 @@ func newServer(ctx context.Context, cfg *config.Config, opts appOptions) (*serve
 	if s.front.notifier != nil {
 		alerts.target = s.front.notifier
 	}
+	if s.health, err = newReadiness(ctx, a); err != nil {
+		a.Close()
+		return nil, err
+	}
+	s.readyz = s.health.Handler(a.store.Ready, 2*time.Second)
 	s.mux.Handle("/api/v1/", adminapi.New(adminapi.Config{
 		Token: cfg.API.Token.Reveal(), Grants: a.store, Revoker: a.manager, Searcher: a.store, Recorder: a.manager,
 		Reporter: newReporter(a.store, audit.ReportOptions{}).withCheckpoints(a.checkpoints), Clock: a.clock, Logger: a.log,
@@ -97,27 +105,24 @@ func newServer(ctx context.Context, cfg *config.Config, opts appOptions) (*serve
 	return s, nil
 }
 
+// ready is /readyz: not ready while the audit log is suspect; otherwise the store live and
+// every dependency from its latest check (readiness.go).
 func (s *server) ready(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-	defer cancel()
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	if err := s.store.Ready(ctx); err != nil {
-		s.log.WarnContext(ctx, "not ready", "error", err)
-		w.WriteHeader(http.StatusServiceUnavailable)
-		fmt.Fprintf(w, "not ready: %v\n", err)
-		return
-	}
 	if se := s.guard.Suspect(); se != nil {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.WriteHeader(http.StatusServiceUnavailable)
 		fmt.Fprintf(w, "not ready: %v\n", se)
 		return
 	}
-	io.WriteString(w, "ready\n")
+	s.readyz.ServeHTTP(w, r)
 }
 
 // Run reconciles what a previous process left, then serves HTTP and runs the workers until
 // ctx ends. listening, when not nil, receives the bound address once the listener is open.
 func (s *server) Run(ctx context.Context, listening chan<- string) error {
+	if err := checkAtStart(ctx, s.health, s.log); err != nil {
+		return err
+	}
 	n, err := s.manager.ReconcileOnStart(ctx, s.cfg.Store.Driver == "sqlite")
 	if err != nil {
 		return fmt.Errorf("reconcile on start: %w", err)
@@ -148,6 +153,7 @@ func (s *server) Run(ctx context.Context, listening chan<- string) error {
 	if s.publisher.Witnesses() > 0 {
 		run("witness publisher", s.publisher.Run)
 	}
+	run("readiness", s.health.Run)
 	if b := s.front.broker; b != nil {
 		if n, err := b.Recover(ctx); err != nil {
 			s.log.ErrorContext(ctx, "recover undecided requests", "error", err)

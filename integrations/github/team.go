@@ -143,8 +143,12 @@ func ParseAPIURL(raw string) (*url.URL, error) {
 // Kind returns "github-team".
 func (p *Provider) Kind() string { return Kind }
 
-// Check verifies that the token works and can see the team. Run it at start and from
-// config check.
+// Check verifies that the token works, can see the team, and may manage its members: the
+// token's user (GET /user) is an owner of the organization or an active maintainer of the
+// team. A GitHub App installation token has no user (GET /user answers 403); its rights are
+// the app's permissions, which GitHub does not report, so the visible team is all that is
+// checked then. serve runs it at start and periodically for /readyz; `config check
+// --online` runs it once. Missing rights wrap grants.ErrNeedsOperator.
 func (p *Provider) Check(ctx context.Context) error {
 	if _, _, err := p.gh.Teams.GetTeamBySlug(ctx, p.org, p.team); err != nil {
 		if status(err) == http.StatusNotFound {
@@ -152,7 +156,30 @@ func (p *Provider) Check(ctx context.Context) error {
 		}
 		return p.fail("check team", err, true)
 	}
-	return nil
+	user, _, err := p.gh.Users.Get(ctx, "")
+	if status(err) == http.StatusForbidden {
+		return nil // an installation token: no user to check
+	}
+	if err != nil {
+		return p.fail("check the token's user (GET /user)", err, false)
+	}
+	login := user.GetLogin()
+	m, _, err := p.gh.Organizations.GetOrgMembership(ctx, login, p.org)
+	switch {
+	case err == nil && m.GetState() == "active" && m.GetRole() == "admin":
+		return nil
+	case err != nil && status(err) != http.StatusNotFound:
+		return p.fail("check the token user's organization role", err, false)
+	}
+	tm, _, err := p.gh.Teams.GetTeamMembershipBySlug(ctx, p.org, p.team, login)
+	switch {
+	case err == nil && tm.GetState() == "active" && tm.GetRole() == "maintainer":
+		return nil
+	case err != nil && status(err) != http.StatusNotFound:
+		return p.fail("check the token user's team role", err, false)
+	}
+	return fmt.Errorf("github-team: the token's user %s is neither an owner of %s nor a maintainer of team %s/%s, so it cannot add or remove members; make %s a maintainer of the team, or use a token of an organization owner: %w",
+		login, p.org, p.org, p.team, login, grants.ErrNeedsOperator)
 }
 
 func (p *Provider) key(org, team, login string) string {

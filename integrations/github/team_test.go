@@ -346,14 +346,55 @@ func TestRevokeRefusesMalformedHandle(t *testing.T) {
 	}
 }
 
+// TestCheck: the team must be visible and the token's user must be able to manage it (an
+// organization owner or the team's maintainer); each failure names what is wrong.
 func TestCheck(t *testing.T) {
-	e := newEnv(t, github.Config{}, nil)
-	if err := e.p.Check(t.Context()); err != nil {
-		t.Fatalf("Check: %v", err)
+	tests := []struct {
+		name    string
+		team    string
+		setup   func(f *githubfake.Server)
+		wantErr string // "" = passes
+	}{
+		{name: "owner's token", setup: func(*githubfake.Server) {}},
+		{name: "team maintainer's token", setup: func(f *githubfake.Server) {
+			f.SetOrgRole(org, "octocat", "member")
+			f.SetMembership(org, team, "octocat", "maintainer", "active")
+		}},
+		{name: "installation token (no user)", setup: func(f *githubfake.Server) { f.SetTokenUserForbidden(true) }},
+		{name: "plain member's token", setup: func(f *githubfake.Server) { f.SetOrgRole(org, "octocat", "member") },
+			wantErr: "neither an owner of acme nor a maintainer of team acme/infra-admins"},
+		{name: "team member, not maintainer", setup: func(f *githubfake.Server) {
+			f.SetOrgRole(org, "octocat", "member")
+			f.SetMembership(org, team, "octocat", "member", "active")
+		}, wantErr: "neither an owner"},
+		{name: "not in the organization", setup: func(f *githubfake.Server) { f.SetOrgRole(org, "octocat", "") }, wantErr: "neither an owner"},
+		{name: "missing team", team: "no-such-team", setup: func(*githubfake.Server) {}, wantErr: "cannot see it"},
+		{name: "github answers 502", setup: func(f *githubfake.Server) { f.FailNext(10, http.StatusBadGateway) }, wantErr: "502"},
 	}
-	missing := newEnv(t, github.Config{Org: org, Team: "no-such-team"}, nil)
-	if err := missing.p.Check(t.Context()); !errors.Is(err, grants.ErrNeedsOperator) || !strings.Contains(err.Error(), "cannot see it") {
-		t.Errorf("Check of a missing team: %v", err)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			slug := tt.team
+			if slug == "" {
+				slug = team
+			}
+			e := newEnv(t, github.Config{Org: org, Team: slug}, retrying(1))
+			tt.setup(e.fake)
+			err := e.p.Check(t.Context())
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Errorf("Check: %v", err)
+			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+				t.Errorf("Check = %v, want an error mentioning %q", err, tt.wantErr)
+			}
+			if strings.Contains(tt.wantErr, "neither") || strings.Contains(tt.wantErr, "cannot see") {
+				if !errors.Is(err, grants.ErrNeedsOperator) {
+					t.Errorf("Check = %v, want it to wrap ErrNeedsOperator", err)
+				}
+			}
+			if err != nil && strings.Contains(err.Error(), token) {
+				t.Errorf("error leaks the token: %v", err)
+			}
+		})
 	}
 }
 
@@ -407,6 +448,8 @@ func TestFakeAnswersMatchFixtures(t *testing.T) {
 		{"team-membership-pending.json", get("PUT", "/orgs/acme/teams/infra-admins/memberships/bob", "null")},
 		{"not-found-404.json", get("GET", "/orgs/acme/teams/infra-admins/memberships/nobody", "")},
 		{"team.json", get("GET", "/orgs/acme/teams/infra-admins", "")},
+		{"user.json", get("GET", "/user", "")},
+		{"org-membership-admin.json", get("GET", "/orgs/acme/memberships/octocat", "")},
 	}
 	for _, tt := range tests {
 		want := keys(fixture(tt.fixture))
@@ -416,7 +459,7 @@ func TestFakeAnswersMatchFixtures(t *testing.T) {
 				t.Errorf("%s: fake sends key %q the documented example lacks", tt.fixture, k)
 			}
 		}
-		if tt.fixture != "team.json" { // the team example has optional extras the fake omits
+		if tt.fixture != "team.json" && tt.fixture != "user.json" { // these examples have optional extras the fake omits
 			if diff := cmp.Diff(want, got); diff != "" {
 				t.Errorf("%s keys (-want +got):\n%s", tt.fixture, diff)
 			}

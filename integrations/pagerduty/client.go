@@ -281,3 +281,20 @@ func apiErr(err error) error {
 const timeLayout = time.RFC3339
 
 func formatTime(t time.Time) string { return t.UTC().Format(timeLayout) }
+
+// CheckAccess is the PagerDuty check of serve's readiness and `config check --online`: one
+// authenticated read (GET /users?limit=1), which any REST API key that can see the account
+// may make. It fails when PagerDuty refuses the key (401 names pagerduty.token) or does not
+// answer.
+func (c *Client) CheckAccess(ctx context.Context) error {
+	_, err := c.api.ListUsersWithContext(ctx, pd.ListUsersOptions{Limit: 1})
+	var ae pd.APIError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &ae) && (ae.StatusCode == http.StatusUnauthorized || ae.StatusCode == http.StatusForbidden):
+		return fmt.Errorf("pagerduty: the API refuses pagerduty.token (HTTP %d); create a REST API key (read-only is enough) and set it: %w", ae.StatusCode, err)
+	default:
+		return fmt.Errorf("pagerduty: list users: %w", apiErr(err))
+	}
+}

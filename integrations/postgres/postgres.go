@@ -101,6 +101,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -163,8 +165,16 @@ type Provider struct {
 	orphan        string // role that receives what revoked roles leave behind
 	adminDB       string // database the pool connects to
 	adminPassword string // scrubbed from errors
-	superuser     bool
-	serverVersion int // server_version_num, e.g. 150020
+
+	checkMu sync.Mutex                 // one server check at a time
+	server  atomic.Pointer[serverInfo] // nil until a server check has passed
+}
+
+// serverInfo is what a passed server check learnt about the admin role and the server.
+type serverInfo struct {
+	admin     string
+	superuser bool
+	version   int // server_version_num, e.g. 150020
 }
 
 var (
@@ -222,11 +232,28 @@ func (cfg Config) Validate() error {
 	return nil
 }
 
-// New connects with the admin DSN and checks that the admin role can do its job: it is a
-// superuser or has CREATEROLE (and INHERIT), every granted role exists and is not a superuser
-// role, on PostgreSQL 16+ the admin holds ADMIN OPTION on each, and the configured database
-// accepts its connections. Errors say what to change.
+// New connects with the admin DSN and checks that the admin role can do its job: it is Open
+// followed by Check, and returns Check's error (closing the connections) when the server is
+// unreachable or refuses. Errors say what to change.
 func New(ctx context.Context, cfg Config, clock grants.Clock, logger *slog.Logger) (*Provider, error) {
+	p, err := Open(ctx, cfg, clock, logger)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.Check(ctx); err != nil {
+		p.Close()
+		return nil, err
+	}
+	return p, nil
+}
+
+// Open validates cfg and returns a provider whose connections are made on first use: it
+// does not contact the server, so a database that is down at start costs only that
+// provider, not the process. Configuration errors (a DSN that does not parse, a bad
+// orphan_owner) wrap grants.ErrInvalid. Until Check has passed, every Issue, Revoke and
+// Extend first runs it, so that a provider opened during an outage starts working (and its
+// revocations complete) as soon as the server answers and the admin role is found fit.
+func Open(ctx context.Context, cfg Config, clock grants.Clock, logger *slog.Logger) (*Provider, error) {
 	if clock == nil {
 		return nil, errors.New("postgres provider: nil clock")
 	}
@@ -290,25 +317,64 @@ func New(ctx context.Context, cfg Config, clock grants.Clock, logger *slog.Logge
 		p.sslmode = sslModeOf(cfg.AdminDSN)
 	}
 
-	p.pool, err = pgxpool.NewWithConfig(ctx, pcfg)
+	p.pool, err = pgxpool.NewWithConfig(ctx, pcfg) // connects lazily (MinConns is 0)
 	if err != nil {
 		return nil, p.scrub(fmt.Errorf("postgres provider: connect with dsn: %w", err))
 	}
-	if err := p.checkAdmin(ctx); err != nil {
-		p.pool.Close()
-		return nil, err
-	}
-	if err := p.ensureOrphanOwner(ctx); err != nil {
-		p.pool.Close()
-		return nil, err
-	}
 	return p, nil
+}
+
+// Check connects and checks that the admin role can do its job: it is a superuser or has
+// CREATEROLE (and INHERIT), every granted role exists and is not a superuser role, on
+// PostgreSQL 16+ the admin holds ADMIN OPTION on each, the configured database accepts its
+// connections, and the orphan owner exists (created when missing) with the admin its
+// member. A server that does not answer gives a plain error (retry later); a configuration
+// the server contradicts (a granted role that does not exist, or is a superuser role) wraps
+// grants.ErrInvalid; missing rights, a refused login or a missing database wrap
+// grants.ErrNeedsOperator. Errors say what to change and never contain the password. serve
+// runs it at start and periodically for /readyz.
+func (p *Provider) Check(ctx context.Context) error {
+	p.checkMu.Lock()
+	defer p.checkMu.Unlock()
+	return p.checkLocked(ctx)
+}
+
+func (p *Provider) checkLocked(ctx context.Context) error {
+	info, err := p.checkAdmin(ctx)
+	if err != nil {
+		return err
+	}
+	if err := p.ensureOrphanOwner(ctx, info); err != nil {
+		return err
+	}
+	if p.server.Swap(info) == nil {
+		p.log.InfoContext(ctx, "postgres provider ready", "admin_role", info.admin, "superuser", info.superuser,
+			"server_version", info.version, "roles", p.roles, "database", p.db)
+	}
+	return nil
+}
+
+// ready returns the server check's findings, running the check first if none has passed
+// yet (a provider opened while its server was down).
+func (p *Provider) ready(ctx context.Context) (*serverInfo, error) {
+	if info := p.server.Load(); info != nil {
+		return info, nil
+	}
+	p.checkMu.Lock()
+	defer p.checkMu.Unlock()
+	if info := p.server.Load(); info != nil {
+		return info, nil
+	}
+	if err := p.checkLocked(ctx); err != nil {
+		return nil, err
+	}
+	return p.server.Load(), nil
 }
 
 // ensureOrphanOwner creates the orphan owner role if it is missing, checks that it can do no
 // harm (NOLOGIN, no attributes, member of no role), and makes a non-superuser admin a member
 // of it, which REASSIGN OWNED … TO it requires.
-func (p *Provider) ensureOrphanOwner(ctx context.Context) error {
+func (p *Provider) ensureOrphanOwner(ctx context.Context, info *serverInfo) error {
 	o := quoteIdent(p.orphan)
 	var admin string
 	for created := false; ; {
@@ -350,7 +416,7 @@ func (p *Provider) ensureOrphanOwner(ctx context.Context) error {
 		}
 		break
 	}
-	if p.superuser {
+	if info.superuser {
 		return nil
 	}
 	var member bool
@@ -361,7 +427,7 @@ func (p *Provider) ensureOrphanOwner(ctx context.Context) error {
 		return nil
 	}
 	grant := "GRANT " + o + " TO CURRENT_USER"
-	if p.serverVersion >= 160000 {
+	if info.version >= 160000 {
 		grant += " WITH INHERIT TRUE"
 	}
 	if _, err := p.pool.Exec(ctx, grant); err != nil {
@@ -378,30 +444,31 @@ func quoteIdents(names []string) string {
 	return strings.Join(q, ", ")
 }
 
-func (p *Provider) checkAdmin(ctx context.Context) error {
+func (p *Provider) checkAdmin(ctx context.Context) (*serverInfo, error) {
 	var (
 		admin                  string
 		super, create, inherit bool
+		version                int
 	)
 	err := p.pool.QueryRow(ctx, `
 		SELECT r.rolname, r.rolsuper, r.rolcreaterole, r.rolinherit, current_setting('server_version_num')::int
-		FROM pg_roles r WHERE r.rolname = current_user`).Scan(&admin, &super, &create, &inherit, &p.serverVersion)
+		FROM pg_roles r WHERE r.rolname = current_user`).Scan(&admin, &super, &create, &inherit, &version)
 	if err != nil {
-		return p.scrub(fmt.Errorf("postgres provider: check the admin role: %w", err))
+		return nil, p.scrub(fmt.Errorf("postgres provider: check the admin role: %w", classify(err)))
 	}
-	p.superuser = super
+	info := &serverInfo{admin: admin, superuser: super, version: version}
 	if !super && !create {
-		return fmt.Errorf("postgres provider: admin role %q has neither CREATEROLE nor SUPERUSER; as a superuser run: ALTER ROLE %s CREATEROLE: %w", admin, quoteIdent(admin), grants.ErrNeedsOperator)
+		return nil, fmt.Errorf("postgres provider: admin role %q has neither CREATEROLE nor SUPERUSER; as a superuser run: ALTER ROLE %s CREATEROLE: %w", admin, quoteIdent(admin), grants.ErrNeedsOperator)
 	}
-	if !super && !inherit && p.serverVersion < 160000 {
-		return fmt.Errorf("postgres provider: admin role %q has NOINHERIT, so it cannot act for the roles it revokes; run: ALTER ROLE %s INHERIT: %w", admin, quoteIdent(admin), grants.ErrNeedsOperator)
+	if !super && !inherit && version < 160000 {
+		return nil, fmt.Errorf("postgres provider: admin role %q has NOINHERIT, so it cannot act for the roles it revokes; run: ALTER ROLE %s INHERIT: %w", admin, quoteIdent(admin), grants.ErrNeedsOperator)
 	}
 
 	rows, err := p.pool.Query(ctx, `
 		SELECT rolname, rolsuper, pg_has_role(current_user, oid, 'MEMBER WITH ADMIN OPTION')
 		FROM pg_roles WHERE rolname = ANY($1)`, p.roles)
 	if err != nil {
-		return p.scrub(fmt.Errorf("postgres provider: look up roles: %w", err))
+		return nil, p.scrub(fmt.Errorf("postgres provider: look up roles: %w", err))
 	}
 	found := map[string]bool{}
 	for rows.Next() {
@@ -409,24 +476,24 @@ func (p *Provider) checkAdmin(ctx context.Context) error {
 		var roleSuper, adminOption bool
 		if err := rows.Scan(&name, &roleSuper, &adminOption); err != nil {
 			rows.Close()
-			return p.scrub(fmt.Errorf("postgres provider: look up roles: %w", err))
+			return nil, p.scrub(fmt.Errorf("postgres provider: look up roles: %w", err))
 		}
 		found[name] = true
 		switch {
 		case roleSuper:
 			rows.Close()
-			return fmt.Errorf("postgres provider: role %q in roles is a superuser role; accessbroker grants only non-superuser roles: %w", name, grants.ErrInvalid)
-		case !adminOption && !super && p.serverVersion >= 160000:
+			return nil, fmt.Errorf("postgres provider: role %q in roles is a superuser role; accessbroker grants only non-superuser roles: %w", name, grants.ErrInvalid)
+		case !adminOption && !super && version >= 160000:
 			rows.Close()
-			return fmt.Errorf("postgres provider: admin role %q cannot grant role %q; as a superuser run: GRANT %s TO %s WITH ADMIN OPTION: %w", admin, name, quoteIdent(name), quoteIdent(admin), grants.ErrNeedsOperator)
-		case !adminOption && !super:
+			return nil, fmt.Errorf("postgres provider: admin role %q cannot grant role %q; as a superuser run: GRANT %s TO %s WITH ADMIN OPTION: %w", admin, name, quoteIdent(name), quoteIdent(admin), grants.ErrNeedsOperator)
+		case !adminOption && !super && p.server.Load() == nil: // once, not at every readiness check
 			p.log.Warn("admin role lacks ADMIN OPTION on a granted role; PostgreSQL 16+ will require it",
 				"admin_role", admin, "role", name, "fix", fmt.Sprintf("GRANT %s TO %s WITH ADMIN OPTION", quoteIdent(name), quoteIdent(admin)))
 		}
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
-		return p.scrub(fmt.Errorf("postgres provider: look up roles: %w", err))
+		return nil, p.scrub(fmt.Errorf("postgres provider: look up roles: %w", err))
 	}
 	var missing []string
 	for _, r := range p.roles {
@@ -435,17 +502,16 @@ func (p *Provider) checkAdmin(ctx context.Context) error {
 		}
 	}
 	if len(missing) > 0 {
-		return fmt.Errorf("postgres provider: roles %q do not exist on the server; create them or fix roles in the config: %w", missing, grants.ErrInvalid)
+		return nil, fmt.Errorf("postgres provider: roles %q do not exist on the server; create them or fix roles in the config: %w", missing, grants.ErrInvalid)
 	}
 
 	// Revocation cleans the configured database: the admin must be able to connect to it.
 	if p.db != p.adminDB {
 		if err := p.inDatabase(ctx, p.db, func(c execer) error { return nil }); err != nil {
-			return fmt.Errorf("postgres provider: admin role %q cannot connect to database %q, which revocation must clean; run: GRANT CONNECT ON DATABASE %s TO %s: %w", admin, p.db, quoteIdent(p.db), quoteIdent(admin), err)
+			return nil, fmt.Errorf("postgres provider: admin role %q cannot connect to database %q, which revocation must clean; run: GRANT CONNECT ON DATABASE %s TO %s: %w", admin, p.db, quoteIdent(p.db), quoteIdent(admin), err)
 		}
 	}
-	p.log.Info("postgres provider ready", "admin_role", admin, "superuser", super, "server_version", p.serverVersion, "roles", p.roles, "database", p.db)
-	return nil
+	return info, nil
 }
 
 // Kind returns "postgres".

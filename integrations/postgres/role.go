@@ -106,6 +106,9 @@ func (p *Provider) Issue(ctx context.Context, req grants.IssueRequest) (grants.I
 	if !req.ExpiresAt.After(p.clock.Now()) {
 		return grants.Issued{}, fmt.Errorf("postgres issue grant %s: expiry %s is not in the future: %w", req.GrantID, grants.Timestamp(req.ExpiresAt), grants.ErrInvalid)
 	}
+	if _, err := p.ready(ctx); err != nil {
+		return grants.Issued{}, fmt.Errorf("postgres issue grant %s: %w", req.GrantID, err)
+	}
 	name := RoleName(req.GrantID, req.Person)
 	password, err := newPassword()
 	if err != nil {
@@ -205,6 +208,9 @@ func (p *Provider) findRoles(ctx context.Context, op string, req grants.RevokeRe
 	}
 	if r := req.Handle.Data["role"]; r != "" && !ownRole(r, req.GrantID) {
 		return nil, fmt.Errorf("postgres %s grant %s: handle names role %q, which is not a role accessbroker makes for this grant; refusing to touch it: %w", op, req.GrantID, r, grants.ErrNeedsOperator)
+	}
+	if _, err := p.ready(ctx); err != nil {
+		return nil, fmt.Errorf("postgres %s grant %s: %w", op, req.GrantID, err)
 	}
 	suffix := "_" + grantSuffix(req.GrantID)
 	rows, err := p.pool.Query(ctx, `SELECT oid, rolname FROM pg_roles WHERE starts_with(rolname, $1) AND right(rolname, $2) = $3 ORDER BY rolname`,
@@ -321,15 +327,16 @@ func (p *Provider) dropRole(ctx context.Context, r grantRole, left *leftBehind) 
 		terminated int
 		dbs        []string
 	)
+	info := p.server.Load() // set: findRoles ran the server check
 	err := p.pool.AcquireFunc(ctx, func(c *pgxpool.Conn) error {
 		if _, err := c.Exec(ctx, "ALTER ROLE "+role+" NOLOGIN"); err != nil {
 			return fmt.Errorf("ALTER ROLE NOLOGIN: %w", err)
 		}
-		if !p.superuser {
+		if !info.superuser {
 			// The right to terminate r's sessions and reassign its objects comes from
 			// membership in r; it disappears with r.
 			grant := "GRANT " + role + " TO CURRENT_USER"
-			if p.serverVersion >= 160000 {
+			if info.version >= 160000 {
 				grant += " WITH INHERIT TRUE"
 			}
 			if _, err := c.Exec(ctx, grant); err != nil {
@@ -528,7 +535,7 @@ func (p *Provider) cleanDatabase(ctx context.Context, tx pgx.Tx, r grantRole) (r
 		reassigned = append(reassigned, o.kind+" "+o.identity)
 	}
 	if _, err := tx.Exec(ctx, "REASSIGN OWNED BY "+quoteIdent(r.name)+" TO "+quoteIdent(p.orphan)); err != nil {
-		if pgCode(err) == "42501" && !p.superuser {
+		if info := p.server.Load(); pgCode(err) == "42501" && info != nil && !info.superuser {
 			return nil, nil, fmt.Errorf("REASSIGN OWNED to orphan owner %s: the admin role lost its membership of the orphan owner (restart the broker, which grants it again, or as a superuser GRANT %s TO the admin role), or the role left an object the orphan owner may not receive (see them with SELECT pg_describe_object(classid, objid, objsubid) FROM pg_shdepend WHERE refobjid = %d, and drop them): %w",
 				p.orphan, quoteIdent(p.orphan), r.oid, err)
 		}

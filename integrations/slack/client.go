@@ -62,6 +62,21 @@ func AuthTeam(ctx context.Context, api *slackgo.Client) (string, error) {
 	return r.TeamID, nil
 }
 
+// CheckAuth is the Slack check of serve's readiness and `config check --online`: auth.test
+// answers for the bot token and, when teamID (slack.team_id) is set, names that workspace.
+// A token Slack refuses or one of another workspace is an error saying which; so is a Slack
+// that does not answer.
+func CheckAuth(ctx context.Context, api *slackgo.Client, teamID string) error {
+	team, err := AuthTeam(ctx, api)
+	if err != nil {
+		return err
+	}
+	if teamID != "" && team != teamID {
+		return fmt.Errorf("slack auth.test: the bot token belongs to workspace %s, but slack.team_id is %s; use that workspace's bot token or fix slack.team_id", team, teamID)
+	}
+	return nil
+}
+
 // Usergroups looks up Slack usergroup membership live (usergroups.users.list); it is the
 // broker.Groups port.
 type Usergroups struct{ api *slackgo.Client }
