@@ -33,6 +33,7 @@ type app struct {
 	instance  string
 	closers   []io.Closer
 	observer  *observerSwitch
+	notices   *grants.ObserverQueue // the revoker's observer: a.observer behind a queue
 	// checkpoints reports the latest checkpoint and its witnesses (serve sets it; the weekly
 	// summary and the report API read it). nil elsewhere.
 	checkpoints *checkpointInfo
@@ -74,8 +75,12 @@ func newApp(ctx context.Context, cfg *config.Config, opts appOptions) (*app, err
 	}
 	a := &app{cfg: cfg, log: log, clock: opts.clock, store: st, providers: map[string]grants.Provider{}, instance: replica, observer: &observerSwitch{}, transport: opts.transport, awsOpts: opts.aws}
 	a.metrics = newMetrics(st)
+	// The owner's and the audit channel's notices of revocations go through a queue, so
+	// that a hung Slack never delays the next revocation.
+	a.notices = grants.NewObserverQueue(a.observer, 10000, log)
 	if opts.withProviders {
 		if a.providers, a.closers, err = buildProviders(ctx, cfg, opts.clock, log, opts.aws); err != nil {
+			a.notices.Close(context.Background())
 			st.Close()
 			return nil, err
 		}
@@ -85,7 +90,7 @@ func newApp(ctx context.Context, cfg *config.Config, opts appOptions) (*app, err
 		Instance: a.instance, ConcurrencyPerProvider: rc.ConcurrencyPerProvider, Batch: rc.Batch,
 		BackoffBase: rc.BackoffBase, BackoffMax: rc.BackoffMax, ClaimLease: rc.ClaimLease,
 		AttemptTimeout: rc.IssueTimeout, ShutdownGrace: rc.ShutdownGrace, IdleWait: 15 * time.Second,
-		Metrics: a.metrics, Observer: a.observer, Secrets: cfg.SecretValues(),
+		Metrics: a.metrics, Observer: a.notices, Secrets: cfg.SecretValues(),
 	})
 	a.manager = grants.NewManager(a.metrics.timedStore, a.providers, cfg.GrantResources(), opts.clock, log, grants.ManagerOptions{
 		Instance: a.instance, IssueTimeout: rc.IssueTimeout, Wake: a.revoker.Wake, Secrets: cfg.SecretValues(), Gate: &a.gate,
@@ -95,6 +100,9 @@ func newApp(ctx context.Context, cfg *config.Config, opts appOptions) (*app, err
 
 // Close releases the providers' connections and the store.
 func (a *app) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	a.notices.Close(ctx)
+	cancel()
 	for _, c := range a.closers {
 		c.Close()
 	}
