@@ -78,6 +78,9 @@ func configCommand(ctx context.Context, args []string, stdout, stderr io.Writer,
 	for i, r := range cfg.Resources {
 		names[i] = r.Name + " [" + r.Provider + "]"
 	}
+	if code := checkLiveGrants(ctx, cfg, *online, stdout, stderr); code != exitOK {
+		return code
+	}
 	fmt.Fprintf(stdout, "config OK: %d %s (%s)\n", len(names), plural(len(names), "resource", "resources"), strings.Join(names, ", "))
 	if *online {
 		return checkOnline(ctx, cfg, stdout, stderr, opts)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -128,6 +129,12 @@ func (s *server) Run(ctx context.Context, listening chan<- string) error {
 		return fmt.Errorf("reconcile on start: %w", err)
 	}
 	s.log.InfoContext(ctx, "started", "listen", s.cfg.Listen, "resources", len(s.cfg.Resources), "reconciled", n)
+	if orphans, err := orphanedGrants(ctx, s.cfg); err == nil {
+		for name, ids := range orphans {
+			s.log.ErrorContext(ctx, "live grants of a resource that is not in the config: their revocation cannot run until it is restored",
+				"resource", name, "grants", strings.Join(ids, ","))
+		}
+	}
 
 	ln, err := net.Listen("tcp", s.cfg.Listen)
 	if err != nil {
