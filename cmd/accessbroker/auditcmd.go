@@ -142,7 +142,7 @@ func auditVerify(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	}
 	var ws []grants.Witness
 	for _, spec := range witnessSpecs {
-		w, err := witnessFlag(ctx, cfg, spec)
+		w, err := witnessFlag(ctx, cfg, spec, a.clock)
 		if err != nil {
 			fmt.Fprintf(stderr, "accessbroker audit verify: %v\n", err)
 			return exitUsage

@@ -54,7 +54,7 @@ func (a *app) guardBeforeIssue(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	ws, err := buildWitnesses(ctx, a.cfg)
+	ws, err := buildWitnesses(ctx, a.cfg, a.clock, a.awsOpts)
 	if err != nil {
 		return err
 	}
@@ -99,7 +99,7 @@ func auditClearSuspect(ctx context.Context, args []string, stdout, stderr io.Wri
 	if err != nil {
 		return fail(err)
 	}
-	ws, err := buildWitnesses(ctx, cfg)
+	ws, err := buildWitnesses(ctx, cfg, a.clock, a.awsOpts)
 	if err != nil {
 		return fail(err)
 	}

@@ -66,7 +66,7 @@ func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fmt.Fprintf(stderr, "accessbroker report: %v\n", err)
 		return exitUsage
 	}
-	ws, err := buildWitnesses(ctx, cfg)
+	ws, err := buildWitnesses(ctx, cfg, a.clock, awsOptions{})
 	if err != nil {
 		fmt.Fprintf(stderr, "accessbroker report: %v\n", err)
 		return exitFailure

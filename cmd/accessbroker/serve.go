@@ -70,7 +70,7 @@ func newServer(ctx context.Context, cfg *config.Config, opts appOptions) (*serve
 	s := &server{app: a, mux: http.NewServeMux()}
 	s.checkpointer = grants.NewCheckpointer(a.store, key, a.clock, a.log, int64(cfg.Audit.CheckpointEvery), cfg.Audit.CheckpointPeriod)
 	s.checkpointer.ShareWith(a.store, a.instance) // one signer among replicas
-	ws, err := buildWitnesses(ctx, cfg)
+	ws, err := buildWitnesses(ctx, cfg, a.clock, opts.aws)
 	if err != nil {
 		a.Close()
 		return nil, err

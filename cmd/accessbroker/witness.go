@@ -12,6 +12,7 @@ import (
 	"github.com/accessbroker/accessbroker/broker"
 	"github.com/accessbroker/accessbroker/cmd/accessbroker/internal/config"
 	"github.com/accessbroker/accessbroker/grants"
+	awsprov "github.com/accessbroker/accessbroker/integrations/aws"
 	"github.com/accessbroker/accessbroker/integrations/httpclient"
 	"github.com/accessbroker/accessbroker/integrations/witness"
 )
@@ -22,8 +23,10 @@ func witnessHTTPClient() *http.Client {
 	return httpclient.New(httpclient.Options{})
 }
 
-// buildWitnesses opens the configured audit.witnesses, in order.
-func buildWitnesses(_ context.Context, cfg *config.Config) ([]grants.Witness, error) {
+// buildWitnesses opens the configured audit.witnesses, in order. s3 witnesses use the aws
+// section's endpoint and the SDK's credential chain (awsOpts replaces it in the demo and
+// tests), with the witness's region or aws.region.
+func buildWitnesses(ctx context.Context, cfg *config.Config, clock grants.Clock, awsOpts awsOptions) ([]grants.Witness, error) {
 	var out []grants.Witness
 	for i, wc := range cfg.Audit.Witnesses {
 		var w grants.Witness
@@ -33,6 +36,8 @@ func buildWitnesses(_ context.Context, cfg *config.Config) ([]grants.Witness, er
 			w, err = witness.NewFile(wc.Path)
 		case config.WitnessHTTPS:
 			w, err = witness.NewHTTP(witness.HTTPConfig{URL: wc.URL, BearerToken: wc.BearerToken.Reveal(), Client: witnessHTTPClient()})
+		case config.WitnessS3:
+			w, err = newS3Witness(ctx, cfg, wc.S3WitnessConfig(cfg.AWS), clock, awsOpts)
 		default:
 			err = fmt.Errorf("kind %q is not supported by this build", wc.Kind)
 		}
@@ -44,11 +49,26 @@ func buildWitnesses(_ context.Context, cfg *config.Config) ([]grants.Witness, er
 	return out, nil
 }
 
+// newS3Witness is the S3 witness of wc on an SDK configuration for its region, with
+// aws.endpoint_url when set.
+func newS3Witness(ctx context.Context, cfg *config.Config, wc awsprov.S3WitnessConfig, clock grants.Clock, awsOpts awsOptions) (*awsprov.S3Witness, error) {
+	var endpoint string
+	if cfg.AWS != nil {
+		endpoint = cfg.AWS.EndpointURL
+	}
+	ac, err := awsprov.LoadAWSConfig(ctx, wc.Region, endpoint, nil, awsOpts.config...)
+	if err != nil {
+		return nil, fmt.Errorf("s3 witness s3://%s/%s: %w", wc.Bucket, wc.Prefix, err)
+	}
+	return awsprov.NewS3Witness(wc, ac, clock)
+}
+
 // witnessFlag opens the witness `audit verify --witness` names: an https:// (or loopback
-// http://) URL, or else a file path (s3:// is refused with a clear message until the S3
-// witness exists). An https witness gets the bearer
-// token of the configured audit.witnesses entry with the same URL, if there is one.
-func witnessFlag(ctx context.Context, cfg *config.Config, spec string) (grants.Witness, error) {
+// http://) URL, an s3://bucket/prefix URL, or else a file path. An https witness gets the
+// bearer token of the configured audit.witnesses entry with the same URL, if there is one;
+// an s3 witness the region of the configured entry with the same bucket and prefix, else
+// aws.region, and the aws section's endpoint and the SDK's credential chain.
+func witnessFlag(ctx context.Context, cfg *config.Config, spec string, clock grants.Clock) (grants.Witness, error) {
 	switch {
 	case strings.HasPrefix(spec, "https://"), strings.HasPrefix(spec, "http://"):
 		var token string
@@ -63,7 +83,21 @@ func witnessFlag(ctx context.Context, cfg *config.Config, spec string) (grants.W
 		}
 		return w, nil
 	case strings.HasPrefix(spec, "s3://"):
-		return nil, fmt.Errorf("--witness %s: s3 witnesses (S3 with Object Lock) are not implemented yet; use a file path or an https:// URL", spec)
+		bucket, prefix, err := awsprov.ParseS3WitnessURL(spec)
+		if err != nil {
+			return nil, fmt.Errorf("--witness %s: %w", spec, err)
+		}
+		wc := config.WitnessConfig{Kind: config.WitnessS3, Bucket: bucket, Prefix: prefix}.S3WitnessConfig(cfg.AWS)
+		for _, c := range cfg.Audit.Witnesses {
+			if c.Kind == config.WitnessS3 && c.Bucket == bucket && strings.TrimSuffix(c.Prefix, "/") == strings.TrimSuffix(prefix, "/") {
+				wc.Region = c.S3WitnessConfig(cfg.AWS).Region
+			}
+		}
+		w, err := newS3Witness(ctx, cfg, wc, clock, awsOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("--witness %s: %w", spec, err)
+		}
+		return w, nil
 	}
 	return witness.NewFile(spec)
 }

@@ -183,13 +183,14 @@ type AuditConfig struct {
 const (
 	WitnessFile  = "file"
 	WitnessHTTPS = "https"
+	WitnessS3    = "s3"
 )
 
 // WitnessConfig is one entry of audit.witnesses: kind and the fields of that kind only.
 type WitnessConfig struct {
-	// Kind (witnesses[].kind) is file (an append-only JSON-lines file, fsynced) or https (an
-	// endpoint that stores what it is POSTed and returns it on GET). Required. (s3, S3 with
-	// Object Lock, is not implemented yet.)
+	// Kind (witnesses[].kind) is file (an append-only JSON-lines file, fsynced), https (an
+	// endpoint that stores what it is POSTed and returns it on GET) or s3 (one object per
+	// checkpoint in an S3 bucket with Object Lock). Required.
 	Kind string `yaml:"kind"`
 	// Path (witnesses[].path) is the file of a file witness. Required for file; put it on
 	// another volume than the database. A relative path is relative to the config file's
@@ -201,6 +202,31 @@ type WitnessConfig struct {
 	// BearerToken (witnesses[].bearer_token) is sent as "Authorization: Bearer …" to an
 	// https witness. Optional. A secret.
 	BearerToken Secret `yaml:"bearer_token"`
+	// Bucket (witnesses[].bucket) is the S3 bucket of an s3 witness, created with Object
+	// Lock enabled (docs/audit.md). Required for s3; S3's bucket naming rules.
+	Bucket string `yaml:"bucket"`
+	// Prefix (witnesses[].prefix) is put before "checkpoints/" in the keys of an s3 witness,
+	// e.g. "prod/audit/" (a '/' is added when missing). Optional; no leading '/'.
+	Prefix string `yaml:"prefix"`
+	// Region (witnesses[].region) is the s3 witness bucket's region. Default aws.region.
+	Region string `yaml:"region"`
+	// Retention (witnesses[].retention) is how long each checkpoint object of an s3 witness
+	// stays locked, from the checkpoint's time, e.g. 2160h (90 days). Required for s3; at
+	// least 24h, at most 100 years.
+	Retention time.Duration `yaml:"retention"`
+	// Mode (witnesses[].mode) is the Object Lock mode of an s3 witness: COMPLIANCE (no one,
+	// not even the account root, can shorten or remove the lock) or GOVERNANCE (principals
+	// with s3:BypassGovernanceRetention can). Default COMPLIANCE.
+	Mode string `yaml:"mode"`
+}
+
+// S3WitnessConfig is the integrations/aws form of an s3 witness entry.
+func (w WitnessConfig) S3WitnessConfig(aws *AWSConfig) awsprov.S3WitnessConfig {
+	region := w.Region
+	if region == "" && aws != nil {
+		region = aws.Region
+	}
+	return awsprov.S3WitnessConfig{Bucket: w.Bucket, Prefix: w.Prefix, Region: region, Retention: w.Retention, Mode: w.Mode}
 }
 
 // RevokerConfig is the revoker section. Every field has a default.
@@ -1723,7 +1749,8 @@ func (c *Config) validateWitnesses(v *validator) {
 	seen := map[string]int{}
 	for i, w := range c.Audit.Witnesses {
 		p := fmt.Sprintf("audit.witnesses[%d]", i)
-		fields := map[string]bool{"path": w.Path != "", "url": w.URL != "", "bearer_token": w.BearerToken.IsSet()}
+		fields := map[string]bool{"path": w.Path != "", "url": w.URL != "", "bearer_token": w.BearerToken.IsSet(),
+			"bucket": w.Bucket != "", "prefix": w.Prefix != "", "region": w.Region != "", "retention": w.Retention != 0, "mode": w.Mode != ""}
 		var allowed []string
 		var where string
 		switch w.Kind {
@@ -1738,14 +1765,38 @@ func (c *Config) validateWitnesses(v *validator) {
 				v.checkURL(p+".url", w.URL)
 				where = "url:" + w.URL
 			}
-		case "s3":
-			v.add(p+".kind", "s3 (S3 with Object Lock) is not implemented yet: use file or https")
-			continue
+		case WitnessS3:
+			allowed = []string{"bucket", "prefix", "region", "retention", "mode"}
+			if v.required(p+".bucket", w.Bucket, "the S3 bucket (created with Object Lock enabled) checkpoints are stored in") {
+				if err := awsprov.ValidateBucketName(w.Bucket); err != nil {
+					v.add(p+".bucket", "%v", err)
+				} else {
+					where = "s3:" + w.Bucket + "/" + strings.TrimSuffix(w.Prefix, "/")
+				}
+			}
+			if w.Prefix != "" {
+				if err := awsprov.ValidateWitnessPrefix(w.Prefix); err != nil {
+					v.add(p+".prefix", "%v", err)
+				}
+			}
+			if w.Region != "" {
+				v.match(p+".region", w.Region, awsRegionRE, "an AWS region such as us-east-1")
+			} else if c.AWS == nil || c.AWS.Region == "" {
+				v.add(p+".region", "is required when aws.region is not set: the bucket's region, e.g. us-east-1")
+			}
+			if w.Retention == 0 {
+				v.add(p+".retention", "is required: how long each checkpoint stays locked, at least 24h (e.g. 2160h for 90 days)")
+			} else {
+				v.duration(p+".retention", w.Retention, awsprov.MinWitnessRetention, awsprov.MaxWitnessRetention)
+			}
+			if w.Mode != "" && w.Mode != awsprov.LockCompliance && w.Mode != awsprov.LockGovernance {
+				v.add(p+".mode", "must be COMPLIANCE or GOVERNANCE (upper case), not %s", v.show(p+".mode", w.Mode))
+			}
 		case "":
-			v.add(p+".kind", "is required: file or https")
+			v.add(p+".kind", "is required: file, https or s3")
 			continue
 		default:
-			v.add(p+".kind", "must be file or https, not %s", v.show(p+".kind", w.Kind))
+			v.add(p+".kind", "must be file, https or s3, not %s", v.show(p+".kind", w.Kind))
 			continue
 		}
 		for _, f := range sortedKeys(fields) {

@@ -899,11 +899,20 @@ func TestWitnessesConfig(t *testing.T) {
 	want := []WitnessConfig{
 		{Kind: WitnessFile, Path: filepath.Join(testdataDir, "witness/checkpoints.jsonl")},
 		{Kind: WitnessHTTPS, URL: "https://witness.example.com/v1/checkpoints", BearerToken: NewSecret("witness-bearer-token")},
+		{Kind: WitnessS3, Bucket: "acme-audit-witness", Prefix: "prod/audit/", Retention: 90 * 24 * time.Hour},
+		{Kind: WitnessS3, Bucket: "acme-audit-dr", Region: "eu-west-1", Retention: 24 * time.Hour, Mode: "GOVERNANCE"},
 	}
 	if d := cmp.Diff(want, cfg.Audit.Witnesses, configCmpOpts...); d != "" {
 		t.Fatalf("audit.witnesses (-want +got):\n%s", d)
 	}
 	if !slices.Contains(cfg.SecretValues(), "witness-bearer-token") {
 		t.Error("the https witness's bearer token is not among the secrets scrubbed from errors")
+	}
+	// An s3 witness without a region takes aws.region.
+	if got := cfg.Audit.Witnesses[2].S3WitnessConfig(cfg.AWS).Region; got != "us-east-1" {
+		t.Errorf("s3 witness region = %q, want aws.region us-east-1", got)
+	}
+	if got := cfg.Audit.Witnesses[3].S3WitnessConfig(cfg.AWS).Region; got != "eu-west-1" {
+		t.Errorf("s3 witness region = %q, want its own eu-west-1", got)
 	}
 }
