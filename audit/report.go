@@ -238,6 +238,10 @@ type RequestCounts struct {
 	Denied   int `json:"denied"`
 	Rejected int `json:"rejected"`
 	Expired  int `json:"expired"`
+	// RefusedClicks counts Approve/Deny clicks refused (request.rejected events with
+	// EvidenceRefusedClick): the request they name stays undecided, so they are not
+	// rejected requests.
+	RefusedClicks int `json:"refused_clicks"`
 }
 
 // RevocationHealth is what happened to revocations in the window, for any grant.
@@ -668,12 +672,15 @@ func (b *reportBuilder) addRequestEvent(e *Event, in bool) {
 		b.reqs.Approved++
 	case ActionRequestExpired:
 		b.reqs.Expired++
-	case ActionRequestDenied, ActionRequestRejected:
-		if e.Action == ActionRequestDenied {
-			b.reqs.Denied++
-		} else {
-			b.reqs.Rejected++
+	case ActionRequestRejected:
+		if e.Evidence[EvidenceRefusedClick] != "" {
+			b.reqs.RefusedClicks++
+			return
 		}
+		b.reqs.Rejected++
+		b.refusals = append(b.refusals, refusal{who: b.refused(e), at: e.Time, what: e.Action})
+	case ActionRequestDenied:
+		b.reqs.Denied++
 		b.refusals = append(b.refusals, refusal{who: b.refused(e), at: e.Time, what: e.Action})
 	case ActionApprovalRecorded:
 		if e.Actor.ID != "" {
@@ -1479,6 +1486,7 @@ func WriteReportMarkdown(w io.Writer, r Report) error {
 	p("| ended early | %d |\n", early)
 	q := r.Requests
 	p("| requests: created / approved / denied / rejected / expired | %d / %d / %d / %d / %d |\n", q.Created, q.Approved, q.Denied, q.Rejected, q.Expired)
+	p("| refused approve/deny clicks (requester or non-approver; the request stays open) | %d |\n", q.RefusedClicks)
 	v := r.Revocations
 	p("| revocations | %d |\n| revocation failures (attempts / grants) | %d / %d |\n", v.Revoked, v.Failures, v.FailedGrants)
 	p("| late revocations (over %s after expiry) | %d |\n| not revoked on time at the end of the window | %d |\n",

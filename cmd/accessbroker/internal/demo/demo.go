@@ -170,6 +170,7 @@ func Run(ctx context.Context, w Wiring, o Options) error {
 	if err != nil {
 		return err
 	}
+	d.interactiveNext = o.Interactive
 	var storyErr, cleanupErr error
 	if err := d.story(ctx); err != nil {
 		d.plain("")
@@ -197,7 +198,10 @@ type demo struct {
 	start  time.Time
 	dir    string
 	keep   bool
-	http   *http.Client
+	// interactive: the story is followed by --interactive's session (so the summary does not
+	// suggest running it).
+	interactiveNext bool
+	http            *http.Client
 
 	slack *slackfake.Server
 	pd    *pdfake.Server
