@@ -43,7 +43,7 @@ func newCLI(name, usage string, stdout, stderr io.Writer) *cli {
 // withLogLevel adds the --log-level flag of the one-shot commands.
 func (c *cli) withLogLevel() *cli {
 	c.logLevel = &logLevelFlag{}
-	c.Var(c.logLevel, "log-level", "print JSON log lines at this level and above to stderr: debug, info, warn or error (default: none)")
+	c.Var(c.logLevel, "log-level", "print JSON log lines at `LEVEL` and above to stderr: debug, info, warn or error (default: none)")
 	return c
 }
 
