@@ -10,7 +10,7 @@ import (
 //
 //	SHA-256(prev[:] || Canonical(e))
 //
-// This formula is the contract of the tamper-evident log (DESIGN.md invariant 4). prev is
+// This formula is the contract of the tamper-evident log (README.md, "Tamper-evident log"). prev is
 // Genesis for the event with seq 1. e.PrevHash and e.Hash are ignored, because Canonical
 // excludes them. Next fails only when Canonical does (invalid UTF-8, zero or out-of-range time).
 // It does not allocate for typical events.

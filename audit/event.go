@@ -45,6 +45,12 @@ const (
 	ActionAuditSuspectCleared Action = "audit.suspect_cleared"
 )
 
+// EvidenceRefusedClick is the evidence key of a request.rejected event that records a refused
+// Approve or Deny click (by the requester, or by someone who may not decide): its value is
+// "approve" or "deny". The request it names was not rejected and is still undecided, so
+// reports count such events as refused clicks, not as rejected requests.
+const EvidenceRefusedClick = "refused_click"
+
 // ActorKind says what sort of party acted.
 type ActorKind string
 

@@ -234,6 +234,10 @@ type RequestCounts struct {
 	Denied   int `json:"denied"`
 	Rejected int `json:"rejected"`
 	Expired  int `json:"expired"`
+	// RefusedClicks counts Approve/Deny clicks refused (request.rejected events with
+	// EvidenceRefusedClick): the request they name stays undecided, so they are not
+	// rejected requests.
+	RefusedClicks int `json:"refused_clicks"`
 }
 
 // RevocationHealth is what happened to revocations in the window, for any grant.

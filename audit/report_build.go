@@ -220,12 +220,15 @@ func (b *reportBuilder) addRequestEvent(e *Event, in bool) {
 		b.reqs.Approved++
 	case ActionRequestExpired:
 		b.reqs.Expired++
-	case ActionRequestDenied, ActionRequestRejected:
-		if e.Action == ActionRequestDenied {
-			b.reqs.Denied++
-		} else {
-			b.reqs.Rejected++
+	case ActionRequestRejected:
+		if e.Evidence[EvidenceRefusedClick] != "" {
+			b.reqs.RefusedClicks++
+			return
 		}
+		b.reqs.Rejected++
+		b.refusals = append(b.refusals, refusal{who: b.refused(e), at: e.Time, what: e.Action})
+	case ActionRequestDenied:
+		b.reqs.Denied++
 		b.refusals = append(b.refusals, refusal{who: b.refused(e), at: e.Time, what: e.Action})
 	case ActionApprovalRecorded:
 		if e.Actor.ID != "" {

@@ -353,6 +353,7 @@ func WriteReportMarkdown(w io.Writer, r Report) error {
 	p("| ended early | %d |\n", early)
 	q := r.Requests
 	p("| requests: created / approved / denied / rejected / expired | %d / %d / %d / %d / %d |\n", q.Created, q.Approved, q.Denied, q.Rejected, q.Expired)
+	p("| refused approve/deny clicks (requester or non-approver; the request stays open) | %d |\n", q.RefusedClicks)
 	v := r.Revocations
 	p("| revocations | %d |\n| revocation failures (attempts / grants) | %d / %d |\n", v.Revoked, v.Failures, v.FailedGrants)
 	p("| late revocations (over %s after expiry) | %d |\n| not revoked on time at the end of the window | %d |\n",

@@ -936,3 +936,51 @@ func TestReportCarriesLatestCheckpoint(t *testing.T) {
 		t.Errorf("String() = %q, want %q", got, want)
 	}
 }
+
+// TestReportCountsRefusedClicksApart: a refused Approve/Deny click (request.rejected with
+// EvidenceRefusedClick) is a refused click, not a rejected request, and does not count toward
+// a person's repeated rejections; a refused /access command still is a rejected request.
+func TestReportCountsRefusedClicksApart(t *testing.T) {
+	h := newHistory(1)
+	bob := Actor{Kind: ActorUser, ID: "U0BOB"}
+	h.add(fxSince.Add(time.Hour), bob, ActionRequestCreated, "r_self", "", "infra-admins", "deploy the fix")
+	for k := range 5 {
+		h.add(fxSince.Add(time.Hour+time.Duration(k+1)*time.Minute), bob, ActionRequestRejected, "r_self", "", "infra-admins",
+			"You cannot approve or deny your own request; another approver must decide.", EvidenceRefusedClick, "approve")
+	}
+	h.add(fxSince.Add(2*time.Hour), bob, ActionRequestRejected, "", "", "prod-dbb", `There is no resource named "prod-dbb".`)
+	r := BuildReport(h.seal(t, false), fxSince, fxUntil, ReportOptions{RejectionBurst: 3})
+	if want := (RequestCounts{Created: 1, Rejected: 1, RefusedClicks: 5}); r.Requests != want {
+		t.Errorf("request counts %+v, want %+v", r.Requests, want)
+	}
+	if got := findings(r, AnomalyRepeatedRejections); len(got) > 0 {
+		t.Errorf("refused clicks counted as repeated rejections: %v", got)
+	}
+	var md strings.Builder
+	if err := RenderReport(&md, r, FormatMarkdown); err != nil {
+		t.Fatal(err)
+	}
+	if want := "| refused approve/deny clicks (requester or non-approver; the request stays open) | 5 |"; !strings.Contains(md.String(), want) {
+		t.Errorf("the Markdown report lacks %q:\n%s", want, md.String())
+	}
+}
+
+// TestReportNamesApproversByEmail: an approver whose approval event carries their email is
+// named by it, as people are, in the approver counts and the grant rows.
+func TestReportNamesApproversByEmail(t *testing.T) {
+	c := newCase()
+	c.h.add(fxSince.Add(time.Minute), Actor{Kind: ActorUser, ID: "U0CAROL", Email: "carol@example.com"}, ActionApprovalRecorded,
+		"r_a", "", "prod-db", "approval 1 of 1", "approver", "U0CAROL")
+	c.grant("g_a", 2*time.Minute, time.Hour, []string{"on_call", "false", "approvers", "U0CAROL", "path", "approval"}, 0)
+	r := c.report(t, ReportOptions{})
+	if want := []Count{{Name: "carol@example.com", Count: 1}}; !cmp.Equal(r.Approvers, want) {
+		t.Errorf("approvers %+v, want %+v", r.Approvers, want)
+	}
+	var md strings.Builder
+	if err := RenderReport(&md, r, FormatMarkdown); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(md.String(), "U0CAROL") {
+		t.Errorf("the report names carol by Slack id although her email is known:\n%s", md.String())
+	}
+}

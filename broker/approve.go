@@ -37,7 +37,15 @@ const maxDecisionRetries = 8
 // The returned error is a *Refusal (already told to the clicker) or an internal error.
 func (b *Broker) Decide(ctx context.Context, in DecisionInput) error {
 	clicker := Recipient{Person: grants.Person{SlackTeamID: in.TeamID, SlackUserID: in.UserID}, ResponseURL: in.ResponseURL}
+	click := "deny"
+	if in.Approve {
+		click = "approve"
+	}
 	refuse := func(rej Rejection) error {
+		if rej.Evidence == nil {
+			rej.Evidence = map[string]string{}
+		}
+		rej.Evidence[audit.EvidenceRefusedClick] = click
 		rf := b.refuseAndRecord(ctx, rej)
 		b.tell(ctx, clicker, rf.Message)
 		return rf
@@ -132,6 +140,20 @@ func (b *Broker) deny(ctx context.Context, r grants.Request, in DecisionInput) (
 	return true, nil
 }
 
+// approverActor is the approver as an audit actor: their Slack id, with their email when
+// the directory knows them, so that the audit trail and the reports name approvers as they
+// name requesters. An approver the directory cannot resolve is named by id alone (they are a
+// configured approver all the same).
+func (b *Broker) approverActor(ctx context.Context, teamID, userID string) audit.Actor {
+	a := slackActor(userID)
+	if p, err := b.dir.Resolve(ctx, teamID, userID); err == nil && p.SlackUserID == userID {
+		a.Email = p.Email
+	} else if err != nil {
+		b.log.DebugContext(ctx, "approver not resolved; audited by Slack id only", "slack_user", userID, "error", err)
+	}
+	return a
+}
+
 // approve records one approval, and issues when enough are in. done=false means a concurrent
 // change; retry.
 func (b *Broker) approve(ctx context.Context, r grants.Request, res grants.Resource, in DecisionInput, clicker Recipient) (bool, error) {
@@ -149,7 +171,7 @@ func (b *Broker) approve(ctx context.Context, r grants.Request, res grants.Resou
 	now := b.now()
 	r.Approvals = append(r.Approvals, grants.Approval{By: in.UserID, At: now, Approved: true})
 	by = append(by, in.UserID)
-	recorded := b.requestEvent(audit.ActionApprovalRecorded, slackActor(in.UserID), &r,
+	recorded := b.requestEvent(audit.ActionApprovalRecorded, b.approverActor(ctx, in.TeamID, in.UserID), &r,
 		fmt.Sprintf("approval %d of %d", len(by), need), map[string]string{"approver": in.UserID})
 
 	if len(by) < need {

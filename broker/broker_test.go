@@ -96,6 +96,11 @@ func TestOffCallNeedsApprovalThenApproved(t *testing.T) {
 	if len(gs) != 1 || gs[0].State != grants.StateActive {
 		t.Fatalf("grants = %+v", gs)
 	}
+	// The approval names its approver as requests name requesters: Slack id and email.
+	recs, err := e.store.Search(t.Context(), audit.Query{Action: audit.ActionApprovalRecorded, Limit: 5})
+	if err != nil || len(recs) != 1 || recs[0].Actor.ID != bob || recs[0].Actor.Email != "bob@example.com" {
+		t.Errorf("request.approval_recorded actors: %+v (%v); want %s with bob@example.com", recs, err, bob)
+	}
 	d := e.notes.Notes("deliver")
 	if len(d) != 1 || d[0].To.ResponseURL != "" || d[0].To.Person.SlackUserID != alice {
 		t.Fatalf("credential must go by DM to the requester: %+v", d)
@@ -123,8 +128,13 @@ func TestSelfApprovalRefused(t *testing.T) {
 	if len(e.allGrants(t)) != 0 || e.request(t, r.ID).State != grants.RequestPending {
 		t.Fatal("self-approval changed something")
 	}
-	if e.countAction(t, audit.ActionRequestRejected) != 1 {
-		t.Error("no request.rejected event")
+	evs, err := e.store.Search(t.Context(), audit.Query{Action: audit.ActionRequestRejected, Limit: 5})
+	if err != nil || len(evs) != 1 {
+		t.Fatalf("want one request.rejected event: %v, %v", evs, err)
+	}
+	// A refused click, not a rejected request: the report counts it apart.
+	if got := evs[0].Evidence[audit.EvidenceRefusedClick]; got != "approve" {
+		t.Errorf("the refusal's evidence %s = %q, want approve: %v", audit.EvidenceRefusedClick, got, evs[0].Evidence)
 	}
 }
 

@@ -44,6 +44,9 @@ type app struct {
 type appOptions struct {
 	clock  grants.Clock
 	logOut io.Writer
+	// logLevel, when set, replaces the config's log_level (the one-shot commands'
+	// --log-level); nil means log_level.
+	logLevel slog.Leveler
 	// withProviders builds the providers (serve, grants issue/revoke); read-only commands
 	// (list, audit) skip them so they work without upstream credentials.
 	withProviders bool
@@ -65,7 +68,11 @@ func newApp(ctx context.Context, cfg *config.Config, opts appOptions) (*app, err
 	// Every line names the process: replica is its id (as the claims and leases it holds name
 	// it), instance the operator's name for it (instance_name), each key once.
 	replica := grants.NewID("i")
-	log := slog.New(slog.NewJSONHandler(opts.logOut, &slog.HandlerOptions{Level: cfg.SlogLevel()})).With("replica", replica)
+	var level slog.Leveler = cfg.SlogLevel()
+	if opts.logLevel != nil {
+		level = opts.logLevel
+	}
+	log := slog.New(slog.NewJSONHandler(opts.logOut, &slog.HandlerOptions{Level: level})).With("replica", replica)
 	if cfg.InstanceName != "" {
 		log = log.With("instance", cfg.InstanceName)
 	}
@@ -78,6 +85,13 @@ func newApp(ctx context.Context, cfg *config.Config, opts appOptions) (*app, err
 	// The owner's and the audit channel's notices of revocations go through a queue, so
 	// that a hung Slack never delays the next revocation.
 	a.notices = grants.NewObserverQueue(a.observer, 10000, log)
+	kinds := map[string]bool{}
+	for _, r := range cfg.Resources {
+		if !kinds[r.Provider] {
+			kinds[r.Provider] = true
+			a.metrics.startAtZero([]string{r.Provider}, nil)
+		}
+	}
 	if opts.withProviders {
 		if a.providers, a.closers, err = buildProviders(ctx, cfg, opts.clock, log, opts.aws); err != nil {
 			a.notices.Close(context.Background())

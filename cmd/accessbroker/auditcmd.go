@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -16,6 +15,17 @@ import (
 
 	"github.com/accessbroker/accessbroker/audit"
 	"github.com/accessbroker/accessbroker/grants"
+)
+
+// The usage texts of the audit sub-commands.
+const (
+	auditKeygenUsage = "usage: accessbroker audit keygen --out FILE\n\n" +
+		"Writes a new ed25519 checkpoint signing key to FILE (mode 0600, never overwritten) and its public key to FILE.pub."
+	auditVerifyUsage = "usage: accessbroker audit verify --config FILE [--public-key FILE] [--retired-key FILE]... [--witness PATH|URL]... [--format text|json]\n\n" +
+		"Recomputes the hash chain and checks the signed checkpoints: exit 0 when intact, 1 naming the first bad seq."
+	auditSearchUsage = "usage: accessbroker audit search --config FILE [--actor A] [--resource R] [--action A] [--grant G] [--request R] [--since T] [--until T] [--limit N] [--format table|json|csv] [--raw]"
+	auditExportUsage = "usage: accessbroker audit export --config FILE [filters] [--format jsonl|csv] [--raw]\n\n" +
+		"Streams every matching event in seq order."
 )
 
 func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -35,15 +45,19 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 }
 
 func auditKeygen(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("audit keygen", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newCLI("audit keygen", auditKeygenUsage, stdout, stderr)
 	out := fs.String("out", "", "where to write the new ed25519 private key (PEM); refuses to overwrite")
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
+	if code, ok := fs.parseNone(args); !ok {
+		return code
 	}
 	if *out == "" {
-		fmt.Fprintln(stderr, "usage: accessbroker audit keygen --out FILE")
+		fmt.Fprintln(stderr, firstUsageLine(auditKeygenUsage))
 		return exitUsage
+	}
+	pubPath := *out + ".pub"
+	if _, err := os.Lstat(pubPath); err == nil {
+		fmt.Fprintf(stderr, "accessbroker audit keygen: %s already exists (an existing key is never overwritten); move it away or pick another --out\n", pubPath)
+		return exitFailure
 	}
 	key, err := audit.GenerateKey(rand.Reader)
 	if err != nil {
@@ -55,28 +69,42 @@ func auditKeygen(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "accessbroker audit keygen: %v\n", err)
 		return exitFailure
 	}
-	f, err := os.OpenFile(*out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	pub, err := audit.MarshalPublicKey(audit.PublicKeyOf(key))
 	if err != nil {
+		fmt.Fprintf(stderr, "accessbroker audit keygen: %v\n", err)
+		return exitFailure
+	}
+	if err := writeNewFile(*out, pemBytes, 0o600); err != nil {
 		fmt.Fprintf(stderr, "accessbroker audit keygen: %v (an existing key is never overwritten)\n", err)
 		return exitFailure
 	}
-	if _, err := f.Write(pemBytes); err != nil {
-		f.Close()
-		fmt.Fprintf(stderr, "accessbroker audit keygen: %v\n", err)
+	// The public key is not secret: auditors verify with it (audit verify --public-key).
+	if err := writeNewFile(pubPath, pub, 0o644); err != nil {
+		fmt.Fprintf(stderr, "accessbroker audit keygen: wrote %s, but not its public key: %v\n", *out, err)
 		return exitFailure
 	}
-	if err := f.Close(); err != nil {
-		fmt.Fprintf(stderr, "accessbroker audit keygen: %v\n", err)
-		return exitFailure
-	}
-	pub, _ := audit.MarshalPublicKey(audit.PublicKeyOf(key))
-	fmt.Fprintf(stdout, "wrote %s (key id %s); public key:\n%s", *out, audit.KeyID(audit.PublicKeyOf(key)), pub)
+	fmt.Fprintf(stdout, "wrote %s (key id %s) and its public key %s:\n%s", *out, audit.KeyID(audit.PublicKeyOf(key)), pubPath, pub)
 	return exitOK
 }
 
+// writeNewFile writes b to a file that must not exist yet, with mode perm.
+func writeNewFile(path string, b []byte, perm os.FileMode) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
 func auditVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("audit verify", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newCLI("audit verify", auditVerifyUsage, stdout, stderr).withLogLevel()
 	configPath := fs.String("config", "", "configuration file")
 	pubPath := fs.String("public-key", "", "verify checkpoints with this PEM public key instead of the config's signing key")
 	maxAge := fs.Duration("max-checkpoint-age", 0, "fail if the newest checkpoint is older than this (default: twice audit.checkpoint_period)")
@@ -102,8 +130,11 @@ func auditVerify(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		retired = append(retired, k)
 		return nil
 	})
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
+	if code, ok := fs.parseNone(args); !ok {
+		return code
+	}
+	if *format != "text" && *format != "json" {
+		return fs.usageError("--format %q: want text or json", *format)
 	}
 	cfg, ok := loadConfigFlag(*configPath, stderr)
 	if !ok {
@@ -130,7 +161,7 @@ func auditVerify(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		}
 		pub = audit.PublicKeyOf(key)
 	}
-	a, err := newApp(ctx, cfg, appOptions{logOut: io.Discard})
+	a, err := newApp(ctx, cfg, fs.appOptions(appOptions{}))
 	if err != nil {
 		fmt.Fprintf(stderr, "accessbroker audit verify: %v\n", err)
 		return exitFailure
@@ -193,8 +224,11 @@ func auditSearch(ctx context.Context, args []string, stdout, stderr io.Writer, e
 	if export {
 		name = "audit export"
 	}
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	usage := auditSearchUsage
+	if export {
+		usage = auditExportUsage
+	}
+	fs := newCLI(name, usage, stdout, stderr).withLogLevel()
 	configPath := fs.String("config", "", "configuration file")
 	var q audit.Query
 	var since, until, action string
@@ -212,8 +246,8 @@ func auditSearch(ctx context.Context, args []string, stdout, stderr io.Writer, e
 	}
 	format := fs.String("format", defFormat, "search: table, json or csv; export: jsonl or csv")
 	raw := fs.Bool("raw", false, rawFlagUsage)
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
+	if code, ok := fs.parseNone(args); !ok {
+		return code
 	}
 	valid := map[string]bool{"table": !export, "json": !export, "csv": true, "jsonl": export}
 	if !valid[*format] {
@@ -231,7 +265,7 @@ func auditSearch(ctx context.Context, args []string, stdout, stderr io.Writer, e
 	if !ok {
 		return exitUsage
 	}
-	a, err := newApp(ctx, cfg, appOptions{logOut: io.Discard})
+	a, err := newApp(ctx, cfg, fs.appOptions(appOptions{}))
 	if err != nil {
 		fmt.Fprintf(stderr, "accessbroker %s: %v\n", name, err)
 		return exitFailure

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
@@ -70,17 +69,15 @@ func (a *app) guardBeforeIssue(ctx context.Context) error {
 // publishes that checkpoint to the witnesses. Running brokers resume grants at their next
 // check. Exit 0 when the log verifies afterwards (or did already), 1 otherwise, 2 on usage.
 func auditClearSuspect(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("audit clear-suspect", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newCLI("audit clear-suspect", auditClearSuspectUsage, stdout, stderr).withLogLevel()
 	configPath := fs.String("config", "", "configuration file")
 	reason := fs.String("reason", "", "what was investigated and why the log may be trusted again (recorded in the audit log; required)")
 	operator := fs.String("operator", "", "who is clearing (default $USER)")
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
+	if code, ok := fs.parseNone(args); !ok {
+		return code
 	}
-	if strings.TrimSpace(*reason) == "" || fs.NArg() > 0 {
-		fmt.Fprintln(stderr, "usage: accessbroker audit clear-suspect --config FILE --reason TEXT [--operator NAME]")
-		return exitUsage
+	if strings.TrimSpace(*reason) == "" {
+		return fs.usageError("--reason is required: say what was investigated, it goes into the audit log")
 	}
 	cfg, ok := loadConfigFlag(*configPath, stderr)
 	if !ok {
@@ -90,7 +87,7 @@ func auditClearSuspect(ctx context.Context, args []string, stdout, stderr io.Wri
 		fmt.Fprintf(stderr, "accessbroker audit clear-suspect: %v\n", err)
 		return exitFailure
 	}
-	a, err := newApp(ctx, cfg, appOptions{logOut: io.Discard})
+	a, err := newApp(ctx, cfg, fs.appOptions(appOptions{}))
 	if err != nil {
 		return fail(err)
 	}
@@ -141,6 +138,8 @@ func auditClearSuspect(ctx context.Context, args []string, stdout, stderr io.Wri
 		operatorActor(*operator).ID, cp.Seq, audit.FormatDuration(auditGuardPeriod))
 	return exitOK
 }
+
+const auditClearSuspectUsage = "usage: accessbroker audit clear-suspect --config FILE --reason TEXT [--operator NAME]"
 
 // auditGuardPeriod is how often serve checks its audit log.
 const auditGuardPeriod = 5 * time.Minute

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -26,14 +27,17 @@ func init() {
 // fileFlags are the flags whose value is a path, completed with file names.
 var fileFlags = []string{"--config", "--out", "--keep"}
 
+// logLevels are the values of the one-shot commands' --log-level (cli.withLogLevel).
+var logLevels = []string{"debug", "info", "warn", "error"}
+
 const completionUsage = "usage: accessbroker completion bash|zsh\n" +
 	"  bash: source <(accessbroker completion bash)   (or save it in /etc/bash_completion.d/accessbroker)\n" +
 	"  zsh:  source <(accessbroker completion zsh)    (or save it as _accessbroker in a directory on $fpath)"
 
 // runCompletion prints the shell completion script: `accessbroker completion bash|zsh`.
 func runCompletion(_ context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) == 1 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
-		fmt.Fprintln(stderr, completionUsage)
+	if slices.ContainsFunc(args, isHelp) {
+		fmt.Fprintln(stdout, completionUsage)
 		return exitOK
 	}
 	if len(args) != 1 {
@@ -79,6 +83,10 @@ _accessbroker() {
 		COMPREPLY=($(compgen -f -- "$cur"))
 		return
 		;;
+	--log-level)
+		COMPREPLY=($(compgen -W "` + strings.Join(logLevels, " ") + `" -- "$cur"))
+		return
+		;;
 	esac
 	if [ "$COMP_CWORD" -eq 1 ]; then
 		COMPREPLY=($(compgen -W "` + strings.Join(commandNames(), " ") + `" -- "$cur"))
@@ -114,6 +122,10 @@ _accessbroker() {
 	case ${words[CURRENT-1]} in
 	` + strings.Join(fileFlags, "|") + `)
 		_files
+		return
+		;;
+	--log-level)
+		compadd -- ` + strings.Join(logLevels, " ") + `
 		return
 		;;
 	esac

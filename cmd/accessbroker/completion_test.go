@@ -115,6 +115,8 @@ func TestBashCompletion(t *testing.T) {
 		{[]string{"accessbroker", "config", ""}, []string{"check"}},
 		{[]string{"accessbroker", "completion", ""}, []string{"bash", "zsh"}},
 		{[]string{"accessbroker", "serve", "--config", filepath.Join(dir, "access")}, []string{filepath.Join(dir, "accessbroker.yaml")}},
+		{[]string{"accessbroker", "grants", "list", "--log-level", ""}, []string{"debug", "info", "warn", "error"}},
+		{[]string{"accessbroker", "report", "--log-level", "w"}, []string{"warn"}},
 		{[]string{"accessbroker", "serve", ""}, nil}, // no sub-commands: bash falls back to file names
 	} {
 		t.Run(strings.Join(tc.words, " "), func(t *testing.T) {

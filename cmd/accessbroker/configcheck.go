@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -36,25 +35,22 @@ func configCommand(ctx context.Context, args []string, stdout, stderr io.Writer,
 	}
 	switch args[0] {
 	case "check":
-	case "-h", "--help", "help":
-		fmt.Fprintln(stderr, configUsage)
+	case "-h", "-help", "--help", "help":
+		fmt.Fprintln(stdout, configUsage)
 		return exitOK
 	default:
 		fmt.Fprintf(stderr, "accessbroker config: unknown sub-command %q\n%s\n", args[0], configUsage)
 		return exitUsage
 	}
-	fs := flag.NewFlagSet("accessbroker config check", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newCLI("config check", configUsage, stdout, stderr)
 	path := fs.String("config", "", "the YAML configuration file to check (required)")
 	online := fs.Bool("online", false, "also contact every dependency (Slack, PagerDuty, AWS, each provider's target) as serve does at start; exit 1 when one fails")
-	if err := fs.Parse(args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitUsage
+	pos, code, ok := fs.parse(args[1:])
+	if !ok {
+		return code
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "accessbroker config check: unexpected arguments %q\n%s\n", fs.Args(), configUsage)
+	if len(pos) > 0 {
+		fmt.Fprintf(stderr, "accessbroker config check: unexpected arguments %q\n%s\n", pos, configUsage)
 		return exitUsage
 	}
 	if *path == "" {

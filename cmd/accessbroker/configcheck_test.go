@@ -269,8 +269,12 @@ func TestConfigCommandUsage(t *testing.T) {
 			if code := runConfigCommand(tt.args, &stdout, &stderr, envMap(nil)); code != tt.code {
 				t.Errorf("exit code = %d, want %d", code, tt.code)
 			}
-			if !strings.Contains(stderr.String(), tt.want) {
-				t.Errorf("stderr = %q, want it to contain %q", stderr.String(), tt.want)
+			out, name := stderr.String(), "stderr"
+			if tt.code == exitOK {
+				out, name = stdout.String(), "stdout" // help goes to stdout
+			}
+			if !strings.Contains(out, tt.want) {
+				t.Errorf("%s = %q, want it to contain %q", name, out, tt.want)
 			}
 		})
 	}

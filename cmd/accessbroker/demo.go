@@ -2,7 +2,7 @@ package main
 
 import (
 	"context"
-	"flag"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -30,26 +30,21 @@ func init() {
 }
 
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	usage := "usage: accessbroker demo [--interactive] [--keep DIR]\n\n" +
+		"Runs the broker with simulated Slack, PagerDuty, AWS and GitHub (and the local PostgreSQL when one answers;\n" +
+		demo.PostgresEnv + "=DSN picks another, =none forces the webhook stand-in) and narrates what happens."
+	fs := newCLI("demo", usage, stdout, stderr)
 	interactive := fs.Bool("interactive", false, "after the story, keep serving and read commands from standard input (help lists them)")
 	keep := fs.String("keep", "", "put the demo's files (config, SQLite database, audit key, broker log) in this new or empty directory and keep them")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: accessbroker demo [--interactive] [--keep DIR]")
-		fmt.Fprintln(stderr, "\nRuns the broker with simulated Slack, PagerDuty, AWS and GitHub (and the local PostgreSQL when one answers;")
-		fmt.Fprintf(stderr, "%s=DSN picks another, =none forces the webhook stand-in) and narrates what happens.\n\n", demo.PostgresEnv)
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "accessbroker demo: unexpected argument %q\n", fs.Arg(0))
-		return exitUsage
+	if code, ok := fs.parseNone(args); !ok {
+		return code
 	}
 	err := demo.Run(ctx, demoWiring, demo.Options{Interactive: *interactive, Keep: *keep, Stdin: demoStdin, Stdout: stdout, Inspect: demoInspect})
 	if err == nil {
 		return exitOK
+	}
+	if errors.Is(err, demo.ErrUsage) {
+		return fs.usageError("%v", err)
 	}
 	errs := []error{err}
 	if j, ok := err.(interface{ Unwrap() []error }); ok {

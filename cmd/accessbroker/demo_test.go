@@ -204,6 +204,32 @@ func checkDemoOutcomes(t *testing.T, r demoResult) {
 	if !strings.Contains(r.transcript, "# Access report") && !strings.Contains(r.transcript, "audit search") {
 		t.Error("the transcript shows no weekly report")
 	}
+	checkKeptReport(t, r)
+}
+
+// checkKeptReport: the transcript names the simulated end of the demo's clock, and the
+// kept folder's report up to it shows every grant revoked, none still active.
+func checkKeptReport(t *testing.T, r demoResult) {
+	t.Helper()
+	m := regexp.MustCompile(`accessbroker report --config \S+ --until (\S+)`).FindStringSubmatch(r.transcript)
+	if m == nil {
+		t.Fatalf("the transcript does not say which --until the kept folder's report needs:\n%s", r.transcript)
+	}
+	var rep struct {
+		Rows []struct {
+			GrantID string `json:"grant_id"`
+			State   string `json:"state"`
+		} `json:"rows"`
+	}
+	mustRunJSON(t, &rep, "report", "--config", r.config, "--until", m[1], "--format", "json")
+	if len(rep.Rows) != 4 {
+		t.Errorf("the kept report up to %s has %d grants, want the demo's 4: %+v", m[1], len(rep.Rows), rep.Rows)
+	}
+	for _, g := range rep.Rows {
+		if g.State != "revoked" {
+			t.Errorf("the kept report up to %s shows grant %s %s, want revoked (the demo revoked everything)", m[1], g.GrantID, g.State)
+		}
+	}
 }
 
 // transcriptLine reports whether one line of the transcript holds every part.
@@ -322,6 +348,9 @@ func TestDemo(t *testing.T) {
 		}
 		if strings.Contains(r.transcript, "never read after quit") {
 			t.Error("a line after quit was acted on")
+		}
+		if strings.Contains(r.transcript, "Try it yourself") {
+			t.Error("the interactive demo suggests running the interactive demo")
 		}
 		// carol may not approve her own prod-aws request: it stays pending, visible to her.
 		if !strings.Contains(r.transcript, evs[0].RequestID) {

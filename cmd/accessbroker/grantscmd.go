@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
@@ -14,6 +13,14 @@ import (
 	"github.com/accessbroker/accessbroker/broker"
 	"github.com/accessbroker/accessbroker/cmd/accessbroker/internal/config"
 	"github.com/accessbroker/accessbroker/grants"
+)
+
+// The usage lines of the grants sub-commands.
+const (
+	grantsListUsage   = "usage: accessbroker grants list --config FILE [--state S] [--resource R] [--format table|json] [--limit N]"
+	grantsRevokeUsage = "usage: accessbroker grants revoke GRANT_ID --reason TEXT --config FILE [--operator NAME]"
+	grantsIssueUsage  = "usage: accessbroker grants issue --resource NAME --slack-user UXXXX --reason TEXT [--duration 30m] --config FILE [--operator NAME]\n\n" +
+		"Break-glass: issues a grant from the command line, audited with the operator as actor, and prints the credential here."
 )
 
 func runGrants(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -58,15 +65,14 @@ func viewOf(g grants.Grant) grantView {
 }
 
 func grantsList(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("grants list", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newCLI("grants list", grantsListUsage, stdout, stderr).withLogLevel()
 	configPath := fs.String("config", "", "configuration file")
 	state := fs.String("state", "", "only grants in this state (issuing, active, revoking, revoke_failed, revoked)")
 	resource := fs.String("resource", "", "only grants to this resource")
 	format := fs.String("format", "table", "table or json")
 	limit := fs.Int("limit", 100, "at most this many grants, newest first (0 = all)")
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
+	if code, ok := fs.parseNone(args); !ok {
+		return code
 	}
 	if *format != "table" && *format != "json" {
 		fmt.Fprintf(stderr, "accessbroker grants list: --format %q: want table or json\n", *format)
@@ -89,7 +95,7 @@ func grantsList(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	if !ok {
 		return exitUsage
 	}
-	a, err := newApp(ctx, cfg, appOptions{logOut: io.Discard})
+	a, err := newApp(ctx, cfg, fs.appOptions(appOptions{}))
 	if err != nil {
 		fmt.Fprintf(stderr, "accessbroker grants list: %v\n", err)
 		return exitFailure
@@ -135,22 +141,24 @@ func firstLine(s string, n int) string {
 }
 
 func grantsRevoke(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("grants revoke", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newCLI("grants revoke", grantsRevokeUsage, stdout, stderr).withLogLevel()
 	configPath := fs.String("config", "", "configuration file")
 	reason := fs.String("reason", "", "why (recorded in the audit log; required)")
 	operator := fs.String("operator", "", "who is revoking (default $USER)")
-	id, rest := splitPositional(args)
-	if err := fs.Parse(rest); err != nil {
-		return exitUsage
+	pos, code, ok := fs.parse(args)
+	if !ok {
+		return code
 	}
-	if id == "" && fs.NArg() == 1 {
-		id = fs.Arg(0)
+	var id string
+	if len(pos) > 0 {
+		id = pos[0]
 	}
 	switch {
 	case id == "":
-		fmt.Fprintln(stderr, "usage: accessbroker grants revoke GRANT_ID --reason TEXT --config FILE")
+		fmt.Fprintln(stderr, grantsRevokeUsage)
 		return exitUsage
+	case len(pos) > 1:
+		return fs.usageError("one grant at a time: unexpected argument %q", pos[1])
 	case !grants.ValidID("g", id):
 		fmt.Fprintf(stderr, "accessbroker grants revoke: %q is not a grant id (they look like g_abcdefghijklmnop; see `grants list`)\n", id)
 		return exitUsage
@@ -162,7 +170,7 @@ func grantsRevoke(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if !ok {
 		return exitUsage
 	}
-	a, err := newApp(ctx, cfg, appOptions{logOut: stderr, withProviders: true})
+	a, err := newApp(ctx, cfg, fs.appOptions(appOptions{withProviders: true}))
 	if err != nil {
 		fmt.Fprintf(stderr, "accessbroker grants revoke: %v\n", err)
 		return exitFailure
@@ -198,19 +206,18 @@ func grantsRevoke(ctx context.Context, args []string, stdout, stderr io.Writer) 
 // grantsIssue is the operator's break-glass path: it issues a grant from the command line,
 // audited with the operator as actor, and prints the credential to the operator's terminal.
 func grantsIssue(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("grants issue", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newCLI("grants issue", grantsIssueUsage, stdout, stderr).withLogLevel()
 	configPath := fs.String("config", "", "configuration file")
 	resource := fs.String("resource", "", "resource name (required)")
 	slackUser := fs.String("slack-user", "", "the person's Slack user id, as listed under identities (required)")
 	duration := fs.Duration("duration", 0, "how long, e.g. 30m (default: the resource's default)")
 	reason := fs.String("reason", "", "why (required)")
 	operator := fs.String("operator", "", "who is issuing (default $USER)")
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
+	if code, ok := fs.parseNone(args); !ok {
+		return code
 	}
 	if *resource == "" || *slackUser == "" || strings.TrimSpace(*reason) == "" {
-		fmt.Fprintln(stderr, "usage: accessbroker grants issue --resource NAME --slack-user UXXXX --reason TEXT [--duration 30m] --config FILE")
+		fmt.Fprintln(stderr, grantsIssueUsage)
 		return exitUsage
 	}
 	cfg, ok := loadConfigFlag(*configPath, stderr)
@@ -235,7 +242,7 @@ func grantsIssue(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		// identity.resolve_by_email mode: nothing is looked up, nothing issued, and the
 		// attempt is audited.
 		msg := fmt.Sprintf("%s is not listed under identities in the config; add it there first", *slackUser)
-		if err := recordCLIRefusal(ctx, cfg, stderr, *operator, *resource, *slackUser, msg); err != nil {
+		if err := recordCLIRefusal(ctx, cfg, fs.appOptions(appOptions{}), *operator, *resource, *slackUser, msg); err != nil {
 			fmt.Fprintf(stderr, "accessbroker grants issue: %s (and the refusal could not be audited: %v)\n", msg, err)
 			return exitUsage
 		}
@@ -246,7 +253,7 @@ func grantsIssue(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	if d == 0 {
 		d = rc.DefaultDuration
 	}
-	a, err := newApp(ctx, cfg, appOptions{logOut: stderr, withProviders: true})
+	a, err := newApp(ctx, cfg, fs.appOptions(appOptions{withProviders: true}))
 	if err != nil {
 		fmt.Fprintf(stderr, "accessbroker grants issue: %v\n", err)
 		return exitFailure
@@ -274,20 +281,12 @@ func grantsIssue(ctx context.Context, args []string, stdout, stderr io.Writer) i
 }
 
 // recordCLIRefusal writes the request.rejected event of a refused grants issue.
-func recordCLIRefusal(ctx context.Context, cfg *config.Config, stderr io.Writer, operator, resource, slackUser, why string) error {
-	a, err := newApp(ctx, cfg, appOptions{logOut: stderr})
+func recordCLIRefusal(ctx context.Context, cfg *config.Config, opts appOptions, operator, resource, slackUser, why string) error {
+	a, err := newApp(ctx, cfg, opts)
 	if err != nil {
 		return err
 	}
 	defer a.Close()
 	return a.manager.Record(ctx, &audit.Event{Actor: operatorActor(operator), Action: audit.ActionRequestRejected, Resource: resource,
 		Reason: "grants issue refused: " + why, Evidence: map[string]string{"source": string(grants.SourceCLI), "slack_user": slackUser}})
-}
-
-// splitPositional takes a leading positional argument (GRANT_ID) off args so flags may follow it.
-func splitPositional(args []string) (string, []string) {
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		return args[0], args[1:]
-	}
-	return "", args
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -47,11 +48,16 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	if len(args) == 0 {
 		usage(stderr)
-		if len(args) == 0 {
-			return exitUsage
+		return exitUsage
+	}
+	if isHelp(args[0]) {
+		if len(args) > 1 && args[0] == "help" {
+			// `accessbroker help grants revoke` is `accessbroker grants revoke --help`.
+			return run(ctx, append(slices.Clone(args[1:]), "--help"), stdout, stderr)
 		}
+		usage(stdout)
 		return exitOK
 	}
 	c, ok := commands[args[0]]
@@ -63,24 +69,30 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return c.run(ctx, args[1:], stdout, stderr)
 }
 
-// dispatch runs the sub-command args[0] of command name from subs (names in order), or
-// prints which ones exist and returns exitUsage.
+// dispatch runs the sub-command args[0] of command name from subs (names in order). With no
+// sub-command or an unknown one it prints which ones exist to stderr and returns exitUsage;
+// with -h or --help it prints them to stdout and returns exitOK.
 func dispatch(ctx context.Context, name string, names []string, subs map[string]func(context.Context, []string, io.Writer, io.Writer) int,
 	args []string, stdout, stderr io.Writer) int {
+	line := fmt.Sprintf("usage: accessbroker %s %s [flags]", name, strings.Join(names, "|"))
 	if len(args) == 0 {
-		fmt.Fprintf(stderr, "usage: accessbroker %s %s [flags]\n", name, strings.Join(names, "|"))
+		fmt.Fprintln(stderr, line)
 		return exitUsage
+	}
+	if isHelp(args[0]) {
+		fmt.Fprintf(stdout, "%s\n\nRun `accessbroker %s SUB-COMMAND --help` for a sub-command's flags.\n", line, name)
+		return exitOK
 	}
 	sub, ok := subs[args[0]]
 	if !ok {
-		fmt.Fprintf(stderr, "accessbroker %s: unknown sub-command %q (want one of %s)\n", name, args[0], strings.Join(names, ", "))
+		fmt.Fprintf(stderr, "accessbroker %s: unknown sub-command %q (want one of %s)\n%s\n", name, args[0], strings.Join(names, ", "), line)
 		return exitUsage
 	}
 	return sub(ctx, args[1:], stdout, stderr)
 }
 
 func usage(w io.Writer) {
-	fmt.Fprintln(w, "usage: accessbroker <command> [flags]")
+	fmt.Fprintln(w, "usage: accessbroker <command> [flags]   (accessbroker <command> --help for its flags)")
 	fmt.Fprintln(w)
 	names := make([]string, 0, len(commands))
 	for n := range commands {

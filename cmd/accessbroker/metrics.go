@@ -57,6 +57,30 @@ func newMetrics(st *sqlstore.Store) *metrics {
 	return m
 }
 
+// The class label values of accessbroker_revoke_failures_total.
+const (
+	classRetryable     = "retryable"
+	classNeedsOperator = "needs_operator"
+)
+
+// startAtZero creates every labelled series for the given provider kinds and witness names,
+// so that a scrape shows each at 0 before its first event (rate() and absent-series alerts
+// need the series to exist from the start).
+func (m *metrics) startAtZero(providers, witnesses []string) {
+	for _, p := range providers {
+		m.issued.WithLabelValues(p)
+		m.revoked.WithLabelValues(p)
+		m.lag.WithLabelValues(p)
+		for _, class := range []string{classRetryable, classNeedsOperator} {
+			m.revokeFailed.WithLabelValues(p, class)
+		}
+	}
+	for _, w := range witnesses {
+		m.witnessFail.WithLabelValues(w)
+		m.witnessPub.WithLabelValues(w)
+	}
+}
+
 // Revoked implements grants.RevokerMetrics.
 func (m *metrics) Revoked(provider string, lag time.Duration) {
 	m.revoked.WithLabelValues(provider).Inc()
@@ -65,9 +89,9 @@ func (m *metrics) Revoked(provider string, lag time.Duration) {
 
 // RevokeFailed implements grants.RevokerMetrics.
 func (m *metrics) RevokeFailed(provider string, needsOperator bool) {
-	class := "retryable"
+	class := classRetryable
 	if needsOperator {
-		class = "needs_operator"
+		class = classNeedsOperator
 	}
 	m.revokeFailed.WithLabelValues(provider, class).Inc()
 }

@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"io"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -47,4 +49,58 @@ func TestBuildInfoMetric(t *testing.T) {
 		return
 	}
 	t.Fatal("the registry has no accessbroker_build_info")
+}
+
+// TestLabelledCountersStartAtZero: before anything happened, serve's registry has every
+// labelled counter (and the lag histogram) for each configured provider kind and witness, at 0.
+func TestLabelledCountersStartAtZero(t *testing.T) {
+	p, _ := newWitnessed(t)
+	cfg, ok := loadConfigFlag(p.config, io.Discard)
+	if !ok {
+		t.Fatal("config")
+	}
+	s, err := newServer(context.Background(), cfg, appOptions{logOut: io.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	families, err := s.metrics.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{} // family{labels} → value (histograms: sample count)
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			var labels []string
+			for _, l := range m.GetLabel() {
+				labels = append(labels, l.GetName()+"="+l.GetValue())
+			}
+			v := m.GetCounter().GetValue()
+			if m.GetHistogram() != nil {
+				v = float64(m.GetHistogram().GetSampleCount())
+			}
+			got[f.GetName()+"{"+strings.Join(labels, ",")+"}"] = v
+		}
+	}
+	ws, err := buildWitnesses(context.Background(), cfg, grants.RealClock{}, awsOptions{})
+	if err != nil || len(ws) != 1 {
+		t.Fatalf("witnesses: %v, %v", ws, err)
+	}
+	witnessName := ws[0].Name()
+	for _, want := range []string{
+		"accessbroker_grants_issued_total{provider=webhook}",
+		"accessbroker_grants_revoked_total{provider=webhook}",
+		"accessbroker_revoke_failures_total{class=retryable,provider=webhook}",
+		"accessbroker_revoke_failures_total{class=needs_operator,provider=webhook}",
+		"accessbroker_revocation_lag_seconds{provider=webhook}",
+		"accessbroker_witness_failures_total{witness=" + witnessName + "}",
+		"accessbroker_witness_published_total{witness=" + witnessName + "}",
+	} {
+		v, ok := got[want]
+		if !ok {
+			t.Errorf("%s is not exported before its first event", want)
+		} else if v != 0 {
+			t.Errorf("%s = %v before anything happened, want 0", want, v)
+		}
+	}
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"slices"
@@ -17,11 +16,13 @@ import (
 	"github.com/accessbroker/accessbroker/integrations/adminapi"
 )
 
+const reportUsage = "usage: accessbroker report --config FILE [--since 168h] [--until T] [--format markdown|json|csv] [--raw]\n\n" +
+	"The weekly access report (figures, anomalies, one row per grant), computed from the audit log."
+
 // runReport is `accessbroker report`: the weekly figures, anomalies and one row per grant,
 // computed from the audit log for a window, written as Markdown, JSON or CSV.
 func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("report", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newCLI("report", reportUsage, stdout, stderr).withLogLevel()
 	configPath := fs.String("config", "", "configuration file")
 	since := fs.String("since", "168h", "start of the window: an RFC 3339 time (2026-11-16T09:00:00Z) or this long ago (168h)")
 	until := fs.String("until", "", "end of the window (exclusive): an RFC 3339 time or this long ago; default now")
@@ -29,16 +30,8 @@ func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	raw := fs.Bool("raw", false, rawFlagUsage)
 	maxPair := fs.Int("max-approvals-per-pair", audit.DefaultMaxApprovalsPerPair,
 		"flag an approver who approved the same requester more than this many times in the window")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: accessbroker report --config FILE [--since 168h] [--until T] [--format markdown|json|csv] [--raw]")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "accessbroker report: unexpected argument %q\n", fs.Arg(0))
-		return exitUsage
+	if code, ok := fs.parseNone(args); !ok {
+		return code
 	}
 	if !slices.Contains(audit.ReportFormats, *format) {
 		fmt.Fprintf(stderr, "accessbroker report: --format %q is not supported: use %s\n", *format, strings.Join(audit.ReportFormats, ", "))
@@ -55,7 +48,7 @@ func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if !ok {
 		return exitUsage
 	}
-	a, err := newApp(ctx, cfg, appOptions{logOut: io.Discard})
+	a, err := newApp(ctx, cfg, fs.appOptions(appOptions{}))
 	if err != nil {
 		fmt.Fprintf(stderr, "accessbroker report: %v\n", err)
 		return exitFailure

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -21,12 +20,14 @@ import (
 	"github.com/accessbroker/accessbroker/integrations/adminapi"
 )
 
+const serveUsage = "usage: accessbroker serve --config FILE\n\n" +
+	"Runs the broker: HTTP endpoints, revoker, checkpointer and schedulers. Logs JSON lines to stderr at the config's log_level."
+
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newCLI("serve", serveUsage, stdout, stderr)
 	configPath := fs.String("config", "", "configuration file (YAML)")
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
+	if code, ok := fs.parseNone(args); !ok {
+		return code
 	}
 	cfg, ok := loadConfigFlag(*configPath, stderr)
 	if !ok {
@@ -74,6 +75,9 @@ func newServer(ctx context.Context, cfg *config.Config, opts appOptions) (*serve
 	if err != nil {
 		a.Close()
 		return nil, err
+	}
+	for _, w := range ws {
+		a.metrics.startAtZero(nil, []string{w.Name()})
 	}
 	alerts := &alertSwitch{}
 	s.publisher = grants.NewPublisher(a.store, ws, a.clock, grants.PublisherOptions{Metrics: a.metrics, Logger: a.log, Alerts: alerts})

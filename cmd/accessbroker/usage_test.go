@@ -31,6 +31,15 @@ func TestCommandLineMistakes(t *testing.T) {
 		{[]string{"audit", "search", "--format", "xml"}, `--format "xml" is not supported`},
 		{[]string{"audit", "export", "--format", "table"}, `--format "table" is not supported`},
 		{[]string{"serve"}, "--config FILE is required"},
+		{[]string{"serve", "--config", "x.yaml", "extra"}, `unexpected argument "extra"`},
+		{[]string{"grants", "list", "extra"}, `unexpected argument "extra"`},
+		{[]string{"grants", "revoke", "g_aaaaaaaaaaaaaaaa", "g_bbbbbbbbbbbbbbbb", "--reason", "x"}, `one grant at a time: unexpected argument "g_bbbbbbbbbbbbbbbb"`},
+		{[]string{"grants", "list", "--log-level", "loud"}, `"loud" is not a log level: want debug, info, warn or error`},
+		{[]string{"report", "--log-level"}, "flag needs an argument: -log-level"},
+		{[]string{"audit", "verify", "--format", "yaml"}, `--format "yaml": want text or json`},
+		{[]string{"grants", "issue", "--bogus"}, "flag provided but not defined: -bogus"},
+		// testdata is not empty: a usage error, found before anything starts.
+		{[]string{"demo", "--keep", "testdata"}, "--keep testdata: the directory is not empty"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			var out, errOut bytes.Buffer

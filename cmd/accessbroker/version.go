@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"runtime"
@@ -81,18 +79,14 @@ const versionUsage = "usage: accessbroker version [--json]"
 
 // runVersion prints the build information: `accessbroker version [--json]`.
 func runVersion(_ context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("accessbroker version", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newCLI("version", versionUsage, stdout, stderr)
 	asJSON := fs.Bool("json", false, "print the build information as one JSON object")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		fmt.Fprintln(stderr, versionUsage)
-		return exitUsage
+	pos, code, ok := fs.parse(args)
+	if !ok {
+		return code
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "accessbroker version: unexpected arguments %q\n%s\n", fs.Args(), versionUsage)
+	if len(pos) > 0 {
+		fmt.Fprintf(stderr, "accessbroker version: unexpected arguments %q\n%s\n", pos, versionUsage)
 		return exitUsage
 	}
 	info := readBuildInfo()

@@ -108,10 +108,14 @@ func onCallLine(r grants.Request) string {
 	return ":grey_question: On-call status not checked."
 }
 
-func approversText(res grants.Resource) string {
+// approversText names who may approve requests for res, leaving out requester (a requester
+// never approves their own request; "" leaves nobody out).
+func approversText(res grants.Resource, requester string) string {
 	var parts []string
 	for _, u := range res.Policy.ApproverSlackUsers {
-		parts = append(parts, userRef(u))
+		if u != requester {
+			parts = append(parts, userRef(u))
+		}
 	}
 	if g := res.Policy.ApproverSlackUsergroup; g != "" {
 		parts = append(parts, "<!subteam^"+Escape(g)+">")
@@ -177,7 +181,7 @@ func ApprovalBlocks(ask broker.ApprovalAsk, out *broker.ApprovalOutcome, now tim
 	pending := out == nil || out.State == grants.RequestPending
 	if pending {
 		needs := fmt.Sprintf("Needs %d approval(s) from %s. Expires at %s. Requesters cannot approve their own requests.",
-			max(ask.Needed, 1), approversText(ask.Resource), when(r.ExpiresAt, now))
+			max(ask.Needed, 1), approversText(ask.Resource, r.Requester.SlackUserID), when(r.ExpiresAt, now))
 		if out != nil && len(out.By) > 0 {
 			needs = fmt.Sprintf("Approved so far by %s (%d of %d). ", mentionList(out.By), len(out.By), max(ask.Needed, 1)) + needs
 		}
@@ -432,7 +436,7 @@ func ResourcesText(rs []grants.Resource) string {
 	var b strings.Builder
 	b.WriteString("*Resources you may request*\n")
 	for _, r := range rs {
-		how := "approval by " + approversText(r)
+		how := "approval by " + approversText(r, "")
 		if r.Policy.AutoApproveOnCall {
 			how = "at once when you are on call, otherwise " + how
 		}

@@ -85,19 +85,22 @@ func TestApprovalBlocksGolden(t *testing.T) {
 	override.Duration = 30 * time.Minute
 	override.Evidence = map[string]string{"on_call": "true", "kind": "extend", "extends_grant": "g_abcdefghijklmnop", "expires_at": "2026-03-02T13:20:00.000Z",
 		"scheduled_end": "incident_resolved", "scheduled_end_at": "2026-03-02T13:20:00.000Z"}
+	approverAsks := prodDBResource() // alice, the requester, is one of its approvers
+	approverAsks.Policy.ApproverSlackUsers = []string{carol, alice}
 	cases := map[string]struct {
 		ask broker.ApprovalAsk
 		out *broker.ApprovalOutcome
 	}{
-		"approval-request":            {ask, nil},
-		"approval-request-on-call":    {broker.ApprovalAsk{Request: onCall, Resource: res, Needed: 1}, nil},
-		"approval-request-unknown":    {broker.ApprovalAsk{Request: unknown, Resource: res, Needed: 1}, nil},
-		"approval-progress":           {ask, &broker.ApprovalOutcome{State: grants.RequestPending, By: []string{bob}}},
-		"approval-approved":           {ask, &broker.ApprovalOutcome{State: grants.RequestApproved, By: []string{bob, carol}, GrantID: "g_abcdefghijklmnop", ExpiresAt: goldenNow.Add(90 * time.Minute)}},
-		"approval-denied":             {ask, &broker.ApprovalOutcome{State: grants.RequestDenied, By: []string{bob}}},
-		"approval-expired":            {ask, &broker.ApprovalOutcome{State: grants.RequestExpired}},
-		"approval-extension":          {broker.ApprovalAsk{Request: ext, Resource: res, Needed: 1}, nil},
-		"approval-extension-override": {broker.ApprovalAsk{Request: override, Resource: res, Needed: 1}, nil},
+		"approval-request":             {ask, nil},
+		"approval-request-on-call":     {broker.ApprovalAsk{Request: onCall, Resource: res, Needed: 1}, nil},
+		"approval-request-unknown":     {broker.ApprovalAsk{Request: unknown, Resource: res, Needed: 1}, nil},
+		"approval-request-by-approver": {broker.ApprovalAsk{Request: goldenRequest(), Resource: approverAsks, Needed: 1}, nil},
+		"approval-progress":            {ask, &broker.ApprovalOutcome{State: grants.RequestPending, By: []string{bob}}},
+		"approval-approved":            {ask, &broker.ApprovalOutcome{State: grants.RequestApproved, By: []string{bob, carol}, GrantID: "g_abcdefghijklmnop", ExpiresAt: goldenNow.Add(90 * time.Minute)}},
+		"approval-denied":              {ask, &broker.ApprovalOutcome{State: grants.RequestDenied, By: []string{bob}}},
+		"approval-expired":             {ask, &broker.ApprovalOutcome{State: grants.RequestExpired}},
+		"approval-extension":           {broker.ApprovalAsk{Request: ext, Resource: res, Needed: 1}, nil},
+		"approval-extension-override":  {broker.ApprovalAsk{Request: override, Resource: res, Needed: 1}, nil},
 		"approval-extension-approved": {broker.ApprovalAsk{Request: override, Resource: res, Needed: 1},
 			&broker.ApprovalOutcome{State: grants.RequestApproved, By: []string{bob}, GrantID: "g_abcdefghijklmnop", ExpiresAt: goldenNow.Add(50 * time.Minute)}},
 	}
@@ -183,5 +186,27 @@ func TestRender(t *testing.T) {
 		if got := Render(in); got != want {
 			t.Errorf("Render(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// TestApprovalRequestNeverListsTheRequester: when the requester is one of the resource's
+// approvers, the approval request names the other approvers only.
+func TestApprovalRequestNeverListsTheRequester(t *testing.T) {
+	t.Parallel()
+	res := prodDBResource()
+	res.Policy.ApproverSlackUsers = []string{carol, alice}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(ApprovalBlocks(broker.ApprovalAsk{Request: goldenRequest(), Resource: res, Needed: 1}, nil, goldenNow)); err != nil {
+		t.Fatal(err)
+	}
+	// The blocks' own marshalers escape < and > whatever the encoder says.
+	text := strings.NewReplacer(`\u003c`, "<", `\u003e`, ">").Replace(buf.String())
+	if !strings.Contains(text, "from <@"+carol+">.") {
+		t.Errorf("the request does not name carol alone as the approver:\n%s", text)
+	}
+	if strings.Contains(text, "<@"+carol+">, <@"+alice+">") || strings.Contains(text, "from <@"+alice+">") {
+		t.Errorf("the request lists alice, its requester, as an approver:\n%s", text)
 	}
 }

@@ -3,8 +3,8 @@
 // line. cmd/accessbroker loads it; nothing else does.
 package config
 
-// This file is the configuration contract of accessbroker: one YAML file, described in
-// DESIGN.md "Configuration (contract)" and documented key by key in
+// This file is the configuration contract of accessbroker: one YAML file, documented key by
+// key in docs/configuration.md (generated from the doc comments below) and in
 // accessbroker.example.yaml at the repository root.
 //
 // Loading happens in four steps, each of which collects every problem it finds instead of
@@ -93,8 +93,10 @@ const (
 // build one by hand except in tests. Printing a Config never reveals a secret: every secret is
 // a Secret, which prints as [REDACTED].
 type Config struct {
-	// InstanceName (instance_name) names this broker in messages and metrics when several
-	// brokers exist (e.g. "prod-eu"). Optional; at most 64 printable characters.
+	// InstanceName (instance_name) names this broker in its log lines (the key instance, next
+	// to replica, the process's own id) when several brokers exist (e.g. "prod-eu"). Metrics
+	// carry no such label: Prometheus labels each scrape target itself. Optional; at most 64
+	// printable characters.
 	InstanceName string `yaml:"instance_name"`
 	// LogLevel (log_level) is debug, info, warn or error. Default info. See SlogLevel.
 	LogLevel string `yaml:"log_level"`
@@ -262,7 +264,7 @@ type SlackConfig struct {
 	// TeamID (slack.team_id) is the workspace (T…) or Enterprise Grid org (E…) the broker
 	// serves; requests from any other team are rejected. Optional: when empty, serve asks
 	// Slack (auth.test) which team the bot token belongs to at start, and refuses to start if
-	// it cannot tell. (DESIGN.md's contract has no team_id, so it cannot be required.)
+	// it cannot tell.
 	TeamID string `yaml:"team_id"`
 	// BotToken (slack.bot_token) is the bot token (xoxb-…). Required. A secret.
 	BotToken Secret `yaml:"bot_token"`

@@ -150,6 +150,16 @@ var (
 // realClock measures the demo's own wall time and paces its polling; the broker never sees it.
 var realClock grants.Clock = grants.RealClock{}
 
+// ErrUsage marks an error in the demo's options (a --keep directory that is not empty):
+// the command line was wrong, and nothing was started. Test with errors.Is.
+var ErrUsage = errors.New("bad demo options")
+
+// usageError is an error that errors.Is reports as ErrUsage; its text is the wrapped error's.
+type usageError struct{ error }
+
+func (e usageError) Is(target error) bool { return target == ErrUsage }
+func (e usageError) Unwrap() error        { return e.error }
+
 // Run plays the demo: it starts the fakes and the broker, tells the story on o.Stdout (then,
 // with o.Interactive, reads commands), and tears everything down, revoking what is still
 // live. The error says why the demo could not start, why the story stopped, or what the
@@ -160,6 +170,7 @@ func Run(ctx context.Context, w Wiring, o Options) error {
 	if err != nil {
 		return err
 	}
+	d.interactiveNext = o.Interactive
 	var storyErr, cleanupErr error
 	if err := d.story(ctx); err != nil {
 		d.plain("")
@@ -187,7 +198,10 @@ type demo struct {
 	start  time.Time
 	dir    string
 	keep   bool
-	http   *http.Client
+	// interactive: the story is followed by --interactive's session (so the summary does not
+	// suggest running it).
+	interactiveNext bool
+	http            *http.Client
 
 	slack *slackfake.Server
 	pd    *pdfake.Server

@@ -89,7 +89,7 @@ func (d *demo) makeDir(keep string) error {
 	if ents, err := os.ReadDir(keep); err != nil {
 		return fmt.Errorf("--keep %s: %w", keep, err)
 	} else if len(ents) > 0 {
-		return fmt.Errorf("--keep %s: the directory is not empty; give a new or empty directory", keep)
+		return usageError{fmt.Errorf("--keep %s: the directory is not empty; give a new or empty directory", keep)}
 	}
 	dir, err := filepath.Abs(keep)
 	if err != nil {

@@ -390,5 +390,7 @@ func (d *demo) summary(ctx context.Context) {
 	d.plain("    every step is in a hash-chained, signed audit log that verifies.")
 	d.plain("  • Next: README.md (what it guarantees), docs/slack.md, docs/pagerduty.md, docs/aws.md,")
 	d.plain("    docs/postgres.md to connect real systems, docs/configuration.md, docs/operations.md.")
-	d.plain("  • Try it yourself: accessbroker demo --interactive")
+	if !d.interactiveNext {
+		d.plain("  • Try it yourself: accessbroker demo --interactive")
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/accessbroker/accessbroker/audit"
 	"github.com/accessbroker/accessbroker/fixtures/slackfake"
@@ -69,6 +70,11 @@ func (d *demo) close(ctx context.Context) error {
 		}
 	} else if d.keep && d.configPath != "" {
 		d.plain("Kept %s: try  accessbroker audit verify --config %s", d.dir, d.configPath)
+		// The simulated clock ran ahead of the real one: a report that ends at the real time
+		// would cut the story short and show its last grants as still active.
+		end := d.clock.Now().Add(time.Second).Truncate(time.Second)
+		d.plain("The demo's simulated clock ended at %s, ahead of the real time; until the real time passes it,", grants.Timestamp(end))
+		d.plain("give the report that end:  accessbroker report --config %s --until %s", d.configPath, grants.Timestamp(end))
 	}
 	return errors.Join(errs...)
 }
