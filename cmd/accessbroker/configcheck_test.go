@@ -123,6 +123,8 @@ func TestConfigCheckBadFiles(t *testing.T) {
 		{"bad_witness_s3.yaml", 11, "audit.witnesses[0].retention", "is required: how long each checkpoint stays locked, at least 24h"},
 		{"bad_witness_s3_bucket.yaml", 12, "audit.witnesses[0].bucket", `bucket name "Acme_Audit" may hold only lowercase letters, digits, '.' and '-'`},
 		{"bad_witness_s3_retention_short.yaml", 14, "audit.witnesses[0].retention", "must be at least 24h, not 12h"},
+		{"bad_admin_listen_same.yaml", 2, "admin_listen", "is the same address as listen"},
+		{"bad_admin_listen_addr.yaml", 2, "admin_listen", `"localhost" is not a host:port address`},
 		{"bad_witness_s3_mode.yaml", 15, "audit.witnesses[0].mode", `must be COMPLIANCE or GOVERNANCE (upper case), not "compliance"`},
 		{"bad_witness_s3_prefix.yaml", 13, "audit.witnesses[0].prefix", `must not start with '/' (S3 keys have no leading slash): write "prod/audit"`},
 		{"bad_witness_s3_no_region.yaml", 11, "audit.witnesses[0].region", "is required when aws.region is not set"},

@@ -30,13 +30,14 @@ type command struct {
 
 // commands is the explicit table of sub-commands; each lives in its own file.
 var commands = map[string]command{
-	"config":  {summary: "check a configuration file: config check --config FILE", run: runConfig},
-	"serve":   {summary: "run the broker: serve --config FILE", run: runServe},
-	"demo":    {summary: "the whole flow on this machine with simulated Slack, PagerDuty, AWS and GitHub: demo [--interactive] [--keep DIR]", run: runDemo},
-	"grants":  {summary: "list, issue or revoke grants: grants list|issue|revoke --config FILE", run: runGrants},
-	"audit":   {summary: "audit log: audit verify|search|export|keygen", run: runAudit},
-	"report":  {summary: "access report from the audit log: report --config FILE --since 168h --format markdown|json|csv", run: runReport},
-	"version": {summary: "module version, commit, commit time and Go version of this binary: version [--json]", run: runVersion},
+	"config":      {summary: "check a configuration file: config check --config FILE", run: runConfig},
+	"serve":       {summary: "run the broker: serve --config FILE", run: runServe},
+	"demo":        {summary: "the whole flow on this machine with simulated Slack, PagerDuty, AWS and GitHub: demo [--interactive] [--keep DIR]", run: runDemo},
+	"grants":      {summary: "list, issue or revoke grants: grants list|issue|revoke --config FILE", run: runGrants},
+	"audit":       {summary: "audit log: audit verify|search|export|keygen", run: runAudit},
+	"report":      {summary: "access report from the audit log: report --config FILE --since 168h --format markdown|json|csv", run: runReport},
+	"version":     {summary: "module version, commit, commit time and Go version of this binary: version [--json]", run: runVersion},
+	"healthcheck": {summary: "ask a local serve whether it is ready, for a container HEALTHCHECK: healthcheck --config FILE [--live]", run: runHealthcheck},
 	// "completion" is added by completion.go's init: its scripts list this table.
 }
 

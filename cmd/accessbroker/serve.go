@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -52,7 +53,9 @@ type server struct {
 	checkpointer *grants.Checkpointer
 	publisher    *grants.Publisher  // copies checkpoints to audit.witnesses
 	guard        *grants.AuditGuard // stops new grants while the audit log fails verification
-	mux          *http.ServeMux
+	mux          *http.ServeMux     // listen: Slack, PagerDuty, health
+	adminMux     *http.ServeMux     // admin_listen: /metrics and /api/v1 (mux itself without admin_listen)
+	adminAddr    string             // the bound admin_listen address, once Run listens
 	front        *frontends
 	health       *health.Registry // readiness of every dependency (readiness.go)
 	readyz       http.Handler
@@ -69,6 +72,10 @@ func newServer(ctx context.Context, cfg *config.Config, opts appOptions) (*serve
 		return nil, err
 	}
 	s := &server{app: a, mux: http.NewServeMux()}
+	s.adminMux = s.mux
+	if cfg.AdminListen != "" {
+		s.adminMux = http.NewServeMux()
+	}
 	s.checkpointer = grants.NewCheckpointer(a.store, key, a.clock, a.log, int64(cfg.Audit.CheckpointEvery), cfg.Audit.CheckpointPeriod)
 	s.checkpointer.ShareWith(a.store, a.instance) // one signer among replicas
 	ws, err := buildWitnesses(ctx, cfg, a.clock, opts.aws)
@@ -85,12 +92,14 @@ func newServer(ctx context.Context, cfg *config.Config, opts appOptions) (*serve
 	s.guard = a.newAuditGuard(key, ws, alerts)
 	s.checkpointer.GuardWith(s.guard)
 	a.checkpoints = &checkpointInfo{store: a.store, publisher: s.publisher}
-	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		io.WriteString(w, "ok\n")
-	})
-	s.mux.HandleFunc("GET /readyz", s.ready)
-	s.mux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics.reg, promhttp.HandlerOpts{}))
+	for _, m := range uniqueMuxes(s.mux, s.adminMux) {
+		m.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			io.WriteString(w, "ok\n")
+		})
+		m.HandleFunc("GET /readyz", s.ready)
+	}
+	s.adminMux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics.reg, promhttp.HandlerOpts{}))
 	if s.front, err = buildFrontends(ctx, a, s.mux); err != nil {
 		a.Close()
 		return nil, err
@@ -103,7 +112,7 @@ func newServer(ctx context.Context, cfg *config.Config, opts appOptions) (*serve
 		return nil, err
 	}
 	s.readyz = s.health.Handler(a.store.Ready, 2*time.Second)
-	s.mux.Handle("/api/v1/", adminapi.New(adminapi.Config{
+	s.adminMux.Handle("/api/v1/", adminapi.New(adminapi.Config{
 		Token: cfg.API.Token.Reveal(), Grants: a.store, Revoker: a.manager, Searcher: a.store, Recorder: a.manager,
 		Reporter: newReporter(a.store, audit.ReportOptions{}).withCheckpoints(a.checkpoints), Clock: a.clock, Logger: a.log,
 	}))
@@ -145,6 +154,19 @@ func (s *server) Run(ctx context.Context, listening chan<- string) error {
 		return fmt.Errorf("listen on %s: %w", s.cfg.Listen, err)
 	}
 	hs := &http.Server{Handler: s.mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 2 * time.Minute} // a report over a busy week takes seconds
+	servers := []*http.Server{hs}
+	listeners := []net.Listener{ln}
+	if s.cfg.AdminListen != "" {
+		aln, err := net.Listen("tcp", s.cfg.AdminListen)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("listen on admin_listen %s: %w", s.cfg.AdminListen, err)
+		}
+		s.adminAddr = aln.Addr().String()
+		servers = append(servers, &http.Server{Handler: s.adminMux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 2 * time.Minute})
+		listeners = append(listeners, aln)
+		s.log.InfoContext(ctx, "admin endpoints on their own address", "admin_listen", s.adminAddr)
+	}
 
 	workCtx, stop := context.WithCancel(ctx)
 	defer stop()
@@ -176,12 +198,14 @@ func (s *server) Run(ctx context.Context, listening chan<- string) error {
 	if sum := s.front.summary; sum != nil {
 		run("weekly summary", sum.Run)
 	}
-	wg.Go(func() {
-		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			errs <- fmt.Errorf("http: %w", err)
-			stop()
-		}
-	})
+	for i, srv := range servers {
+		wg.Go(func() {
+			if err := srv.Serve(listeners[i]); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errs <- fmt.Errorf("http: %w", err)
+				stop()
+			}
+		})
+	}
 	if listening != nil {
 		listening <- ln.Addr().String()
 	}
@@ -189,7 +213,9 @@ func (s *server) Run(ctx context.Context, listening chan<- string) error {
 	s.log.Info("shutting down")
 	shCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.Revoker.ShutdownGrace+5*time.Second)
 	defer cancel()
-	_ = hs.Shutdown(shCtx)
+	for _, srv := range servers {
+		_ = srv.Shutdown(shCtx)
+	}
 	if s.front.slack != nil {
 		if err := s.front.slack.Wait(shCtx); err != nil {
 			s.log.Warn("slack background work unfinished at shutdown; recorded requests are finished on the next start", "error", err)
@@ -203,4 +229,15 @@ func (s *server) Run(ctx context.Context, listening chan<- string) error {
 	}
 	s.log.Info("stopped")
 	return errors.Join(all...)
+}
+
+// uniqueMuxes returns the distinct muxes among ms, in order.
+func uniqueMuxes(ms ...*http.ServeMux) []*http.ServeMux {
+	var out []*http.ServeMux
+	for _, m := range ms {
+		if !slices.Contains(out, m) {
+			out = append(out, m)
+		}
+	}
+	return out
 }

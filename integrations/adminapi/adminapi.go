@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	_ "embed"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -75,16 +76,42 @@ func New(cfg Config) *API {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	a := &API{cfg: cfg, tokenSum: sha256.Sum256([]byte(cfg.Token)), mux: http.NewServeMux()}
-	a.mux.HandleFunc("GET /api/v1/grants", a.handle("list grants", a.listGrants))
-	a.mux.HandleFunc("GET /api/v1/grants/{id}", a.handle("get grant", a.getGrant))
-	a.mux.HandleFunc("POST /api/v1/grants/{id}/revoke", a.handle("revoke grant", a.revokeGrant))
-	a.mux.HandleFunc("GET /api/v1/audit", a.handle("search audit", a.searchAudit))
-	a.mux.HandleFunc("GET /api/v1/report", a.handle("report", a.report))
+	for _, rt := range a.routes() {
+		a.mux.HandleFunc(rt.method+" "+Prefix+rt.path, a.handle(rt.op, rt.h))
+	}
 	return a
 }
 
-// ServeHTTP authenticates, then routes.
+// Prefix is where the API is mounted.
+const Prefix = "/api/v1"
+
+// route is one operation of the API; openapi.json describes each (TestOpenAPIDescribesEveryRoute).
+type route struct {
+	method, path, op string
+	h                func(http.ResponseWriter, *http.Request) error
+}
+
+func (a *API) routes() []route {
+	return []route{
+		{"GET", "/grants", "list grants", a.listGrants},
+		{"GET", "/grants/{id}", "get grant", a.getGrant},
+		{"POST", "/grants/{id}/revoke", "revoke grant", a.revokeGrant},
+		{"GET", "/audit", "search audit", a.searchAudit},
+		{"GET", "/report", "report", a.report},
+	}
+}
+
+//go:embed openapi.json
+var openAPI []byte
+
+// ServeHTTP authenticates, then routes. The OpenAPI description (GET /api/v1/openapi.json)
+// needs no token: it holds nothing secret.
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodGet && r.URL.Path == Prefix+"/openapi.json" {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(openAPI)
+		return
+	}
 	if !a.authorized(r) {
 		a.reject(r)
 		w.Header().Set("WWW-Authenticate", `Bearer realm="accessbroker"`)

@@ -86,3 +86,20 @@ func TestErrorKindsMapToStatus(t *testing.T) {
 		})
 	}
 }
+
+// TestOpenAPIServedWithoutToken: the description is served, as JSON, to a caller without the
+// token; everything else still needs it.
+func TestOpenAPIServedWithoutToken(t *testing.T) {
+	t.Parallel()
+	api := adminapi.New(adminapi.Config{Token: token, Clock: clocktest.New(time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC))})
+	rec := httptest.NewRecorder()
+	api.ServeHTTP(rec, httptest.NewRequest("GET", "/api/v1/openapi.json", nil))
+	if rec.Code != http.StatusOK || rec.Header().Get("Content-Type") != "application/json" || !strings.Contains(rec.Body.String(), `"openapi": "3.1.0"`) {
+		t.Fatalf("GET openapi.json = %d %s", rec.Code, rec.Body.String()[:min(200, rec.Body.Len())])
+	}
+	rec = httptest.NewRecorder()
+	api.ServeHTTP(rec, httptest.NewRequest("GET", "/api/v1/grants", nil))
+	if rec.Code != http.StatusUnauthorized {
+		t.Fatalf("GET grants without a token = %d", rec.Code)
+	}
+}

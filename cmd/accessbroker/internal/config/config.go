@@ -102,6 +102,11 @@ type Config struct {
 	LogLevel string `yaml:"log_level"`
 	// Listen (listen) is the HTTP listen address, host:port. Default ":8080".
 	Listen string `yaml:"listen"`
+	// AdminListen (admin_listen) is a second listen address, host:port, for /metrics and
+	// /api/v1 only; when set, those paths are no longer served on listen, which then carries
+	// only what Slack and PagerDuty must reach (and the health checks). Optional; must differ
+	// from listen.
+	AdminListen string `yaml:"admin_listen"`
 	// API (api) configures the /api/v1 admin API.
 	API APIConfig `yaml:"api"`
 	// Store (store) is the database. Required.
@@ -1671,12 +1676,12 @@ func (c *Config) validate() []Problem {
 	default:
 		v.add("log_level", "must be debug, info, warn or error, not %s", v.show("log_level", c.LogLevel))
 	}
-	if host, port, err := net.SplitHostPort(c.Listen); err != nil {
-		v.add("listen", "%s is not a host:port address such as \":8080\" or \"127.0.0.1:8080\"", v.show("listen", c.Listen))
-	} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
-		v.add("listen", "port %s is not a number between 0 and 65535", v.show("listen", port))
-	} else if host != "" && net.ParseIP(host) == nil && !validHostname(host) {
-		v.add("listen", "host %s is neither an IP address nor a host name", v.show("listen", host))
+	v.listenAddress("listen", c.Listen)
+	if c.AdminListen != "" {
+		v.listenAddress("admin_listen", c.AdminListen)
+		if _, port, err := net.SplitHostPort(c.AdminListen); err == nil && port != "0" && c.AdminListen == c.Listen {
+			v.add("admin_listen", "is the same address as listen; give the admin endpoints their own address (such as \"127.0.0.1:9090\") or leave admin_listen out")
+		}
 	}
 	if c.API.Token.IsSet() && len(c.API.Token.Reveal()) < MinAPITokenLength {
 		v.add("api.token", "is too short: use at least %d random characters (e.g. openssl rand -hex 32)", MinAPITokenLength)
@@ -2514,4 +2519,15 @@ func (c *Config) URLOverrides() []string {
 		out = append(out, "aws.endpoint_url="+c.AWS.EndpointURL)
 	}
 	return out
+}
+
+// listenAddress checks a host:port listen address.
+func (v *validator) listenAddress(path, addr string) {
+	if host, port, err := net.SplitHostPort(addr); err != nil {
+		v.add(path, "%s is not a host:port address such as \":8080\" or \"127.0.0.1:8080\"", v.show(path, addr))
+	} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		v.add(path, "port %s is not a number between 0 and 65535", v.show(path, port))
+	} else if host != "" && net.ParseIP(host) == nil && !validHostname(host) {
+		v.add(path, "host %s is neither an IP address nor a host name", v.show(path, host))
+	}
 }
