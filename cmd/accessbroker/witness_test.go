@@ -395,10 +395,14 @@ func TestReportCarriesLatestCheckpoint(t *testing.T) {
 func waitForMetric(t *testing.T, base, want string) {
 	t.Helper()
 	for range 4000 {
-		if _, body := get(t, base+"/metrics"); strings.Contains(body, want) {
-			return
+		_, body := get(t, base+"/metrics")
+		for line := range strings.Lines(body) {
+			// Counters are exported at 0 from the start: wait for the series to move.
+			if v, ok := strings.CutPrefix(strings.TrimSpace(line), want+" "); ok && v != "0" {
+				return
+			}
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	t.Fatalf("/metrics never showed %s", want)
+	t.Fatalf("/metrics never showed %s above 0", want)
 }
