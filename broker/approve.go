@@ -224,6 +224,9 @@ func (b *Broker) approve(ctx context.Context, r grants.Request, res grants.Resou
 			return true, nil
 		case g.ID == "":
 			text = fmt.Sprintf("Request %s was not approved because the approval could not be recorded. %s", r.ID, UserMessage(err))
+			if errors.Is(err, grants.ErrAudit) {
+				text += " The request is still open: an approver can click Approve again once the audit log is back."
+			}
 		}
 		b.updateApproval(ctx, r, ApprovalOutcome{State: grants.RequestApproved, By: by, Note: text})
 		b.tell(ctx, clicker, text)

@@ -81,7 +81,7 @@ func newApp(ctx context.Context, cfg *config.Config, opts appOptions) (*app, err
 		return nil, fmt.Errorf("open store: %w", err)
 	}
 	a := &app{cfg: cfg, log: log, clock: opts.clock, store: st, providers: map[string]grants.Provider{}, instance: replica, observer: &observerSwitch{}, transport: opts.transport, awsOpts: opts.aws}
-	a.metrics = newMetrics(st)
+	a.metrics = newMetrics(st, log)
 	// The owner's and the audit channel's notices of revocations go through a queue, so
 	// that a hung Slack never delays the next revocation.
 	a.notices = grants.NewObserverQueue(a.observer, 10000, log)

@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	"errors"
+	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -14,19 +17,20 @@ import (
 // metrics is the Prometheus side of accessbroker. It also decorates the store to time audit
 // appends, so that no domain package imports Prometheus.
 type metrics struct {
-	reg          *prometheus.Registry
-	auditSuspect prometheus.Gauge
-	issued       *prometheus.CounterVec
-	revoked      *prometheus.CounterVec
-	revokeFailed *prometheus.CounterVec
-	lag          *prometheus.HistogramVec
-	appendLat    prometheus.Histogram
-	witnessFail  *prometheus.CounterVec
-	witnessPub   *prometheus.CounterVec
-	timedStore   grants.Store
+	reg            *prometheus.Registry
+	auditSuspect   prometheus.Gauge
+	auditWriteFail prometheus.Counter
+	issued         *prometheus.CounterVec
+	revoked        *prometheus.CounterVec
+	revokeFailed   *prometheus.CounterVec
+	lag            *prometheus.HistogramVec
+	appendLat      prometheus.Histogram
+	witnessFail    *prometheus.CounterVec
+	witnessPub     *prometheus.CounterVec
+	timedStore     grants.Store
 }
 
-func newMetrics(st *sqlstore.Store) *metrics {
+func newMetrics(st *sqlstore.Store, log *slog.Logger) *metrics {
 	m := &metrics{reg: prometheus.NewRegistry()}
 	m.issued = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "accessbroker_grants_issued_total", Help: "Grants that became active."}, []string{"provider"})
 	m.revoked = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "accessbroker_grants_revoked_total", Help: "Completed revocations."}, []string{"provider"})
@@ -48,12 +52,14 @@ func newMetrics(st *sqlstore.Store) *metrics {
 		Name: "accessbroker_build_info", Help: "Always 1; its labels say which build is running (see accessbroker version).",
 	}, []string{"version", "commit", "go_version"})
 	buildInfo.WithLabelValues(build.Version, build.Commit, build.GoVersion).Set(1)
+	m.auditWriteFail = prometheus.NewCounter(prometheus.CounterOpts{Name: "accessbroker_audit_write_failures_total",
+		Help: "Store changes (each with its audit events) that could not be written: the action they carried was not done (no audit, no access)."})
 	m.auditSuspect = prometheus.NewGauge(prometheus.GaugeOpts{Name: "accessbroker_audit_suspect",
 		Help: "1 while the audit log fails verification and no grant is issued or extended; 0 otherwise."})
-	m.reg.MustRegister(m.issued, m.revoked, m.revokeFailed, m.lag, m.appendLat, m.witnessFail, m.witnessPub, m.auditSuspect, buildInfo,
+	m.reg.MustRegister(m.issued, m.revoked, m.revokeFailed, m.lag, m.appendLat, m.witnessFail, m.witnessPub, m.auditSuspect, m.auditWriteFail, buildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&stateCollector{st: st})
-	m.timedStore = &timedStore{Store: st, m: m}
+	m.timedStore = &timedStore{Store: st, m: m, log: log}
 	return m
 }
 
@@ -106,12 +112,24 @@ func (m *metrics) WitnessPublished(witness string) { m.witnessPub.WithLabelValue
 type timedStore struct {
 	*sqlstore.Store // every other method (Seen, Search, …) passes through
 	m               *metrics
+	log             *slog.Logger
 }
 
 func (t *timedStore) Apply(ctx context.Context, c *grants.Change) error {
 	sw := grants.StartStopwatch() // elapsed process time for a latency metric, not domain time
 	err := t.Store.Apply(ctx, c)
 	t.m.appendLat.Observe(sw.Elapsed().Seconds())
+	if err != nil && !errors.Is(err, grants.ErrConflict) && !errors.Is(err, grants.ErrPendingLimit) && ctx.Err() == nil {
+		// A conflict or a full pending cap is an answer, not a failure to write.
+		t.m.auditWriteFail.Inc()
+		if t.log != nil {
+			var actions []string
+			for _, e := range c.Events {
+				actions = append(actions, string(e.Action))
+			}
+			t.log.ErrorContext(ctx, "audit write failed; the action was not done", "actions", strings.Join(actions, ","), "error", err)
+		}
+	}
 	if err == nil {
 		for _, e := range c.Events {
 			if e.Action == "grant.issued" {

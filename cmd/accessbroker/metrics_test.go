@@ -2,14 +2,19 @@ package main
 
 import (
 	"context"
+	"errors"
 	"io"
+	"log/slog"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/accessbroker/accessbroker/audit"
 	"github.com/accessbroker/accessbroker/grants"
 	"github.com/accessbroker/accessbroker/grants/sqlstore"
 )
@@ -22,7 +27,7 @@ func TestBuildInfoMetric(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	families, err := newMetrics(st).reg.Gather()
+	families, err := newMetrics(st, nil).reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,5 +107,43 @@ func TestLabelledCountersStartAtZero(t *testing.T) {
 		} else if v != 0 {
 			t.Errorf("%s = %v before anything happened, want 0", want, v)
 		}
+	}
+}
+
+// TestAuditWriteFailuresCounted: a change (with its audit events) that cannot be written is
+// counted in accessbroker_audit_write_failures_total and logged once as an ERROR an alert can
+// match; a conflict (an answer, not a failure) is not.
+func TestAuditWriteFailuresCounted(t *testing.T) {
+	st, err := sqlstore.Open(context.Background(), "sqlite", "file:"+filepath.Join(t.TempDir(), "m.db"), grants.RealClock{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuffer
+	m := newMetrics(st, slog.New(slog.NewJSONHandler(&logs, nil)))
+	now := time.Now().UTC()
+	g := &grants.Grant{ID: grants.NewID("g"), Resource: "prod-db", Provider: "webhook", State: grants.StateActive,
+		CreatedAt: now, IssuedAt: now, ExpiresAt: now.Add(time.Hour), DueAt: now.Add(time.Hour)}
+	change := func() *grants.Change {
+		return &grants.Change{Grants: []grants.GrantWrite{{Grant: g, Create: true}},
+			Events: []*audit.Event{{ID: grants.NewID("e"), Time: now, Actor: audit.Actor{Kind: audit.ActorOperator, ID: "t"}, Action: audit.ActionGrantIssued, GrantID: g.ID}}}
+	}
+	if err := m.timedStore.Apply(context.Background(), change()); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.timedStore.Apply(context.Background(), change()); !errors.Is(err, grants.ErrConflict) {
+		t.Fatalf("duplicate grant: %v, want a conflict", err)
+	}
+	if v := testutil.ToFloat64(m.auditWriteFail); v != 0 {
+		t.Fatalf("a conflict counted as a write failure: %v", v)
+	}
+	st.Close()
+	if err := m.timedStore.Apply(context.Background(), change()); err == nil {
+		t.Fatal("Apply on a closed store succeeded")
+	}
+	if v := testutil.ToFloat64(m.auditWriteFail); v != 1 {
+		t.Fatalf("accessbroker_audit_write_failures_total = %v, want 1", v)
+	}
+	if !strings.Contains(logs.String(), `"msg":"audit write failed; the action was not done"`) || !strings.Contains(logs.String(), `"actions":"grant.issued"`) {
+		t.Fatalf("no ERROR line naming the action:\n%s", logs.String())
 	}
 }
