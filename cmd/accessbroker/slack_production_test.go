@@ -1,16 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"net/http"
-	"net/url"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	slackfixtures "github.com/accessbroker/accessbroker/fixtures/slack"
 	"github.com/accessbroker/accessbroker/fixtures/slackfake"
 	"github.com/accessbroker/accessbroker/integrations/slack"
 )
@@ -37,22 +33,15 @@ func TestServeWithSlackProductionURLs(t *testing.T) {
 	if !strings.HasPrefix(reply, "https://hooks.slack.com/commands/T0ACME/") {
 		t.Fatalf("setup: response_url %s is not in Slack's shape", reply)
 	}
-	form, err := url.ParseQuery(string(slackfixtures.Read("slash-command.txt")))
+	form, err := slackfake.CommandForm(slackfake.Command{TeamID: "T0ACME", UserID: "U0ALICE", Command: "/access",
+		Text: "prod-db 1h checking replication lag", ResponseURL: reply})
 	if err != nil {
 		t.Fatal(err)
 	}
-	form.Del("enterprise_id")
-	form.Del("enterprise_name")
-	for k, v := range map[string]string{"team_id": "T0ACME", "user_id": "U0ALICE", "command": "/access",
-		"text": "prod-db 1h checking replication lag", "response_url": reply, "trigger_id": "1337.production"} {
-		form.Set(k, v)
+	req, err := slackfake.SignedRequest(t.Context(), base+slack.CommandsPath, signing, time.Now(), []byte(form.Encode()))
+	if err != nil {
+		t.Fatal(err)
 	}
-	body := []byte(form.Encode())
-	req, _ := http.NewRequest(http.MethodPost, base+slack.CommandsPath, bytes.NewReader(body))
-	stamp := strconv.FormatInt(time.Now().Unix(), 10)
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set(slack.HeaderTimestamp, stamp)
-	req.Header.Set(slack.HeaderSignature, slack.SignatureHeader(signing, stamp, body))
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
