@@ -20,6 +20,7 @@ type metrics struct {
 	reg            *prometheus.Registry
 	auditSuspect   prometheus.Gauge
 	auditWriteFail prometheus.Counter
+	clockSkew      prometheus.Gauge
 	issued         *prometheus.CounterVec
 	revoked        *prometheus.CounterVec
 	revokeFailed   *prometheus.CounterVec
@@ -52,11 +53,13 @@ func newMetrics(st *sqlstore.Store, log *slog.Logger) *metrics {
 		Name: "accessbroker_build_info", Help: "Always 1; its labels say which build is running (see accessbroker version).",
 	}, []string{"version", "commit", "go_version"})
 	buildInfo.WithLabelValues(build.Version, build.Commit, build.GoVersion).Set(1)
+	m.clockSkew = prometheus.NewGauge(prometheus.GaugeOpts{Name: "accessbroker_clock_skew_seconds",
+		Help: "How far this process's clock is ahead of its PostgreSQL store's (negative: behind); serve refuses to start beyond 2 s and /readyz fails."})
 	m.auditWriteFail = prometheus.NewCounter(prometheus.CounterOpts{Name: "accessbroker_audit_write_failures_total",
 		Help: "Store changes (each with its audit events) that could not be written: the action they carried was not done (no audit, no access)."})
 	m.auditSuspect = prometheus.NewGauge(prometheus.GaugeOpts{Name: "accessbroker_audit_suspect",
 		Help: "1 while the audit log fails verification and no grant is issued or extended; 0 otherwise."})
-	m.reg.MustRegister(m.issued, m.revoked, m.revokeFailed, m.lag, m.appendLat, m.witnessFail, m.witnessPub, m.auditSuspect, m.auditWriteFail, buildInfo,
+	m.reg.MustRegister(m.issued, m.revoked, m.revokeFailed, m.lag, m.appendLat, m.witnessFail, m.witnessPub, m.auditSuspect, m.auditWriteFail, m.clockSkew, buildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&stateCollector{st: st})
 	m.timedStore = &timedStore{Store: st, m: m, log: log}

@@ -104,6 +104,9 @@ func newReadiness(ctx context.Context, a *app) (*health.Registry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("readiness checks: %w", err)
 	}
+	if a.cfg.Store.Driver == "postgres" {
+		checks = append(checks, health.Check{Name: "clock", Run: a.checkClockSkew})
+	}
 	up := dependencyUp(a.metrics.reg)
 	for _, c := range checks {
 		up.WithLabelValues(c.Name).Set(0)

@@ -71,6 +71,10 @@ func newServer(ctx context.Context, cfg *config.Config, opts appOptions) (*serve
 		a.Close()
 		return nil, err
 	}
+	if err := a.checkClockSkew(ctx); err != nil {
+		a.Close()
+		return nil, err
+	}
 	s := &server{app: a, mux: http.NewServeMux()}
 	s.adminMux = s.mux
 	if cfg.AdminListen != "" {

@@ -204,3 +204,21 @@ func qualify(cols, prefix string) string {
 	}
 	return strings.Join(parts, ", ")
 }
+
+// ClockSkew returns how far this process's clock is ahead of the database's (negative when
+// behind), measured at the middle of one round trip. Deadlines, claims and leases are compared
+// across replicas in database rows, so a replica whose clock is fast revokes early and takes
+// claims that are still held. On SQLite (one process, one clock) it is 0.
+func (s *Store) ClockSkew(ctx context.Context) (time.Duration, error) {
+	if s.dialect != dialectPostgres {
+		return 0, nil
+	}
+	before := s.clock.Now()
+	var db time.Time
+	if err := s.r.QueryRowContext(ctx, `SELECT clock_timestamp()`).Scan(&db); err != nil {
+		return 0, fmt.Errorf("read the database's clock: %w", err)
+	}
+	after := s.clock.Now()
+	mid := before.Add(after.Sub(before) / 2)
+	return mid.Sub(db), nil
+}
