@@ -139,6 +139,10 @@ type Config struct {
 	// missing. "" means DefaultOrphanOwner. It must not be the admin role, one of Roles, or
 	// start with "ab_".
 	OrphanOwner string
+	// Proxy, when set, makes the resource proxied (postgres.proxy: true): each role's
+	// password is derived for the session proxy, and the delivered credential connects to
+	// the proxy with a password only the proxy accepts.
+	Proxy *ProxyConfig
 }
 
 // DefaultOrphanOwner is Config.OrphanOwner's default.
@@ -165,6 +169,7 @@ type Provider struct {
 	adminPassword string // scrubbed from errors
 	superuser     bool
 	serverVersion int // server_version_num, e.g. 150020
+	proxy         *ProxyConfig
 }
 
 var (
@@ -210,6 +215,12 @@ func (cfg Config) Validate() error {
 	case "", "disable", "allow", "prefer", "require", "verify-ca", "verify-full":
 	default:
 		return fmt.Errorf("postgres provider: sslmode %q is not one of disable, allow, prefer, require, verify-ca, verify-full: %w", cfg.SSLMode, grants.ErrInvalid)
+	}
+
+	if cfg.Proxy != nil {
+		if err := cfg.Proxy.validate(); err != nil {
+			return err
+		}
 	}
 
 	db := cfg.Database
@@ -273,6 +284,7 @@ func New(ctx context.Context, cfg Config, clock grants.Clock, logger *slog.Logge
 		sslmode:       cfg.SSLMode,
 		adminDB:       pcfg.ConnConfig.Database,
 		adminPassword: pcfg.ConnConfig.Password,
+		proxy:         cfg.Proxy,
 	}
 	if p.limit == 0 {
 		p.limit = DefaultConnectionLimit
