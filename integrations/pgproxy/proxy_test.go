@@ -332,6 +332,13 @@ func TestRevokeEndsRunningSession(t *testing.T) {
 	if ended.Evidence["reason"] != pgproxy.EndGrantRevoked {
 		t.Errorf("session.ended reason %q, want grant_revoked", ended.Evidence["reason"])
 	}
+	_, _, stmts := summarize(t, e.events.session(ended.Evidence["session_id"]), g.ID)
+	if want := []stmtSummary{{"1", "simple", "SELECT pg_sleep(600)", "0", "", "", "57P01"}}; !cmp.Equal(want, stmts) {
+		t.Errorf("statements = %+v, want the interrupted pg_sleep with 57P01", stmts)
+	}
+	if st := e.events.session(ended.Evidence["session_id"]); len(st) < 2 || st[1].Evidence["interrupted"] != "true" {
+		t.Errorf("the statement the revocation cut is not marked interrupted: %+v", st)
+	}
 	waitGone(t, e, pid)
 }
 

@@ -16,10 +16,10 @@ import (
 
 // Audit actions of the session proxy (DESIGN.md: every one names its grant where there is one).
 const (
-	ActionSessionStarted     audit.Action = "session.started"
-	ActionSessionStatement   audit.Action = "session.statement"
-	ActionSessionEnded       audit.Action = "session.ended"
-	ActionSessionLoginFailed audit.Action = "session.login_failed"
+	ActionSessionStarted     = audit.ActionSessionStarted
+	ActionSessionStatement   = audit.ActionSessionStatement
+	ActionSessionEnded       = audit.ActionSessionEnded
+	ActionSessionLoginFailed = audit.ActionSessionLoginFailed
 )
 
 // Why a session ended (session.ended evidence "reason").
@@ -179,6 +179,9 @@ func statementEvidence(sessionID string, st Statement, textLimit int) map[string
 	}
 	if st.Commands > 1 {
 		ev["commands"] = strconv.Itoa(st.Commands)
+	}
+	if st.Interrupted {
+		ev["interrupted"] = "true"
 	}
 	if st.SQLState != "" {
 		// The message is not recorded: PostgreSQL quotes input values in it.

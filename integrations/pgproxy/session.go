@@ -373,9 +373,10 @@ type session struct {
 
 	clientMu sync.Mutex // serialises writes to the client
 
-	endOnce sync.Once
-	reason  string
-	closed  chan struct{}
+	endOnce  sync.Once
+	reason   string
+	sqlstate string // the code the client was given at the end, if any
+	closed   chan struct{}
 }
 
 func (s *session) cancelUpstream(ctx context.Context) {
@@ -400,6 +401,10 @@ func (s *session) statementDone(st Statement) {
 func (s *session) end(reason string, e *pgproto3.ErrorResponse) {
 	s.endOnce.Do(func() {
 		s.reason = reason
+		s.sqlstate = "08006" // connection failure
+		if e != nil {
+			s.sqlstate = e.Code
+		}
 		close(s.closed)
 		if reason != EndUpstreamLost && (reason != EndClientQuit || s.track.busy()) {
 			// Stop the running query on the server, not only the relay: a backend does not
@@ -434,6 +439,7 @@ func (s *session) run(ctx context.Context) {
 // finish records session.ended and forgets the session.
 func (s *session) finish() {
 	s.p.unregister(s)
+	s.track.abort(s.sqlstate)
 	now := s.p.cfg.Clock.Now()
 	ev := map[string]string{
 		"session_id": s.id,

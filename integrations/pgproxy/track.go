@@ -19,8 +19,10 @@ type Statement struct {
 	Commands int    // commands completed (a simple Query may hold several)
 	Rows     int64  // rows affected or returned, summed over the commands' tags
 	SQLState string // SQLSTATE of the error, if the statement failed
-	Start    time.Time
-	End      time.Time
+	// Interrupted: the session ended before the server answered (SQLState then says why).
+	Interrupted bool
+	Start       time.Time
+	End         time.Time
 }
 
 type pendingKind byte
@@ -183,4 +185,22 @@ func (t *tracker) busy() bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return len(t.queue) > 0
+}
+
+// abort reports every statement still waiting for its answer as interrupted with code: the
+// session is ending and the server will not answer.
+func (t *tracker) abort(code string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for h := t.head(); h != nil; h = t.head() {
+		if h.kind != pendQuery && h.kind != pendExecute {
+			t.pop()
+			continue
+		}
+		h.st.Interrupted = true
+		if h.st.SQLState == "" {
+			h.st.SQLState = code
+		}
+		t.finish()
+	}
 }

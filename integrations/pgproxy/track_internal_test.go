@@ -184,3 +184,30 @@ func FuzzClientMessages(f *testing.F) {
 		}
 	})
 }
+
+// TestTrackerAbortReportsUnansweredStatements: a session that ends mid-statement still
+// records what was running, marked interrupted with the code the client was given.
+func TestTrackerAbortReportsUnansweredStatements(t *testing.T) {
+	t.Parallel()
+	var got []Statement
+	tr := newTracker(func() time.Time { return time.Time{} }, func(st Statement) { got = append(got, st) })
+	tr.clientMessage(&pgproto3.Query{String: "SELECT 1"})
+	tr.serverMessage(&pgproto3.CommandComplete{CommandTag: []byte("SELECT 1")})
+	tr.serverMessage(&pgproto3.ReadyForQuery{TxStatus: 'I'})
+	tr.clientMessage(&pgproto3.Parse{Query: "SELECT pg_sleep(600)"})
+	tr.clientMessage(&pgproto3.Bind{})
+	tr.clientMessage(&pgproto3.Execute{})
+	tr.clientMessage(&pgproto3.Sync{})
+	tr.serverMessage(&pgproto3.ParseComplete{})
+	tr.abort("57P01")
+	want := []Statement{
+		{Seq: 1, Protocol: "simple", Text: "SELECT 1", Tag: "SELECT 1", Commands: 1, Rows: 1},
+		{Seq: 2, Protocol: "extended", Text: "SELECT pg_sleep(600)", SQLState: "57P01", Interrupted: true},
+	}
+	if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(Statement{}, "Start", "End")); diff != "" {
+		t.Errorf("statements (-want +got):\n%s", diff)
+	}
+	if tr.busy() {
+		t.Error("still busy after abort")
+	}
+}
