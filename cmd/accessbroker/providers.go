@@ -29,6 +29,7 @@ func buildProviders(ctx context.Context, cfg *config.Config, clock grants.Clock,
 			c.Close()
 		}
 	}
+	var proxyPW *postgres.ProxyPasswords // derived on first use: only proxied resources need it
 	for _, r := range cfg.Resources {
 		var p grants.Provider
 		var err error
@@ -37,7 +38,16 @@ func buildProviders(ctx context.Context, cfg *config.Config, clock grants.Clock,
 			p, err = webhook.New(r.Webhook.ProviderConfig(), client)
 		case config.ProviderPostgres:
 			var pp *postgres.Provider
-			pp, err = postgres.New(ctx, r.Postgres.ProviderConfig(), clock, log)
+			pc := r.Postgres.ProviderConfig()
+			if r.Postgres.Proxy && proxyPW == nil {
+				proxyPW, err = proxyPasswords(cfg)
+			}
+			if r.Postgres.Proxy && err == nil {
+				pc.Proxy = proxyProviderConfig(cfg, proxyPW)
+			}
+			if err == nil {
+				pp, err = postgres.New(ctx, pc, clock, log)
+			}
 			if err == nil {
 				closers = append(closers, closerFunc(pp.Close))
 				p = pp

@@ -17,6 +17,7 @@ import (
 	"github.com/accessbroker/accessbroker/cmd/accessbroker/internal/config"
 	"github.com/accessbroker/accessbroker/grants"
 	"github.com/accessbroker/accessbroker/integrations/adminapi"
+	"github.com/accessbroker/accessbroker/integrations/pgproxy"
 )
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -50,6 +51,7 @@ type server struct {
 	publisher    *grants.Publisher // copies checkpoints to audit.witnesses
 	mux          *http.ServeMux
 	front        *frontends
+	pgproxy      *pgproxy.Proxy // postgres_proxy; nil without it
 }
 
 func newServer(ctx context.Context, cfg *config.Config, opts appOptions) (*server, error) {
@@ -83,6 +85,13 @@ func newServer(ctx context.Context, cfg *config.Config, opts appOptions) (*serve
 	if s.front, err = buildFrontends(ctx, a, s.mux); err != nil {
 		a.Close()
 		return nil, err
+	}
+	if s.pgproxy, err = buildPGProxy(a); err != nil {
+		a.Close()
+		return nil, err
+	}
+	if s.pgproxy != nil {
+		a.proxyWake = s.pgproxy.Wake
 	}
 	if s.front.notifier != nil {
 		alerts.target = s.front.notifier
@@ -120,6 +129,13 @@ func (s *server) Run(ctx context.Context, listening chan<- string) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", s.cfg.Listen, err)
 	}
+	var pln net.Listener
+	if s.pgproxy != nil {
+		if pln, err = net.Listen("tcp", s.cfg.PostgresProxy.Listen); err != nil {
+			ln.Close()
+			return fmt.Errorf("listen on postgres_proxy.listen %s: %w", s.cfg.PostgresProxy.Listen, err)
+		}
+	}
 	hs := &http.Server{Handler: s.mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 2 * time.Minute} // a report over a busy week takes seconds
 
 	workCtx, stop := context.WithCancel(ctx)
@@ -136,6 +152,9 @@ func (s *server) Run(ctx context.Context, listening chan<- string) error {
 	}
 	run("revoker", s.revoker.Run)
 	run("checkpointer", s.checkpointer.Run)
+	if pln != nil {
+		run("postgres proxy", func(ctx context.Context) error { return s.pgproxy.Serve(ctx, pln) })
+	}
 	if s.publisher.Witnesses() > 0 {
 		run("witness publisher", s.publisher.Run)
 	}

@@ -1,5 +1,5 @@
 // Package adminapi serves accessbroker's admin HTTP API under /api/v1: grants (list, revoke),
-// the audit trail (search, paginated) and reports. Every request needs the configured bearer
+// the audit trail (search, paginated), reports and proxied database sessions. Every request needs the configured bearer
 // token; anything else is answered 401, acted on in no way, and recorded (rate-limited) as a
 // request.rejected audit event.
 package adminapi
@@ -80,6 +80,8 @@ func New(cfg Config) *API {
 	a.mux.HandleFunc("POST /api/v1/grants/{id}/revoke", a.handle("revoke grant", a.revokeGrant))
 	a.mux.HandleFunc("GET /api/v1/audit", a.handle("search audit", a.searchAudit))
 	a.mux.HandleFunc("GET /api/v1/report", a.handle("report", a.report))
+	a.mux.HandleFunc("GET /api/v1/sessions", a.handle("list sessions", a.listSessions))
+	a.mux.HandleFunc("GET /api/v1/sessions/{id}", a.handle("get session", a.getSession))
 	return a
 }
 
