@@ -390,6 +390,7 @@ func (s *session) cancelUpstream(ctx context.Context) {
 func (s *session) statementDone(st Statement) {
 	e := s.p.event(ActionSessionStatement, personActor(s.grant), s.grant, statementEvidence(s.id, st, s.p.cfg.TextLimit))
 	e.Time = st.End.Truncate(time.Millisecond)
+	e.ID = "" // the recorder's Record assigns it, off the relay's path
 	if err := s.p.rec.add(context.Background(), e); err != nil {
 		s.p.log.Error("postgres proxy: a statement could not be queued for the audit log; ending the session", "session_id", s.id, "err", err)
 		go s.end(EndAuditUnavailable, fatal("57P01", "terminating connection: the audit log is unavailable, so no session may continue"))
