@@ -109,6 +109,11 @@ func TestPgxSessionIsRecorded(t *testing.T) {
 	if err := c.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil || one != 1 {
 		t.Fatalf("the session is usable after an error: %v", err)
 	}
+	// A backend notices a dead proxy within a second, even mid-query.
+	var interval string
+	if err := c.QueryRow(ctx, "SHOW client_connection_check_interval", pgx.QueryExecModeSimpleProtocol).Scan(&interval); err != nil || interval != "1s" {
+		t.Errorf("client_connection_check_interval = %q, %v; want 1s", interval, err)
+	}
 	c.Close(ctx)
 
 	ended := e.events.waitFor(t, "session.ended", func(ev audit.Event) bool { return ev.Action == pgproxy.ActionSessionEnded })
@@ -128,11 +133,12 @@ func TestPgxSessionIsRecorded(t *testing.T) {
 		{"4", "simple", "COPY (SELECT id FROM items ORDER BY id) TO STDOUT", "0", "COPY 4", "4", ""},
 		{"5", "simple", "SELECT 1/0", "0", "", "", "22012"},
 		{"6", "extended", "SELECT 1", "0", "SELECT 1", "1", ""},
+		{"7", "simple", "SHOW client_connection_check_interval", "0", "SHOW", "0", ""},
 	}
 	if diff := cmp.Diff(want, stmts); diff != "" {
 		t.Errorf("session.statement events (-want +got):\n%s", diff)
 	}
-	if ended.Evidence["statements"] != "6" || ended.Evidence["bytes_in"] == "0" || ended.Evidence["bytes_out"] == "0" {
+	if ended.Evidence["statements"] != "7" || ended.Evidence["bytes_in"] == "0" || ended.Evidence["bytes_out"] == "0" {
 		t.Errorf("session.ended evidence = %v", ended.Evidence)
 	}
 	verifyChain(t, e)

@@ -235,6 +235,9 @@ func (p *Proxy) authenticate(ctx context.Context, be *pgproto3.Backend, conn net
 			ucfg.RuntimeParams[k] = v
 		}
 	}
+	// Should the proxy die mid-query, the backend notices within a second (PostgreSQL 14+)
+	// instead of running the query to its end.
+	ucfg.RuntimeParams["client_connection_check_interval"] = "1000"
 	pc, err := pgconn.ConnectConfig(ctx, ucfg)
 	if err != nil {
 		p.loginFailed(ctx, params, client, LoginUpstreamRefused, g)
