@@ -8,10 +8,10 @@
 // # Login
 //
 // TLS is required (SSLRequest; a plaintext startup gets an ErrorResponse saying so). The
-// client authenticates with a cleartext password inside TLS. The user is the grant's role
-// name; the proxy finds the grant whose provider handle is that role, checks the password
-// against Passwords.Client(grant id, role) in constant time, and checks the grant is active
-// and not past its expiry. Only then does it connect upstream as the role with
+// user is the grant's role name; the proxy finds the grant whose provider handle is that
+// role, authenticates the client with SCRAM-SHA-256 against Passwords.Client(grant id, role)
+// (the password never crosses the wire), and checks the grant is active and not past its
+// expiry. Only then does it connect upstream as the role with
 // Passwords.Upstream(grant id, role). Every refusal is a session.login_failed event.
 //
 // # The record

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"net"
@@ -607,4 +608,52 @@ func TestClientLossCancelsItsQuery(t *testing.T) {
 	if r := ended.Evidence["reason"]; r != pgproxy.EndClientLost && r != pgproxy.EndClientQuit {
 		t.Errorf("reason %q, want client_lost or client_quit", r)
 	}
+}
+
+// TestLoginIsSCRAM: the proxy asks for SCRAM-SHA-256, never for a cleartext password, and
+// refuses a client-first message it cannot honour (channel binding) with a clear error and
+// a session.login_failed event.
+func TestLoginIsSCRAM(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	g, _ := e.issue(t, time.Hour)
+	conn, err := net.Dial("tcp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fe := pgproto3.NewFrontend(conn, conn)
+	fe.Send(&pgproto3.SSLRequest{})
+	if err := fe.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	answer := make([]byte, 1)
+	if _, err := conn.Read(answer); err != nil || answer[0] != 'S' {
+		t.Fatalf("SSLRequest answered %q, %v; want S", answer, err)
+	}
+	tc := tls.Client(conn, &tls.Config{InsecureSkipVerify: true}) // the test's self-signed certificate
+	fe = pgproto3.NewFrontend(tc, tc)
+	fe.Send(&pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersionNumber, Parameters: map[string]string{"user": g.Handle.Key, "database": e.db}})
+	if err := fe.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	msg, err := fe.Receive()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sasl, ok := msg.(*pgproto3.AuthenticationSASL)
+	if !ok || !cmp.Equal(sasl.AuthMechanisms, []string{"SCRAM-SHA-256"}) {
+		t.Fatalf("the proxy asked for %#v, want SCRAM-SHA-256 only", msg)
+	}
+	fe.Send(&pgproto3.SASLInitialResponse{AuthMechanism: "SCRAM-SHA-256", Data: []byte("p=tls-server-end-point,,n=,r=abcdef")})
+	if err := fe.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	msg, err = fe.Receive()
+	if er, ok := msg.(*pgproto3.ErrorResponse); err != nil || !ok || er.Code != "28000" || !strings.Contains(er.Message, "channel binding") {
+		t.Fatalf("channel binding request answered %#v, %v; want 28000 naming channel binding", msg, err)
+	}
+	e.events.waitFor(t, "login_failed protocol_error", func(ev audit.Event) bool {
+		return ev.Action == pgproxy.ActionSessionLoginFailed && ev.GrantID == g.ID && ev.Evidence["reason"] == pgproxy.LoginProtocol
+	})
 }

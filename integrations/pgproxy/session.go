@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/rand"
-	"crypto/subtle"
 	"crypto/tls"
 	"encoding/binary"
 	"errors"
@@ -177,23 +176,6 @@ func (p *Proxy) authenticate(ctx context.Context, be *pgproto3.Backend, conn net
 		p.loginFailed(ctx, params, client, LoginProtocol, grants.Grant{})
 		return nil, p.refuse(be, fatal("28000", "replication connections are not served by the accessbroker proxy"), "Connect without replication=….")
 	}
-	be.Send(&pgproto3.AuthenticationCleartextPassword{})
-	if err := be.Flush(); err != nil {
-		return nil, fmt.Errorf("ask for the password: %w", err)
-	}
-	if err := be.SetAuthType(pgproto3.AuthTypeCleartextPassword); err != nil {
-		return nil, err
-	}
-	msg, err := be.Receive()
-	if err != nil {
-		return nil, fmt.Errorf("read the password: %w", err)
-	}
-	pw, ok := msg.(*pgproto3.PasswordMessage)
-	if !ok {
-		p.loginFailed(ctx, params, client, LoginProtocol, grants.Grant{})
-		return nil, p.refuse(be, fatal("08P01", fmt.Sprintf("expected a password message, got %T", msg)), "")
-	}
-
 	g, found, err := p.grantOf(ctx, role)
 	if err != nil {
 		p.log.Error("postgres proxy: looking up the grant of a login failed", "role", role, "err", err)
@@ -204,11 +186,14 @@ func (p *Proxy) authenticate(ctx context.Context, be *pgproto3.Backend, conn net
 		return nil, p.refuse(be, fatal("28000", fmt.Sprintf("no access grant of a proxied resource has the role %q", role)),
 			"Use the user name and password accessbroker delivered for your grant, or request access with /access.")
 	}
-	want := p.cfg.Passwords.Client(g.ID, role)
-	if subtle.ConstantTimeEq(int32(len(want)), int32(len(pw.Password))) != 1 || !hmac.Equal([]byte(want), []byte(pw.Password)) {
+	switch err := scramExchange(be, p.cfg.Passwords.Client(g.ID, role)); {
+	case errors.Is(err, errBadProof):
 		p.loginFailed(ctx, params, client, LoginWrongPassword, g)
 		return nil, p.refuse(be, fatal("28P01", fmt.Sprintf("password authentication failed for user %q", role)),
 			"Use the password accessbroker delivered with this grant.")
+	case err != nil:
+		p.loginFailed(ctx, params, client, LoginProtocol, g)
+		return nil, p.refuse(be, fatal("28000", "SCRAM-SHA-256 authentication failed: "+err.Error()), "")
 	}
 	if reason, ended := p.grantEnded(g, nil); ended {
 		p.loginFailed(ctx, params, client, LoginGrantNotActive, g)

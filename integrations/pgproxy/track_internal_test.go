@@ -142,27 +142,35 @@ func clientStream(t testing.TB, msgs ...pgproto3.FrontendMessage) []byte {
 // and never wait for an answer the stream cannot produce.
 func FuzzClientMessages(f *testing.F) {
 	f.Add(clientStream(f, &pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersionNumber, Parameters: map[string]string{"user": "ab_alice_x", "database": "app"}},
-		&pgproto3.PasswordMessage{Password: "pw"}, &pgproto3.Query{String: "SELECT 1"}, &pgproto3.Terminate{}))
+		&pgproto3.SASLInitialResponse{AuthMechanism: "SCRAM-SHA-256", Data: []byte("n,,n=,r=abc")}, &pgproto3.SASLResponse{Data: []byte("c=biws,r=abcdef,p=AAAA")},
+		&pgproto3.Query{String: "SELECT 1"}, &pgproto3.Terminate{}))
 	f.Add(clientStream(f, &pgproto3.SSLRequest{}))
 	f.Add(clientStream(f, &pgproto3.CancelRequest{ProcessID: 7, SecretKey: []byte{1, 2, 3, 4}}))
 	f.Add(clientStream(f, &pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersionNumber, Parameters: map[string]string{"user": "u"}},
-		&pgproto3.PasswordMessage{Password: "pw"},
+		&pgproto3.SASLInitialResponse{AuthMechanism: "SCRAM-SHA-256", Data: []byte("n,,n=,r=abc")}, &pgproto3.SASLResponse{Data: []byte("c=biws,r=abcdef,p=AAAA")},
 		&pgproto3.Parse{Name: "s", Query: "SELECT $1"}, &pgproto3.Bind{PreparedStatement: "s", Parameters: [][]byte{[]byte("1")}},
 		&pgproto3.Describe{ObjectType: 'P'}, &pgproto3.Execute{}, &pgproto3.Close{ObjectType: 'S', Name: "s"}, &pgproto3.Sync{},
 		&pgproto3.Query{String: "COPY t FROM STDIN"}, &pgproto3.CopyData{Data: []byte("1\n")}, &pgproto3.CopyDone{},
 		&pgproto3.CopyFail{Message: "no"}, &pgproto3.FunctionCall{Function: 1}, &pgproto3.Flush{}))
+	f.Add([]byte("n,,n=,r=fyko+d2lbbFgONRv9qkxdawL"))
 	f.Fuzz(func(t *testing.T, data []byte) {
+		// The SCRAM client-first parser sees the client's bytes too.
+		if gs2, bare, nonce, err := parseClientFirst(string(data)); err == nil && (gs2+bare != string(data) || nonce == "") {
+			t.Fatalf("parseClientFirst(%q) = %q, %q, %q", data, gs2, bare, nonce)
+		}
 		be := pgproto3.NewBackend(bytes.NewReader(data), &bytes.Buffer{})
 		be.SetMaxBodyLen(maxMessageBody)
 		if _, err := be.ReceiveStartupMessage(); err != nil {
 			return
 		}
-		if err := be.SetAuthType(pgproto3.AuthTypeCleartextPassword); err != nil {
-			t.Fatal(err)
-		}
+		// The two SASL messages of the login, then the session.
+		auth := []uint32{pgproto3.AuthTypeSASL, pgproto3.AuthTypeSASLContinue, pgproto3.AuthTypeOk}
 		n := 0
 		tr := newTracker(func() time.Time { return time.Time{} }, func(Statement) { n++ })
-		for {
+		for i := 0; ; i++ {
+			if err := be.SetAuthType(auth[min(i, len(auth)-1)]); err != nil {
+				t.Fatal(err)
+			}
 			msg, err := be.Receive()
 			if err != nil {
 				break
