@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -212,4 +213,79 @@ func TestServeSessionProxy(t *testing.T) {
 	if out := p.mustRun("audit", "verify", "--config", p.config); !strings.Contains(out, "intact") {
 		t.Errorf("audit verify: %s", out)
 	}
+}
+
+// TestBrokerKillEndsProxiedSession: killing the broker (SIGKILL, the real binary) in the
+// middle of a proxied SELECT pg_sleep(600) leaves no backend of the grant's role running:
+// the server notices the dead proxy (client_connection_check_interval) and ends the query,
+// so no session outlives the broker, let alone the grant.
+func TestBrokerKillEndsProxiedSession(t *testing.T) {
+	dsn, role, orphan := proxyDatabase(t)
+	e := newE2E(t)
+	cert, key := writeProxyCert(t, e.dir)
+	proxyAddr := freePort(t)
+	e.config = filepath.Join("testdata", "e2e", "pgproxy.yaml")
+	e.env = append(e.env, "AB_PG_DSN="+dsn, "AB_PG_ROLE="+role, "AB_PG_ORPHAN="+orphan,
+		"AB_PROXY_LISTEN="+proxyAddr, "AB_PROXY_CERT="+cert, "AB_PROXY_KEY="+key)
+	serve := e.command("serve", "--config", e.config)
+	var logs syncBuffer
+	serve.Stdout, serve.Stderr = &logs, &logs
+	if err := serve.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = serve.Process.Kill(); _ = serve.Wait() })
+	within(t, 60*time.Second, "the proxy to listen", func() bool {
+		c, err := net.Dial("tcp", proxyAddr)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+
+	out, code := e.run("grants", "issue", "--config", e.config, "--resource", "prod-db", "--slack-user", "U0ALICE", "--reason", "kill test")
+	cs := regexp.MustCompile(`connection_string: (\S+)`).FindStringSubmatch(out)
+	if code != 0 || cs == nil {
+		t.Fatalf("grants issue exit %d:\n%s", code, out)
+	}
+	ctx := t.Context()
+	c, err := pgx.Connect(ctx, cs[1])
+	if err != nil {
+		t.Fatalf("connect through the proxy: %v\n%s", err, logs.String())
+	}
+	defer c.Close(context.Background())
+	var who string
+	if err := c.QueryRow(ctx, "SELECT current_user").Scan(&who); err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Exec(context.Background(), "SELECT pg_sleep(600)")
+		errc <- err
+	}()
+	root, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close(context.Background())
+	backends := func() int {
+		var n int
+		if err := root.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE usename = $1", who).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	within(t, 20*time.Second, "the query to run upstream", func() bool {
+		var n int
+		err := root.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE usename = $1 AND state = 'active' AND query = 'SELECT pg_sleep(600)'", who).Scan(&n)
+		return err == nil && n == 1
+	})
+
+	if err := serve.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = serve.Wait()
+	if err := <-errc; err == nil {
+		t.Fatal("the query succeeded although the broker died")
+	}
+	within(t, 20*time.Second, "the role's backend to end after the broker died", func() bool { return backends() == 0 })
 }
