@@ -105,6 +105,7 @@ type Proxy struct {
 	upstreams map[string]*pgconn.Config
 	rec       *recorder
 	wake      chan struct{}
+	refusals  refusalLimiter
 
 	mu       sync.Mutex
 	sessions map[string]*session // by session id
@@ -328,4 +329,34 @@ func (p *Proxy) event(action audit.Action, actor audit.Actor, g grants.Grant, ev
 
 func personActor(g grants.Grant) audit.Actor {
 	return audit.Actor{Kind: audit.ActorUser, ID: g.Person.SlackUserID, Email: g.Person.Email}
+}
+
+// Limits on session.login_failed events, so that unauthenticated clients cannot flood the
+// audit log: per client host and minute, and for all hosts together. Refusals beyond them are
+// still refused, and logged.
+const (
+	refusalsPerHost   = 10
+	refusalsPerMinute = 100
+)
+
+// refusalLimiter counts audited refusals per minute.
+type refusalLimiter struct {
+	mu     sync.Mutex
+	window time.Time
+	total  int
+	byHost map[string]int
+}
+
+func (l *refusalLimiter) allow(host string, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if now.Sub(l.window) >= time.Minute || l.byHost == nil {
+		l.window, l.total, l.byHost = now, 0, map[string]int{}
+	}
+	if l.total >= refusalsPerMinute || l.byHost[host] >= refusalsPerHost {
+		return false
+	}
+	l.total++
+	l.byHost[host]++
+	return true
 }

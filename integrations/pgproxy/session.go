@@ -130,6 +130,14 @@ func (p *Proxy) refuse(be *pgproto3.Backend, e *pgproto3.ErrorResponse, hint str
 }
 
 func (p *Proxy) loginFailed(ctx context.Context, params map[string]string, client, reason string, g grants.Grant) {
+	host, _, err := net.SplitHostPort(client)
+	if err != nil {
+		host = client
+	}
+	if !p.refusals.allow(host, p.cfg.Clock.Now()) {
+		p.log.Warn("postgres proxy: refused login not audited (too many from this address or in all this minute)", "client_addr", client, "reason", reason)
+		return
+	}
 	actor := audit.Actor{Kind: audit.ActorUnknown, ID: client}
 	if g.ID != "" && reason != LoginWrongPassword {
 		actor = personActor(g)

@@ -2,6 +2,7 @@ package pgproxy
 
 import (
 	"bytes"
+	"strconv"
 	"testing"
 	"time"
 
@@ -217,5 +218,34 @@ func TestTrackerAbortReportsUnansweredStatements(t *testing.T) {
 	}
 	if tr.busy() {
 		t.Error("still busy after abort")
+	}
+}
+
+// TestRefusalLimiter: at most refusalsPerHost audited refusals per host and
+// refusalsPerMinute in all per minute; a new minute starts afresh.
+func TestRefusalLimiter(t *testing.T) {
+	t.Parallel()
+	var l refusalLimiter
+	t0 := time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
+	n := 0
+	for range 2 * refusalsPerHost {
+		if l.allow("10.0.0.1", t0) {
+			n++
+		}
+	}
+	if n != refusalsPerHost {
+		t.Errorf("one host: %d audited, want %d", n, refusalsPerHost)
+	}
+	n = 0
+	for i := range 2 * refusalsPerMinute {
+		if l.allow("10.1.0."+strconv.Itoa(i), t0.Add(time.Second)) {
+			n++
+		}
+	}
+	if n != refusalsPerMinute-refusalsPerHost {
+		t.Errorf("many hosts: %d audited, want the rest of the minute's %d", n, refusalsPerMinute)
+	}
+	if !l.allow("10.0.0.1", t0.Add(time.Minute)) {
+		t.Error("a new minute did not start afresh")
 	}
 }
