@@ -34,6 +34,9 @@ type app struct {
 	closers   []io.Closer
 	observer  *observerSwitch
 	notices   *grants.ObserverQueue // the revoker's observer: a.observer behind a queue
+	// proxyWake, when set (serve with postgres_proxy), is called with the revoker's Wake:
+	// the session proxy then checks its sessions' grants at once.
+	proxyWake func()
 	// checkpoints reports the latest checkpoint and its witnesses (serve sets it; the weekly
 	// summary and the report API read it). nil elsewhere.
 	checkpoints *checkpointInfo
@@ -107,9 +110,17 @@ func newApp(ctx context.Context, cfg *config.Config, opts appOptions) (*app, err
 		Metrics: a.metrics, Observer: a.notices, Secrets: cfg.SecretValues(),
 	})
 	a.manager = grants.NewManager(a.metrics.timedStore, a.providers, cfg.GrantResources(), opts.clock, log, grants.ManagerOptions{
-		Instance: a.instance, IssueTimeout: rc.IssueTimeout, Wake: a.revoker.Wake, Secrets: cfg.SecretValues(), Gate: &a.gate,
+		Instance: a.instance, IssueTimeout: rc.IssueTimeout, Wake: a.wake, Secrets: cfg.SecretValues(), Gate: &a.gate,
 	})
 	return a, nil
+}
+
+// wake follows a change that may end a grant sooner: the revoker and the session proxy look.
+func (a *app) wake() {
+	a.revoker.Wake()
+	if a.proxyWake != nil {
+		a.proxyWake()
+	}
 }
 
 // Close releases the providers' connections and the store.

@@ -29,6 +29,7 @@ func buildProviders(ctx context.Context, cfg *config.Config, clock grants.Clock,
 			c.Close()
 		}
 	}
+	var proxyPW *postgres.ProxyPasswords // derived on first use: only proxied resources need it
 	for _, r := range cfg.Resources {
 		var p grants.Provider
 		var err error
@@ -37,9 +38,18 @@ func buildProviders(ctx context.Context, cfg *config.Config, clock grants.Clock,
 			p, err = webhook.New(r.Webhook.ProviderConfig(), client)
 		case config.ProviderPostgres:
 			var pp *postgres.Provider
-			// Open, not New: a database that is down must not stop the process (and every
-			// other provider's revocations); serve's readiness checks it (readiness.go).
-			pp, err = postgres.Open(ctx, r.Postgres.ProviderConfig(), clock, log)
+			pc := r.Postgres.ProviderConfig()
+			if r.Postgres.Proxy && proxyPW == nil {
+				proxyPW, err = proxyPasswords(cfg)
+			}
+			if r.Postgres.Proxy && err == nil {
+				pc.Proxy = proxyProviderConfig(cfg, proxyPW)
+			}
+			if err == nil {
+				// Open, not New: a database that is down must not stop the process (and every
+				// other provider's revocations); serve's readiness checks it (readiness.go).
+				pp, err = postgres.Open(ctx, pc, clock, log)
+			}
 			if err == nil {
 				closers = append(closers, closerFunc(pp.Close))
 				p = pp

@@ -19,6 +19,7 @@ import (
 	"github.com/accessbroker/accessbroker/cmd/accessbroker/internal/health"
 	"github.com/accessbroker/accessbroker/grants"
 	"github.com/accessbroker/accessbroker/integrations/adminapi"
+	"github.com/accessbroker/accessbroker/integrations/pgproxy"
 )
 
 const serveUsage = "usage: accessbroker serve --config FILE\n\n" +
@@ -59,6 +60,7 @@ type server struct {
 	front        *frontends
 	health       *health.Registry // readiness of every dependency (readiness.go)
 	readyz       http.Handler
+	pgproxy      *pgproxy.Proxy // postgres_proxy; nil without it
 }
 
 func newServer(ctx context.Context, cfg *config.Config, opts appOptions) (*server, error) {
@@ -107,6 +109,13 @@ func newServer(ctx context.Context, cfg *config.Config, opts appOptions) (*serve
 	if s.front, err = buildFrontends(ctx, a, s.mux); err != nil {
 		a.Close()
 		return nil, err
+	}
+	if s.pgproxy, err = buildPGProxy(a); err != nil {
+		a.Close()
+		return nil, err
+	}
+	if s.pgproxy != nil {
+		a.proxyWake = s.pgproxy.Wake
 	}
 	if s.front.notifier != nil {
 		alerts.target = s.front.notifier
@@ -157,6 +166,13 @@ func (s *server) Run(ctx context.Context, listening chan<- string) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", s.cfg.Listen, err)
 	}
+	var pln net.Listener
+	if s.pgproxy != nil {
+		if pln, err = net.Listen("tcp", s.cfg.PostgresProxy.Listen); err != nil {
+			ln.Close()
+			return fmt.Errorf("listen on postgres_proxy.listen %s: %w", s.cfg.PostgresProxy.Listen, err)
+		}
+	}
 	hs := &http.Server{Handler: s.mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 2 * time.Minute} // a report over a busy week takes seconds
 	servers := []*http.Server{hs}
 	listeners := []net.Listener{ln}
@@ -164,6 +180,9 @@ func (s *server) Run(ctx context.Context, listening chan<- string) error {
 		aln, err := net.Listen("tcp", s.cfg.AdminListen)
 		if err != nil {
 			ln.Close()
+			if pln != nil {
+				pln.Close()
+			}
 			return fmt.Errorf("listen on admin_listen %s: %w", s.cfg.AdminListen, err)
 		}
 		s.adminAddr = aln.Addr().String()
@@ -187,6 +206,9 @@ func (s *server) Run(ctx context.Context, listening chan<- string) error {
 	run("revoker", s.revoker.Run)
 	run("audit guard", s.guard.Run)
 	run("checkpointer", s.checkpointer.Run)
+	if pln != nil {
+		run("postgres proxy", func(ctx context.Context) error { return s.pgproxy.Serve(ctx, pln) })
+	}
 	if s.publisher.Witnesses() > 0 {
 		run("witness publisher", s.publisher.Run)
 	}

@@ -1,5 +1,5 @@
 // Package adminapi serves accessbroker's admin HTTP API under /api/v1: grants (list, revoke),
-// the audit trail (search, paginated) and reports. Every request needs the configured bearer
+// the audit trail (search, paginated), reports and proxied database sessions. Every request needs the configured bearer
 // token; anything else is answered 401, acted on in no way, and recorded (rate-limited) as a
 // request.rejected audit event.
 package adminapi
@@ -98,6 +98,8 @@ func (a *API) routes() []route {
 		{"POST", "/grants/{id}/revoke", "revoke grant", a.revokeGrant},
 		{"GET", "/audit", "search audit", a.searchAudit},
 		{"GET", "/report", "report", a.report},
+		{"GET", "/sessions", "list sessions", a.listSessions},
+		{"GET", "/sessions/{id}", "get session", a.getSession},
 	}
 }
 

@@ -263,3 +263,48 @@ func TestRejectionsGlobalCap(t *testing.T) {
 		t.Fatalf("in the next minute, request.rejected events = %d, want 31", n)
 	}
 }
+
+// TestSessions: /api/v1/sessions lists the proxied sessions the audit log records, and
+// /api/v1/sessions/{id} shows one with its statements in order.
+func TestSessions(t *testing.T) {
+	f := setup(t)
+	sid := grants.NewID("s")
+	actor := audit.Actor{Kind: audit.ActorUser, ID: "U0ALICE"}
+	ev := func(a audit.Action, ev map[string]string) *audit.Event {
+		ev["session_id"] = sid
+		return &audit.Event{Actor: actor, Action: a, GrantID: f.ids[0], Resource: "prod-db", Evidence: ev}
+	}
+	if err := f.mgr.Record(context.Background(),
+		ev(audit.ActionSessionStarted, map[string]string{"role": "ab_alice_x", "client_addr": "10.0.0.7:5000"}),
+		ev(audit.ActionSessionStatement, map[string]string{"order": "1", "text": "SELECT 1", "tag": "SELECT 1", "rows": "1"}),
+	); err != nil {
+		t.Fatal(err)
+	}
+	code, body := f.do(t, "GET", "/api/v1/sessions?active=true&grant="+f.ids[0], token, "")
+	var page adminapi.SessionsPage
+	if code != 200 || json.Unmarshal([]byte(body), &page) != nil || len(page.Sessions) != 1 || page.Sessions[0].ID != sid || page.Sessions[0].Ended != nil {
+		t.Fatalf("GET /sessions = %d %s", code, body)
+	}
+	if code, body := f.do(t, "GET", "/api/v1/sessions?grant="+f.ids[1], token, ""); code != 200 || !strings.Contains(body, `"sessions": []`) {
+		t.Errorf("another grant's sessions = %d %s, want none", code, body)
+	}
+	code, body = f.do(t, "GET", "/api/v1/sessions/"+sid, token, "")
+	var s audit.Session
+	if code != 200 || json.Unmarshal([]byte(body), &s) != nil || len(s.Statements) != 1 || s.Statements[0].Text != "SELECT 1" || s.Role != "ab_alice_x" {
+		t.Fatalf("GET /sessions/%s = %d %s", sid, code, body)
+	}
+	for path, want := range map[string]int{
+		"/api/v1/sessions/" + grants.NewID("s"): 404,
+		"/api/v1/sessions/nope":                 400,
+		"/api/v1/sessions?grant=nope":           400,
+		"/api/v1/sessions?active=maybe":         400,
+		"/api/v1/sessions?limit=0":              400,
+	} {
+		if code, body := f.do(t, "GET", path, token, ""); code != want {
+			t.Errorf("GET %s = %d %s, want %d", path, code, body, want)
+		}
+	}
+	if code, _ := f.do(t, "GET", "/api/v1/sessions", "", ""); code != 401 {
+		t.Errorf("without the token: %d, want 401", code)
+	}
+}

@@ -141,6 +141,10 @@ type Config struct {
 	// missing. "" means DefaultOrphanOwner. It must not be the admin role, one of Roles, or
 	// start with "ab_".
 	OrphanOwner string
+	// Proxy, when set, makes the resource proxied (postgres.proxy: true): each role's
+	// password is derived for the session proxy, and the delivered credential connects to
+	// the proxy with a password only the proxy accepts.
+	Proxy *ProxyConfig
 }
 
 // DefaultOrphanOwner is Config.OrphanOwner's default.
@@ -165,6 +169,8 @@ type Provider struct {
 	orphan        string // role that receives what revoked roles leave behind
 	adminDB       string // database the pool connects to
 	adminPassword string // scrubbed from errors
+
+	proxy *ProxyConfig // postgres.proxy: role passwords derived for the session proxy
 
 	checkMu sync.Mutex                 // one server check at a time
 	server  atomic.Pointer[serverInfo] // nil until a server check has passed
@@ -220,6 +226,12 @@ func (cfg Config) Validate() error {
 	case "", "disable", "allow", "prefer", "require", "verify-ca", "verify-full":
 	default:
 		return fmt.Errorf("postgres provider: sslmode %q is not one of disable, allow, prefer, require, verify-ca, verify-full: %w", cfg.SSLMode, grants.ErrInvalid)
+	}
+
+	if cfg.Proxy != nil {
+		if err := cfg.Proxy.validate(); err != nil {
+			return err
+		}
 	}
 
 	db := cfg.Database
@@ -300,6 +312,7 @@ func Open(ctx context.Context, cfg Config, clock grants.Clock, logger *slog.Logg
 		sslmode:       cfg.SSLMode,
 		adminDB:       pcfg.ConnConfig.Database,
 		adminPassword: pcfg.ConnConfig.Password,
+		proxy:         cfg.Proxy,
 	}
 	if p.limit == 0 {
 		p.limit = DefaultConnectionLimit

@@ -110,8 +110,14 @@ func (p *Provider) Issue(ctx context.Context, req grants.IssueRequest) (grants.I
 		return grants.Issued{}, fmt.Errorf("postgres issue grant %s: %w", req.GrantID, err)
 	}
 	name := RoleName(req.GrantID, req.Person)
-	password, err := newPassword()
-	if err != nil {
+	var (
+		password string
+		err      error
+	)
+	if p.proxy != nil {
+		// Proxied: the role's password is derived for the proxy and never delivered.
+		password = p.proxy.Passwords.Upstream(req.GrantID, name)
+	} else if password, err = newPassword(); err != nil {
 		return grants.Issued{}, fmt.Errorf("postgres issue grant %s: %w", req.GrantID, err)
 	}
 	verifier, err := scramVerifier(password)
@@ -155,31 +161,43 @@ func (p *Provider) Issue(ctx context.Context, req grants.IssueRequest) (grants.I
 	p.log.InfoContext(ctx, "postgres role created", "grant_id", req.GrantID, "role", name,
 		"member_of", p.roles, "valid_until", grants.Timestamp(req.ExpiresAt), "reissued", reissued)
 
-	cred := grants.NewCredential(Kind,
-		"connection_string", p.connString(name, password),
-		"user", name,
-		"password", password,
-		"host", p.host,
-		"port", p.port,
-		"database", p.db,
-		"sslmode", p.sslmode,
-	)
+	cred := p.credential(req.GrantID, name, password)
 	return grants.Issued{
 		Handle:     grants.Handle{Key: name, Data: map[string]string{"role": name}},
 		Credential: cred,
 	}, nil
 }
 
-func (p *Provider) connString(user, password string) string {
-	u := url.URL{Scheme: "postgres", User: url.UserPassword(user, password), Path: "/" + p.db}
-	q := url.Values{}
-	if strings.HasPrefix(p.host, "/") { // Unix socket directory
-		q.Set("host", p.host)
-		q.Set("port", p.port)
-	} else {
-		u.Host = net.JoinHostPort(p.host, p.port)
+// credential is what the person receives: the role and its password on the server, or, for
+// a proxied resource, the proxy's address and the proxy-only password (TLS required).
+func (p *Provider) credential(grantID, name, password string) grants.Credential {
+	host, port, sslmode := p.host, p.port, p.sslmode
+	if p.proxy != nil {
+		host, port, _ = net.SplitHostPort(p.proxy.Address) // validated by Config.Validate
+		sslmode = "require"
+		password = p.proxy.Passwords.Client(grantID, name)
 	}
-	q.Set("sslmode", p.sslmode)
+	return grants.NewCredential(Kind,
+		"connection_string", connString(host, port, p.db, sslmode, name, password),
+		"user", name,
+		"password", password,
+		"host", host,
+		"port", port,
+		"database", p.db,
+		"sslmode", sslmode,
+	)
+}
+
+func connString(host, port, db, sslmode, user, password string) string {
+	u := url.URL{Scheme: "postgres", User: url.UserPassword(user, password), Path: "/" + db}
+	q := url.Values{}
+	if strings.HasPrefix(host, "/") { // Unix socket directory
+		q.Set("host", host)
+		q.Set("port", port)
+	} else {
+		u.Host = net.JoinHostPort(host, port)
+	}
+	q.Set("sslmode", sslmode)
 	u.RawQuery = q.Encode()
 	return u.String()
 }

@@ -140,6 +140,10 @@ type Config struct {
 	// Identity (identity) says how people who are not in identities are identified. Every
 	// key has a default.
 	Identity IdentityRulesConfig `yaml:"identity"`
+	// PostgresProxy (postgres_proxy) is the PostgreSQL session proxy (docs/postgres-proxy.md):
+	// resources with postgres.proxy: true are reached through it, and every session and
+	// statement is recorded. nil when absent; required as soon as a resource has proxy: true.
+	PostgresProxy *PostgresProxyConfig `yaml:"postgres_proxy"`
 
 	lines   map[string]int  // key path → line of the key (or list item) in the file
 	set     map[string]bool // key paths given a non-null value in the file
@@ -370,6 +374,37 @@ type ResourceConfig struct {
 	Policy PolicyConfig `yaml:"policy"`
 }
 
+// PostgresProxyConfig is the postgres_proxy section.
+type PostgresProxyConfig struct {
+	// Listen (postgres_proxy.listen) is the proxy's listen address, host:port, e.g.
+	// "127.0.0.1:6432" or ":6432". Required.
+	Listen string `yaml:"listen"`
+	// PublicAddress (postgres_proxy.public_address) is the host:port that delivered
+	// connection strings name, e.g. "db-proxy.example.com:6432". Default: listen (which then
+	// needs a host).
+	PublicAddress string `yaml:"public_address"`
+	// TLSCertFile (postgres_proxy.tls_cert_file) is the proxy's PEM certificate (chain);
+	// clients must use TLS. Required; relative to the configuration file.
+	TLSCertFile string `yaml:"tls_cert_file"`
+	// TLSKeyFile (postgres_proxy.tls_key_file) is the PEM private key of tls_cert_file.
+	// Required; relative to the configuration file.
+	TLSKeyFile string `yaml:"tls_key_file"`
+	// PasswordKey (postgres_proxy.password_key) is the key both passwords of a proxied grant
+	// are derived from (HMAC-SHA-256: one for the person at the proxy, one for the role on
+	// the server), at least 32 bytes; every replica needs the same one. Optional: by default
+	// it is derived from the audit signing key, so rotating that key makes the passwords of
+	// live proxied grants stop working. A secret: accepts "file:/path".
+	PasswordKey Secret `yaml:"password_key"`
+}
+
+// Address is where delivered connection strings point: public_address, else listen.
+func (p *PostgresProxyConfig) Address() string {
+	if p.PublicAddress != "" {
+		return p.PublicAddress
+	}
+	return p.Listen
+}
+
 // PostgresConfig is the postgres provider's block: a login role with VALID UNTIL, member of
 // Roles, dropped on revoke.
 type PostgresConfig struct {
@@ -400,6 +435,10 @@ type PostgresConfig struct {
 	// it can log in, has a role attribute or is a member of any role. Never the admin role,
 	// and not starting with ab_. Default accessbroker_orphans.
 	OrphanOwner string `yaml:"orphan_owner"`
+	// Proxy (postgres.proxy) routes the resource through the session proxy (postgres_proxy):
+	// the delivered connection string points at the proxy with a password only the proxy
+	// accepts, and the role's own password is never shown. Default false.
+	Proxy bool `yaml:"proxy"`
 }
 
 // AWSSTSConfig is the aws-sts provider's block: AssumeRole per grant, revoked with a
@@ -761,6 +800,13 @@ func parseConfig(data []byte, opts loadOptions) (*Config, error) {
 		}
 		if f := cfg.Audit.SigningKeyFile; f != "" && opts.baseDir != "" && !filepath.IsAbs(f) {
 			cfg.Audit.SigningKeyFile = filepath.Join(opts.baseDir, f)
+		}
+		if pp := cfg.PostgresProxy; pp != nil && opts.baseDir != "" {
+			for _, f := range []*string{&pp.TLSCertFile, &pp.TLSKeyFile} {
+				if *f != "" && !filepath.IsAbs(*f) {
+					*f = filepath.Join(opts.baseDir, *f)
+				}
+			}
 		}
 		for i := range cfg.Audit.Witnesses {
 			if w := &cfg.Audit.Witnesses[i]; w.Kind == WitnessFile && w.Path != "" && opts.baseDir != "" && !filepath.IsAbs(w.Path) {
@@ -1739,9 +1785,51 @@ func (c *Config) validate() []Problem {
 		v.checkURL("github.api_url", g.APIURL, func(s string) error { _, err := github.ParseAPIURL(s); return err })
 	}
 	c.validateResources(v)
+	c.validatePostgresProxy(v)
 	c.validateAutoGrant(v)
 	c.validateIdentities(v)
 	return v.probs
+}
+
+// MinProxyKeyLength is the shortest postgres_proxy.password_key.
+const MinProxyKeyLength = 32
+
+// validatePostgresProxy checks postgres_proxy and that every proxy: true resource has it.
+func (c *Config) validatePostgresProxy(v *validator) {
+	p := c.PostgresProxy
+	for i, res := range c.Resources {
+		if res.Postgres != nil && res.Postgres.Proxy && p == nil {
+			v.add(fmt.Sprintf("resources[%d].postgres.proxy", i), "needs the postgres_proxy section (listen, tls_cert_file, tls_key_file): the proxy this resource is reached through")
+		}
+	}
+	if p == nil {
+		return
+	}
+	hostPort := func(path, addr string, needHost bool) {
+		host, port, err := net.SplitHostPort(addr)
+		n, perr := strconv.Atoi(port)
+		switch {
+		case err != nil:
+			v.add(path, "%s is not a host:port address such as \":6432\" or \"db-proxy.example.com:6432\"", v.show(path, addr))
+		case perr != nil || n < 1 || n > 65535:
+			v.add(path, "port %s is not a number between 1 and 65535", v.show(path, port))
+		case host != "" && net.ParseIP(host) == nil && !validHostname(host):
+			v.add(path, "host %s is neither an IP address nor a host name", v.show(path, host))
+		case needHost && (host == "" || net.ParseIP(host) != nil && net.ParseIP(host).IsUnspecified()):
+			v.add(path, "has no host clients can connect to; set postgres_proxy.public_address, e.g. db-proxy.example.com:6432")
+		}
+	}
+	if v.required("postgres_proxy.listen", p.Listen, "the proxy's listen address, e.g. \":6432\"") {
+		hostPort("postgres_proxy.listen", p.Listen, p.PublicAddress == "")
+	}
+	if p.PublicAddress != "" {
+		hostPort("postgres_proxy.public_address", p.PublicAddress, true)
+	}
+	v.required("postgres_proxy.tls_cert_file", p.TLSCertFile, "the proxy's PEM certificate: clients must use TLS")
+	v.required("postgres_proxy.tls_key_file", p.TLSKeyFile, "the PEM private key of tls_cert_file")
+	if p.PasswordKey.IsSet() && len(p.PasswordKey.Reveal()) < MinProxyKeyLength {
+		v.add("postgres_proxy.password_key", "is too short: use at least %d random characters (e.g. openssl rand -hex 32)", MinProxyKeyLength)
+	}
 }
 
 // maxWitnesses bounds audit.witnesses: each is written on every checkpoint.

@@ -501,7 +501,7 @@ func TestEnvExpansion(t *testing.T) {
 			name:    "keys are not expanded",
 			extra:   "${KEY}: x\n",
 			env:     map[string]string{"KEY": "instance_name"},
-			wantErr: []Problem{{Line: 9, Msg: `unknown key "${KEY}" in config; known keys: admin_listen, api, audit, auto_grant, aws, github, identities, identity, instance_name, listen, log_level, pagerduty, resources, revoker, slack, store`}},
+			wantErr: []Problem{{Line: 9, Msg: `unknown key "${KEY}" in config; known keys: admin_listen, api, audit, auto_grant, aws, github, identities, identity, instance_name, listen, log_level, pagerduty, postgres_proxy, resources, revoker, slack, store`}},
 		},
 	}
 	for _, tt := range tests {
@@ -914,5 +914,34 @@ func TestWitnessesConfig(t *testing.T) {
 	}
 	if got := cfg.Audit.Witnesses[3].S3WitnessConfig(cfg.AWS).Region; got != "eu-west-1" {
 		t.Errorf("s3 witness region = %q, want its own eu-west-1", got)
+	}
+}
+
+// TestPostgresProxyConfig: postgres_proxy decodes, its certificate paths are relative to the
+// configuration file, the delivered address defaults to listen, and proxy: true is per
+// resource.
+func TestPostgresProxyConfig(t *testing.T) {
+	t.Parallel()
+	cfg, err := LoadConfig(filepath.Join(testdataDir, "postgres_proxy.yaml"), envMap(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := cfg.PostgresProxy
+	if p == nil {
+		t.Fatal("postgres_proxy not decoded")
+	}
+	rel := filepath.Join(testdataDir, "certs/proxy.crt")
+	if p.TLSCertFile != rel || p.TLSKeyFile != "/etc/accessbroker/proxy.key" {
+		t.Errorf("tls files = %q, %q; want %q (next to the file) and the absolute key path as given", p.TLSCertFile, p.TLSKeyFile, rel)
+	}
+	if p.Address() != "10.0.0.5:6432" {
+		t.Errorf("Address() = %q, want listen when public_address is unset", p.Address())
+	}
+	p.PublicAddress = "db-proxy.example.com:6432"
+	if p.Address() != "db-proxy.example.com:6432" {
+		t.Errorf("Address() = %q, want public_address", p.Address())
+	}
+	if !cfg.Resources[0].Postgres.Proxy || cfg.Resources[1].Postgres.Proxy {
+		t.Errorf("proxy = %v, %v; want true, false", cfg.Resources[0].Postgres.Proxy, cfg.Resources[1].Postgres.Proxy)
 	}
 }
