@@ -136,10 +136,26 @@ const (
 	// AnomalyNotRevokedOnTime: at until, a grant is still not revoked more than LateAfter
 	// after its expiry.
 	AnomalyNotRevokedOnTime AnomalyKind = "not_revoked_on_time"
+	// AnomalyLoginFailures: RejectionBurst or more refused logins at the session proxy
+	// (session.login_failed) within RejectionWindow, for one person (Person) or for one
+	// database role (Resource is "role <name>"), whichever the events name.
+	AnomalyLoginFailures AnomalyKind = "repeated_login_failures"
+	// AnomalyAfterIncidentResolved: statements of a grant recorded after its revocation was
+	// requested because its incident was resolved (grant.revoke_queued cause
+	// incident_resolved).
+	AnomalyAfterIncidentResolved AnomalyKind = "statements_after_incident_resolved"
+	// AnomalyPermissionDenied: statements of a grant refused by the database for lack of
+	// privilege (SQLSTATE 42501): someone tried more than the grant allows.
+	AnomalyPermissionDenied AnomalyKind = "permission_denied_statements"
+	// AnomalyNeverUsed: a grant that ended (revoked, or expired by until) without any proxied
+	// session, on a resource that had proxied sessions before until. The audit log does not
+	// say whether a resource is proxied; a resource with sessions is taken to be.
+	AnomalyNeverUsed AnomalyKind = "granted_never_used"
 )
 
 // AnomalyKinds lists the anomaly rules in display order.
-var AnomalyKinds = []AnomalyKind{AnomalyNotOnCall, AnomalyOutsideShift, AnomalyBreakGlass, AnomalyRepeatedRejections, AnomalySameApprover, AnomalyNotRevokedOnTime}
+var AnomalyKinds = []AnomalyKind{AnomalyNotOnCall, AnomalyOutsideShift, AnomalyBreakGlass, AnomalyRepeatedRejections, AnomalySameApprover, AnomalyNotRevokedOnTime,
+	AnomalyLoginFailures, AnomalyAfterIncidentResolved, AnomalyPermissionDenied, AnomalyNeverUsed}
 
 // Count is a named figure.
 type Count struct {
@@ -177,6 +193,11 @@ type Report struct {
 	EarlyEnds   []Count
 	Requests    RequestCounts
 	Revocations RevocationHealth
+	// Sessions totals the database use of the window's grants through the session proxy
+	// (the sum of the rows' Use).
+	Sessions SessionUse
+	// LoginFailures counts session.login_failed events in the window.
+	LoginFailures int
 	// Anomalies are ordered by kind (AnomalyKinds order), then time, grant and person.
 	Anomalies []Anomaly
 	// Rows has one row per issued grant of the window, by issue time then grant id.
@@ -270,6 +291,7 @@ type Anomaly struct {
 	Time      time.Time // the grant's issue time, the first rejection, the expiry, …
 	Person    string    // whom it concerns (the grantee, the rejected person, the requester)
 	Approver  string    // AnomalySameApprover only
+	Role      string    // AnomalyLoginFailures per role only: the database role tried
 	Resource  string
 	GrantID   string
 	RequestID string
@@ -306,7 +328,27 @@ type GrantRow struct {
 	// EndedEarly is the early-end kind (EarlyEndKinds) when the grant was ended before its
 	// expiry, else "".
 	EndedEarly string
-	Anomalies  []AnomalyKind
+	// Use is what was done with the grant through the session proxy, up to until.
+	Use       SessionUse
+	Anomalies []AnomalyKind
+}
+
+// SessionUse is what a grant's proxied sessions did, from its session.* events: statements
+// are classified by their recorded command tag (of the last command, for a query string of
+// several), so a statement that failed is counted as failed, not as a write or DDL.
+type SessionUse struct {
+	Sessions   int // session.started events
+	Statements int // session.statement events
+	// Connected is the time the sessions were open: each from its session.started to its
+	// session.ended, or to until while still open.
+	Connected time.Duration
+	// Writes: INSERT, UPDATE, DELETE, MERGE, and COPY into a table (COPY … FROM).
+	Writes int
+	// DDL: CREATE, ALTER, DROP, TRUNCATE, GRANT, REVOKE.
+	DDL int
+	// Failed statements (a SQLSTATE recorded); PermissionDenied those with SQLSTATE 42501.
+	Failed           int
+	PermissionDenied int
 }
 
 // Grant states a row can show (State).
@@ -401,7 +443,7 @@ func NewReportBuilder(since, until time.Time, opts ReportOptions, sizeHint int) 
 	return &ReportBuilder{sorted: true, b: &reportBuilder{
 		since: since.UTC(), until: until.UTC(), opts: opts.withDefaults(),
 		grants: make(map[string]*grantTrack, n), requests: make(map[string]*requestTrack, n),
-		alias: map[string]string{}, failed: map[string]bool{}, order: make([]*grantTrack, 0, n),
+		alias: map[string]string{}, failed: map[string]bool{}, sessionRes: map[string]bool{}, order: make([]*grantTrack, 0, n),
 		grantSlab: make([]grantTrack, 0, n), requestSlab: make([]requestTrack, 0, n),
 	}}
 }

@@ -26,6 +26,25 @@ type grantTrack struct {
 	revokedCause                            string
 	failures                                int
 	failing                                 bool
+	use                                     *sessionTrack // nil until the grant's first session event
+}
+
+// sessionTrack is what a grant's session.* events told so far.
+type sessionTrack struct {
+	SessionUse
+	open map[string]time.Time // session id → start, while no session.ended was seen
+	// Statements recorded after a revocation requested because the incident was resolved.
+	afterResolved      int
+	firstAfterResolved time.Time
+	firstDenied        time.Time
+}
+
+// loginFailure is one session.login_failed event of the window.
+type loginFailure struct {
+	person string // raw (resolved at the end); "" when the event names nobody
+	grant  string // the grant the role belongs to, when known
+	role   string
+	at     time.Time
 }
 
 type requestTrack struct {
@@ -58,15 +77,19 @@ type reportBuilder struct {
 
 	refusals  []refusal
 	approvals []approvalPair
-	failed    map[string]bool
-	buckets   [][]Anomaly // findings by kind, in AnomalyKinds order
+	logins    []loginFailure
+	// sessionRes holds the resources with a session.started event in the window.
+	sessionRes map[string]bool
+	failed     map[string]bool
+	buckets    [][]Anomaly // findings by kind, in AnomalyKinds order
 
 	// Preallocated tracks, so that 100k grants are not 100k allocations.
 	grantSlab   []grantTrack
 	requestSlab []requestTrack
 
-	reqs RequestCounts
-	rev  RevocationHealth
+	reqs           RequestCounts
+	rev            RevocationHealth
+	rejectedLogins int
 }
 
 func (b *reportBuilder) grant(id string) *grantTrack {
@@ -121,6 +144,8 @@ func (b *reportBuilder) add(e *Event) {
 		}
 	}
 	switch e.Action {
+	case ActionSessionStarted, ActionSessionStatement, ActionSessionEnded, ActionSessionLoginFailed:
+		b.addSessionEvent(e, in)
 	case ActionRequestCreated, ActionOnCallChecked, ActionRequestApproved, ActionRequestExpired,
 		ActionRequestDenied, ActionRequestRejected, ActionApprovalRecorded:
 		b.addRequestEvent(e, in)
@@ -191,6 +216,122 @@ func (b *reportBuilder) add(e *Event) {
 				ExpiresAt: g.expires, RevokedAt: e.Time, Lag: e.Time.Sub(g.expires), Cause: g.revokedCause})
 		}
 	}
+}
+
+// addSessionEvent records an event of the session proxy.
+func (b *reportBuilder) addSessionEvent(e *Event, in bool) {
+	ev := e.Evidence
+	if e.Action == ActionSessionLoginFailed {
+		if !in {
+			return
+		}
+		b.rejectedLogins++
+		who := ""
+		if e.Actor.Kind == ActorUser {
+			who = firstOf(e.Actor.Email, e.Actor.ID)
+		}
+		b.logins = append(b.logins, loginFailure{person: who, grant: e.GrantID, role: ev["role"], at: e.Time})
+		return
+	}
+	if e.GrantID == "" {
+		return
+	}
+	g := b.grant(e.GrantID)
+	if g.use == nil {
+		g.use = &sessionTrack{}
+	}
+	u := g.use
+	id := ev["session_id"]
+	switch e.Action {
+	case ActionSessionStarted:
+		u.Sessions++
+		if u.open == nil {
+			u.open = map[string]time.Time{}
+		}
+		u.open[id] = e.Time
+		if in && e.Resource != "" {
+			b.sessionRes[e.Resource] = true
+		}
+	case ActionSessionEnded:
+		if start, ok := u.open[id]; ok {
+			u.Connected += e.Time.Sub(start)
+			delete(u.open, id)
+		}
+	case ActionSessionStatement:
+		u.Statements++
+		switch {
+		case ev["sqlstate"] != "":
+			u.Failed++
+			if ev["sqlstate"] == SQLStateInsufficientPrivilege {
+				if u.PermissionDenied == 0 {
+					u.firstDenied = e.Time
+				}
+				u.PermissionDenied++
+			}
+		default:
+			switch StatementClass(ev["tag"], ev["text"]) {
+			case StatementWrite:
+				u.Writes++
+			case StatementDDL:
+				u.DDL++
+			}
+		}
+		if !g.revokeReqAt.IsZero() && g.revokeReqCause == EndIncidentResolved && e.Time.After(g.revokeReqAt) {
+			if u.afterResolved == 0 {
+				u.firstAfterResolved = e.Time
+			}
+			u.afterResolved++
+		}
+	}
+}
+
+// SQLStateInsufficientPrivilege is PostgreSQL's "permission denied" error code.
+const SQLStateInsufficientPrivilege = "42501"
+
+// Statement classes (StatementClass).
+const (
+	StatementRead  = "read"
+	StatementWrite = "write"
+	StatementDDL   = "ddl"
+)
+
+// StatementClass classifies a statement by its command tag (as session.statement records
+// it, e.g. "INSERT 0 5"): INSERT, UPDATE, DELETE, MERGE and COPY into a table are
+// StatementWrite; CREATE, ALTER, DROP, TRUNCATE, GRANT and REVOKE StatementDDL; anything
+// else (SELECT, SET, BEGIN, an empty tag, …) StatementRead. The tag "COPY n" does not say
+// the direction, so text decides: COPY … FROM (STDIN or a file) writes, COPY … TO and
+// COPY (query) TO read.
+func StatementClass(tag, text string) string {
+	verb, _, _ := strings.Cut(strings.TrimSpace(tag), " ")
+	switch strings.ToUpper(verb) {
+	case "INSERT", "UPDATE", "DELETE", "MERGE":
+		return StatementWrite
+	case "CREATE", "ALTER", "DROP", "TRUNCATE", "GRANT", "REVOKE":
+		return StatementDDL
+	case "COPY":
+		if copyFrom(text) {
+			return StatementWrite
+		}
+	}
+	return StatementRead
+}
+
+// copyFrom reports whether a COPY statement's text copies into a table: COPY name [(cols)]
+// FROM …. COPY (query) can only copy out.
+func copyFrom(text string) bool {
+	f := strings.Fields(strings.ToUpper(text))
+	if len(f) < 3 || f[0] != "COPY" || strings.HasPrefix(f[1], "(") {
+		return false
+	}
+	for _, w := range f[2:] {
+		switch w {
+		case "FROM":
+			return true
+		case "TO":
+			return false
+		}
+	}
+	return false
 }
 
 // addRequestEvent records an event about a request (not a grant).
@@ -325,7 +466,7 @@ func (b *reportBuilder) finish() Report {
 			b.alias[id] = label
 		}
 	}
-	rep := Report{Since: b.since, Until: b.until, Options: b.opts, Requests: b.reqs, Revocations: b.rev}
+	rep := Report{Since: b.since, Until: b.until, Options: b.opts, Requests: b.reqs, Revocations: b.rev, LoginFailures: b.rejectedLogins}
 	rep.Revocations.FailedGrants = len(b.failed)
 
 	var window []*grantTrack
@@ -367,6 +508,7 @@ func (b *reportBuilder) finish() Report {
 		if !g.revokedAt.IsZero() {
 			used = append(used, g.revokedAt.Sub(g.created))
 		}
+		rep.Sessions.add(row.Use)
 		if g.extensions > 0 {
 			rep.Extensions.Extensions += g.extensions
 			rep.Extensions.Grants++
@@ -389,7 +531,7 @@ func (b *reportBuilder) finish() Report {
 	slices.SortFunc(rep.Revocations.Late, func(x, y LateRevocation) int {
 		return cmp.Or(x.RevokedAt.Compare(y.RevokedAt), cmp.Compare(x.GrantID, y.GrantID))
 	})
-	for _, list := range [][]Anomaly{b.overdue(), b.rejectionBursts(), b.frequentApprovals()} {
+	for _, list := range [][]Anomaly{b.overdue(), b.rejectionBursts(), b.frequentApprovals(), b.loginFailureBursts()} {
 		for _, a := range list {
 			b.flag(a)
 		}
@@ -466,9 +608,26 @@ func (b *reportBuilder) row(g *grantTrack) GrantRow {
 		row.RevokeCause = "expired"
 	}
 	row.EndedEarly = b.earlyEnd(g)
+	if u := g.use; u != nil {
+		row.Use = u.SessionUse
+		for _, start := range u.open {
+			row.Use.Connected += b.until.Sub(start)
+		}
+	}
 
 	b.grantAnomalies(g, &row, kind, by, onCall("on_call_error"))
+	b.sessionAnomalies(g, &row)
 	return row
+}
+
+func (u *SessionUse) add(o SessionUse) {
+	u.Sessions += o.Sessions
+	u.Statements += o.Statements
+	u.Connected += o.Connected
+	u.Writes += o.Writes
+	u.DDL += o.DDL
+	u.Failed += o.Failed
+	u.PermissionDenied += o.PermissionDenied
 }
 
 // decide classifies how a grant was decided, and by whom.

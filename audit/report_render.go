@@ -56,6 +56,7 @@ var ReportCSVColumns = []string{
 	"grant_id", "request_id", "resource", "person", "issued_at", "expires_at", "granted", "reason",
 	"decision", "decided_by", "on_call", "on_call_until", "on_call_shifts", "incident", "extensions",
 	"state", "revoked_at", "revoke_cause", "revoked_by", "revoke_reason", "anomalies", "ended_early",
+	"sessions", "statements", "connected", "write_statements", "ddl_statements", "failed_statements",
 }
 
 // WriteReportCSV writes the report's grant rows as RFC 4180 CSV with a header row and the
@@ -87,6 +88,8 @@ func writeReportCSV(w io.Writer, r Report, cell func(string) string) error {
 			g.GrantID, g.RequestID, g.Resource, g.Person, stamp(g.IssuedAt), stamp(g.ExpiresAt), FormatDuration(g.Granted), g.Reason,
 			string(g.Decision), g.DecidedBy, g.OnCall, g.OnCallUntil, g.OnCallShifts, g.Incident, strconv.Itoa(g.Extensions),
 			g.State, stamp(g.RevokedAt), g.RevokeCause, g.RevokedBy, g.RevokeReason, strings.Join(kinds, ";"), g.EndedEarly,
+			strconv.Itoa(g.Use.Sessions), strconv.Itoa(g.Use.Statements), FormatDuration(g.Use.Connected),
+			strconv.Itoa(g.Use.Writes), strconv.Itoa(g.Use.DDL), strconv.Itoa(g.Use.Failed),
 		}
 		for i, v := range vals {
 			rec[i] = cell(v)
@@ -162,11 +165,25 @@ func writeReportJSON(w *bufio.Writer, r Report) error {
 		Late             []late `json:"late"`
 		NotRevokedOnTime int    `json:"not_revoked_on_time"`
 	}
+	type use struct {
+		Sessions         int    `json:"sessions"`
+		Statements       int    `json:"statements"`
+		Connected        string `json:"connected"`
+		Writes           int    `json:"write_statements"`
+		DDL              int    `json:"ddl_statements"`
+		Failed           int    `json:"failed_statements"`
+		PermissionDenied int    `json:"permission_denied_statements"`
+	}
+	toUse := func(u SessionUse) use {
+		return use{Sessions: u.Sessions, Statements: u.Statements, Connected: FormatDuration(u.Connected),
+			Writes: u.Writes, DDL: u.DDL, Failed: u.Failed, PermissionDenied: u.PermissionDenied}
+	}
 	type anomaly struct {
 		Kind      AnomalyKind `json:"kind"`
 		Time      string      `json:"time"`
 		Person    string      `json:"person,omitempty"`
 		Approver  string      `json:"approver,omitempty"`
+		Role      string      `json:"role,omitempty"`
 		Resource  string      `json:"resource,omitempty"`
 		GrantID   string      `json:"grant_id,omitempty"`
 		RequestID string      `json:"request_id,omitempty"`
@@ -195,6 +212,7 @@ func writeReportJSON(w *bufio.Writer, r Report) error {
 		RevokedBy    string        `json:"revoked_by,omitempty"`
 		RevokeReason string        `json:"revoke_reason,omitempty"`
 		EndedEarly   string        `json:"ended_early,omitempty"`
+		Use          use           `json:"sessions"`
 		Anomalies    []AnomalyKind `json:"anomalies"`
 	}
 	type checkpoint struct {
@@ -227,6 +245,8 @@ func writeReportJSON(w *bufio.Writer, r Report) error {
 		EarlyEnds   []Count       `json:"early_ends"`
 		Requests    RequestCounts `json:"requests"`
 		Revocations revocations   `json:"revocations"`
+		Sessions    use           `json:"sessions"`
+		LoginFails  int           `json:"login_failures"`
 		Checkpoint  *checkpoint   `json:"latest_checkpoint,omitempty"`
 	}
 	nonNil := func(c []Count) []Count {
@@ -249,6 +269,7 @@ func writeReportJSON(w *bufio.Writer, r Report) error {
 		EarlyEnds:  nonNil(r.EarlyEnds), Requests: r.Requests,
 		Revocations: revocations{Revoked: r.Revocations.Revoked, Failures: r.Revocations.Failures, FailedGrants: r.Revocations.FailedGrants,
 			Late: []late{}, NotRevokedOnTime: r.Revocations.NotRevokedOnTime},
+		Sessions: toUse(r.Sessions), LoginFails: r.LoginFailures,
 	}
 	if c := r.Checkpoint; c != nil {
 		out.Checkpoint = &checkpoint{Seq: c.Seq, Hash: c.Hash, Time: stamp(c.Time), Witnesses: c.Witnesses, Published: c.Published}
@@ -258,7 +279,7 @@ func writeReportJSON(w *bufio.Writer, r Report) error {
 			ExpiresAt: stamp(l.ExpiresAt), RevokedAt: stamp(l.RevokedAt), Lag: FormatDuration(l.Lag), Cause: l.Cause})
 	}
 	toAnomaly := func(a Anomaly) anomaly {
-		return anomaly{Kind: a.Kind, Time: stamp(a.Time), Person: a.Person, Approver: a.Approver,
+		return anomaly{Kind: a.Kind, Time: stamp(a.Time), Person: a.Person, Approver: a.Approver, Role: a.Role,
 			Resource: a.Resource, GrantID: a.GrantID, RequestID: a.RequestID, Count: a.Count, Detail: a.Detail}
 	}
 	toRow := func(g GrantRow) row {
@@ -270,7 +291,7 @@ func writeReportJSON(w *bufio.Writer, r Report) error {
 			IssuedAt: stamp(g.IssuedAt), ExpiresAt: stamp(g.ExpiresAt), Granted: FormatDuration(g.Granted), Reason: g.Reason,
 			Decision: g.Decision, DecidedBy: g.DecidedBy, OnCall: g.OnCall, OnCallUntil: g.OnCallUntil, OnCallShifts: g.OnCallShifts,
 			Incident: g.Incident, Extensions: g.Extensions, State: g.State, RevokedAt: stamp(g.RevokedAt), RevokeCause: g.RevokeCause,
-			RevokedBy: g.RevokedBy, RevokeReason: g.RevokeReason, EndedEarly: g.EndedEarly, Anomalies: kinds}
+			RevokedBy: g.RevokedBy, RevokeReason: g.RevokeReason, EndedEarly: g.EndedEarly, Use: toUse(g.Use), Anomalies: kinds}
 	}
 	var head bytes.Buffer
 	henc := json.NewEncoder(&head)
@@ -358,6 +379,10 @@ func WriteReportMarkdown(w io.Writer, r Report) error {
 	p("| revocations | %d |\n| revocation failures (attempts / grants) | %d / %d |\n", v.Revoked, v.Failures, v.FailedGrants)
 	p("| late revocations (over %s after expiry) | %d |\n| not revoked on time at the end of the window | %d |\n",
 		FormatDuration(r.Options.LateAfter), len(v.Late), v.NotRevokedOnTime)
+	su := r.Sessions
+	p("| database sessions through the proxy: sessions / statements / connected | %d / %d / %s |\n", su.Sessions, su.Statements, FormatDuration(su.Connected))
+	p("| statements: write / DDL / failed (permission denied) | %d / %d / %d (%d) |\n", su.Writes, su.DDL, su.Failed, su.PermissionDenied)
+	p("| refused logins at the database proxy | %d |\n", r.LoginFailures)
 	p("| anomalies | %d |\n\n", len(r.Anomalies))
 
 	countTable := func(title, col string, cs []Count, skipZero bool) {
@@ -398,6 +423,21 @@ func WriteReportMarkdown(w io.Writer, r Report) error {
 		p("\n")
 	}
 
+	p("## Database sessions\n\n")
+	if su.Sessions == 0 {
+		p("None.\n\n")
+	} else {
+		p("| grant | person | resource | sessions | statements | connected | write | DDL | failed | permission denied |\n")
+		p("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+		for _, g := range r.Rows {
+			if u := g.Use; u.Sessions > 0 || u.Statements > 0 {
+				p("| `%s` | %s | %s | %d | %d | %s | %d | %d | %d | %d |\n", g.GrantID, mdCell(g.Person), mdCell(g.Resource),
+					u.Sessions, u.Statements, FormatDuration(u.Connected), u.Writes, u.DDL, u.Failed, u.PermissionDenied)
+			}
+		}
+		p("\n")
+	}
+
 	p("## Anomalies\n\n")
 	if len(r.Anomalies) == 0 {
 		p("None.\n\n")
@@ -408,7 +448,11 @@ func WriteReportMarkdown(w io.Writer, r Report) error {
 			if a.GrantID != "" {
 				g = "`" + a.GrantID + "`"
 			}
-			p("| %s | %s | %s | %s | %s | %s |\n", a.Kind, stamp(a.Time), mdCell(a.Person), mdCell(a.Resource), g, mdCell(a.Detail))
+			who := a.Person
+			if a.Role != "" {
+				who = strings.TrimSpace("role " + a.Role + " " + who)
+			}
+			p("| %s | %s | %s | %s | %s | %s |\n", a.Kind, stamp(a.Time), mdCell(who), mdCell(a.Resource), g, mdCell(a.Detail))
 		}
 		p("\n")
 	}

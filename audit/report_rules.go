@@ -94,6 +94,80 @@ func (b *reportBuilder) frequentApprovals() []Anomaly {
 	return out
 }
 
+// loginFailureBursts finds runs of RejectionBurst or more refused proxy logins within
+// RejectionWindow, per person and per database role (the same refusals can make one finding
+// of each). A refusal names a person when its actor is one, else through the grant whose
+// role was tried; a refusal naming no role and no person (a plaintext probe) counts for
+// neither. Runs do not overlap.
+func (b *reportBuilder) loginFailureBursts() []Anomaly {
+	type key struct{ person, role string }
+	by := map[key][]loginFailure{}
+	for _, l := range b.logins {
+		who := b.resolve(l.person)
+		if g := b.grants[l.grant]; who == "" && g != nil {
+			who = g.person
+		}
+		if who != "" {
+			by[key{person: who}] = append(by[key{person: who}], l)
+		}
+		if l.role != "" {
+			by[key{role: l.role}] = append(by[key{role: l.role}], l)
+		}
+	}
+	var out []Anomaly
+	for k, ls := range by {
+		slices.SortStableFunc(ls, func(x, y loginFailure) int { return x.at.Compare(y.at) })
+		for i := 0; i < len(ls); {
+			j := i
+			for j < len(ls) && ls[j].at.Sub(ls[i].at) <= b.opts.RejectionWindow {
+				j++
+			}
+			n := j - i
+			if n < b.opts.RejectionBurst {
+				i++
+				continue
+			}
+			a := Anomaly{Kind: AnomalyLoginFailures, Time: ls[i].at, Person: k.person, Role: k.role, Count: n}
+			whose := k.person
+			if k.role != "" {
+				whose = "role " + k.role
+				if g := b.grants[ls[i].grant]; g != nil {
+					a.GrantID, a.Resource, a.Person = g.id, g.resource, g.person
+				}
+			}
+			a.Detail = fmt.Sprintf("%d refused logins at the database proxy for %s between %s and %s", n, whose, FormatTime(ls[i].at), FormatTime(ls[j-1].at))
+			out = append(out, a)
+			i = j
+		}
+	}
+	return out
+}
+
+// sessionAnomalies applies the per-grant rules over the grant's proxied sessions:
+// statements after the incident was resolved, statements refused for lack of privilege, and
+// a grant that ended unused on a resource whose grants are used through the proxy.
+func (b *reportBuilder) sessionAnomalies(g *grantTrack, row *GrantRow) {
+	flag := func(k AnomalyKind, at time.Time, n int, detail string) {
+		row.Anomalies = append(row.Anomalies, k)
+		b.flag(Anomaly{Kind: k, Time: at, Person: row.Person, Resource: g.resource, GrantID: g.id,
+			RequestID: g.requestID, Count: n, Detail: detail})
+	}
+	if u := g.use; u != nil {
+		if u.afterResolved > 0 {
+			flag(AnomalyAfterIncidentResolved, u.firstAfterResolved, u.afterResolved,
+				fmt.Sprintf("%d statement(s) after the incident was resolved (revocation requested at %s)", u.afterResolved, FormatTime(g.revokeReqAt)))
+		}
+		if u.PermissionDenied > 0 {
+			flag(AnomalyPermissionDenied, u.firstDenied, u.PermissionDenied,
+				fmt.Sprintf("%d statement(s) refused with SQLSTATE %s (permission denied)", u.PermissionDenied, SQLStateInsufficientPrivilege))
+		}
+	}
+	ended := row.State == RowRevoked || row.State == RowExpiredNotRevoked
+	if ended && row.Use.Sessions == 0 && b.sessionRes[g.resource] {
+		flag(AnomalyNeverUsed, g.issued, 0, "granted for "+FormatDuration(row.Granted)+" and ended without a session through the database proxy")
+	}
+}
+
 // grantAnomalies applies the per-grant rules to a grant's row: issued or running outside the
 // requester's on-call shift, granted to someone not (or not known to be) on call, break-glass.
 // It files each finding and lists its kind on the row.

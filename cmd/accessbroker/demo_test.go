@@ -306,6 +306,7 @@ func TestDemo(t *testing.T) {
 				t.Error("the transcript does not say which PostgreSQL database prod-db used")
 			}
 			checkPostgresCleanedUp(t, r)
+			checkProxiedSession(t, r)
 			checkTranscript(t, "transcript-postgres.golden", r)
 		}
 	})
@@ -357,6 +358,30 @@ func TestDemo(t *testing.T) {
 			t.Errorf("the transcript never shows carol's request %s", evs[0].RequestID)
 		}
 	})
+}
+
+// checkProxiedSession: alice's query went through the session proxy, is in the audit log
+// with her grant, and her open session was cut at expiry.
+func checkProxiedSession(t *testing.T, r demoResult) {
+	t.Helper()
+	var evs []audit.Event
+	mustRunJSON(t, &evs, "audit", "search", "--config", r.config, "--format", "json", "--limit", "1000", "--action", "session.statement")
+	if len(evs) != 1 || evs[0].GrantID == "" || !strings.Contains(evs[0].Evidence["text"], "FROM replication_status") {
+		t.Fatalf("want alice's one query as a session.statement of her grant, got %+v", evs)
+	}
+	var ended []audit.Event
+	mustRunJSON(t, &ended, "audit", "search", "--config", r.config, "--format", "json", "--limit", "1000", "--action", "session.ended")
+	if len(ended) != 1 || ended[0].GrantID != evs[0].GrantID || ended[0].Evidence["reason"] != "grant_expired" {
+		t.Fatalf("want alice's session ended at her grant's expiry, got %+v", ended)
+	}
+	for _, want := range [][]string{
+		{"session.statement by user:alice", "FROM replication_status"},
+		{"FATAL: access grant revoked (SQLSTATE 57P01)"},
+	} {
+		if !transcriptLine(r.transcript, want...) {
+			t.Errorf("the transcript has no line with %q", want)
+		}
+	}
 }
 
 // checkPostgresCleanedUp: the demo dropped its database and roles.

@@ -17,7 +17,7 @@ var updateTranscript = flag.Bool("update", false, "rewrite the demo's golden tra
 
 // What varies from one demo run to the next, and what the golden transcript shows instead.
 var (
-	transcriptIDRE        = regexp.MustCompile(`\b([rg])_([a-z2-7]{16})\b`)
+	transcriptIDRE        = regexp.MustCompile(`\b([rgs])_([a-z2-7]{16})\b`)
 	transcriptStampRE     = regexp.MustCompile(`(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z)( {2,})?`)
 	transcriptLineStampRE = regexp.MustCompile(`(?m)^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z)  `)
 	transcriptReplacers   = []struct {

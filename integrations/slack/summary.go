@@ -136,6 +136,11 @@ func SummaryBlocks(r audit.Report) ([]slackgo.Block, string) {
 		}
 		blocks = append(blocks, slackgo.NewSectionBlock(sumMD(sumCut(top, SlackMaxSectionText)), nil, nil))
 	}
+	if u := r.Sessions; u.Sessions > 0 || r.LoginFailures > 0 {
+		db := fmt.Sprintf("*Database sessions:* %d (%s connected) · %d statements: %d write · %d DDL · %d failed (%d permission denied) · %d refused logins",
+			u.Sessions, audit.FormatDuration(u.Connected), u.Statements, u.Writes, u.DDL, u.Failed, u.PermissionDenied, r.LoginFailures)
+		blocks = append(blocks, slackgo.NewSectionBlock(sumMD(sumCut(db, SlackMaxSectionText)), nil, nil))
+	}
 
 	// Anomalies, most serious kinds first.
 	blocks = append(blocks, slackgo.NewDividerBlock())
@@ -203,17 +208,22 @@ func SummaryBlocks(r audit.Report) ([]slackgo.Block, string) {
 
 // summaryAnomalyOrder puts the kinds that need someone's attention first.
 var summaryAnomalyOrder = []audit.AnomalyKind{
-	audit.AnomalyNotRevokedOnTime, audit.AnomalyBreakGlass, audit.AnomalyRepeatedRejections,
-	audit.AnomalySameApprover, audit.AnomalyOutsideShift, audit.AnomalyNotOnCall,
+	audit.AnomalyNotRevokedOnTime, audit.AnomalyAfterIncidentResolved, audit.AnomalyBreakGlass, audit.AnomalyPermissionDenied,
+	audit.AnomalyLoginFailures, audit.AnomalyRepeatedRejections, audit.AnomalySameApprover, audit.AnomalyOutsideShift,
+	audit.AnomalyNotOnCall, audit.AnomalyNeverUsed,
 }
 
 var summaryAnomalyWords = map[audit.AnomalyKind]string{
-	audit.AnomalyNotRevokedOnTime:   "not revoked on time",
-	audit.AnomalyBreakGlass:         "break-glass",
-	audit.AnomalyRepeatedRejections: "repeated rejections",
-	audit.AnomalySameApprover:       "same approver again and again",
-	audit.AnomalyOutsideShift:       "outside the on-call shift",
-	audit.AnomalyNotOnCall:          "not on call",
+	audit.AnomalyNotRevokedOnTime:      "not revoked on time",
+	audit.AnomalyBreakGlass:            "break-glass",
+	audit.AnomalyRepeatedRejections:    "repeated rejections",
+	audit.AnomalySameApprover:          "same approver again and again",
+	audit.AnomalyOutsideShift:          "outside the on-call shift",
+	audit.AnomalyNotOnCall:             "not on call",
+	audit.AnomalyLoginFailures:         "repeated database login failures",
+	audit.AnomalyAfterIncidentResolved: "statements after the incident resolved",
+	audit.AnomalyPermissionDenied:      "permission-denied statements",
+	audit.AnomalyNeverUsed:             "granted but never used",
 }
 
 func sumAnomalyLine(a audit.Anomaly) string {
@@ -244,6 +254,10 @@ func sumGrantLine(g audit.GrantRow) string {
 	}
 	line := fmt.Sprintf("• %s %s → %s, %s, %s, %s — %s", sumCode(g.GrantID), Escape(g.Person), Escape(g.Resource),
 		g.IssuedAt.UTC().Format("Mon 2 Jan 15:04"), audit.FormatDuration(g.Granted), strings.ReplaceAll(string(g.Decision), "_", " "), end)
+	if u := g.Use; u.Sessions > 0 {
+		line += fmt.Sprintf(" · %d sessions, %d statements (%d write, %d DDL, %d failed), %s connected",
+			u.Sessions, u.Statements, u.Writes, u.DDL, u.Failed, audit.FormatDuration(u.Connected))
+	}
 	if g.Reason != "" {
 		line += ": _" + Escape(strings.Join(strings.Fields(g.Reason), " ")) + "_"
 	}

@@ -3,6 +3,7 @@ package slack
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -172,12 +173,13 @@ func TestPostSummaryWithManyGrants(t *testing.T) {
 			t.Errorf("summary contains %q unescaped", bad)
 		}
 	}
-	// The most serious anomalies come first: the 30 lines shown are the 83 overdue grants'
-	// first 30; the 84 "not on call" findings are only counted.
+	// The most serious anomalies come first: the 30 lines shown are the overdue grants'
+	// first 30 (500 findings spread over the kinds: 50 each); the "not on call" findings are
+	// only counted.
 	if n := strings.Count(text, "• *not revoked on time*"); n != summaryAnomalyLines {
 		t.Errorf("%d not-revoked-on-time lines, want the first %d", n, summaryAnomalyLines)
 	}
-	if strings.Contains(text, "• *not on call*") || !strings.Contains(text, "84 not on call") {
+	if strings.Contains(text, "• *not on call*") || !strings.Contains(text, fmt.Sprintf("%d not on call", 500/len(audit.AnomalyKinds))) {
 		t.Error("the least serious anomalies are listed instead of counted")
 	}
 	if msgs[0].Text == "" || utf8.RuneCountInString(msgs[0].Text) > 4000 {
@@ -276,6 +278,39 @@ func TestPostSummaryCarriesLatestCheckpoint(t *testing.T) {
 		}
 		if !strings.Contains(m.Text, "latest checkpoint #4211") {
 			t.Errorf("message %d fallback %q lacks the checkpoint", i, m.Text)
+		}
+	}
+}
+
+// TestSummaryBlocksShowDatabaseUse: the summary carries the proxied sessions' figures, per
+// week and per grant, and names every anomaly kind in words.
+func TestSummaryBlocksShowDatabaseUse(t *testing.T) {
+	r := bigReport(4)
+	r.Sessions = audit.SessionUse{Sessions: 3, Statements: 10, Connected: time.Hour, Writes: 4, DDL: 1, Failed: 2, PermissionDenied: 1}
+	r.LoginFailures = 6
+	r.Rows[0].Use = audit.SessionUse{Sessions: 2, Statements: 8, Connected: 40 * time.Minute, Writes: 3, DDL: 1, Failed: 2}
+	r.Anomalies = nil
+	for _, k := range audit.AnomalyKinds {
+		r.Anomalies = append(r.Anomalies, audit.Anomaly{Kind: k, GrantID: "g_000001", Detail: "d"})
+	}
+	blocks, _ := SummaryBlocks(r)
+	raw, err := json.Marshal(blocks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := checkBlockLimits(t, raw)
+	for _, want := range []string{
+		"*Database sessions:* 3 (1h connected) · 10 statements: 4 write · 1 DDL · 2 failed (1 permission denied) · 6 refused logins",
+		"2 sessions, 8 statements (3 write, 1 DDL, 2 failed), 40m connected",
+		"repeated database login failures", "statements after the incident resolved", "permission-denied statements", "granted but never used",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("summary does not contain %q:\n%s", want, text)
+		}
+	}
+	for _, k := range audit.AnomalyKinds {
+		if summaryAnomalyWords[k] == "" || !slices.Contains(summaryAnomalyOrder, k) {
+			t.Errorf("anomaly kind %s has no words or no place in the summary order", k)
 		}
 	}
 }

@@ -242,6 +242,7 @@ func (d *demo) showEvents(ctx context.Context, grantID string, actions ...audit.
 			if c := e.Evidence["cause"]; c != "" {
 				line += ", cause " + c
 			}
+			line += sessionDetail(e)
 			if e.Reason != "" {
 				line += ": " + e.Reason
 			}
@@ -299,4 +300,26 @@ func (d *demo) delivered(ctx context.Context, g grants.Grant, owner demoPerson, 
 	raw := m.Mrkdwn()
 	d.learn(raw)
 	return d.readable(raw), nil
+}
+
+// sessionDetail is what a line of the audit timeline shows of a session event: the session,
+// and the statement with its command tag, or why the session ended.
+func sessionDetail(e audit.Event) string {
+	ev := e.Evidence
+	switch e.Action {
+	case audit.ActionSessionStarted:
+		return fmt.Sprintf(", session %s as %s on %s", ev["session_id"], ev["role"], ev["database"])
+	case audit.ActionSessionStatement:
+		s := fmt.Sprintf(", session %s #%s (%s): %q", ev["session_id"], ev["order"], ev["protocol"], ev["text"])
+		if t := ev["tag"]; t != "" {
+			s += " → " + t
+		}
+		if c := ev["sqlstate"]; c != "" {
+			s += " → SQLSTATE " + c
+		}
+		return s
+	case audit.ActionSessionEnded:
+		return fmt.Sprintf(", session %s, reason %s, %s statement(s)", ev["session_id"], ev["reason"], ev["statements"])
+	}
+	return ""
 }

@@ -26,6 +26,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/accessbroker/accessbroker/audit"
 	"github.com/accessbroker/accessbroker/cmd/accessbroker/internal/config"
 	"github.com/accessbroker/accessbroker/fixtures/awsfake"
@@ -37,7 +39,7 @@ import (
 	awsprov "github.com/accessbroker/accessbroker/integrations/aws"
 )
 
-//go:embed templates/config.yaml templates/prod-db-postgres.yaml templates/prod-db-webhook.yaml
+//go:embed templates/config.yaml templates/prod-db-postgres.yaml templates/prod-db-webhook.yaml templates/postgres-proxy.yaml
 var demoTemplates embed.FS
 
 // Wiring is what the demo needs from the command that runs it: the broker `serve` runs, and
@@ -209,7 +211,11 @@ type demo struct {
 	gh    *githubfake.Server
 	wh    *webhookfake.Server // set when prod-db uses the webhook provider
 	pg    *demoPG             // set when prod-db is on PostgreSQL
-	noPG  string              // why PostgreSQL is not used
+	// pgSession is alice's session through the proxy, open from step 1 until her grant
+	// expires in step 5.
+	pgSession *pgx.Conn
+	proxyAddr string // postgres_proxy.listen, when prod-db is on PostgreSQL
+	noPG      string // why PostgreSQL is not used
 
 	configPath string
 	logPath    string

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"regexp"
@@ -156,27 +157,30 @@ func (d *demo) useDatabase(ctx context.Context, delivered string, beforeRevocati
 	defer cancel()
 	conn, err := pgx.Connect(cctx, cs)
 	if err == nil {
-		defer conn.Close(context.WithoutCancel(ctx))
 		var user string
 		var lag float64
 		qerr := conn.QueryRow(cctx, "SELECT current_user, max(lag_seconds)::float8 FROM replication_status").Scan(&user, &lag)
 		switch {
 		case !beforeRevocation:
+			conn.Close(context.WithoutCancel(ctx))
 			d.say("alice's old connection string still logs in as %s", pc.User)
 			return fmt.Errorf("the revoked PostgreSQL login %s still works", pc.User)
 		case qerr != nil:
+			conn.Close(context.WithoutCancel(ctx))
 			d.say("alice logs in as %s, but the query fails: %s", user, firstLine(qerr.Error(), 200))
 		default:
-			d.say("alice connects with it: logged in to %s as %s;\n  SELECT max(lag_seconds) FROM replication_status → %.1f s", d.pg.db, user, lag)
+			d.say("alice connects with it (TLS, to the broker's session proxy at %s): logged in to %s as %s;\n  SELECT max(lag_seconds) FROM replication_status → %.1f s\n  (she leaves the session open)",
+				net.JoinHostPort(pc.Host, fmt.Sprint(pc.Port)), d.pg.db, user, lag)
+			d.pgSession = conn // kept open: the proxy must cut it at expiry
 		}
 		return nil
 	}
 	if beforeRevocation {
-		d.say("alice tries the connection string, but PostgreSQL refuses it (does pg_hba.conf allow password logins from %s?):\n    %s",
+		d.say("alice tries the connection string, but it is refused (does pg_hba.conf allow the proxy's password logins from %s?):\n    %s",
 			pc.Host, pgMessage(err))
 		return nil
 	}
-	d.say("alice tries the same connection string again: PostgreSQL refuses it:\n    %s", pgMessage(err))
+	d.say("alice tries the same connection string again: the proxy refuses it:\n    %s", pgMessage(err))
 	admin, err := pgx.Connect(cctx, d.pg.baseDSN)
 	if err != nil {
 		return fmt.Errorf("connect to check that %s is gone: %s", pc.User, scrubPassword(err.Error(), d.pg.password))

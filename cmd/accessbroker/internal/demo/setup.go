@@ -162,10 +162,19 @@ func (d *demo) startFakes(sec demoSecrets) string {
 func (d *demo) setupProdDB(ctx context.Context, vars map[string]string) string {
 	d.pg, d.noPG = setupDemoPostgres(ctx, randomHex(4))
 	if d.pg != nil {
-		vars["PROD_DB_ADMIN_DSN"] = d.pg.adminDSN
-		vars["PROD_DB_ROLE"] = d.pg.role
-		d.addSecret(d.pg.password)
-		return "templates/prod-db-postgres.yaml"
+		addr, err := d.setupProxy()
+		if err == nil {
+			vars["PROD_DB_ADMIN_DSN"] = d.pg.adminDSN
+			vars["PROD_DB_ROLE"] = d.pg.role
+			vars["POSTGRES_PROXY_LISTEN"] = addr
+			vars["POSTGRES_PROXY_CERT"], vars["POSTGRES_PROXY_KEY"] = demoProxyCert, demoProxyKey
+			d.proxyAddr = addr
+			d.addSecret(d.pg.password)
+			return "templates/prod-db-postgres.yaml"
+		}
+		d.noPG = "the session proxy could not be set up: " + err.Error()
+		_, _ = d.pg.drop(ctx)
+		d.pg = nil
 	}
 	token := "wh-demo-" + randomHex(16)
 	d.addSecret(token)
@@ -250,6 +259,15 @@ func (d *demo) writeConfig(prodDB string, vars map[string]string, secret map[str
 		return "", err
 	}
 	text := strings.Replace(string(tmpl), "${PROD_DB_RESOURCE}\n", string(block), 1)
+	proxy := ""
+	if prodDB == "templates/prod-db-postgres.yaml" {
+		b, err := demoTemplates.ReadFile("templates/postgres-proxy.yaml")
+		if err != nil {
+			return "", err
+		}
+		proxy = string(b)
+	}
+	text = strings.Replace(text, "${POSTGRES_PROXY}\n", proxy, 1)
 	if err := os.MkdirAll(filepath.Join(d.dir, "secrets"), 0o700); err != nil {
 		return "", fmt.Errorf("create the secrets directory: %w", err)
 	}

@@ -71,6 +71,11 @@ func (d *demo) stepOnCall(ctx context.Context) (grants.Grant, error) {
 		if err := d.useDatabase(ctx, text, true); err != nil {
 			return g, err
 		}
+		if d.pgSession != nil {
+			if err := d.showSession(ctx, g.ID, 1); err != nil {
+				return g, err
+			}
+		}
 	}
 	return g, nil
 }
@@ -308,6 +313,9 @@ func (d *demo) stepExpiry(ctx context.Context, first grants.Grant) error {
 	d.showSlack()
 	d.showEvents(ctx, g.ID, audit.ActionGrantRevoked)
 	d.outcome("the revoker revoked grant %s at %s, cause %s: its 15 minutes were up.", g.ID, grants.Timestamp(g.RevokedAt), g.RevokeCause)
+	if err := d.checkSessionCut(ctx, first.ID); err != nil {
+		return err
+	}
 	if d.pg != nil {
 		// alice's delivered message is ephemeral; the narrator reads it back from the fake.
 		for _, m := range d.slack.Messages() {
@@ -388,6 +396,10 @@ func (d *demo) summary(ctx context.Context) {
 	d.plain("    bob could not approve his own infra-admins request; acknowledging a page granted prod-db,")
 	d.plain("    resolving it revoked that grant; a grant that ran out was revoked by the revoker;")
 	d.plain("    every step is in a hash-chained, signed audit log that verifies.")
+	if d.proxyAddr != "" {
+		d.plain("  • alice's database session went through the broker's proxy: her statements are in the grant's")
+		d.plain("    audit timeline (accessbroker sessions list --grant G), and the proxy cut the session at expiry.")
+	}
 	d.plain("  • Next: README.md (what it guarantees), docs/slack.md, docs/pagerduty.md, docs/aws.md,")
 	d.plain("    docs/postgres.md to connect real systems, docs/configuration.md, docs/operations.md.")
 	if !d.interactiveNext {

@@ -53,6 +53,7 @@ func (d *demo) close(ctx context.Context) error {
 		d.aws.Close()
 	}
 	if d.pg != nil {
+		d.closeSession(ctx)
 		leftovers, err := d.pg.drop(ctx)
 		if err != nil {
 			errs = append(errs, err)

@@ -123,7 +123,9 @@ func (d *demo) intro(roleARN string) {
 	if d.pg != nil {
 		d.plain("  prod-db    PostgreSQL %s at %s:\n             throwaway database %s and group role %s (dropped at exit);",
 			d.pg.version, d.pg.where, d.pg.db, d.pg.role)
-		d.plain("             each grant is a real login role with VALID UNTIL, dropped on revocation")
+		d.plain("             each grant is a real login role with VALID UNTIL, dropped on revocation;")
+		d.plain("             connections go through the broker's session proxy at %s (TLS, self-signed certificate in the folder),", d.proxyAddr)
+		d.plain("             which records every statement in the audit log and ends the sessions when the grant does")
 	} else {
 		d.plain("  prod-db    NO PostgreSQL: %s.", d.noPG)
 		d.plain("             prod-db therefore uses the webhook provider against a fake service (fixtures/webhookfake):")
