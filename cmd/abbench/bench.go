@@ -160,7 +160,7 @@ func setup(ctx context.Context, o options, log *slog.Logger) (b *bench, err erro
 	b.revoker = grants.NewRevoker(b.store, providers, grants.RealClock{}, log, grants.RevokerOptions{IdleWait: 15 * time.Second})
 	b.manager = grants.NewManager(b.store, providers, []grants.Resource{{
 		Name: resourceName, Provider: postgres.Kind, DefaultDuration: time.Hour, MaxDuration: 4 * time.Hour,
-	}}, b.clock, log, grants.ManagerOptions{Wake: b.revoker.Wake, IssueTimeout: time.Minute + b.clock.offset})
+	}}, b.clock, log, grants.ManagerOptions{Wake: b.revoker.Wake, WakeAt: b.revoker.WakeAt, IssueTimeout: time.Minute + b.clock.offset})
 	rctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	b.stop = stop
 	go func() {

@@ -93,7 +93,7 @@ func newApp(ctx context.Context, cfg *config.Config, opts appOptions) (*app, err
 		Metrics: a.metrics, Observer: a.notices, Secrets: cfg.SecretValues(),
 	})
 	a.manager = grants.NewManager(a.metrics.timedStore, a.providers, cfg.GrantResources(), opts.clock, log, grants.ManagerOptions{
-		Instance: a.instance, IssueTimeout: rc.IssueTimeout, Wake: a.revoker.Wake, Secrets: cfg.SecretValues(), Gate: &a.gate,
+		Instance: a.instance, IssueTimeout: rc.IssueTimeout, Wake: a.revoker.Wake, WakeAt: a.revoker.WakeAt, Secrets: cfg.SecretValues(), Gate: &a.gate,
 	})
 	return a, nil
 }
