@@ -132,22 +132,13 @@ func (p *Provider) Issue(ctx context.Context, req grants.IssueRequest) (grants.I
 	comment := fmt.Sprintf("accessbroker grant %s for %s, valid until %s", safeText(req.GrantID), safeText(req.Person.Label()), grants.Timestamp(req.ExpiresAt))
 
 	reissued := false
-	err = pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "CREATE ROLE "+role+" "+safe+" "+login+" IN ROLE "+strings.Join(granted, ", ")); err != nil {
-			return err
-		}
-		_, err := tx.Exec(ctx, "COMMENT ON ROLE "+role+" IS '"+comment+"'")
-		return err
-	})
+	// Each change is one round trip: a multi-statement query runs as one implicit
+	// transaction, all of it or none.
+	err = p.execScript(ctx, "CREATE ROLE "+role+" "+safe+" "+login+" IN ROLE "+strings.Join(granted, ", ")+";\n"+
+		"COMMENT ON ROLE "+role+" IS '"+comment+"'")
 	if pgCode(err) == "42710" { // duplicate_object: this grant's role exists; issue again
 		reissued = true
-		err = pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
-			if _, err := tx.Exec(ctx, "ALTER ROLE "+role+" "+login); err != nil {
-				return err
-			}
-			_, err := tx.Exec(ctx, "GRANT "+strings.Join(granted, ", ")+" TO "+role)
-			return err
-		})
+		err = p.execScript(ctx, "ALTER ROLE "+role+" "+login+";\n"+"GRANT "+strings.Join(granted, ", ")+" TO "+role)
 	}
 	if err != nil {
 		return grants.Issued{}, p.scrub(fmt.Errorf("postgres issue grant %s: create role %s: %w", req.GrantID, name, classify(err)), password, verifier)
@@ -599,6 +590,18 @@ func terminated1(res []*pgconn.Result) (int, error) {
 		return terminated, fmt.Errorf("%d session(s) still alive after pg_terminate_backend; will retry", alive)
 	}
 	return terminated, nil
+}
+
+// execScript runs a multi-statement script in one round trip on an admin connection; the
+// statements run in one implicit transaction.
+func (p *Provider) execScript(ctx context.Context, script string) error {
+	return p.pool.AcquireFunc(ctx, func(c *pgxpool.Conn) error {
+		res, err := c.Conn().PgConn().Exec(ctx, script).ReadAll()
+		if err != nil {
+			return err
+		}
+		return resultErr(res)
+	})
 }
 
 // resultErr is the first error among a multi-statement round trip's results.

@@ -86,6 +86,31 @@ func TestRevokeOfARoleThatOwnsNothingIsShort(t *testing.T) {
 	}
 }
 
+// TestIssueIsOneRoundTrip: issuing on a warm connection creates and comments the role in one
+// round trip (one implicit transaction), not BEGIN, CREATE, COMMENT, COMMIT.
+func TestIssueIsOneRoundTrip(t *testing.T) {
+	e := newEnv(t)
+	p := e.provider(t, Config{})
+	writes := countRoundTrips(t, p)
+	ctx := context.Background()
+	if _, err := p.Issue(ctx, issueReq(grants.NewID("g"), time.Hour)); err != nil { // connects
+		t.Fatal(err)
+	}
+	writes.Store(0)
+	iss, err := p.Issue(ctx, issueReq(grants.NewID("g"), time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One for the script, and the pool may ping an idle connection.
+	if n := writes.Load(); n > 2 {
+		t.Errorf("issuing took %d round trips, want at most 2", n)
+	}
+	var comment string
+	if err := e.super.QueryRow(ctx, "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1", iss.Handle.Key).Scan(&comment); err != nil || !strings.HasPrefix(comment, "accessbroker grant ") {
+		t.Errorf("role comment = %q (%v), want it to name the grant", comment, err)
+	}
+}
+
 // TestPoolIsSizedToTheRevoker: the admin pool holds DefaultMaxConns connections (the
 // revoker's default concurrency per provider) unless the DSN says pool_max_conns.
 func TestPoolIsSizedToTheRevoker(t *testing.T) {
