@@ -20,8 +20,12 @@ type ManagerOptions struct {
 	// is treated as interrupted and revoked. Default 1m.
 	IssueTimeout time.Duration
 	// Wake is called after a change that may move the next revocation deadline earlier (the
-	// revoker's Wake). Optional.
+	// revoker's Wake), when WakeAt is not set. Optional.
 	Wake func()
+	// WakeAt is called after a change with the grant's new due time (the revoker's WakeAt,
+	// which wakes it only when that is earlier than the deadline it sleeps until). Optional;
+	// it takes precedence over Wake.
+	WakeAt func(time.Time)
 	// Secrets are the configured secret values (tokens, DSNs and their passwords). Every
 	// provider error is scrubbed of them, and of the failed grant's own credential values,
 	// before it is logged, audited, stored or returned to the caller (and so to Slack).
@@ -60,6 +64,10 @@ func NewManager(store Store, providers map[string]Provider, resources []Resource
 	}
 	if opts.Wake == nil {
 		opts.Wake = func() {}
+	}
+	if opts.WakeAt == nil {
+		wake := opts.Wake
+		opts.WakeAt = func(time.Time) { wake() }
 	}
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -180,7 +188,7 @@ func (m *Manager) Issue(ctx context.Context, in IssueInput) (Grant, Credential, 
 		if err := m.store.Apply(wctx, &Change{Grants: []GrantWrite{{Grant: g}}, Events: []*audit.Event{fev}}); err != nil {
 			m.log.ErrorContext(ctx, "record issue failure; the claim lease will revoke it", "grant_id", g.ID, "error", err)
 		}
-		m.opts.Wake()
+		m.opts.WakeAt(g.DueAt)
 		return *g, Credential{}, fmt.Errorf("issue %s access to %s: %w", res.Name, in.Person.Label(), perr)
 	}
 
@@ -207,7 +215,7 @@ func (m *Manager) Issue(ctx context.Context, in IssueInput) (Grant, Credential, 
 		m.log.ErrorContext(ctx, "record issued grant failed; withholding credential, revoker will remove it", "grant_id", g.ID, "error", err)
 		return *g, Credential{}, fmt.Errorf("record issued grant %s, so the credential was withheld and will be revoked: %w: %w", g.ID, ErrAudit, err)
 	}
-	m.opts.Wake()
+	m.opts.WakeAt(g.DueAt)
 	return *g, issued.Credential, nil
 }
 
@@ -250,7 +258,7 @@ func (m *Manager) Revoke(ctx context.Context, grantID string, cause RevokeCause,
 		if err != nil {
 			return g, fmt.Errorf("revoke grant %s: %w", grantID, err)
 		}
-		m.opts.Wake()
+		m.opts.WakeAt(g.DueAt)
 		return g, nil
 	}
 	return Grant{}, fmt.Errorf("revoke grant %s: changed concurrently too often: %w", grantID, ErrConflict)
@@ -285,7 +293,7 @@ func (m *Manager) EndBy(ctx context.Context, grantID string, at time.Time, cause
 		if err != nil {
 			return g, fmt.Errorf("end grant %s: %w", grantID, err)
 		}
-		m.opts.Wake()
+		m.opts.WakeAt(g.DueAt)
 		return g, nil
 	}
 	return Grant{}, fmt.Errorf("end grant %s: changed concurrently too often: %w", grantID, ErrConflict)
@@ -392,7 +400,7 @@ func (m *Manager) Extend(ctx context.Context, in ExtendInput) (Grant, error) {
 			m.log.WarnContext(ctx, "provider did not move its own expiry", "grant_id", g.ID, "error", scrub(err.Error(), m.opts.Secrets))
 		}
 	}
-	m.opts.Wake()
+	m.opts.WakeAt(g.DueAt)
 	return g, nil
 }
 
@@ -443,7 +451,7 @@ func (m *Manager) ReconcileOnStart(ctx context.Context, exclusive bool) (int, er
 	}
 	if n > 0 {
 		m.log.InfoContext(ctx, "reconciled interrupted grants", "count", n)
-		m.opts.Wake()
+		m.opts.WakeAt(now)
 	}
 	return n, nil
 }

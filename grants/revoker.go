@@ -59,8 +59,12 @@ type Revoker struct {
 	log       *slog.Logger
 	opts      RevokerOptions
 	wake      chan struct{}
-	semMu     sync.Mutex
-	sems      map[string]chan struct{}
+	// armed is the deadline the sleeping Run loop waits for (farFuture while it reads the
+	// next one, zero while it claims and revokes): WakeAt wakes it only for an earlier one.
+	armedMu sync.Mutex
+	armed   time.Time
+	semMu   sync.Mutex
+	sems    map[string]chan struct{}
 }
 
 // NewRevoker returns a revoker; call Run to start it. providers is keyed by resource name.
@@ -103,35 +107,67 @@ func (r *Revoker) Wake() {
 	}
 }
 
-// Run revokes due grants until ctx ends. Revocations in flight when ctx ends get
-// ShutdownGrace to finish and be recorded; any that do not stay claimed until their lease
-// lapses and are picked up again after restart. Run returns nil on shutdown.
+// WakeAt tells the revoker that a grant is now due at t (just committed: issued, queued for
+// revocation, brought forward). It wakes the revoker only when t is earlier than the deadline
+// it sleeps until, so that issuing grants that end later costs the revoker nothing. It
+// never blocks.
+func (r *Revoker) WakeAt(t time.Time) {
+	r.armedMu.Lock()
+	defer r.armedMu.Unlock()
+	if t.Before(r.armed) {
+		r.armed = t
+		r.Wake()
+	}
+}
+
+// farFuture stands for "no deadline known yet" while the next one is being read.
+var farFuture = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// Run revokes due grants until ctx ends. It claims due grants as they fall due, also while
+// earlier ones are still being revoked, and in between sleeps until the next deadline (or a
+// WakeAt with an earlier one). Revocations in flight when ctx ends get ShutdownGrace to
+// finish and be recorded; any that do not stay claimed until their lease lapses and are
+// picked up again after restart. Run returns nil on shutdown.
 func (r *Revoker) Run(ctx context.Context) error {
 	for {
-		if err := r.Sweep(ctx); err != nil && ctx.Err() == nil {
-			r.log.ErrorContext(ctx, "revocation sweep failed; retrying", "error", err)
-			if !r.sleep(ctx, r.opts.BackoffBase) {
-				return nil
-			}
-			continue
-		}
+		err := r.sweep(ctx, true)
 		if ctx.Err() != nil {
 			return nil
 		}
-		wait := r.opts.IdleWait
-		next, ok, err := r.store.NextDue(ctx)
-		if err != nil {
-			r.log.ErrorContext(ctx, "read next revocation deadline", "error", err)
-			wait = r.opts.BackoffBase
-		} else if ok {
-			if d := next.Sub(r.clock.Now()); d < wait {
-				wait = max(d, 0)
-			}
-		}
-		if !r.sleep(ctx, wait) {
+		r.log.ErrorContext(ctx, "revocation sweep failed; retrying", "error", err)
+		if !r.sleep(ctx, r.opts.BackoffBase) {
 			return nil
 		}
 	}
+}
+
+// sleepUntilNext reads the next deadline and sleeps until then (at most IdleWait), a wake-up
+// or the end of ctx; it reports false when ctx ended.
+func (r *Revoker) sleepUntilNext(ctx context.Context) bool {
+	r.armedMu.Lock()
+	r.armed = farFuture // from here on every WakeAt is remembered
+	r.armedMu.Unlock()
+	now := r.clock.Now()
+	wait := r.opts.IdleWait
+	next, ok, err := r.store.NextDue(ctx)
+	if err != nil {
+		r.log.ErrorContext(ctx, "read next revocation deadline", "error", err)
+		wait = r.opts.BackoffBase
+	} else if ok {
+		wait = min(wait, max(next.Sub(now), 0))
+	}
+	r.armedMu.Lock()
+	at := now.Add(wait)
+	if r.armed.Before(at) { // a grant committed while we read is due earlier
+		at = r.armed
+	}
+	r.armed = at
+	r.armedMu.Unlock()
+	awake := r.sleep(ctx, at.Sub(r.clock.Now()))
+	r.armedMu.Lock()
+	r.armed = time.Time{} // awake: what is committed from now on is seen by the next claim
+	r.armedMu.Unlock()
+	return awake
 }
 
 // sleep waits for d, a wake-up or the end of ctx; it reports false when ctx ended.
@@ -161,6 +197,13 @@ type outcome struct {
 // Sweep revokes every grant due now and returns when none is left (or ctx ends). It is safe to
 // run in several processes at once: claims keep them apart.
 func (r *Revoker) Sweep(ctx context.Context) error {
+	return r.sweep(ctx, false)
+}
+
+// sweep claims and revokes due grants. With keepGoing (Run) it does not stop when nothing is
+// due: it sleeps until the next deadline and claims again, while the revocations it started
+// go on, and returns only when ctx ends or a claim fails.
+func (r *Revoker) sweep(ctx context.Context, keepGoing bool) error {
 	jobCtx, cancelJobs := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelJobs()
 	stop := context.AfterFunc(ctx, func() {
@@ -179,7 +222,7 @@ func (r *Revoker) Sweep(ctx context.Context) error {
 	// Claims are renewed while their grants wait for a provider slot or a provider answer, so
 	// that a slow provider never lets them lapse into another claimer's hands (one provider
 	// call per grant, on one replica or several).
-	held := &heldClaims{ids: map[string]struct{}{}}
+	held := &heldClaims{ids: map[string]struct{}{}, changed: make(chan struct{}, 1)}
 	renewCtx, stopRenewing := context.WithCancel(jobCtx)
 	renewed := make(chan struct{})
 	go func() {
@@ -215,6 +258,9 @@ func (r *Revoker) Sweep(ctx context.Context) error {
 			break
 		}
 		if len(batch) == 0 {
+			if keepGoing && r.sleepUntilNext(ctx) {
+				continue
+			}
 			break
 		}
 		held.add(batch)
@@ -266,24 +312,46 @@ func (r *Revoker) collect(ctx context.Context, results <-chan outcome, held *hel
 
 // heldClaims are the ids of the grants this sweep has claimed and not yet recorded.
 type heldClaims struct {
-	mu  sync.Mutex
-	ids map[string]struct{}
+	mu      sync.Mutex
+	ids     map[string]struct{}
+	changed chan struct{} // signalled when the set becomes empty or stops being empty
 }
 
 func (h *heldClaims) add(gs []Grant) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	was := len(h.ids)
 	for _, g := range gs {
 		h.ids[g.ID] = struct{}{}
+	}
+	if was == 0 && len(h.ids) > 0 {
+		h.signal()
 	}
 }
 
 func (h *heldClaims) remove(outs []outcome) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	was := len(h.ids)
 	for _, o := range outs {
 		delete(h.ids, o.g.ID)
 	}
+	if was > 0 && len(h.ids) == 0 {
+		h.signal()
+	}
+}
+
+func (h *heldClaims) signal() {
+	select {
+	case h.changed <- struct{}{}:
+	default:
+	}
+}
+
+func (h *heldClaims) empty() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.ids) == 0
 }
 
 func (h *heldClaims) list() []string {
@@ -298,15 +366,27 @@ func (h *heldClaims) list() []string {
 
 // renewClaims extends the held claims every third of ClaimLease until ctx ends. A failed
 // renewal is logged and tried again at the next beat: the claims then hold for what is left
-// of their lease.
+// of their lease. While it holds no claim it has no timer running (the Run loop's sleep is
+// then the revoker's only timer).
 func (r *Revoker) renewClaims(ctx context.Context, held *heldClaims) {
 	beat := max(r.opts.ClaimLease/3, time.Millisecond)
 	for {
+		if held.empty() {
+			select {
+			case <-ctx.Done():
+				return
+			case <-held.changed:
+			}
+			continue
+		}
 		t := r.clock.NewTimer(beat)
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return
+		case <-held.changed: // emptied (or refilled meanwhile): look again
+			t.Stop()
+			continue
 		case <-t.C():
 		}
 		ids := held.list()
@@ -346,6 +426,11 @@ func (r *Revoker) record(ctx context.Context, group []outcome) error {
 		// Not recorded: the claims lapse and the grants are revoked (idempotently) again.
 		r.log.ErrorContext(ctx, "record revocation outcomes", "count", len(group), "error", err)
 		return fmt.Errorf("record %d revocation outcomes: %w", len(group), err)
+	}
+	for _, o := range group {
+		if !o.final {
+			r.WakeAt(o.g.DueAt) // the retry
+		}
 	}
 	for _, o := range group {
 		if o.final {

@@ -110,7 +110,7 @@ func newApp(ctx context.Context, cfg *config.Config, opts appOptions) (*app, err
 		Metrics: a.metrics, Observer: a.notices, Secrets: cfg.SecretValues(),
 	})
 	a.manager = grants.NewManager(a.metrics.timedStore, a.providers, cfg.GrantResources(), opts.clock, log, grants.ManagerOptions{
-		Instance: a.instance, IssueTimeout: rc.IssueTimeout, Wake: a.wake, Secrets: cfg.SecretValues(), Gate: &a.gate,
+		Instance: a.instance, IssueTimeout: rc.IssueTimeout, Wake: a.wake, WakeAt: a.wakeAt, Secrets: cfg.SecretValues(), Gate: &a.gate,
 	})
 	return a, nil
 }
@@ -118,6 +118,15 @@ func newApp(ctx context.Context, cfg *config.Config, opts appOptions) (*app, err
 // wake follows a change that may end a grant sooner: the revoker and the session proxy look.
 func (a *app) wake() {
 	a.revoker.Wake()
+	if a.proxyWake != nil {
+		a.proxyWake()
+	}
+}
+
+// wakeAt follows a change whose grant is due at t: the revoker looks if t is before the
+// deadline it sleeps until, and the session proxy looks at once.
+func (a *app) wakeAt(t time.Time) {
+	a.revoker.WakeAt(t)
 	if a.proxyWake != nil {
 		a.proxyWake()
 	}

@@ -179,21 +179,27 @@ func (s *Store) RenewClaims(ctx context.Context, owner string, ids []string, now
 	return total, nil
 }
 
-// NextDue implements grants.Store: the earliest moment a live grant becomes claimable.
+// NextDue implements grants.Store: the earliest moment a live grant becomes claimable, the
+// later of its due time and its claim's end. It is read from two indexes (grants_due and
+// grants_claimed), not by scanning every live grant: the earliest due time among grants whose
+// claim ends no later than their due time, and the earliest claim end among the others.
 func (s *Store) NextDue(ctx context.Context) (time.Time, bool, error) {
-	var v sql.NullInt64
-	q := `SELECT MIN(MAX(due_at, claimed_to)) FROM grants WHERE state <> 'revoked'`
-	if s.dialect == dialectPostgres {
-		q = `SELECT MIN(GREATEST(due_at, claimed_to)) FROM grants WHERE state <> 'revoked'`
-	}
-	err := s.r.QueryRowContext(ctx, q).Scan(&v)
+	var due, claimed sql.NullInt64
+	err := s.r.QueryRowContext(ctx, `SELECT
+		(SELECT due_at FROM grants WHERE state <> 'revoked' AND claimed_to <= due_at ORDER BY due_at LIMIT 1),
+		(SELECT claimed_to FROM grants WHERE state <> 'revoked' AND claimed_to > due_at ORDER BY claimed_to LIMIT 1)`).Scan(&due, &claimed)
 	if err != nil {
 		return time.Time{}, false, fmt.Errorf("next due: %w", err)
 	}
-	if !v.Valid {
-		return time.Time{}, false, nil
+	switch {
+	case due.Valid && claimed.Valid:
+		return fromMS(min(due.Int64, claimed.Int64)), true, nil
+	case due.Valid:
+		return fromMS(due.Int64), true, nil
+	case claimed.Valid:
+		return fromMS(claimed.Int64), true, nil
 	}
-	return fromMS(v.Int64), true, nil
+	return time.Time{}, false, nil
 }
 
 const requestCols = `id, requester, resource, duration_ms, reason, source, state, stage, approvals, incident_id, evidence,

@@ -16,18 +16,27 @@
 // credential is a connection string postgres://role:password@host:port/db?sslmode=… plus its
 // parts.
 //
-// Revoke is idempotent and works from the grant id alone (a role is found by its suffix):
+// Revoke is idempotent and works from the grant id alone (a role is found by its suffix).
+// On one admin connection, in one round trip (one implicit transaction):
 //
 //	ALTER ROLE r NOLOGIN;                         -- no new sessions
 //	GRANT r TO CURRENT_USER;                      -- non-superuser admin: the right to act as r
 //	SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE usesysid = <r>;
-//	-- in every database where r owns objects or holds privileges (pg_shdepend), and always
-//	-- in the configured database, in one transaction each:
+//	SELECT pg_stat_clear_snapshot(); SELECT count(*) FROM pg_stat_activity WHERE …; -- none left
+//	SELECT … FROM pg_shdepend WHERE refobjid = <r>; -- where r owns objects or holds privileges
+//
+// When pg_shdepend names no database (r owns nothing and holds no privilege anywhere, the
+// common case) the owned-objects steps below are skipped. Otherwise, in every database it
+// names, and always in the configured database, in one transaction each:
+//
 //	DROP ROUTINE IF EXISTS <each function, procedure, aggregate r owns> CASCADE;
 //	DROP STATISTICS | OPERATOR | COLLATION | … IF EXISTS <each one r owns> CASCADE;
 //	REASSIGN OWNED BY r TO accessbroker_orphans; DROP OWNED BY r;
-//	-- pg_terminate_backend once more, then:
-//	DROP ROLE IF EXISTS r;
+//
+// Then pg_terminate_backend once more (one round trip with the count), and DROP ROLE IF
+// EXISTS r; should something have come to depend on r meanwhile, DROP ROLE fails and the
+// attempt is retried, with the owned-objects steps. The admin pool holds DefaultMaxConns
+// connections unless the DSN sets pool_max_conns.
 //
 // A role that no longer exists is success.
 //
@@ -149,6 +158,11 @@ type Config struct {
 
 // DefaultOrphanOwner is Config.OrphanOwner's default.
 const DefaultOrphanOwner = "accessbroker_orphans"
+
+// DefaultMaxConns is how many admin connections the provider opens at most, unless the admin
+// DSN sets pool_max_conns: as many as the revoker runs revocations per provider by default
+// (grants.RevokerOptions.ConcurrencyPerProvider), so that none waits for a connection.
+const DefaultMaxConns = 32
 
 // DefaultLockTimeout is Config.LockTimeout's default.
 const DefaultLockTimeout = 10 * time.Second
@@ -286,6 +300,11 @@ func Open(ctx context.Context, cfg Config, clock grants.Clock, logger *slog.Logg
 	// Every admin statement gives up on a lock after lockTimeout: revocation must fail and be
 	// retried, not hang behind a long transaction.
 	pcfg.ConnConfig.RuntimeParams["lock_timeout"] = strconv.FormatInt(max(lockTimeout.Milliseconds(), 1), 10)
+	if !strings.Contains(cfg.AdminDSN, "pool_max_conns") {
+		// pgxpool's default (4, or the CPU count) would queue the revoker's concurrent
+		// revocations behind a few connections.
+		pcfg.MaxConns = DefaultMaxConns
+	}
 
 	orphan := cfg.OrphanOwner
 	if orphan == "" {

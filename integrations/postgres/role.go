@@ -138,22 +138,13 @@ func (p *Provider) Issue(ctx context.Context, req grants.IssueRequest) (grants.I
 	comment := fmt.Sprintf("accessbroker grant %s for %s, valid until %s", safeText(req.GrantID), safeText(req.Person.Label()), grants.Timestamp(req.ExpiresAt))
 
 	reissued := false
-	err = pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "CREATE ROLE "+role+" "+safe+" "+login+" IN ROLE "+strings.Join(granted, ", ")); err != nil {
-			return err
-		}
-		_, err := tx.Exec(ctx, "COMMENT ON ROLE "+role+" IS '"+comment+"'")
-		return err
-	})
+	// Each change is one round trip: a multi-statement query runs as one implicit
+	// transaction, all of it or none.
+	err = p.execScript(ctx, "CREATE ROLE "+role+" "+safe+" "+login+" IN ROLE "+strings.Join(granted, ", ")+";\n"+
+		"COMMENT ON ROLE "+role+" IS '"+comment+"'")
 	if pgCode(err) == "42710" { // duplicate_object: this grant's role exists; issue again
 		reissued = true
-		err = pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
-			if _, err := tx.Exec(ctx, "ALTER ROLE "+role+" "+login); err != nil {
-				return err
-			}
-			_, err := tx.Exec(ctx, "GRANT "+strings.Join(granted, ", ")+" TO "+role)
-			return err
-		})
+		err = p.execScript(ctx, "ALTER ROLE "+role+" "+login+";\n"+"GRANT "+strings.Join(granted, ", ")+" TO "+role)
 	}
 	if err != nil {
 		return grants.Issued{}, p.scrub(fmt.Errorf("postgres issue grant %s: create role %s: %w", req.GrantID, name, classify(err)), password, verifier)
@@ -339,6 +330,13 @@ func (p *Provider) inDatabase(ctx context.Context, db string, fn func(execer) er
 	return fn(conn)
 }
 
+// dropRole ends r in as few round trips as PostgreSQL allows, on one connection: one
+// multi-statement round trip takes away its login, gives the admin the right to act as it,
+// ends its sessions and asks pg_shdepend where it owns objects or holds privileges; when it
+// has none anywhere (the common case) the owned-objects steps are skipped and one more round
+// trip ends any late session before DROP ROLE. Otherwise every such database (and always
+// the configured one) is cleaned first (cleanDatabase). Should anything come to depend on the
+// role meanwhile, DROP ROLE fails (2BP01) and the attempt is retried, then with the cleaning.
 func (p *Provider) dropRole(ctx context.Context, r grantRole, left *leftBehind) error {
 	role := quoteIdent(r.name)
 	var (
@@ -346,60 +344,94 @@ func (p *Provider) dropRole(ctx context.Context, r grantRole, left *leftBehind) 
 		dbs        []string
 	)
 	info := p.server.Load() // set: findRoles ran the server check
-	err := p.pool.AcquireFunc(ctx, func(c *pgxpool.Conn) error {
-		if _, err := c.Exec(ctx, "ALTER ROLE "+role+" NOLOGIN"); err != nil {
-			return fmt.Errorf("ALTER ROLE NOLOGIN: %w", err)
+	conn, err := p.pool.Acquire(ctx)
+	if err != nil {
+		return classify(err)
+	}
+	defer func() {
+		if conn != nil {
+			conn.Release()
 		}
-		if !info.superuser {
-			// The right to terminate r's sessions and reassign its objects comes from
-			// membership in r; it disappears with r.
-			grant := "GRANT " + role + " TO CURRENT_USER"
-			if info.version >= 160000 {
-				grant += " WITH INHERIT TRUE"
-			}
-			if _, err := c.Exec(ctx, grant); err != nil {
-				return fmt.Errorf("take membership of the role: %w", err)
-			}
+	}()
+	pc := conn.Conn().PgConn()
+	grant := ""
+	if !info.superuser {
+		// The right to terminate r's sessions and reassign its objects comes from
+		// membership in r; it disappears with r.
+		grant = "GRANT " + role + " TO CURRENT_USER"
+		if info.version >= 160000 {
+			grant += " WITH INHERIT TRUE"
 		}
-		n, err := terminate(ctx, c, r.oid)
-		terminated += n
-		if err != nil {
-			return err
-		}
-		rows, err := c.Query(ctx, `SELECT DISTINCT d.datname, d.datallowconn FROM pg_shdepend s
+		grant += ";\n"
+	}
+	// One implicit transaction; the oid is a number, the role name is quoted.
+	res, err := pc.Exec(ctx, "ALTER ROLE "+role+" NOLOGIN;\n"+grant+terminateSQL(r.oid)+fmt.Sprintf(`;
+		SELECT DISTINCT d.datname, d.datallowconn FROM pg_shdepend s
 			JOIN pg_database d ON d.oid = s.dbid
-			WHERE s.refclassid = 'pg_authid'::regclass AND s.refobjid = $1 ORDER BY 1`, r.oid)
-		if err != nil {
-			return fmt.Errorf("find databases where the role owns objects: %w", err)
-		}
-		var blocked []string
-		for rows.Next() {
-			var db string
-			var allow bool
-			if err := rows.Scan(&db, &allow); err != nil {
-				rows.Close()
-				return err
-			}
-			if !allow {
-				blocked = append(blocked, db)
-			}
-			dbs = append(dbs, db)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		if len(blocked) > 0 {
-			return fmt.Errorf("the role owns objects in databases %q that accept no connections; allow connections or run REASSIGN OWNED/DROP OWNED there by hand: %w", blocked, grants.ErrNeedsOperator)
-		}
-		return nil
-	})
+			WHERE s.refclassid = 'pg_authid'::regclass AND s.refobjid = %d ORDER BY 1`, r.oid)).ReadAll()
+	if err == nil {
+		err = resultErr(res)
+	}
 	if pgCode(err) == "42704" { // undefined_object: dropped meanwhile
 		return nil
 	}
 	if err != nil {
+		return fmt.Errorf("take the role's login, end its sessions, find where it owns objects: %w", classify(err))
+	}
+	last := res[len(res)-4:] // terminate, clear snapshot, count, databases
+	n, err := terminated1(last[:3])
+	terminated += n
+	if err != nil {
+		return err
+	}
+	var blocked []string
+	for _, row := range last[3].Rows {
+		db := string(row[0])
+		if string(row[1]) != "t" {
+			blocked = append(blocked, db)
+		}
+		dbs = append(dbs, db)
+	}
+	if len(blocked) > 0 {
+		return fmt.Errorf("the role owns objects in databases %q that accept no connections; allow connections or run REASSIGN OWNED/DROP OWNED there by hand: %w", blocked, grants.ErrNeedsOperator)
+	}
+	if len(dbs) > 0 {
+		conn.Release() // cleaning takes a connection per database
+		conn = nil
+		if err := p.cleanDatabases(ctx, r, dbs, left); pgCode(err) == "42704" {
+			return nil // dropped meanwhile
+		} else if err != nil {
+			return err
+		}
+		if conn, err = p.pool.Acquire(ctx); err != nil {
+			return classify(err)
+		}
+		pc = conn.Conn().PgConn()
+	}
+	// A second sweep, for a session that authenticated just before NOLOGIN and was not yet
+	// visible: once the role is dropped, a non-superuser admin can no longer signal it.
+	n, err = terminate(ctx, pc, r.oid)
+	terminated += n
+	if err != nil {
 		return classify(err)
 	}
+	if _, err := pc.Exec(ctx, "DROP ROLE IF EXISTS "+role).ReadAll(); err != nil {
+		switch pgCode(err) {
+		case "42704":
+			return nil
+		case "2BP01": // dependent_objects_still_exist
+			return classify(fmt.Errorf("DROP ROLE: objects still depend on the role (created meanwhile?); will retry: %w", err))
+		}
+		return classify(fmt.Errorf("DROP ROLE: %w", err))
+	}
+	p.log.InfoContext(ctx, "postgres role dropped", "role", r.name, "sessions_terminated", terminated, "databases_cleaned", dbs,
+		"objects_reassigned", len(left.reassigned), "objects_dropped", len(left.dropped), "orphan_owner", p.orphan)
+	return nil
+}
+
+// cleanDatabases runs cleanDatabase, in a transaction, in each of dbs and in the configured
+// database, and notes what it reassigned and dropped.
+func (p *Provider) cleanDatabases(ctx context.Context, r grantRole, dbs []string, left *leftBehind) error {
 	if !slices.Contains(dbs, p.db) {
 		dbs = append([]string{p.db}, dbs...)
 	}
@@ -412,9 +444,6 @@ func (p *Provider) dropRole(ctx context.Context, r grantRole, left *leftBehind) 
 				return err
 			})
 		})
-		if pgCode(err) == "42704" {
-			return nil
-		}
 		if err != nil {
 			return fmt.Errorf("clean database %s: %w", db, classify(err))
 		}
@@ -425,30 +454,6 @@ func (p *Provider) dropRole(ctx context.Context, r grantRole, left *leftBehind) 
 			left.dropped = append(left.dropped, db+": "+o)
 		}
 	}
-	err = p.pool.AcquireFunc(ctx, func(c *pgxpool.Conn) error {
-		// A second sweep, for a session that authenticated just before NOLOGIN and was not
-		// yet visible: once the role is dropped, a non-superuser admin can no longer signal it.
-		n, err := terminate(ctx, c, r.oid)
-		terminated += n
-		if err != nil {
-			return err
-		}
-		if _, err := c.Exec(ctx, "DROP ROLE IF EXISTS "+role); err != nil {
-			if pgCode(err) == "2BP01" { // dependent_objects_still_exist
-				return fmt.Errorf("DROP ROLE: objects still depend on the role (created meanwhile?); will retry: %w", err)
-			}
-			return fmt.Errorf("DROP ROLE: %w", err)
-		}
-		return nil
-	})
-	if pgCode(err) == "42704" {
-		return nil
-	}
-	if err != nil {
-		return classify(err)
-	}
-	p.log.InfoContext(ctx, "postgres role dropped", "role", r.name, "sessions_terminated", terminated, "databases_cleaned", dbs,
-		"objects_reassigned", len(left.reassigned), "objects_dropped", len(left.dropped), "orphan_owner", p.orphan)
 	return nil
 }
 
@@ -565,23 +570,66 @@ func (p *Provider) cleanDatabase(ctx context.Context, tx pgx.Tx, r grantRole) (r
 	return reassigned, dropped, nil
 }
 
-// terminate ends every session of the role and checks that none is left.
-func terminate(ctx context.Context, c execer, oid uint32) (int, error) {
-	var terminated int
-	err := c.QueryRow(ctx, `SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, $2))::int
-		FROM pg_stat_activity WHERE usesysid = $1 AND pid <> pg_backend_pid()`,
-		oid, terminateWait.Milliseconds()).Scan(&terminated)
+// terminateSQL ends every session of the role, drops the statistics snapshot of the
+// transaction (pg_stat_activity is read once per transaction otherwise) and counts the
+// sessions left: three statements for a multi-statement round trip.
+func terminateSQL(oid uint32) string {
+	return fmt.Sprintf(`SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, %d)) FROM pg_stat_activity WHERE usesysid = %d AND pid <> pg_backend_pid();
+		SELECT pg_stat_clear_snapshot();
+		SELECT count(*) FROM pg_stat_activity WHERE usesysid = %d`, terminateWait.Milliseconds(), oid, oid)
+}
+
+// terminate ends every session of the role and checks that none is left, in one round trip.
+func terminate(ctx context.Context, pc *pgconn.PgConn, oid uint32) (int, error) {
+	res, err := pc.Exec(ctx, terminateSQL(oid)).ReadAll()
+	if err == nil {
+		err = resultErr(res)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("terminate sessions: %w", err)
 	}
-	var alive int
-	if err := c.QueryRow(ctx, `SELECT count(*)::int FROM pg_stat_activity WHERE usesysid = $1`, oid).Scan(&alive); err != nil {
+	return terminated1(res)
+}
+
+// terminated1 reads terminateSQL's three results: sessions ended, and an error if any is left.
+func terminated1(res []*pgconn.Result) (int, error) {
+	if len(res) != 3 || len(res[0].Rows) != 1 || len(res[2].Rows) != 1 {
+		return 0, fmt.Errorf("terminate sessions: unexpected answer (%d results)", len(res))
+	}
+	terminated, err := strconv.Atoi(string(res[0].Rows[0][0]))
+	if err != nil {
+		return 0, fmt.Errorf("terminate sessions: %w", err)
+	}
+	alive, err := strconv.Atoi(string(res[2].Rows[0][0]))
+	if err != nil {
 		return terminated, fmt.Errorf("count sessions: %w", err)
 	}
 	if alive > 0 {
 		return terminated, fmt.Errorf("%d session(s) still alive after pg_terminate_backend; will retry", alive)
 	}
 	return terminated, nil
+}
+
+// execScript runs a multi-statement script in one round trip on an admin connection; the
+// statements run in one implicit transaction.
+func (p *Provider) execScript(ctx context.Context, script string) error {
+	return p.pool.AcquireFunc(ctx, func(c *pgxpool.Conn) error {
+		res, err := c.Conn().PgConn().Exec(ctx, script).ReadAll()
+		if err != nil {
+			return err
+		}
+		return resultErr(res)
+	})
+}
+
+// resultErr is the first error among a multi-statement round trip's results.
+func resultErr(res []*pgconn.Result) error {
+	for _, r := range res {
+		if r.Err != nil {
+			return r.Err
+		}
+	}
+	return nil
 }
 
 // Extend moves the role's VALID UNTIL to newExpiry. A role that no longer exists gives an

@@ -1,0 +1,105 @@
+// Command abbench measures accessbroker's issue and revoke paths end to end, the way
+// production runs them: grants.Manager and grants.Revoker over the SQLite store (in a
+// temporary directory) with the real postgres provider against a real PostgreSQL server. It
+// prints one JSON document: issue latency at 1 and -clients clients, throughput, revocation
+// lag at expiry measured from PostgreSQL's side (pg_roles polled every 10 ms), a burst of
+// -burst grants due in the same instant, and the process's RSS.
+//
+//	go run ./cmd/abbench -dsn postgres://postgres@127.0.0.1:5432/test?sslmode=disable
+//
+// The DSN must be a superuser's: abbench creates a throwaway database, a granted role, a
+// least-privilege admin role (as docs/postgres-provider.md says) and drops them all at the
+// end. It is a separate program so that the accessbroker binary does not grow. See
+// docs/performance.md.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"time"
+)
+
+func main() {
+	var o options
+	fs := flag.NewFlagSet("abbench", flag.ExitOnError)
+	o.register(fs)
+	_ = fs.Parse(os.Args[1:])
+	o.progress = os.Stderr
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	if err := run(ctx, o, os.Stdout, log); err != nil {
+		fmt.Fprintln(os.Stderr, "abbench:", err)
+		os.Exit(1)
+	}
+}
+
+// options are abbench's flags.
+type options struct {
+	dsn     string        // superuser DSN of the server to measure
+	clients int           // concurrent clients of the second issue phase and of the burst
+	grants  int           // grants per issue phase and in the spread revocation phase
+	burst   int           // grants due in the same instant
+	wait    time.Duration // real time from issue to expiry in the revocation phases
+	timeout time.Duration // longest wait for revocations after the last deadline
+
+	progress io.Writer // where progress lines go (nil: nowhere)
+}
+
+func (o *options) register(fs *flag.FlagSet) {
+	fs.StringVar(&o.dsn, "dsn", os.Getenv("ACCESSBROKER_TEST_POSTGRES_DSN"), "superuser DSN of the PostgreSQL server (default $ACCESSBROKER_TEST_POSTGRES_DSN)")
+	fs.IntVar(&o.clients, "clients", 8, "concurrent clients for the multi-client issue phase and the burst")
+	fs.IntVar(&o.grants, "grants", 1000, "grants issued in each issue phase and in the spread revocation phase")
+	fs.IntVar(&o.burst, "burst", 1000, "grants due in the same instant (0 skips the burst)")
+	fs.DurationVar(&o.wait, "wait", time.Minute, "real time from issue to expiry in the revocation phases; below 1m (the shortest grant) the Manager's clock runs behind the wall clock by the difference, so issue times are dated back; the revocation path keeps the wall clock")
+	fs.DurationVar(&o.timeout, "timeout", time.Minute, "longest wait for revocations after the last deadline")
+}
+
+func (o options) validate() error {
+	switch {
+	case o.dsn == "":
+		return errors.New("no PostgreSQL server: pass -dsn postgres://postgres@127.0.0.1:5432/test?sslmode=disable (a superuser) or set ACCESSBROKER_TEST_POSTGRES_DSN")
+	case o.clients < 1:
+		return fmt.Errorf("-clients %d: must be at least 1", o.clients)
+	case o.grants < 1:
+		return fmt.Errorf("-grants %d: must be at least 1", o.grants)
+	case o.burst < 0:
+		return fmt.Errorf("-burst %d: must be 0 (skip) or more", o.burst)
+	case o.wait < time.Second || o.wait > time.Hour:
+		return fmt.Errorf("-wait %s: must be between 1s and 1h", o.wait)
+	case o.timeout <= 0:
+		return fmt.Errorf("-timeout %s: must be positive", o.timeout)
+	}
+	return nil
+}
+
+// run sets up, measures, tears down and writes the report to out.
+func run(ctx context.Context, o options, out io.Writer, log *slog.Logger) error {
+	rep, err := measure(ctx, o, log)
+	if err != nil {
+		return err
+	}
+	enc := json.NewEncoder(out)
+	enc.SetIndent("", "  ")
+	return enc.Encode(rep)
+}
+
+// measure sets up, measures and tears down.
+func measure(ctx context.Context, o options, log *slog.Logger) (rep Report, err error) {
+	if err := o.validate(); err != nil {
+		return rep, err
+	}
+	b, err := setup(ctx, o, log)
+	if err != nil {
+		return rep, err
+	}
+	defer func() { err = errors.Join(err, b.close(context.WithoutCancel(ctx))) }()
+	return b.measure(ctx)
+}
