@@ -46,7 +46,7 @@ func (c *Checkpointer) checkHead(ctx context.Context) error {
 	if c.guard == nil {
 		return nil
 	}
-	if err := c.guard.Check(ctx); err != nil {
+	if err := c.guard.CheckBeforeSign(ctx); err != nil {
 		return fmt.Errorf("not signing a checkpoint: %w", err)
 	}
 	return nil

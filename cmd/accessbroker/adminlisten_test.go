@@ -69,6 +69,7 @@ func TestAdminListenSeparatesAdminEndpoints(t *testing.T) {
 		{[]string{"healthcheck", "--url", main, "--live"}, exitOK},
 		{[]string{"healthcheck", "--url", "http://127.0.0.1:1"}, exitFailure},
 		{[]string{"healthcheck"}, exitUsage},
+		{[]string{"healthcheck", "--url", main, "--timeout", "0s"}, exitUsage},
 	} {
 		if _, errOut, code := p.run(tc.args...); code != tc.want {
 			t.Errorf("accessbroker %v: exit %d, want %d (%s)", tc.args, code, tc.want, errOut)

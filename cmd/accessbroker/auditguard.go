@@ -33,7 +33,13 @@ func (g *guardGate) IssueAllowed() error {
 // alert (may be nil) and records entering the suspect state.
 func (a *app) newAuditGuard(key ed25519.PrivateKey, ws []grants.Witness, alert grants.WitnessAlerter) *grants.AuditGuard {
 	opts := grants.AuditGuardOptions{Witnesses: ws, Record: a.manager.Record, Logger: a.log, Period: auditGuardPeriod,
-		Metric: func(suspect bool) { a.metrics.auditSuspect.Set(map[bool]float64{false: 0, true: 1}[suspect]) }}
+		Metric: func(suspect bool) {
+			v := 0.0
+			if suspect {
+				v = 1
+			}
+			a.metrics.auditSuspect.Set(v)
+		}}
 	if alert != nil {
 		opts.Alert = func(ctx context.Context, line string) {
 			if err := alert.PostAudit(ctx, line); err != nil {
@@ -76,8 +82,8 @@ func auditClearSuspect(ctx context.Context, args []string, stdout, stderr io.Wri
 	if code, ok := fs.parseNone(args); !ok {
 		return code
 	}
-	if strings.TrimSpace(*reason) == "" {
-		return fs.usageError("--reason is required: say what was investigated, it goes into the audit log")
+	if r := strings.TrimSpace(*reason); r == "" || len(r) > 1000 {
+		return fs.usageError("--reason is required, at most 1000 characters: say what was investigated, it goes into the audit log")
 	}
 	cfg, ok := loadConfigFlag(*configPath, stderr)
 	if !ok {

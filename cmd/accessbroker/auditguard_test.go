@@ -39,8 +39,10 @@ func TestTruncatedLogStopsGrantsUntilCleared(t *testing.T) {
 		t.Errorf("entering the suspect state is not in the audit log:\n%s", events)
 	}
 
-	if _, _, code := p.run("audit", "clear-suspect", "--config", p.config); code != exitUsage {
-		t.Errorf("clear-suspect without --reason: exit %d, want 2", code)
+	for _, bad := range [][]string{{}, {"--reason", strings.Repeat("x", 1001)}} {
+		if _, _, code := p.run(append([]string{"audit", "clear-suspect", "--config", p.config}, bad...)...); code != exitUsage {
+			t.Errorf("clear-suspect %v: exit %d, want 2", bad, code)
+		}
 	}
 	out = p.mustRun("audit", "clear-suspect", "--config", p.config, "--reason", "restored from backup; lost seqs listed in INC-1042", "--operator", "ops")
 	if !strings.Contains(out, "behind published checkpoint") || !strings.Contains(out, "cleared by ops") {

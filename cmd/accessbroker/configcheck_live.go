@@ -12,13 +12,9 @@ import (
 	"github.com/accessbroker/accessbroker/grants/sqlstore"
 )
 
-// orphanedGrants lists the live grants in cfg's store whose resource cfg no longer has
-// (removed or renamed): their revocation could not call any provider. The store is only read.
-func orphanedGrants(ctx context.Context, cfg *config.Config) (map[string][]string, error) {
-	live, err := sqlstore.PeekLiveGrants(ctx, cfg.Store.Driver, cfg.Store.DSN.Reveal())
-	if err != nil {
-		return nil, err
-	}
+// orphanedGrants groups, by resource, the live grants whose resource cfg no longer has
+// (removed or renamed): their revocation could not call any provider.
+func orphanedGrants(cfg *config.Config, live []sqlstore.LiveGrant) map[string][]string {
 	known := map[string]bool{}
 	for _, r := range cfg.Resources {
 		known[r.Name] = true
@@ -29,7 +25,7 @@ func orphanedGrants(ctx context.Context, cfg *config.Config) (map[string][]strin
 			out[g.Resource] = append(out[g.Resource], g.ID)
 		}
 	}
-	return out, nil
+	return out
 }
 
 // checkLiveGrants is config check's last step: a file that drops a resource with live grants
@@ -43,7 +39,8 @@ func checkLiveGrants(ctx context.Context, cfg *config.Config, online bool, stdou
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	orphans, err := orphanedGrants(ctx, cfg)
+	live, err := sqlstore.PeekLiveGrants(ctx, cfg.Store.Driver, cfg.Store.DSN.Reveal())
+	orphans := orphanedGrants(cfg, live)
 	if err != nil {
 		fmt.Fprintf(stdout, "note: the store could not be read to compare its live grants with this file: %v\n", err)
 		return exitOK

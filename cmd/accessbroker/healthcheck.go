@@ -26,6 +26,8 @@ func runHealthcheck(ctx context.Context, args []string, stdout, stderr io.Writer
 		return code
 	}
 	switch {
+	case *timeout <= 0:
+		return fs.usageError("--timeout must be positive, such as 5s")
 	case *base == "" && *configPath == "":
 		return fs.usageError("give --config FILE or --url URL")
 	case *base == "":

@@ -18,6 +18,7 @@ import (
 	"github.com/accessbroker/accessbroker/cmd/accessbroker/internal/config"
 	"github.com/accessbroker/accessbroker/cmd/accessbroker/internal/health"
 	"github.com/accessbroker/accessbroker/grants"
+	"github.com/accessbroker/accessbroker/grants/sqlstore"
 	"github.com/accessbroker/accessbroker/integrations/adminapi"
 	"github.com/accessbroker/accessbroker/integrations/pgproxy"
 )
@@ -155,8 +156,13 @@ func (s *server) Run(ctx context.Context, listening chan<- string) error {
 		return fmt.Errorf("reconcile on start: %w", err)
 	}
 	s.log.InfoContext(ctx, "started", "listen", s.cfg.Listen, "resources", len(s.cfg.Resources), "reconciled", n)
-	if orphans, err := orphanedGrants(ctx, s.cfg); err == nil {
-		for name, ids := range orphans {
+	if live, err := s.store.ListGrants(ctx, grants.GrantFilter{States: []grants.State{grants.StateIssuing, grants.StateActive,
+		grants.StateRevoking, grants.StateRevokeFailed}}); err == nil {
+		var lg []sqlstore.LiveGrant
+		for _, g := range live {
+			lg = append(lg, sqlstore.LiveGrant{ID: g.ID, Resource: g.Resource, State: g.State})
+		}
+		for name, ids := range orphanedGrants(s.cfg, lg) {
 			s.log.ErrorContext(ctx, "live grants of a resource that is not in the config: their revocation cannot run until it is restored",
 				"resource", name, "grants", strings.Join(ids, ","))
 		}

@@ -21,8 +21,9 @@ import (
 
 // heldWitness is a witness that keeps what was published to it in memory.
 type heldWitness struct {
-	mu   sync.Mutex
-	held []audit.Checkpoint
+	mu    sync.Mutex
+	held  []audit.Checkpoint
+	reads int // Checkpoints calls
 }
 
 func (w *heldWitness) Name() string { return "memory" }
@@ -35,6 +36,7 @@ func (w *heldWitness) Publish(_ context.Context, c audit.Checkpoint) error {
 func (w *heldWitness) Checkpoints(context.Context) ([]audit.Checkpoint, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.reads++
 	return append([]audit.Checkpoint(nil), w.held...), nil
 }
 
@@ -311,5 +313,32 @@ func TestAuditGuardQuietWhileTheLogGrows(t *testing.T) {
 	<-done
 	if first != nil {
 		t.Fatalf("Check while the log grows = %v", first)
+	}
+}
+
+// TestCheckpointsDoNotReadTheWitnesses: the check before each checkpoint reads only the
+// database (a witness read can be thousands of S3 GETs); the periodic check reads them.
+func TestCheckpointsDoNotReadTheWitnesses(t *testing.T) {
+	t.Parallel()
+	e := newGuardEnv(t)
+	guard := e.guard(true)
+	e.signer.GuardWith(guard)
+	for range 5 {
+		e.events(t, 1)
+		e.checkpoint(t)
+	}
+	e.witness.mu.Lock()
+	reads := e.witness.reads
+	e.witness.mu.Unlock()
+	if reads != 0 {
+		t.Fatalf("5 checkpoints read the witness %d times, want 0", reads)
+	}
+	if err := guard.Check(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	e.witness.mu.Lock()
+	defer e.witness.mu.Unlock()
+	if e.witness.reads != 1 {
+		t.Fatalf("the periodic check read the witness %d times, want 1", e.witness.reads)
 	}
 }
