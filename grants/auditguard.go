@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"sync"
 	"time"
 
@@ -308,7 +307,7 @@ func (g *AuditGuard) compareWitnesses(ctx context.Context, headSeq int64, cleare
 	}
 	have := make(map[string]bool, len(stored))
 	for _, c := range stored {
-		have[checkpointID(c)] = true
+		have[checkpointKey(c)] = true
 	}
 	for _, w := range g.opts.Witnesses {
 		held, err := w.Checkpoints(ctx)
@@ -331,15 +330,11 @@ func (g *AuditGuard) compareWitnesses(ctx context.Context, headSeq int64, cleare
 		case newest == nil:
 		case newest.Seq > headSeq:
 			return fmt.Sprintf("the log is behind published checkpoint %d (witness %s holds seq %d, the log ends at seq %d)", newest.Seq, w.Name(), newest.Seq, headSeq), nil
-		case !have[checkpointID(*newest)]:
+		case !have[checkpointKey(*newest)]:
 			return fmt.Sprintf("checkpoint %d published to witness %s is missing from the database", newest.Seq, w.Name()), nil
 		}
 	}
 	return "", nil
-}
-
-func checkpointID(c audit.Checkpoint) string {
-	return strconv.FormatInt(c.Seq, 10) + "/" + c.Hash.String() + "/" + audit.FormatTime(c.Time)
 }
 
 // clearedUntil is the time of the newest valid operator clearance (zero when none): witness

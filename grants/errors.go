@@ -50,7 +50,7 @@ func scrubError(err error, secrets []string) error {
 		return nil
 	}
 	msg := err.Error()
-	clean := scrubText(msg, secrets)
+	clean := ScrubText(msg, secrets)
 	if clean == msg {
 		return err
 	}
@@ -63,9 +63,9 @@ func scrubError(err error, secrets []string) error {
 	return se
 }
 
-// scrubText replaces every secret (values of 4 bytes or more) in msg by [REDACTED], longest
+// ScrubText replaces every secret (values of 4 bytes or more) in msg by [REDACTED], longest
 // first, so that a secret containing another is removed whole.
-func scrubText(msg string, secrets []string) string {
+func ScrubText(msg string, secrets []string) string {
 	if len(secrets) == 0 {
 		return msg
 	}

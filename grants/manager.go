@@ -517,7 +517,7 @@ func displayState(g Grant, now time.Time) string {
 
 // scrub removes the given secret values from an error text and caps its length.
 func scrub(msg string, secrets []string) string {
-	msg = scrubText(msg, secrets)
+	msg = ScrubText(msg, secrets)
 	if len(msg) > 1000 {
 		msg = msg[:1000] + "…"
 	}

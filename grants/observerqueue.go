@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"time"
 )
 
 // ObserverQueue is an Observer that hands each notification to another Observer (the Slack
@@ -22,7 +23,12 @@ type ObserverQueue struct {
 	wake    chan struct{}
 	closed  bool
 	done    chan struct{}
+	ctx     context.Context // each notice's context; cancelled when Close gives up
+	cancel  context.CancelFunc
 }
+
+// noticeTimeout bounds one notice: a hung chat service must not stop the ones after it.
+const noticeTimeout = 30 * time.Second
 
 // NewObserverQueue starts a queue of at most size notifications in front of next. Close it to
 // stop.
@@ -31,6 +37,7 @@ func NewObserverQueue(next Observer, size int, logger *slog.Logger) *ObserverQue
 		logger = slog.New(slog.DiscardHandler)
 	}
 	q := &ObserverQueue{next: next, size: max(size, 1), log: logger, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	q.ctx, q.cancel = context.WithCancel(context.Background())
 	go q.run()
 	return q
 }
@@ -83,7 +90,9 @@ func (q *ObserverQueue) run() {
 		fn := q.queue[0]
 		q.queue = q.queue[1:]
 		q.mu.Unlock()
-		fn(context.Background())
+		ctx, cancel := context.WithTimeout(q.ctx, noticeTimeout)
+		fn(ctx)
+		cancel()
 	}
 }
 
@@ -102,9 +111,16 @@ func (q *ObserverQueue) Close(ctx context.Context) {
 	case <-ctx.Done():
 		q.mu.Lock()
 		n := len(q.queue)
+		q.queue = nil
 		q.mu.Unlock()
 		if n > 0 {
 			q.log.Warn("revocation notices not delivered at shutdown", "count", n)
 		}
+		q.cancel() // the notice in delivery is cancelled too
+		select {
+		case <-q.done:
+		case <-time.After(time.Second): // a notice that ignores its context is left behind
+		}
 	}
+	q.cancel()
 }

@@ -87,3 +87,35 @@ func TestObserverQueueDropsTheOldestWhenFull(t *testing.T) {
 		t.Fatalf("delivered %v; want at most the first and the newest two", hung.got)
 	}
 }
+
+// ctxObserver blocks each notice until its context ends, and says so.
+type ctxObserver struct{ started, ended chan error }
+
+func (o ctxObserver) GrantRevoked(ctx context.Context, _ grants.Grant) {
+	o.started <- nil
+	<-ctx.Done()
+	o.ended <- ctx.Err()
+}
+func (o ctxObserver) RevokeFailed(ctx context.Context, g grants.Grant, _ error) {
+	o.GrantRevoked(ctx, g)
+}
+
+// TestObserverQueueCloseCancelsTheNoticeInDelivery: when Close gives up waiting, the notice
+// being delivered is cancelled rather than left running after the broker stopped.
+func TestObserverQueueCloseCancelsTheNoticeInDelivery(t *testing.T) {
+	o := ctxObserver{started: make(chan error, 1), ended: make(chan error, 1)}
+	q := grants.NewObserverQueue(o, 10, nil)
+	q.GrantRevoked(context.Background(), grants.Grant{ID: "g_1"})
+	<-o.started
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	q.Close(ctx)
+	select {
+	case err := <-o.ended:
+		if err == nil {
+			t.Fatal("the notice ended without its context ending")
+		}
+	case <-time.After(30 * time.Second): // a hang guard only
+		t.Fatal("the notice in delivery was not cancelled by Close")
+	}
+}

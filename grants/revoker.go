@@ -509,7 +509,7 @@ func (r *Revoker) providerEvidence(ev map[string]string) map[string]string {
 	out := make(map[string]string, len(ev))
 	for k, v := range ev {
 		if k != "person" {
-			out[k] = scrubText(v, r.opts.Secrets)
+			out[k] = ScrubText(v, r.opts.Secrets)
 		}
 	}
 	return out

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -253,14 +254,21 @@ func (p *Publisher) reconcile(ctx context.Context, q *witnessQueue) error {
 		p.log.WarnContext(ctx, "cannot read the witness at start; republishing the latest checkpoint", "witness", q.w.Name(), "error", err)
 		missing = cps[len(cps)-1:]
 	default:
+		// Only what the witness holds of the store's own checkpoints counts: a foreign or
+		// junk entry with a high seq must not make the real ones look published.
+		ours := make(map[string]bool, len(cps))
+		for _, c := range cps {
+			ours[checkpointKey(c)] = true
+		}
 		var newest audit.Checkpoint
+		found := false
 		for _, c := range held {
-			if checkpointBefore(newest, c) {
-				newest = c
+			if ours[checkpointKey(c)] && (!found || checkpointBefore(newest, c)) {
+				newest, found = c, true
 			}
 		}
 		for _, c := range cps {
-			if len(held) == 0 || checkpointBefore(newest, c) {
+			if !found || checkpointBefore(newest, c) {
 				missing = append(missing, c)
 			}
 		}
@@ -385,4 +393,9 @@ func (p *Publisher) Holding(ctx context.Context, c audit.Checkpoint) (int, int) 
 		}
 	}
 	return n, len(p.ws)
+}
+
+// checkpointKey identifies a checkpoint by what is signed: seq, hash and time.
+func checkpointKey(c audit.Checkpoint) string {
+	return strconv.FormatInt(c.Seq, 10) + "/" + c.Hash.String() + "/" + audit.FormatTime(c.Time)
 }

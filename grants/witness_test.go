@@ -226,8 +226,10 @@ func TestPublisherRepublishesWhatAWitnessMissesOnStart(t *testing.T) {
 		name    string
 		held    int   // how many of the store's checkpoints the witness already holds
 		readErr error // the witness cannot be read
+		junk    bool  // the witness also holds a foreign entry with a higher seq
 		want    []int64
 	}{
+		{name: "a foreign entry with a high seq hides nothing", held: 1, junk: true, want: []int64{0, 1000, 2, 4}},
 		{name: "witness has the first", held: 1, want: []int64{0, 2, 4}},
 		{name: "witness is empty", held: 0, want: []int64{0, 2, 4}},
 		{name: "witness is current", held: 3, want: []int64{0, 2, 4}},
@@ -250,9 +252,12 @@ func TestPublisherRepublishesWhatAWitnessMissesOnStart(t *testing.T) {
 			}
 			w := newMemWitness("file w")
 			w.held = slices.Clone(cps[:tt.held])
+			if tt.junk {
+				w.held = append(w.held, audit.Checkpoint{Seq: 1000, Time: cps[0].Time})
+			}
 			w.readErr = tt.readErr
 			startPublisher(t, e, grants.PublisherOptions{}, w)
-			w.waitCalls(t, len(tt.want)-tt.held*boolInt(tt.readErr == nil || errors.Is(tt.readErr, grants.ErrWitnessIncomplete)))
+			w.waitCalls(t, len(tt.want)-boolInt(tt.junk)-tt.held*boolInt(tt.readErr == nil || errors.Is(tt.readErr, grants.ErrWitnessIncomplete)))
 			if got := w.seqs(); !slices.Equal(got, tt.want) {
 				t.Fatalf("witness holds %v, want %v", got, tt.want)
 			}

@@ -33,13 +33,18 @@ func runSessions(ctx context.Context, args []string, stdout, stderr io.Writer) i
 // sessionsApp parses the shared flags and opens the store.
 // It returns a nil app, and the command's exit code, when the command ends there (--help, a
 // usage error, a store that cannot be opened).
-func sessionsApp(ctx context.Context, fs *cli, configPath, format *string, args []string) (*app, []string, int) {
+// check validates the positional arguments and the command's own flags before the store is
+// opened; its error is the usage error's message.
+func sessionsApp(ctx context.Context, fs *cli, configPath, format *string, args []string, check func(rest []string) error) (*app, []string, int) {
 	rest, code, ok := fs.parse(args)
 	if !ok {
 		return nil, nil, code
 	}
 	if *format != "table" && *format != "json" {
 		return nil, nil, fs.usageError("--format %q: want table or json", *format)
+	}
+	if err := check(rest); err != nil {
+		return nil, nil, fs.usageError("%v", err)
 	}
 	cfg, ok := loadConfigFlag(*configPath, fs.stderr)
 	if !ok {
@@ -69,19 +74,21 @@ func sessionsList(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	active := fs.Bool("active", false, "only sessions that have not ended")
 	format := fs.String("format", "table", "table or json")
 	limit := fs.Int("limit", 100, "at most this many sessions, newest first")
-	a, rest, code := sessionsApp(ctx, fs, configPath, format, args)
+	a, _, code := sessionsApp(ctx, fs, configPath, format, args, func(rest []string) error {
+		switch {
+		case len(rest) > 0:
+			return fmt.Errorf("unexpected arguments %q", rest)
+		case *limit < 1:
+			return fmt.Errorf("--limit %d: want 1 or more", *limit)
+		case *grant != "" && !grants.ValidID("g", *grant):
+			return fmt.Errorf("--grant %q is not a grant id (g_ followed by 16 characters)", *grant)
+		}
+		return nil
+	})
 	if a == nil {
 		return code
 	}
 	defer a.Close()
-	if len(rest) > 0 || *limit < 1 {
-		fmt.Fprintf(stderr, "accessbroker sessions list: unexpected arguments %q or --limit %d below 1\n", rest, *limit)
-		return exitUsage
-	}
-	if *grant != "" && !grants.ValidID("g", *grant) {
-		fmt.Fprintf(stderr, "accessbroker sessions list: --grant %q is not a grant id (g_ followed by 16 characters)\n", *grant)
-		return exitUsage
-	}
 	list, err := audit.ListSessions(ctx, a.store, audit.SessionFilter{GrantID: *grant, ActiveOnly: *active, Limit: *limit})
 	if err != nil {
 		fmt.Fprintf(stderr, "accessbroker sessions list: %v\n", err)
@@ -111,19 +118,17 @@ func sessionsShow(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs := newCLI("sessions show", sessionsShowUsage, stdout, stderr).withLogLevel()
 	configPath := fs.String("config", "", "configuration file")
 	format := fs.String("format", "table", "table or json")
-	var id string
-	a, rest, code := sessionsApp(ctx, fs, configPath, format, args)
+	a, rest, code := sessionsApp(ctx, fs, configPath, format, args, func(rest []string) error {
+		if len(rest) != 1 || !grants.ValidID("s", rest[0]) {
+			return fmt.Errorf("want one session id (s_ followed by 16 characters, from sessions list), got %q", rest)
+		}
+		return nil
+	})
 	if a == nil {
 		return code
 	}
 	defer a.Close()
-	if id == "" && len(rest) == 1 {
-		id, rest = rest[0], nil
-	}
-	if !grants.ValidID("s", id) || len(rest) > 0 {
-		fmt.Fprintf(stderr, "accessbroker sessions show: want one session id (s_ followed by 16 characters, from sessions list), got %q\n", append([]string{id}, rest...))
-		return exitUsage
-	}
+	id := rest[0]
 	s, err := audit.GetSession(ctx, a.store, id)
 	if errors.Is(err, audit.ErrNoSession) {
 		fmt.Fprintf(stderr, "accessbroker sessions show: no session %s in the audit log (sessions list shows them)\n", id)

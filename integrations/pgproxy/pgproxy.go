@@ -44,6 +44,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/accessbroker/accessbroker/audit"
 	"github.com/accessbroker/accessbroker/grants"
@@ -79,6 +80,7 @@ const (
 	DefaultBatch        = 512
 	loginTimeout        = 30 * time.Second
 	maxMessageBody      = 64 << 20
+	maxLoginBody        = 8 << 10 // SASL messages before a login are well under 1 KiB
 )
 
 // Config configures a Proxy. TLS, Upstreams, Grants, Recorder, Passwords and Clock are required.
@@ -235,6 +237,7 @@ func (p *Proxy) check(ctx context.Context) {
 		byGrant[s.grant.ID] = append(byGrant[s.grant.ID], s)
 	}
 	p.mu.Unlock()
+	var ends []ending
 	for id, ss := range byGrant {
 		g, err := p.cfg.Grants.GetGrant(ctx, id)
 		if err != nil && !errors.Is(err, grants.ErrNotFound) {
@@ -246,9 +249,27 @@ func (p *Proxy) check(ctx context.Context) {
 			continue
 		}
 		for _, s := range ss {
-			s.end(reason, revokedError(reason, g))
+			ends = append(ends, ending{s: s, reason: reason, e: revokedError(reason, g)})
 		}
 	}
+	endEach(ends)
+}
+
+// ending is a session to end, why, and what its client is told.
+type ending struct {
+	s      *session
+	reason string
+	e      *pgproto3.ErrorResponse
+}
+
+// endEach ends the sessions at once: each end may wait seconds on a client that does not read
+// or an upstream that does not answer, and must not hold up the others.
+func endEach(es []ending) {
+	var wg sync.WaitGroup
+	for _, x := range es {
+		wg.Go(func() { x.s.end(x.reason, x.e) })
+	}
+	wg.Wait()
 }
 
 // grantEnded says whether a grant no longer allows a session, and why.
@@ -275,9 +296,11 @@ func (p *Proxy) endAll(reason, detail string) {
 		ss = append(ss, s)
 	}
 	p.mu.Unlock()
-	for _, s := range ss {
-		s.end(reason, fatal("57P01", "terminating connection: "+detail))
+	es := make([]ending, len(ss))
+	for i, s := range ss {
+		es[i] = ending{s: s, reason: reason, e: fatal("57P01", "terminating connection: "+detail)}
 	}
+	endEach(es)
 }
 
 // auditFailed ends every session: their statements can no longer be recorded.

@@ -70,6 +70,13 @@ func (p *Proxy) serveConn(ctx context.Context, raw net.Conn) {
 		err = errors.Join(err, errors.New("login timed out"))
 	}
 	cancel()
+	if s != nil && err != nil {
+		// The timeout fired just after the login succeeded: the session is registered and
+		// recorded, so end it properly (session.ended, out of the proxy's map).
+		s.end(EndClientLost, nil)
+		s.finish()
+		return
+	}
 	if err != nil || s == nil {
 		p.log.Debug("postgres proxy connection ended before a session", "client_addr", client, "err", err)
 		return
@@ -81,6 +88,7 @@ func (p *Proxy) serveConn(ctx context.Context, raw net.Conn) {
 // an error after telling the client (and the audit log) why not.
 func (p *Proxy) login(ctx context.Context, raw net.Conn, client string) (*session, error) {
 	be := pgproto3.NewBackend(raw, raw)
+	be.SetMaxBodyLen(maxLoginBody) // before a login, no client may make us allocate more
 	var conn net.Conn = raw
 	for tlsDone := false; ; {
 		msg, err := be.ReceiveStartupMessage()
@@ -108,6 +116,7 @@ func (p *Proxy) login(ctx context.Context, raw net.Conn, client string) (*sessio
 			}
 			conn, tlsDone = tc, true
 			be = pgproto3.NewBackend(tc, tc)
+			be.SetMaxBodyLen(maxLoginBody)
 		case *pgproto3.StartupMessage:
 			if !tlsDone {
 				p.loginFailed(ctx, m.Parameters, client, LoginTLSRequired, grants.Grant{})
@@ -403,9 +412,10 @@ func (s *session) end(reason string, e *pgproto3.ErrorResponse) {
 			s.sqlstate = e.Code
 		}
 		close(s.closed)
-		if reason != EndUpstreamLost && (reason != EndClientQuit || s.track.busy()) {
+		if reason != EndUpstreamLost && s.track.busy() {
 			// Stop the running query on the server, not only the relay: a backend does not
-			// notice a closed connection until it next writes.
+			// notice a closed connection until it next writes. An idle backend is waiting
+			// for the client and ends when the connection closes.
 			s.cancelUpstream(context.Background())
 		}
 		if e != nil {

@@ -103,7 +103,16 @@ func (h *HTTP) Checkpoints(ctx context.Context) ([]audit.Checkpoint, error) {
 		return nil, err
 	}
 	defer resp.Body.Close()
-	br := bufio.NewReader(io.LimitReader(resp.Body, maxHTTPBody))
+	// Read one byte past the limit: an answer cut at the limit must not pass for a witness
+	// that holds less (a cut JSON line would even look like a torn one).
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxHTTPBody+1))
+	if err != nil {
+		return nil, fmt.Errorf("%s: read: %w", h.Name(), err)
+	}
+	if len(body) > maxHTTPBody {
+		return nil, fmt.Errorf("%s: the answer is over %d MiB; the witness cannot be read whole", h.Name(), maxHTTPBody>>20)
+	}
+	br := bufio.NewReader(bytes.NewReader(body))
 	first, err := firstNonSpace(br)
 	if errors.Is(err, io.EOF) {
 		return nil, nil
@@ -115,8 +124,12 @@ func (h *HTTP) Checkpoints(ctx context.Context) ([]audit.Checkpoint, error) {
 		return ReadJSONLines(ctx, br, h.Name())
 	}
 	var out []audit.Checkpoint
-	if err := json.NewDecoder(br).Decode(&out); err != nil {
+	dec := json.NewDecoder(br)
+	if err := dec.Decode(&out); err != nil {
 		return nil, fmt.Errorf("%s: the answer is not a JSON array of checkpoints: %w", h.Name(), err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("%s: the answer has more after its JSON array of checkpoints", h.Name())
 	}
 	return out, nil
 }

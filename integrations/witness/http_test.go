@@ -2,7 +2,9 @@ package witness_test
 
 import (
 	"context"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -105,5 +107,42 @@ func TestHTTPReadsJSONLines(t *testing.T) {
 	}
 	if d := cmp.Diff(checkpoints(t, 3), got); d != "" {
 		t.Fatalf("JSON lines answer (-want +got):\n%s", d)
+	}
+}
+
+// TestHTTPRefusesAnswersItCannotReadWhole: data after the JSON array, or an answer over the
+// size limit, is an error rather than a partial list that would pass for what the witness
+// holds.
+func TestHTTPRefusesAnswersItCannotReadWhole(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("testdata", "three.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	array := "[" + strings.Join(strings.Split(strings.TrimSpace(string(b)), "\n"), ",") + "]"
+	for _, tc := range []struct {
+		name, body, want string
+	}{
+		{"an array", array, ""},
+		{"an array, then more", array + ` {"seq": 99}`, "has more after its JSON array"},
+		{"over the limit", array + strings.Repeat(" ", 64<<20), "is over 64 MiB"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				io.WriteString(w, tc.body)
+			}))
+			defer srv.Close()
+			w, err := witness.NewHTTP(witness.HTTPConfig{URL: srv.URL, Client: srv.Client()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := w.Checkpoints(context.Background())
+			switch {
+			case tc.want == "" && (err != nil || len(got) != 3):
+				t.Fatalf("Checkpoints = %d, %v; want 3", len(got), err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("Checkpoints = %d, %v; want an error naming %q", len(got), err, tc.want)
+			}
+		})
 	}
 }

@@ -78,6 +78,7 @@ type Registry struct {
 
 	mu      sync.Mutex
 	results map[string]Result
+	running map[string]bool // checks whose previous run has not returned (it ignored its timeout)
 }
 
 // New returns a registry of checks; names must be unique and non-empty and every check must
@@ -102,7 +103,7 @@ func New(clock grants.Clock, checks []Check, opts Options) (*Registry, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Registry{clock: clock, checks: slices.Clone(checks), opts: opts, log: log, results: map[string]Result{}}, nil
+	return &Registry{clock: clock, checks: slices.Clone(checks), opts: opts, log: log, results: map[string]Result{}, running: map[string]bool{}}, nil
 }
 
 // Names lists the checks in registration order.
@@ -124,7 +125,7 @@ func (r *Registry) RunOnce(ctx context.Context) []Result {
 		wg.Go(func() {
 			cctx, cancel := context.WithTimeout(ctx, r.opts.Timeout)
 			defer cancel()
-			err := runBounded(cctx, c.Run)
+			err := r.runOnce(cctx, c)
 			res := Result{Name: c.Name, OK: err == nil, CheckedAt: r.clock.Now(), Err: err}
 			if err != nil {
 				res.Error = scrub(err.Error(), r.opts.Secrets)
@@ -139,10 +140,30 @@ func (r *Registry) RunOnce(ctx context.Context) []Result {
 	return out
 }
 
-// runBounded runs fn, returning at ctx's end even when fn ignores ctx.
-func runBounded(ctx context.Context, fn Func) error {
+// runOnce runs c bounded by ctx, but never twice at once: a check that ignored its timeout
+// and still runs is reported as such instead of being started again (which would leave one
+// more goroutine, and often a connection, behind every interval).
+func (r *Registry) runOnce(ctx context.Context, c Check) error {
+	r.mu.Lock()
+	if r.running[c.Name] {
+		r.mu.Unlock()
+		return errors.New("the previous check has not returned yet (it ignored its timeout)")
+	}
+	r.running[c.Name] = true
+	r.mu.Unlock()
+	return runBounded(ctx, c.Run, func() {
+		r.mu.Lock()
+		delete(r.running, c.Name)
+		r.mu.Unlock()
+	})
+}
+
+// runBounded runs fn, returning at ctx's end even when fn ignores ctx; returned is called
+// when fn itself returns.
+func runBounded(ctx context.Context, fn Func, returned func()) error {
 	done := make(chan error, 1)
 	go func() {
+		defer returned()
 		defer func() {
 			if p := recover(); p != nil {
 				done <- fmt.Errorf("check panicked: %v", p)
@@ -288,15 +309,5 @@ func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
 }
 
-// scrub replaces every secret (longest first, so that a secret containing another goes
-// whole) with [REDACTED]. Values under 4 bytes are ignored: they would match everywhere.
-func scrub(msg string, secrets []string) string {
-	sorted := slices.Clone(secrets)
-	slices.SortFunc(sorted, func(a, b string) int { return cmp.Compare(len(b), len(a)) })
-	for _, s := range sorted {
-		if len(s) >= 4 {
-			msg = strings.ReplaceAll(msg, s, "[REDACTED]")
-		}
-	}
-	return msg
-}
+// scrub is grants.ScrubText: one rule for what a secret in a message becomes.
+func scrub(msg string, secrets []string) string { return grants.ScrubText(msg, secrets) }

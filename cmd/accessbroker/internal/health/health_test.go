@@ -172,11 +172,33 @@ func TestRunOnceParallelAndBounded(t *testing.T) {
 		}
 	}
 
-	hang := func(context.Context) error { select {} } // ignores its context
+	returned := make(chan struct{})
+	release := make(chan struct{})
+	calls := 0
+	hang := func(context.Context) error { // ignores its context until released
+		mu.Lock()
+		calls++
+		mu.Unlock()
+		defer close(returned) // a second start would close it twice
+		<-release
+		return nil
+	}
 	r = mustNew(t, clocktest.New(start), []Check{{"hang", hang}}, Options{Timeout: 50 * time.Millisecond})
 	if h := r.RunOnce(t.Context())[0]; h.OK || !strings.Contains(h.Error, "no answer within the check timeout") || !errors.Is(h.Err, context.DeadlineExceeded) {
 		t.Errorf("hung check: %+v", h)
 	}
+	// While it still hangs it is not started again: one goroutine, not one per round.
+	if h := r.RunOnce(t.Context())[0]; h.OK || !strings.Contains(h.Error, "previous check has not returned") {
+		t.Errorf("second round of a hung check: %+v", h)
+	}
+	mu.Lock()
+	n := calls
+	mu.Unlock()
+	if n != 1 {
+		t.Errorf("the hung check was started %d times, want 1", n)
+	}
+	close(release)
+	<-returned
 }
 
 // TestRunRechecksOnTheClock: after the interval the checks run again, so a dependency that
