@@ -405,6 +405,13 @@ func (s *session) statementDone(st Statement) {
 // end stops the session once: with e non-nil the client is told why (and the running query
 // is cancelled upstream first). Both connections are closed.
 func (s *session) end(reason string, e *pgproto3.ErrorResponse) {
+	s.endThen(reason, e, nil)
+}
+
+// endThen is end with a step run once the reason is fixed and before the connections
+// close: a Terminate is flushed to the server there, so the server closing its side in
+// answer cannot be mistaken for a lost connection.
+func (s *session) endThen(reason string, e *pgproto3.ErrorResponse, first func()) {
 	s.endOnce.Do(func() {
 		s.reason = reason
 		s.sqlstate = "08006" // connection failure
@@ -412,6 +419,9 @@ func (s *session) end(reason string, e *pgproto3.ErrorResponse) {
 			s.sqlstate = e.Code
 		}
 		close(s.closed)
+		if first != nil {
+			first()
+		}
 		if reason != EndUpstreamLost && s.track.busy() {
 			// Stop the running query on the server, not only the relay: a backend does not
 			// notice a closed connection until it next writes. An idle backend is waiting
@@ -491,8 +501,7 @@ func (s *session) clientToServer() {
 		s.track.clientMessage(msg)
 		s.upFE.Send(msg)
 		if _, quit := msg.(*pgproto3.Terminate); quit {
-			_ = s.upFE.Flush()
-			s.end(EndClientQuit, nil)
+			s.endThen(EndClientQuit, nil, func() { _ = s.upFE.Flush() })
 			return
 		}
 		if flushAfter(msg) {
