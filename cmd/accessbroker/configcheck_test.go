@@ -83,6 +83,7 @@ func TestConfigCheckBadFiles(t *testing.T) {
 		{"bad_postgres_dsn.yaml", 8, "resources[0].postgres.dsn", "is not a valid postgres:// URL"},
 		{"bad_sslmode.yaml", 10, "resources[0].postgres.sslmode", `not "strict"`},
 		{"bad_proxy_without_section.yaml", 10, "resources[0].postgres.proxy", "needs the postgres_proxy section"},
+		{"bad_record_parameters_without_proxy.yaml", 10, "resources[0].postgres.record_parameters", "needs proxy: true"},
 		{"bad_proxy_listen_no_host.yaml", 10, "postgres_proxy.listen", "has no host clients can connect to; set postgres_proxy.public_address"},
 		{"bad_proxy_short_key.yaml", 14, "postgres_proxy.password_key", "is too short"},
 		{"bad_proxy_missing_cert.yaml", 9, "postgres_proxy.tls_cert_file", "is required"},

@@ -54,7 +54,7 @@ func buildPGProxy(a *app) (*pgproxy.Proxy, error) {
 	ups := map[string]pgproxy.Upstream{}
 	for _, r := range a.cfg.Resources {
 		if r.Postgres != nil && r.Postgres.Proxy {
-			ups[r.Name] = pgproxy.Upstream{DSN: r.Postgres.DSN.Reveal()}
+			ups[r.Name] = pgproxy.Upstream{DSN: r.Postgres.DSN.Reveal(), RecordParameters: r.Postgres.RecordParameters}
 		}
 	}
 	return pgproxy.New(pgproxy.Config{

@@ -175,7 +175,13 @@ func withDB(t testing.TB, dsn, db string) string {
 
 func quote(s string) string { return pgx.Identifier{s}.Sanitize() }
 
-func newEnv(t testing.TB) *env {
+// envOption changes the proxied resource's upstream settings.
+type envOption func(*pgproxy.Upstream)
+
+// recordingParameters makes the resource record bind values.
+func recordingParameters(u *pgproxy.Upstream) { u.RecordParameters = true }
+
+func newEnv(t testing.TB, opts ...envOption) *env {
 	t.Helper()
 	dsn := os.Getenv(dsnEnv)
 	if dsn == "" {
@@ -243,9 +249,13 @@ func newEnv(t testing.TB) *env {
 		[]grants.Resource{{Name: resource, Provider: postgres.Kind, DefaultDuration: time.Hour, MaxDuration: 4 * time.Hour}},
 		e.clock, nil, grants.ManagerOptions{})
 	e.events = &eventTap{next: e.manager, cond: make(chan struct{})}
+	up := pgproxy.Upstream{DSN: superDSN}
+	for _, o := range opts {
+		o(&up)
+	}
 	e.proxy, err = pgproxy.New(pgproxy.Config{
 		TLS:          serverTLS(t),
-		Upstreams:    map[string]pgproxy.Upstream{resource: {DSN: superDSN}},
+		Upstreams:    map[string]pgproxy.Upstream{resource: up},
 		Grants:       e.store,
 		Recorder:     e.events,
 		Passwords:    pw,

@@ -70,6 +70,9 @@ type Upstream struct {
 	// from it (the postgres provider's admin DSN); its user and password are replaced by the
 	// grant's role and upstream password.
 	DSN string
+	// RecordParameters records the values bound to extended-protocol statements
+	// (param_values); by default only their number is recorded.
+	RecordParameters bool
 }
 
 // Defaults of Config's zero values.
@@ -105,6 +108,7 @@ type Proxy struct {
 	cfg       Config
 	log       *slog.Logger
 	upstreams map[string]*pgconn.Config
+	values    map[string]bool // resources whose bind values are recorded
 	rec       *recorder
 	wake      chan struct{}
 	refusals  refusalLimiter
@@ -141,6 +145,7 @@ func New(cfg Config) (*Proxy, error) {
 		cfg:       cfg,
 		log:       cfg.Logger.With("component", "postgres_proxy"),
 		upstreams: map[string]*pgconn.Config{},
+		values:    map[string]bool{},
 		wake:      make(chan struct{}, 1),
 		sessions:  map[string]*session{},
 		byKey:     map[uint32]*session{},
@@ -153,6 +158,7 @@ func New(cfg Config) (*Proxy, error) {
 		pc.Password = ""
 		pc.OnNotice, pc.OnNotification, pc.OnPgError = nil, nil, nil
 		p.upstreams[name] = pc
+		p.values[name] = u.RecordParameters
 	}
 	p.rec = newRecorder(cfg.Recorder, p.log, cfg.Batch, cfg.AuditTimeout, p.auditFailed)
 	return p, nil

@@ -657,3 +657,54 @@ func TestLoginIsSCRAM(t *testing.T) {
 		return ev.Action == pgproxy.ActionSessionLoginFailed && ev.GrantID == g.ID && ev.Evidence["reason"] == pgproxy.LoginProtocol
 	})
 }
+
+// TestBindValuesRecordedOnlyWhenAsked: by default a statement's record holds the number of
+// bind parameters and never their values; a resource with record_parameters records them
+// (text as it is, binary as \x hex, NULL as null, long values cut), through pgx's extended
+// protocol on the real server.
+func TestBindValuesRecordedOnlyWhenAsked(t *testing.T) {
+	long := strings.Repeat("é", pgproxy.ValueLimit) // 2 bytes a character: cut at ValueLimit bytes
+	tests := []struct {
+		name       string
+		opts       []envOption
+		wantValues string
+		wantCut    string
+	}{
+		{"default", nil, "", ""},
+		{"record_parameters", []envOption{recordingParameters},
+			`["s3cr3t-literal",null,"\\x0000002a","` + long[:pgproxy.ValueLimit] + `"]`, "true"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, tc.opts...)
+			g, cred := e.issue(t, time.Hour)
+			c := connect(t, cred["connection_string"])
+			ctx := context.Background()
+			var n int
+			// The int4 goes in binary format (pgx's choice for a Go int32), the strings in text.
+			err := c.QueryRow(ctx, "SELECT length($1::text) + coalesce(length($2::text), 0) + $3::int4 + length($4::text)",
+				"s3cr3t-literal", nil, int32(42), long).Scan(&n)
+			if err != nil || n != len("s3cr3t-literal")+42+pgproxy.ValueLimit {
+				t.Fatalf("query through the proxy: %d %v", n, err)
+			}
+			c.Close(ctx)
+			ended := e.events.waitFor(t, "session.ended", func(ev audit.Event) bool { return ev.Action == pgproxy.ActionSessionEnded })
+			var got *audit.Event
+			for _, ev := range e.events.session(ended.Evidence["session_id"]) {
+				if ev.Action == pgproxy.ActionSessionStatement && ev.Evidence["params"] == "4" {
+					got = &ev
+				}
+			}
+			if got == nil {
+				t.Fatalf("no session.statement with 4 parameters for grant %s", g.ID)
+			}
+			if v := got.Evidence["param_values"]; v != tc.wantValues {
+				t.Errorf("param_values = %s, want %s", v, tc.wantValues)
+			}
+			if v := got.Evidence["param_values_truncated"]; v != tc.wantCut {
+				t.Errorf("param_values_truncated = %q, want %q", v, tc.wantCut)
+			}
+			verifyChain(t, e)
+		})
+	}
+}

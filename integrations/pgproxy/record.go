@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -155,7 +156,8 @@ func truncateText(s string, limit int) (string, bool) {
 	return s[:cut], true
 }
 
-// statementEvidence is the session.statement evidence: never a row, never a parameter value.
+// statementEvidence is the session.statement evidence: never a row; bind values only when
+// the resource records them (st.Values).
 func statementEvidence(sessionID string, st Statement, textLimit int) map[string]string {
 	sum := sha256.Sum256([]byte(st.Text))
 	text, truncated := truncateText(st.Text, textLimit)
@@ -172,6 +174,14 @@ func statementEvidence(sessionID string, st Statement, textLimit int) map[string
 	}
 	if truncated {
 		ev["text_truncated"] = "true"
+	}
+	if st.Values != nil {
+		// A JSON array: strings, and null for NULL. Marshal cannot fail on these types.
+		b, _ := json.Marshal(st.Values)
+		ev["param_values"] = string(b)
+		if st.ValuesCut {
+			ev["param_values_truncated"] = "true"
+		}
 	}
 	if st.Tag != "" {
 		ev["tag"] = st.Tag

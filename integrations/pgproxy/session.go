@@ -277,7 +277,7 @@ func (p *Proxy) authenticate(ctx context.Context, be *pgproto3.Backend, conn net
 	s.clientBE = pgproto3.NewBackend(s.client, s.client)
 	s.clientBE.SetMaxBodyLen(maxMessageBody)
 	s.upFE = pgproto3.NewFrontend(hc.Conn, hc.Conn)
-	s.track = newTracker(p.cfg.Clock.Now, s.statementDone)
+	s.track = newTracker(p.cfg.Clock.Now, s.statementDone, p.values[g.Resource])
 	for {
 		var k [8]byte
 		if _, err := rand.Read(k[:]); err != nil {

@@ -1,24 +1,32 @@
 package pgproxy
 
 import (
+	"encoding/hex"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 )
 
 // Statement is one statement a session ran, as the proxy saw it on the wire: what the client
-// sent and how the server answered. It never holds result rows or bind parameter values.
+// sent and how the server answered. It never holds result rows, nor bind parameter values
+// unless its resource records them.
 type Statement struct {
 	Seq      int    // order in the session, from 1
 	Protocol string // "simple" (Query) or "extended" (Parse/Bind/Execute)
 	Text     string // the whole statement text (truncated only when recorded)
 	Params   int    // bind parameters (extended protocol)
-	Tag      string // command tag of the last command, e.g. "SELECT 1", "COPY 3"
-	Commands int    // commands completed (a simple Query may hold several)
-	Rows     int64  // rows affected or returned, summed over the commands' tags
-	SQLState string // SQLSTATE of the error, if the statement failed
+	// Values are the bound values, when the resource records them (RecordParameters): a
+	// nil entry is NULL; see formatValue.
+	Values []*string
+	// ValuesCut: a value was longer than ValueLimit and is recorded cut.
+	ValuesCut bool
+	Tag       string // command tag of the last command, e.g. "SELECT 1", "COPY 3"
+	Commands  int    // commands completed (a simple Query may hold several)
+	Rows      int64  // rows affected or returned, summed over the commands' tags
+	SQLState  string // SQLSTATE of the error, if the statement failed
 	// Interrupted: the session ended before the server answered (SQLState then says why).
 	Interrupted bool
 	Start       time.Time
@@ -42,6 +50,8 @@ type pending struct {
 type portal struct {
 	text   string
 	params int
+	values []*string
+	cut    bool
 }
 
 // tracker follows one session's conversation: the client side (clientMessage) queues what
@@ -49,8 +59,9 @@ type portal struct {
 // protocol order, and hands each finished statement to done. Both sides may run on
 // different goroutines.
 type tracker struct {
-	now  func() time.Time
-	done func(Statement)
+	now    func() time.Time
+	done   func(Statement)
+	values bool // record bind values
 
 	mu       sync.Mutex
 	seq      int
@@ -59,8 +70,8 @@ type tracker struct {
 	queue    []*pending
 }
 
-func newTracker(now func() time.Time, done func(Statement)) *tracker {
-	return &tracker{now: now, done: done, prepared: map[string]string{}, portals: map[string]portal{}}
+func newTracker(now func() time.Time, done func(Statement), values bool) *tracker {
+	return &tracker{now: now, done: done, values: values, prepared: map[string]string{}, portals: map[string]portal{}}
 }
 
 // clientMessage notes a message the client sent, before it is forwarded upstream.
@@ -74,10 +85,14 @@ func (t *tracker) clientMessage(msg pgproto3.FrontendMessage) {
 		t.prepared[m.Name] = m.Query
 		t.push(pendParse, Statement{Protocol: "extended", Text: m.Query, Params: len(m.ParameterOIDs)})
 	case *pgproto3.Bind:
-		t.portals[m.DestinationPortal] = portal{text: t.prepared[m.PreparedStatement], params: len(m.Parameters)}
+		pt := portal{text: t.prepared[m.PreparedStatement], params: len(m.Parameters)}
+		if t.values {
+			pt.values, pt.cut = bindValues(m)
+		}
+		t.portals[m.DestinationPortal] = pt
 	case *pgproto3.Execute:
 		p := t.portals[m.Portal]
-		t.push(pendExecute, Statement{Protocol: "extended", Text: p.text, Params: p.params})
+		t.push(pendExecute, Statement{Protocol: "extended", Text: p.text, Params: p.params, Values: p.values, ValuesCut: p.cut})
 	case *pgproto3.Close:
 		if m.ObjectType == 'S' {
 			delete(t.prepared, m.Name)
@@ -203,4 +218,46 @@ func (t *tracker) abort(code string) {
 		}
 		t.finish()
 	}
+}
+
+// ValueLimit is the most bytes of one bind value kept in a statement's record.
+const ValueLimit = 256
+
+// bindValues formats a Bind's parameter values for the record: NULL stays nil, a text-format
+// value that is valid UTF-8 is kept as it is, anything else (binary format, invalid text) as
+// "\\x" and hex, PostgreSQL's bytea notation. Each value is cut at ValueLimit bytes (on a
+// character boundary for text); cut says whether any was.
+func bindValues(m *pgproto3.Bind) (values []*string, cut bool) {
+	values = make([]*string, len(m.Parameters))
+	for i, v := range m.Parameters {
+		if v == nil {
+			continue
+		}
+		var s string
+		var c bool
+		if paramFormat(m.ParameterFormatCodes, i) == 0 && utf8.Valid(v) {
+			s, c = truncateText(string(v), ValueLimit)
+		} else {
+			c = len(v) > ValueLimit
+			s = "\\x" + hex.EncodeToString(v[:min(len(v), ValueLimit)])
+		}
+		cut = cut || c
+		values[i] = &s
+	}
+	return values, cut
+}
+
+// paramFormat is parameter i's format code: none given means text for all, one means that
+// one for all (the protocol's rule for Bind).
+func paramFormat(codes []int16, i int) int16 {
+	switch len(codes) {
+	case 0:
+		return 0
+	case 1:
+		return codes[0]
+	}
+	if i < len(codes) {
+		return codes[i]
+	}
+	return 0
 }

@@ -3,6 +3,7 @@ package pgproxy
 import (
 	"bytes"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -87,7 +88,7 @@ func TestTrackerPairsAnswersWithStatements(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			var got []Statement
-			tr := newTracker(func() time.Time { return time.Time{} }, func(st Statement) { got = append(got, st) })
+			tr := newTracker(func() time.Time { return time.Time{} }, func(st Statement) { got = append(got, st) }, false)
 			for _, st := range tc.steps {
 				if st.c != nil {
 					tr.clientMessage(st.c)
@@ -167,7 +168,7 @@ func FuzzClientMessages(f *testing.F) {
 		// The two SASL messages of the login, then the session.
 		auth := []uint32{pgproto3.AuthTypeSASL, pgproto3.AuthTypeSASLContinue, pgproto3.AuthTypeOk}
 		n := 0
-		tr := newTracker(func() time.Time { return time.Time{} }, func(Statement) { n++ })
+		tr := newTracker(func() time.Time { return time.Time{} }, func(Statement) { n++ }, false)
 		for i := 0; ; i++ {
 			if err := be.SetAuthType(auth[min(i, len(auth)-1)]); err != nil {
 				t.Fatal(err)
@@ -199,7 +200,7 @@ func FuzzClientMessages(f *testing.F) {
 func TestTrackerAbortReportsUnansweredStatements(t *testing.T) {
 	t.Parallel()
 	var got []Statement
-	tr := newTracker(func() time.Time { return time.Time{} }, func(st Statement) { got = append(got, st) })
+	tr := newTracker(func() time.Time { return time.Time{} }, func(st Statement) { got = append(got, st) }, false)
 	tr.clientMessage(&pgproto3.Query{String: "SELECT 1"})
 	tr.serverMessage(&pgproto3.CommandComplete{CommandTag: []byte("SELECT 1")})
 	tr.serverMessage(&pgproto3.ReadyForQuery{TxStatus: 'I'})
@@ -247,5 +248,56 @@ func TestRefusalLimiter(t *testing.T) {
 	}
 	if !l.allow("10.0.0.1", t0.Add(time.Minute)) {
 		t.Error("a new minute did not start afresh")
+	}
+}
+
+func TestBindValues(t *testing.T) {
+	str := func(s string) *string { return &s }
+	cutText := strings.Repeat("a", ValueLimit-1) + "é" // the é straddles the limit
+	tests := []struct {
+		name    string
+		bind    pgproto3.Bind
+		want    []*string
+		wantCut bool
+	}{
+		{"no parameters", pgproto3.Bind{}, []*string{}, false},
+		{"text by default, NULL as nil", pgproto3.Bind{Parameters: [][]byte{[]byte("x"), nil}}, []*string{str("x"), nil}, false},
+		{"one code for all", pgproto3.Bind{ParameterFormatCodes: []int16{1}, Parameters: [][]byte{{0, 1}, []byte("ab")}},
+			[]*string{str(`\x0001`), str(`\x6162`)}, false},
+		{"a code each", pgproto3.Bind{ParameterFormatCodes: []int16{0, 1}, Parameters: [][]byte{[]byte("ab"), {0xff}}},
+			[]*string{str("ab"), str(`\xff`)}, false},
+		{"invalid UTF-8 text as hex", pgproto3.Bind{Parameters: [][]byte{{0xc3, 0x28}}}, []*string{str(`\xc328`)}, false},
+		{"long text cut on a character", pgproto3.Bind{Parameters: [][]byte{[]byte(cutText)}},
+			[]*string{str(strings.Repeat("a", ValueLimit-1))}, true},
+		{"long binary cut", pgproto3.Bind{ParameterFormatCodes: []int16{1}, Parameters: [][]byte{make([]byte, ValueLimit+1)}},
+			[]*string{str(`\x` + strings.Repeat("00", ValueLimit))}, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, cut := bindValues(&tc.bind)
+			if diff := cmp.Diff(tc.want, got); diff != "" || cut != tc.wantCut {
+				t.Errorf("bindValues cut=%v (want %v) (-want +got):\n%s", cut, tc.wantCut, diff)
+			}
+		})
+	}
+}
+
+// TestTrackerRecordsValuesOnlyWhenAsked: a portal's values reach its statement only with
+// values on.
+func TestTrackerRecordsValuesOnlyWhenAsked(t *testing.T) {
+	for _, values := range []bool{false, true} {
+		var got []Statement
+		tr := newTracker(func() time.Time { return time.Time{} }, func(st Statement) { got = append(got, st) }, values)
+		tr.clientMessage(&pgproto3.Parse{Query: "SELECT $1"})
+		tr.clientMessage(&pgproto3.Bind{Parameters: [][]byte{[]byte("v")}})
+		tr.clientMessage(&pgproto3.Execute{})
+		tr.clientMessage(&pgproto3.Sync{})
+		tr.serverMessage(&pgproto3.ParseComplete{})
+		tr.serverMessage(&pgproto3.BindComplete{})
+		tr.serverMessage(&pgproto3.CommandComplete{CommandTag: []byte("SELECT 1")})
+		tr.serverMessage(&pgproto3.ReadyForQuery{TxStatus: 'I'})
+		if len(got) != 1 || got[0].Params != 1 || (got[0].Values != nil) != values {
+			t.Errorf("values=%v: statements %+v", values, got)
+		}
 	}
 }

@@ -439,6 +439,12 @@ type PostgresConfig struct {
 	// the delivered connection string points at the proxy with a password only the proxy
 	// accepts, and the role's own password is never shown. Default false.
 	Proxy bool `yaml:"proxy"`
+	// RecordParameters (postgres.record_parameters) records the values bound to each
+	// extended-protocol statement (param_values in session.statement; each value cut at 256
+	// bytes, binary ones as \x hex). Values may hold personal data or secrets that the
+	// statement text does not, so this is off unless a resource asks for it. Needs proxy:
+	// true. Default false.
+	RecordParameters bool `yaml:"record_parameters"`
 }
 
 // AWSSTSConfig is the aws-sts provider's block: AssumeRole per grant, revoked with a
@@ -1798,6 +1804,9 @@ const MinProxyKeyLength = 32
 func (c *Config) validatePostgresProxy(v *validator) {
 	p := c.PostgresProxy
 	for i, res := range c.Resources {
+		if res.Postgres != nil && res.Postgres.RecordParameters && !res.Postgres.Proxy {
+			v.add(fmt.Sprintf("resources[%d].postgres.record_parameters", i), "needs proxy: true: bind values are seen only by the session proxy; set postgres.proxy: true or remove record_parameters")
+		}
 		if res.Postgres != nil && res.Postgres.Proxy && p == nil {
 			v.add(fmt.Sprintf("resources[%d].postgres.proxy", i), "needs the postgres_proxy section (listen, tls_cert_file, tls_key_file): the proxy this resource is reached through")
 		}
