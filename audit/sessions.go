@@ -2,6 +2,7 @@ package audit
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strconv"
@@ -55,6 +56,11 @@ type Statement struct {
 	// Interrupted: the session ended before the database answered.
 	Interrupted bool   `json:"interrupted,omitempty"`
 	Duration    string `json:"duration"`
+	// ParamValues are the bound values (a JSON array), only on a resource that records
+	// them (postgres.record_parameters).
+	ParamValues json.RawMessage `json:"param_values,omitempty"`
+	// ParamValuesCut: a value was cut at the proxy's bound.
+	ParamValuesCut bool `json:"param_values_truncated,omitempty"`
 }
 
 // SessionFilter selects sessions.
@@ -64,42 +70,54 @@ type SessionFilter struct {
 	Limit      int    // at most this many, newest first; 0 means 100
 }
 
-// ListSessions returns sessions newest first, without their statements.
+// ListSessions returns sessions newest first, without their statements. It reads
+// session.started events newest first only until it has Limit sessions, and the
+// session.ended events from the oldest of those on.
 func ListSessions(ctx context.Context, s Searcher, f SessionFilter) ([]Session, error) {
 	if f.Limit <= 0 {
 		f.Limit = 100
 	}
-	started, err := searchAll(ctx, s, Query{Action: ActionSessionStarted, GrantID: f.GrantID, Descending: true})
-	if err != nil {
-		return nil, err
-	}
-	if len(started) == 0 {
-		return nil, nil
-	}
-	oldest := started[len(started)-1].Time
-	ended, err := searchAll(ctx, s, Query{Action: ActionSessionEnded, GrantID: f.GrantID, Since: oldest})
-	if err != nil {
-		return nil, err
-	}
-	ends := map[string]Event{}
-	for _, e := range ended {
-		ends[e.Evidence["session_id"]] = e
-	}
 	var out []Session
-	for _, e := range started {
-		ss := sessionOf(e)
-		if end, ok := ends[ss.ID]; ok {
-			ss.end(end)
+	q := Query{Action: ActionSessionStarted, GrantID: f.GrantID, Descending: true, Limit: min(MaxQueryLimit, max(f.Limit, 100))}
+	// A session ends after it starts: the ends of a page's sessions are from its oldest
+	// start on. Each page reads only the ends before those already read.
+	ends := map[string]Event{}
+	var endsFrom time.Time
+	for {
+		page, err := s.Search(ctx, q)
+		if err != nil {
+			return nil, fmt.Errorf("search %s events: %w", q.Action, err)
 		}
-		if f.ActiveOnly && !ss.Active() {
-			continue
+		if len(page) == 0 {
+			return out, nil
 		}
-		out = append(out, ss)
-		if len(out) == f.Limit {
-			break
+		oldest := page[len(page)-1].Time
+		ended, err := searchAll(ctx, s, Query{Action: ActionSessionEnded, GrantID: f.GrantID, Since: oldest, Until: endsFrom})
+		if err != nil {
+			return nil, err
 		}
+		for _, e := range ended {
+			ends[e.Evidence["session_id"]] = e
+		}
+		endsFrom = oldest
+		for _, e := range page {
+			ss := sessionOf(e)
+			if end, ok := ends[ss.ID]; ok {
+				ss.end(end)
+			}
+			if f.ActiveOnly && !ss.Active() {
+				continue
+			}
+			out = append(out, ss)
+			if len(out) == f.Limit {
+				return out, nil
+			}
+		}
+		if len(page) < q.Limit {
+			return out, nil
+		}
+		q.AfterSeq = page[len(page)-1].Seq
 	}
-	return out, nil
 }
 
 // ErrNoSession: no session.started event has that session id.
@@ -108,15 +126,24 @@ var ErrNoSession = fmt.Errorf("no such session")
 // GetSession returns one session with its statements in order. An unknown id is
 // ErrNoSession.
 func GetSession(ctx context.Context, s Searcher, id string) (Session, error) {
-	started, err := searchAll(ctx, s, Query{Action: ActionSessionStarted, Descending: true})
-	if err != nil {
-		return Session{}, err
+	// Newest first, stopping at the session: the sessions people look up are recent ones.
+	var start *Event
+	q := Query{Action: ActionSessionStarted, Descending: true, Limit: MaxQueryLimit}
+	for start == nil {
+		page, err := s.Search(ctx, q)
+		if err != nil {
+			return Session{}, fmt.Errorf("search %s events: %w", q.Action, err)
+		}
+		if i := slices.IndexFunc(page, func(e Event) bool { return e.Evidence["session_id"] == id }); i >= 0 {
+			start = &page[i]
+			break
+		}
+		if len(page) < q.Limit {
+			return Session{}, fmt.Errorf("session %q: %w", id, ErrNoSession)
+		}
+		q.AfterSeq = page[len(page)-1].Seq
 	}
-	i := slices.IndexFunc(started, func(e Event) bool { return e.Evidence["session_id"] == id })
-	if i < 0 {
-		return Session{}, fmt.Errorf("session %q: %w", id, ErrNoSession)
-	}
-	ss := sessionOf(started[i])
+	ss := sessionOf(*start)
 	events, err := searchAll(ctx, s, Query{GrantID: ss.GrantID, Since: ss.Started})
 	if err != nil {
 		return Session{}, err
@@ -180,5 +207,9 @@ func statementOf(e Event) Statement {
 	st.Order, _ = strconv.Atoi(ev["order"])
 	st.Params, _ = strconv.Atoi(ev["params"])
 	st.Rows, _ = strconv.ParseInt(ev["rows"], 10, 64)
+	if v := ev["param_values"]; v != "" && json.Valid([]byte(v)) {
+		st.ParamValues = json.RawMessage(v)
+		st.ParamValuesCut = ev["param_values_truncated"] == "true"
+	}
 	return st
 }
