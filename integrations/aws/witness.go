@@ -83,6 +83,17 @@ type S3Witness struct {
 	mode      types.ObjectLockMode
 	clock     grants.Clock
 	pageSize  int32 // ListObjectsV2 max-keys; 0 lets S3 choose (1000)
+
+	// read caches the checkpoints already read, by key, with the ETag they had: the
+	// broker compares witnesses every few minutes, and a year of checkpoints must not cost
+	// a GetObject each every time. An object whose ETag changed is read again.
+	mu   sync.Mutex
+	read map[string]etagged
+}
+
+type etagged struct {
+	etag string
+	c    audit.Checkpoint
 }
 
 var _ grants.Witness = (*S3Witness)(nil)
@@ -255,9 +266,12 @@ func (w *S3Witness) get(ctx context.Context, key string) (audit.Checkpoint, erro
 }
 
 // Checkpoints lists and reads every checkpoint object, sorted by seq then time. An object
-// under <prefix>checkpoints/ that is not a checkpoint is an error naming its key.
+// under <prefix>checkpoints/ that is not a checkpoint is an error naming its key. Objects
+// read before are read again only when their ETag changed: every call lists the bucket,
+// only new or changed objects cost a GetObject.
 func (w *S3Witness) Checkpoints(ctx context.Context) ([]audit.Checkpoint, error) {
-	var keys []string
+	type listed struct{ key, etag string }
+	var objs []listed
 	in := &s3.ListObjectsV2Input{Bucket: aws.String(w.bucket), Prefix: aws.String(w.prefix + "checkpoints/")}
 	if w.pageSize > 0 {
 		in.MaxKeys = aws.Int32(w.pageSize)
@@ -269,21 +283,31 @@ func (w *S3Witness) Checkpoints(ctx context.Context) ([]audit.Checkpoint, error)
 			return nil, wrap(w.Name()+": ListObjectsV2", err)
 		}
 		for _, o := range page.Contents {
-			keys = append(keys, aws.ToString(o.Key))
+			objs = append(objs, listed{aws.ToString(o.Key), aws.ToString(o.ETag)})
 		}
 	}
-	out := make([]audit.Checkpoint, len(keys))
-	errs := make([]error, len(keys))
+	out := make([]audit.Checkpoint, len(objs))
+	var todo []int
+	w.mu.Lock()
+	for i, o := range objs {
+		if r, ok := w.read[o.key]; ok && o.etag != "" && r.etag == o.etag {
+			out[i] = r.c
+		} else {
+			todo = append(todo, i)
+		}
+	}
+	w.mu.Unlock()
+	errs := make([]error, len(objs))
 	next := make(chan int)
 	var wg sync.WaitGroup
-	for range min(witnessReaders, len(keys)) {
+	for range min(witnessReaders, len(todo)) {
 		wg.Go(func() {
 			for i := range next {
-				out[i], errs[i] = w.get(ctx, keys[i])
+				out[i], errs[i] = w.get(ctx, objs[i].key)
 			}
 		})
 	}
-	for i := range keys {
+	for _, i := range todo {
 		next <- i
 	}
 	close(next)
@@ -293,6 +317,16 @@ func (w *S3Witness) Checkpoints(ctx context.Context) ([]audit.Checkpoint, error)
 			return nil, fmt.Errorf("%s: %w", w.Name(), err)
 		}
 	}
+	// Remember what this listing holds, and only that: a deleted object is forgotten.
+	read := make(map[string]etagged, len(objs))
+	for i, o := range objs {
+		if o.etag != "" {
+			read[o.key] = etagged{o.etag, out[i]}
+		}
+	}
+	w.mu.Lock()
+	w.read = read
+	w.mu.Unlock()
 	slices.SortStableFunc(out, func(a, b audit.Checkpoint) int {
 		return cmp.Or(cmp.Compare(a.Seq, b.Seq), a.Time.Compare(b.Time))
 	})

@@ -1,8 +1,10 @@
 package awsprov
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"strconv"
@@ -346,5 +348,60 @@ func TestNewS3WitnessValidates(t *testing.T) {
 	}
 	if b, p, err := ParseS3WitnessURL("s3://acme-audit/prod/audit/"); err != nil || b != "acme-audit" || p != "prod/audit/" {
 		t.Errorf("ParseS3WitnessURL = %q, %q, %v", b, p, err)
+	}
+}
+
+// TestS3WitnessReadsEachObjectOnce: a read lists the bucket and fetches only the objects it
+// has not read before or whose ETag changed; a replaced object is read again and a deleted
+// one is gone.
+func TestS3WitnessReadsEachObjectOnce(t *testing.T) {
+	t.Parallel()
+	e, w := newWitnessEnv(t, S3WitnessConfig{Mode: LockGovernance, Retention: 48 * time.Hour})
+	cps := testCheckpoints(e, 4)
+	mustPublish(t, w, cps[:3]...)
+	gets := func() int {
+		t.Helper()
+		n := len(e.fake.CallsTo(awsfake.ServiceS3, "GetObject"))
+		e.fake.ResetCalls()
+		return n
+	}
+	steps := []struct {
+		name     string
+		change   func()
+		want     []audit.Checkpoint
+		wantGets int
+	}{
+		{"first read fetches every object", func() {}, cps[:3], 3},
+		{"a second read fetches none", func() {}, cps[:3], 0},
+		{"a new checkpoint is the only fetch", func() { mustPublish(t, w, cps[3]) }, cps, 1},
+		{"a replaced object is read again", func() {
+			// Someone allowed to bypass GOVERNANCE replaces the first object with another
+			// checkpoint's body.
+			raw, key := rawS3(e), aws.String(w.Key(cps[0]))
+			if _, err := raw.DeleteObject(t.Context(), &s3.DeleteObjectInput{Bucket: aws.String(witnessBucket), Key: key, BypassGovernanceRetention: aws.Bool(true)}); err != nil {
+				t.Fatal(err)
+			}
+			body, _ := json.Marshal(cps[1])
+			if _, err := raw.PutObject(t.Context(), &s3.PutObjectInput{Bucket: aws.String(witnessBucket), Key: key, Body: bytes.NewReader(body)}); err != nil {
+				t.Fatal(err)
+			}
+		}, []audit.Checkpoint{cps[1], cps[1], cps[2], cps[3]}, 1},
+		{"a deleted object is gone", func() {
+			if _, err := rawS3(e).DeleteObject(t.Context(), &s3.DeleteObjectInput{Bucket: aws.String(witnessBucket), Key: aws.String(w.Key(cps[3])), BypassGovernanceRetention: aws.Bool(true)}); err != nil {
+				t.Fatal(err)
+			}
+		}, []audit.Checkpoint{cps[1], cps[1], cps[2]}, 0},
+	}
+	gets()
+	for _, st := range steps {
+		st.change()
+		gets()
+		got := mustCheckpoints(t, w)
+		if d := cmp.Diff(st.want, got); d != "" {
+			t.Errorf("%s: checkpoints (-want +got):\n%s", st.name, d)
+		}
+		if n := gets(); n != st.wantGets {
+			t.Errorf("%s: %d GetObject calls, want %d", st.name, n, st.wantGets)
+		}
 	}
 }
