@@ -68,6 +68,7 @@ type tracker struct {
 	prepared map[string]string // statement name → text
 	portals  map[string]portal
 	queue    []*pending
+	finished []Statement // finished under mu, handed to done after it is released
 }
 
 func newTracker(now func() time.Time, done func(Statement), values bool) *tracker {
@@ -120,20 +121,31 @@ func (t *tracker) head() *pending {
 
 func (t *tracker) pop() { t.queue[0] = nil; t.queue = t.queue[1:] }
 
-// finish pops the head and reports it as a statement.
+// finish pops the head and keeps it as a finished statement for report.
 func (t *tracker) finish() {
 	p := t.head()
 	t.pop()
 	t.seq++
 	p.st.Seq = t.seq
 	p.st.End = t.now()
-	t.done(p.st)
+	t.finished = append(t.finished, p.st)
+}
+
+// unlockAndReport releases mu, then hands the statements finished under it to done: hashing
+// and queueing a statement for the audit log must not hold up the other direction's relay.
+func (t *tracker) unlockAndReport() {
+	out := t.finished
+	t.finished = nil
+	t.mu.Unlock()
+	for _, st := range out {
+		t.done(st)
+	}
 }
 
 // serverMessage notes a message the server sent, before it is forwarded to the client.
 func (t *tracker) serverMessage(msg pgproto3.BackendMessage) {
 	t.mu.Lock()
-	defer t.mu.Unlock()
+	defer t.unlockAndReport()
 	h := t.head()
 	switch m := msg.(type) {
 	case *pgproto3.ParseComplete:
@@ -206,7 +218,7 @@ func (t *tracker) busy() bool {
 // session is ending and the server will not answer.
 func (t *tracker) abort(code string) {
 	t.mu.Lock()
-	defer t.mu.Unlock()
+	defer t.unlockAndReport()
 	for h := t.head(); h != nil; h = t.head() {
 		if h.kind != pendQuery && h.kind != pendExecute {
 			t.pop()

@@ -301,3 +301,21 @@ func TestTrackerRecordsValuesOnlyWhenAsked(t *testing.T) {
 		}
 	}
 }
+
+// TestStatementReportedOutsideTheLock: recording a finished statement (hashing it, waiting
+// for room in the audit queue) does not hold up the client's direction of the relay.
+func TestStatementReportedOutsideTheLock(t *testing.T) {
+	var tr *tracker
+	relayed := make(chan struct{})
+	tr = newTracker(func() time.Time { return time.Time{} }, func(Statement) {
+		go func() { tr.clientMessage(&pgproto3.Query{String: "SELECT 2"}); close(relayed) }()
+		select {
+		case <-relayed:
+		case <-time.After(30 * time.Second):
+			t.Error("the client's next message waited for the statement to be recorded")
+		}
+	}, false)
+	tr.clientMessage(&pgproto3.Query{String: "SELECT 1"})
+	tr.serverMessage(&pgproto3.CommandComplete{CommandTag: []byte("SELECT 1")})
+	tr.serverMessage(&pgproto3.ReadyForQuery{TxStatus: 'I'})
+}
