@@ -21,32 +21,20 @@ import (
 // lock only for the append itself. Apply retries, on a fresh connection, a transaction that
 // failed because its connection died before COMMIT was sent (nothing of it was applied).
 //
-// A change that only creates requests is committed together with the request creations of
-// other callers that arrive meanwhile (group commit): Slack waits at most 3 s for an
-// acknowledgement and each request must be durable before it, so a burst must not queue
-// behind one synced commit each. Each caller still gets its own answer; a duplicate
-// ExternalKey fails only its own change. Such a commit runs to its end even if the caller's
-// context is cancelled meanwhile.
+// A change is committed together with the changes of other callers that arrive while a
+// commit is in flight (group commit): every change must be durable before its caller goes
+// on (a request before Slack is answered, a grant's write-ahead before the provider is
+// called, its outcome before the credential is shown), and with one SQLite writer and a
+// synced commit per transaction, concurrent callers would otherwise queue behind one fsync
+// each; on PostgreSQL they would queue for the audit chain's lock. Each caller still gets
+// its own answer: a batch that fails on a conflict (a stale version, a duplicate key) or a
+// pending limit is retried one change at a time, in arrival order, so only the culprit
+// fails. A commit runs to its end even if the caller's context is cancelled meanwhile.
 func (s *Store) Apply(ctx context.Context, c *grants.Change) error {
 	if len(c.Events) == 0 {
 		return errors.New("apply change: no audit event; every change must explain itself")
 	}
-	if onlyCreatesRequests(c) {
-		return s.requests.submit(ctx, c)
-	}
-	return s.applyTx(ctx, c)
-}
-
-func onlyCreatesRequests(c *grants.Change) bool {
-	if len(c.Grants) > 0 || len(c.Requests) == 0 {
-		return false
-	}
-	for _, rw := range c.Requests {
-		if !rw.Create {
-			return false
-		}
-	}
-	return true
+	return s.commits.submit(ctx, c)
 }
 
 // applyTx applies c in one transaction (retried where that is safe).

@@ -8,14 +8,14 @@ import (
 	"github.com/accessbroker/accessbroker/grants"
 )
 
-// groupCommit writes concurrent request creations in shared transactions (see Apply). Slack waits at
-// most 3 s for an acknowledgement and every request must be durable before it is
-// acknowledged; with one SQLite writer and a synced commit per transaction, 200 requests
-// arriving at once would otherwise queue behind 200 fsyncs. Callers that arrive while a
-// commit is in flight are written together by the next one (leader-based group commit, no
-// background goroutine). If a batch fails with ErrConflict (a duplicate ExternalKey) or
-// ErrPendingLimit (a requester over the pending cap) its changes are retried one by one, so
-// each caller gets its own answer.
+// groupCommit writes concurrent changes in shared transactions (see Apply): 200 requests
+// arriving at once, or 8 clients issuing grants, would otherwise queue behind one synced
+// commit each. Callers that arrive while a commit is in flight are written together by the
+// next one (leader-based group commit, no background goroutine). If a batch fails with
+// ErrConflict (a stale version, a duplicate key, two changes of one row) or ErrPendingLimit
+// (a requester over the pending cap) its changes are retried one by one in arrival order,
+// which is what committing them one after the other would have done, so each caller gets its
+// own answer.
 type groupCommit struct {
 	apply func(context.Context, *grants.Change) error // one transaction
 

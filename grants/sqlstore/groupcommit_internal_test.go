@@ -105,26 +105,3 @@ func TestGroupCommitBatchesWaiters(t *testing.T) {
 		t.Errorf("transaction sizes = %v; want [1 %d] then %d of 1", txSizes, waiters, waiters)
 	}
 }
-
-// TestApplyGroupsOnlyRequestCreations: grant writes and request updates keep their own
-// transactions (and their caller's context); only pure request creations are grouped.
-func TestApplyGroupsOnlyRequestCreations(t *testing.T) {
-	t.Parallel()
-	ev := []*audit.Event{{Action: audit.ActionRequestCreated}}
-	for _, tc := range []struct {
-		name string
-		c    *grants.Change
-		want bool
-	}{
-		{"one request created", requestChange("a"), true},
-		{"two requests created", &grants.Change{Requests: []grants.RequestWrite{{Request: &grants.Request{}, Create: true}, {Request: &grants.Request{}, Create: true}}, Events: ev}, true},
-		{"request updated", &grants.Change{Requests: []grants.RequestWrite{{Request: &grants.Request{}}}, Events: ev}, false},
-		{"request created with a grant", &grants.Change{Requests: []grants.RequestWrite{{Request: &grants.Request{}, Create: true}}, Grants: []grants.GrantWrite{{Grant: &grants.Grant{}, Create: true}}, Events: ev}, false},
-		{"grant only", &grants.Change{Grants: []grants.GrantWrite{{Grant: &grants.Grant{}}}, Events: ev}, false},
-		{"events only", &grants.Change{Events: ev}, false},
-	} {
-		if got := onlyCreatesRequests(tc.c); got != tc.want {
-			t.Errorf("%s: grouped = %v, want %v", tc.name, got, tc.want)
-		}
-	}
-}

@@ -68,7 +68,7 @@ type Store struct {
 	schema            string
 	chainKey, migrKey int64
 
-	requests *groupCommit // request creations (Apply)
+	commits *groupCommit // every Apply
 }
 
 var _ grants.Store = (*Store)(nil)
@@ -130,7 +130,7 @@ func openSQLite(ctx context.Context, dsn string, clock grants.Clock, logger *slo
 	}
 	r.SetMaxOpenConns(4)
 	s := &Store{dialect: dialectSQLite, w: w, r: r, clock: clock, log: logger}
-	s.requests = &groupCommit{apply: s.applyTx}
+	s.commits = &groupCommit{apply: s.applyTx}
 	if err := s.migrateSQLite(ctx); err != nil {
 		s.Close()
 		return nil, err

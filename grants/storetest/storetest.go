@@ -6,6 +6,7 @@ package storetest
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"strings"
@@ -50,6 +51,7 @@ func Run(t *testing.T, newStore Factory) {
 		{"ManyUpdatesInOneChange", testManyUpdates},
 		{"PendingCap", testPendingCap},
 		{"PendingCapConcurrent", testPendingCapConcurrent},
+		{"ConcurrentChangesEachGetTheirOwnAnswer", testConcurrentChanges},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -645,5 +647,67 @@ func testPendingCapConcurrent(t *testing.T, s grants.Store, clock *clocktest.Fak
 	}
 	if len(list) != max {
 		t.Errorf("pending requests stored = %d, want %d", len(list), max)
+	}
+}
+
+// testConcurrentChanges: many callers at once (the store may commit them together), two
+// for each grant from the same version: for each grant exactly one wins, the other gets
+// ErrConflict and wrote nothing, every winner's copy has the stored version, and the chain
+// holds exactly the winners' events, in order.
+func testConcurrentChanges(t *testing.T, s grants.Store, clock *clocktest.Fake) {
+	ctx := context.Background()
+	const n = 24
+	gs := make([]*grants.Grant, n)
+	for i := range gs {
+		gs[i] = NewGrant(clock.Now(), "prod-db", time.Hour)
+		MustCreate(t, s, clock.Now(), gs[i])
+	}
+	type outcome struct {
+		g   *grants.Grant
+		err error
+	}
+	out := make([]outcome, 2*n)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range out {
+		g := *gs[i/2]
+		g.LastError = fmt.Sprintf("writer %d", i)
+		wg.Go(func() {
+			<-start
+			err := s.Apply(ctx, &grants.Change{Grants: []grants.GrantWrite{{Grant: &g}}, Events: []*audit.Event{Event(clock.Now(), audit.ActionGrantExtended, &g)}})
+			out[i] = outcome{&g, err}
+		})
+	}
+	close(start)
+	wg.Wait()
+	wins := 0
+	for i := 0; i < len(out); i += 2 {
+		a, b := out[i], out[i+1]
+		if (a.err == nil) == (b.err == nil) {
+			t.Errorf("grant %d: errors %v and %v; want exactly one winner", i/2, a.err, b.err)
+			continue
+		}
+		win, lose := a, b
+		if a.err != nil {
+			win, lose = b, a
+		}
+		wins++
+		if !errors.Is(lose.err, grants.ErrConflict) {
+			t.Errorf("grant %d: the loser got %v, want ErrConflict", i/2, lose.err)
+		}
+		got, err := s.GetGrant(ctx, win.g.ID)
+		if err != nil || got.LastError != win.g.LastError || got.Version != win.g.Version {
+			t.Errorf("grant %d stored %q v%d (%v); the winner wrote %q and holds v%d", i/2, got.LastError, got.Version, err, win.g.LastError, win.g.Version)
+		}
+	}
+	if want := n + wins; countEvents(t, s) != want {
+		t.Errorf("events = %d, want %d (the creations and one per winner)", countEvents(t, s), want)
+	}
+	if r, ok := s.(audit.Reader); ok {
+		pub, _, _ := ed25519.GenerateKey(nil) // no checkpoints: the chain alone is verified
+		res, err := audit.Verify(ctx, r, pub, audit.VerifyOptions{})
+		if err != nil || !res.OK || res.Events != int64(n+wins) {
+			t.Errorf("audit verify: %+v, %v", res, err)
+		}
 	}
 }
