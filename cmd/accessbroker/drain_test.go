@@ -377,7 +377,7 @@ func TestDrainOverduePostgresRoles(t *testing.T) {
 	// With a few hundred grants three replicas would finish before one could be killed:
 	// slow each provider call on the wire so that the drain lasts a few seconds.
 	if n < 2000 {
-		counter.setLookupDelay(100 * time.Millisecond)
+		counter.setLookupDelay(250 * time.Millisecond)
 	}
 	drainStart := time.Now()
 	reps := []*replica{c.launch("replica-1"), c.launch("replica-2"), c.launch("replica-3")}
