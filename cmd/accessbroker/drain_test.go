@@ -287,6 +287,7 @@ func (h *healthProbe) end() []string {
 // replica held; with 1,000 grants or more at least 99% of grants saw exactly one call),
 // /healthz of every live replica answers 200 throughout, and `audit verify` passes.
 func TestDrainOverduePostgresRoles(t *testing.T) {
+	t.Parallel() // its own database, schema, roles and ports
 	n := drainDefaultRoles
 	if v := os.Getenv(drainRolesEnv); v != "" {
 		var err error

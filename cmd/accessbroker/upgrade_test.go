@@ -313,6 +313,7 @@ func (e *upgradeEnv) revokedOnTime(what string, due time.Time, ids ...string) {
 // serving on a newer schema; refusing would stop every revocation exactly when an operator
 // rolls back a bad upgrade. See docs/operations.md.
 func TestUpgradeAndRollbackWithLiveGrants(t *testing.T) {
+	t.Parallel() // its own stores, fake and ports
 	cur := accessbrokerBinary(t)
 	for _, driver := range []string{"sqlite", "postgres"} {
 		t.Run(driver, func(t *testing.T) {

@@ -34,7 +34,8 @@ func (f *Fake) Now() time.Time {
 	return f.now
 }
 
-// NewTimer returns a timer that fires when the clock reaches now+d.
+// NewTimer returns a timer that fires when the monotonic time reaches its current value plus
+// d (Advance moves it; StepWall does not).
 func (f *Fake) NewTimer(d time.Duration) grants.Timer {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -49,7 +50,8 @@ func (f *Fake) NewTimer(d time.Duration) grants.Timer {
 	return t
 }
 
-// Advance moves the clock forward by d and fires every timer whose deadline has passed.
+// Advance moves the wall and the monotonic time forward by d and fires every timer whose
+// deadline has passed.
 func (f *Fake) Advance(d time.Duration) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
