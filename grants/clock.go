@@ -19,8 +19,26 @@ type Timer interface {
 	Stop() bool
 }
 
+// ElapsedClock is a Clock that can also tell how much time has passed, on a monotonic clock
+// that steps of the wall clock (NTP stepping it, an operator's date -s, a VM resumed) do not
+// move. Timers run on that clock. The Revoker uses it to notice a step of the wall clock and
+// re-arm itself (see RevokerOptions.WallCheck). RealClock and clocktest.Fake implement it.
+type ElapsedClock interface {
+	Clock
+	// Elapsed returns the monotonic time since a fixed origin; only the difference between
+	// two readings means anything. It never goes backwards.
+	Elapsed() time.Duration
+}
+
 // RealClock is the wall clock.
 type RealClock struct{}
+
+// origin is the monotonic origin of RealClock.Elapsed.
+var origin = time.Now()
+
+// Elapsed returns the process's monotonic time since it started (a wall-clock step does not
+// change it).
+func (RealClock) Elapsed() time.Duration { return time.Since(origin) }
 
 // Now returns the wall-clock time in UTC.
 func (RealClock) Now() time.Time { return time.Now().UTC() }

@@ -39,8 +39,12 @@ type RevokerOptions struct {
 	AttemptTimeout         time.Duration // one provider Revoke call (default 30s)
 	IdleWait               time.Duration // longest sleep without a known deadline (default 1m)
 	ShutdownGrace          time.Duration // in-flight revocations may finish this long after stop (default 10s)
-	Observer               Observer
-	Metrics                RevokerMetrics
+	// WallCheck is the longest the revoker sleeps without reading the wall clock again
+	// (default 1s): after a step of the wall clock a grant is revoked at most about this
+	// late, and never early (see wallclock.go).
+	WallCheck time.Duration
+	Observer  Observer
+	Metrics   RevokerMetrics
 	// Jitter returns a number in [0,1) for backoff jitter (default math/rand).
 	Jitter func() float64
 	// Secrets are the configured secret values (tokens, DSNs and their passwords). A
@@ -65,6 +69,7 @@ type Revoker struct {
 	armed   time.Time
 	semMu   sync.Mutex
 	sems    map[string]chan struct{}
+	watch   *wallWatch
 }
 
 // NewRevoker returns a revoker; call Run to start it. providers is keyed by resource name.
@@ -89,6 +94,7 @@ func NewRevoker(store Store, providers map[string]Provider, clock Clock, logger 
 	def(&opts.AttemptTimeout, 30*time.Second)
 	def(&opts.IdleWait, time.Minute)
 	def(&opts.ShutdownGrace, 10*time.Second)
+	def(&opts.WallCheck, time.Second)
 	if opts.Jitter == nil {
 		opts.Jitter = rand.Float64
 	}
@@ -96,7 +102,7 @@ func NewRevoker(store Store, providers map[string]Provider, clock Clock, logger 
 		logger = slog.New(slog.DiscardHandler)
 	}
 	return &Revoker{store: store, providers: providers, clock: clock, log: logger, opts: opts,
-		wake: make(chan struct{}, 1), sems: map[string]chan struct{}{}}
+		wake: make(chan struct{}, 1), sems: map[string]chan struct{}{}, watch: newWallWatch(clock)}
 }
 
 // Wake makes a sleeping revoker look at the store again now. It never blocks.
@@ -143,7 +149,7 @@ func (r *Revoker) Run(ctx context.Context) error {
 
 // sleepUntilNext reads the next deadline and sleeps until then (at most IdleWait), a wake-up
 // or the end of ctx; it reports false when ctx ended.
-func (r *Revoker) sleepUntilNext(ctx context.Context) bool {
+func (r *Revoker) sleepUntilNext(ctx context.Context, held *heldClaims) bool {
 	r.armedMu.Lock()
 	r.armed = farFuture // from here on every WakeAt is remembered
 	r.armedMu.Unlock()
@@ -163,7 +169,7 @@ func (r *Revoker) sleepUntilNext(ctx context.Context) bool {
 	}
 	r.armed = at
 	r.armedMu.Unlock()
-	awake := r.sleep(ctx, at.Sub(r.clock.Now()))
+	awake := r.sleepUntil(ctx, at, wait, held)
 	r.armedMu.Lock()
 	r.armed = time.Time{} // awake: what is committed from now on is seen by the next claim
 	r.armedMu.Unlock()
@@ -250,7 +256,12 @@ func (r *Revoker) sweep(ctx context.Context, keepGoing bool) error {
 			<-inflight
 			continue
 		}
+		// A step of the wall clock is handled (held claims renewed) before claiming, so that
+		// this process never claims again what it is revoking.
+		r.checkWall(ctx, held)
+		r.watch.mu.Lock()
 		batch, cerr := r.store.ClaimDue(ctx, r.opts.Instance, r.clock.Now(), min(room, r.opts.Batch), r.opts.ClaimLease)
+		r.watch.mu.Unlock()
 		if cerr != nil {
 			if ctx.Err() == nil {
 				err = fmt.Errorf("claim due grants: %w", cerr)
@@ -258,12 +269,16 @@ func (r *Revoker) sweep(ctx context.Context, keepGoing bool) error {
 			break
 		}
 		if len(batch) == 0 {
-			if keepGoing && r.sleepUntilNext(ctx) {
+			if keepGoing && r.sleepUntilNext(ctx, held) {
 				continue
 			}
 			break
 		}
-		held.add(batch)
+		// A grant still in flight here that came back (its claim looked lapsed although the
+		// wall-step renewal ran, e.g. the renewal failed) is not called twice at once. The
+		// claim moved its version, so the attempt under way cannot record its outcome; the
+		// grant is claimed again once that claim lapses and revoked idempotently.
+		batch = held.add(batch)
 		for i := range batch {
 			g := batch[i]
 			inflight <- struct{}{}
@@ -317,16 +332,23 @@ type heldClaims struct {
 	changed chan struct{} // signalled when the set becomes empty or stops being empty
 }
 
-func (h *heldClaims) add(gs []Grant) {
+// add holds gs and returns those not held already.
+func (h *heldClaims) add(gs []Grant) []Grant {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	was := len(h.ids)
+	fresh := gs[:0]
 	for _, g := range gs {
+		if _, ok := h.ids[g.ID]; ok {
+			continue
+		}
 		h.ids[g.ID] = struct{}{}
+		fresh = append(fresh, g)
 	}
 	if was == 0 && len(h.ids) > 0 {
 		h.signal()
 	}
+	return fresh
 }
 
 func (h *heldClaims) remove(outs []outcome) {
@@ -388,6 +410,9 @@ func (r *Revoker) renewClaims(ctx context.Context, held *heldClaims) {
 			t.Stop()
 			continue
 		case <-t.C():
+		}
+		if r.checkWall(ctx, held) {
+			continue // renewed, judged by the time that really passed
 		}
 		ids := held.list()
 		if len(ids) == 0 {

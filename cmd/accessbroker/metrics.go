@@ -21,6 +21,7 @@ type metrics struct {
 	auditSuspect   prometheus.Gauge
 	auditWriteFail prometheus.Counter
 	clockSkew      prometheus.Gauge
+	wallSteps      *prometheus.CounterVec
 	issued         *prometheus.CounterVec
 	revoked        *prometheus.CounterVec
 	revokeFailed   *prometheus.CounterVec
@@ -55,11 +56,13 @@ func newMetrics(st *sqlstore.Store, log *slog.Logger) *metrics {
 	buildInfo.WithLabelValues(build.Version, build.Commit, build.GoVersion).Set(1)
 	m.clockSkew = prometheus.NewGauge(prometheus.GaugeOpts{Name: "accessbroker_clock_skew_seconds",
 		Help: "How far this process's clock is ahead of its PostgreSQL store's (negative: behind); serve refuses to start beyond 2 s and /readyz fails."})
+	m.wallSteps = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "accessbroker_wall_clock_steps_total",
+		Help: "Steps of this host's wall clock (against its monotonic clock, 0.5 s or more) the revoker noticed and re-armed after; direction forward or backward."}, []string{"direction"})
 	m.auditWriteFail = prometheus.NewCounter(prometheus.CounterOpts{Name: "accessbroker_audit_write_failures_total",
 		Help: "Store changes (each with its audit events) that could not be written: the action they carried was not done (no audit, no access)."})
 	m.auditSuspect = prometheus.NewGauge(prometheus.GaugeOpts{Name: "accessbroker_audit_suspect",
 		Help: "1 while the audit log fails verification and no grant is issued or extended; 0 otherwise."})
-	m.reg.MustRegister(m.issued, m.revoked, m.revokeFailed, m.lag, m.appendLat, m.witnessFail, m.witnessPub, m.auditSuspect, m.auditWriteFail, m.clockSkew, buildInfo,
+	m.reg.MustRegister(m.issued, m.revoked, m.revokeFailed, m.lag, m.appendLat, m.witnessFail, m.witnessPub, m.auditSuspect, m.auditWriteFail, m.clockSkew, m.wallSteps, buildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&stateCollector{st: st})
 	m.timedStore = &timedStore{Store: st, m: m, log: log}
@@ -84,10 +87,21 @@ func (m *metrics) startAtZero(providers, witnesses []string) {
 			m.revokeFailed.WithLabelValues(p, class)
 		}
 	}
+	m.wallSteps.WithLabelValues("forward")
+	m.wallSteps.WithLabelValues("backward")
 	for _, w := range witnesses {
 		m.witnessFail.WithLabelValues(w)
 		m.witnessPub.WithLabelValues(w)
 	}
+}
+
+// WallClockStepped counts a step of the wall clock the revoker noticed (grants.WallStepMetrics).
+func (m *metrics) WallClockStepped(step time.Duration) {
+	dir := "forward"
+	if step < 0 {
+		dir = "backward"
+	}
+	m.wallSteps.WithLabelValues(dir).Inc()
 }
 
 // Revoked implements grants.RevokerMetrics.

@@ -11,10 +11,13 @@ import (
 )
 
 // Fake is a manual clock. Timers fire when Advance moves the time past their deadline.
-// It is safe for concurrent use.
+// Like the real clock it has a wall time (Now) and a monotonic time (Elapsed): Advance moves
+// both, StepWall moves only the wall time, as NTP or an operator stepping the system clock
+// does; timers follow the monotonic time, as Go's do. It is safe for concurrent use.
 type Fake struct {
 	mu      sync.Mutex
 	now     time.Time
+	mono    time.Duration // monotonic time since New; timers are armed on it
 	timers  []*fakeTimer
 	changed chan struct{} // closed and replaced whenever the set of timers changes
 }
@@ -31,11 +34,12 @@ func (f *Fake) Now() time.Time {
 	return f.now
 }
 
-// NewTimer returns a timer that fires when the clock reaches now+d.
+// NewTimer returns a timer that fires when the monotonic time reaches its current value plus
+// d (Advance moves it; StepWall does not).
 func (f *Fake) NewTimer(d time.Duration) grants.Timer {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	t := &fakeTimer{f: f, at: f.now.Add(d), c: make(chan time.Time, 1)}
+	t := &fakeTimer{f: f, at: f.mono + d, c: make(chan time.Time, 1)}
 	if d <= 0 {
 		t.c <- f.now
 		t.fired = true
@@ -46,15 +50,20 @@ func (f *Fake) NewTimer(d time.Duration) grants.Timer {
 	return t
 }
 
-// Advance moves the clock forward by d and fires every timer whose deadline has passed.
+// Advance moves the wall and the monotonic time forward by d and fires every timer whose
+// deadline has passed.
 func (f *Fake) Advance(d time.Duration) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if d < 0 {
+		panic("clocktest: Advance would move the monotonic clock backwards; use StepWall")
+	}
 	f.now = f.now.Add(d)
-	sort.Slice(f.timers, func(i, j int) bool { return f.timers[i].at.Before(f.timers[j].at) })
+	f.mono += d
+	sort.Slice(f.timers, func(i, j int) bool { return f.timers[i].at < f.timers[j].at })
 	kept := f.timers[:0]
 	for _, t := range f.timers {
-		if !t.at.After(f.now) {
+		if t.at <= f.mono {
 			t.fired = true
 			t.c <- f.now
 			continue
@@ -63,6 +72,23 @@ func (f *Fake) Advance(d time.Duration) {
 	}
 	f.timers = kept
 	f.notifyLocked()
+}
+
+// StepWall moves the wall time by d (forward or, with d < 0, backward) without moving the
+// monotonic time: no timer fires, as when the system clock is stepped under a running
+// process. Elapsed is unchanged.
+func (f *Fake) StepWall(d time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.now = f.now.Add(d)
+	f.notifyLocked()
+}
+
+// Elapsed returns the fake monotonic time since New: the sum of every Advance.
+func (f *Fake) Elapsed() time.Duration {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.mono
 }
 
 // Set moves the clock to t (which must not be earlier than now) and fires due timers.
@@ -106,7 +132,7 @@ func (f *Fake) notifyLocked() {
 
 type fakeTimer struct {
 	f     *Fake
-	at    time.Time
+	at    time.Duration // monotonic deadline
 	c     chan time.Time
 	fired bool
 }
