@@ -1,10 +1,12 @@
 package audit
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"slices"
 )
@@ -151,7 +153,20 @@ type OCSFUser struct {
 	UID       string `json:"uid,omitempty"`
 	Name      string `json:"name,omitempty"`
 	EmailAddr string `json:"email_addr,omitempty"`
-	Type      string `json:"type,omitempty"`
+	// TypeID and Type are OCSF's user type: 0 Unknown, 1 User, 2 Admin (an operator at the
+	// command line or admin API), 3 System (accessbroker itself), 99 Other (PagerDuty).
+	TypeID int    `json:"type_id"`
+	Type   string `json:"type,omitempty"`
+	// Kind is accessbroker's actor kind (user, operator, system, pagerduty, unknown).
+	Kind string `json:"kind,omitempty"`
+}
+
+// ocsfUserTypes maps actor kinds to OCSF user type ids and names.
+var ocsfUserTypes = map[ActorKind]struct {
+	id   int
+	name string
+}{
+	ActorUser: {1, "User"}, ActorOperator: {2, "Admin"}, ActorSystem: {3, "System"}, ActorPagerDuty: {99, "Other"}, ActorUnknown: {0, "Unknown"},
 }
 
 // OCSFObserved is an OCSF observable (name, type_id, value).
@@ -241,7 +256,8 @@ func OCSF(e Event) OCSFEvent {
 		Message: string(e.Action),
 		Metadata: OCSFMetadata{Version: OCSFVersion, UID: e.ID, Sequence: e.Seq, LogName: "accessbroker audit",
 			Product: OCSFProduct{Name: "accessbroker", VendorName: "accessbroker"}},
-		Actor: OCSFActor{User: OCSFUser{UID: e.Actor.ID, EmailAddr: e.Actor.Email, Type: string(e.Actor.Kind)}},
+		Actor: OCSFActor{User: OCSFUser{UID: e.Actor.ID, EmailAddr: e.Actor.Email, TypeID: ocsfUserTypes[e.Actor.Kind].id,
+			Type: ocsfUserTypes[e.Actor.Kind].name, Kind: string(e.Actor.Kind)}},
 		Unmapped: OCSFUnmapped{Action: e.Action, RequestID: e.RequestID, GrantID: e.GrantID, Resource: e.Resource,
 			Reason: e.Reason, PrevHash: e.PrevHash, Hash: e.Hash},
 	}
@@ -252,7 +268,7 @@ func OCSF(e Event) OCSFEvent {
 		out.Unmapped.Evidence = maps.Clone(e.Evidence)
 	}
 	if p := e.Evidence["person"]; p != "" {
-		out.User = &OCSFUser{Name: p}
+		out.User = &OCSFUser{Name: p, TypeID: 1, Type: "User"}
 	} else if m.class != ocsfClassBase {
 		// Account Change and Authentication require a user: the actor is the subject.
 		u := out.Actor.User
@@ -262,4 +278,23 @@ func OCSF(e Event) OCSFEvent {
 		out.Observables = append(out.Observables, OCSFObserved{Name: "actor.user.email_addr", TypeID: 5, Type: "Email Address", Value: e.Actor.Email})
 	}
 	return out
+}
+
+// WriteOCSF writes events as JSON lines of their OCSF form (one OCSFEvent per line).
+func WriteOCSF(w io.Writer, events []Event) error {
+	bw := bufio.NewWriterSize(w, 64<<10)
+	for _, e := range events {
+		b, err := EventOCSF.Encode(e)
+		if err != nil {
+			return fmt.Errorf("write OCSF seq %d: %w", e.Seq, err)
+		}
+		b = append(b, '\n')
+		if _, err := bw.Write(b); err != nil {
+			return fmt.Errorf("write OCSF seq %d: %w", e.Seq, err)
+		}
+	}
+	if err := bw.Flush(); err != nil {
+		return fmt.Errorf("write OCSF: %w", err)
+	}
+	return nil
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -140,5 +141,40 @@ func TestFileSinkSurvivesSIGKILL(t *testing.T) {
 		if strings.Contains(l.String(), e2eToken) {
 			t.Fatal("the webhook token leaked into serve's log")
 		}
+	}
+}
+
+// TestAuditExportOCSF: `audit export --format ocsf` writes every event, in seq order, as one
+// OCSF event per line: grants as Account Change (3001), seq in metadata.sequence and the
+// chain hash in unmapped, matching the JSON export.
+func TestAuditExportOCSF(t *testing.T) {
+	p := newInProcess(t)
+	p.history()
+	events, err := audit.ReadJSONL(strings.NewReader(p.mustRun("audit", "export", "--config", p.config)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := p.mustRun("audit", "export", "--config", p.config, "--format", "ocsf")
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	if len(lines) != len(events) || len(events) == 0 {
+		t.Fatalf("%d OCSF lines for %d events", len(lines), len(events))
+	}
+	classes := map[int]int{}
+	for i, line := range lines {
+		var o audit.OCSFEvent
+		if err := json.Unmarshal([]byte(line), &o); err != nil {
+			t.Fatalf("line %d: %v", i+1, err)
+		}
+		if o.Metadata.Sequence != events[i].Seq || o.Unmapped.Hash != events[i].Hash || o.Unmapped.Action != events[i].Action {
+			t.Fatalf("line %d: seq %d hash %s action %s; the log has %d %s %s", i+1, o.Metadata.Sequence, o.Unmapped.Hash,
+				o.Unmapped.Action, events[i].Seq, events[i].Hash, events[i].Action)
+		}
+		classes[o.ClassUID]++
+	}
+	if classes[3001] == 0 {
+		t.Fatalf("no Account Change events among %v", classes)
+	}
+	if _, stderr, code := p.run("audit", "search", "--config", p.config, "--format", "ocsf"); code != exitUsage || !strings.Contains(stderr, "not supported") {
+		t.Fatalf("audit search --format ocsf: exit %d, %s", code, stderr)
 	}
 }
