@@ -289,7 +289,8 @@ func (s *Streamer) step(ctx context.Context, q *sinkState) (time.Duration, bool,
 		q.mu.Unlock()
 		if !last.IsZero() {
 			if left := q.FlushInterval - s.clock.Now().Sub(last); left > 0 {
-				return left, false, nil
+				// Look again at the next poll: a batch that fills up meanwhile goes at once.
+				return min(left, s.opts.Poll), true, nil
 			}
 		}
 	}
