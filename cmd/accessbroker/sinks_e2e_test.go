@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/accessbroker/accessbroker/audit"
+	"github.com/accessbroker/accessbroker/fixtures/sinkfake"
 )
 
 // sinkLines reads the file sink's lines (nil when the file does not exist yet).
@@ -176,5 +177,44 @@ func TestAuditExportOCSF(t *testing.T) {
 	}
 	if _, stderr, code := p.run("audit", "search", "--config", p.config, "--format", "ocsf"); code != exitUsage || !strings.Contains(stderr, "not supported") {
 		t.Fatalf("audit search --format ocsf: exit %d, %s", code, stderr)
+	}
+}
+
+// TestServeStreamsToHTTPSSink: serve, configured with an https sink in OCSF, delivers every
+// event recorded (by serve and by the CLI beside it) to the receiver, signed, once each; the
+// sink's series are on /metrics and its secret is in no log.
+func TestServeStreamsToHTTPSSink(t *testing.T) {
+	p := newInProcess(t)
+	p.config = filepath.Join("testdata", "e2e", "sinks-https.yaml")
+	const secret = "e2e-sink-hmac-secret-0123456789abcdef"
+	fake := sinkfake.New(secret, time.Now)
+	t.Cleanup(fake.Close)
+	t.Setenv("AB_SINK_URL", fake.URL())
+	t.Setenv("AB_SINK_SECRET", secret)
+	p.history()
+	base, logs := startServer(t, p)
+	events, err := audit.ReadJSONL(strings.NewReader(p.mustRun("audit", "export", "--config", p.config)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	within(t, 60*time.Second, "the receiver to hold every event", func() bool { return len(fake.Received()) >= len(events) })
+	for i, seq := range fake.Received() {
+		if seq != int64(i+1) {
+			t.Fatalf("received %v: not 1..%d in order", fake.Received(), len(events))
+		}
+	}
+	if d := fake.Duplicates(); len(d) != 0 {
+		t.Fatalf("received twice: %v", d)
+	}
+	_, body := get(t, base+"/metrics")
+	name := `sink="https ` + fake.URL() + `"`
+	for _, want := range []string{"accessbroker_sink_delivered_total{" + name + "} " + strconv.Itoa(len(events)),
+		"accessbroker_sink_failures_total{" + name + "} 0", "accessbroker_sink_lag_events{" + name + "} 0"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if strings.Contains(logs.String()+body, secret) {
+		t.Fatal("the sink's HMAC secret leaked")
 	}
 }
