@@ -312,6 +312,10 @@ func (s *Summary) attempt(ctx context.Context, slot time.Time) (attemptResult, e
 			"grants": strconv.Itoa(r.Grants), "anomalies": strconv.Itoa(len(r.Anomalies)), "holder": s.d.Holder,
 		},
 	}
+	// The digest of the report as posted, which a review names (review.recorded).
+	if digest, err := audit.ReportSHA256(r); err == nil {
+		ev.Evidence["report_sha256"] = digest
+	}
 	if err := s.d.Recorder.Record(ctx, ev); err != nil {
 		return weekDone, fmt.Errorf("record that the summary of %s was posted (it was; only the record is retried): %w", id, err)
 	}

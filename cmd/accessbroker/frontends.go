@@ -94,8 +94,11 @@ func buildFrontends(ctx context.Context, a *app, mux *http.ServeMux) (*frontends
 	if err != nil {
 		return nil, err
 	}
+	reviews := broker.NewReviews(broker.ReviewDeps{Clock: a.clock, Events: a.store, Recorder: a.manager, Directory: dir,
+		Reviewers: s.Summary.Reviewers, Logger: a.log})
 	f.slack, err = slack.NewHandler(slack.HandlerOptions{Verifier: verifier, Service: f.broker, Teller: f.notifier, Clock: a.clock,
-		Logger: a.log, Grammar: slack.Grammar{MinReason: s.MinReasonLength}})
+		Logger: a.log, Grammar: slack.Grammar{MinReason: s.MinReasonLength},
+		Reviews: slack.ReviewsAdapter{R: reviews}, Modals: slack.ModalClient{API: api}})
 	if err != nil {
 		return nil, err
 	}

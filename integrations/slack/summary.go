@@ -191,9 +191,13 @@ func SummaryBlocks(r audit.Report) ([]slackgo.Block, string) {
 		// In the last block, not a block of its own: the message stays within SlackMaxBlocks.
 		footer = append(footer, sumMD(":lock: Latest checkpoint: "+Escape(c.String())+" (check with `accessbroker audit verify --witness …`)"))
 	}
+	// The reviewers' button: a modal asks, for each anomaly, what was found and done
+	// (review.recorded); its value is the week, which names the summary.posted record.
+	review := slackgo.NewButtonBlockElement(ActionReview, broker.WeekID(r.Until), slackgo.NewTextBlockObject(slackgo.PlainTextType, "Mark reviewed", false, false))
+	blocks = append(blocks, slackgo.NewActionBlock(BlockReview, review))
 	blocks = append(blocks, slackgo.NewContextBlock("", footer...))
 	if len(blocks) > SlackMaxBlocks { // cannot happen with the caps above; kept as a guard
-		blocks = append(blocks[:SlackMaxBlocks-1], blocks[len(blocks)-1])
+		blocks = append(blocks[:SlackMaxBlocks-2], blocks[len(blocks)-2:]...)
 	}
 
 	fallback := fmt.Sprintf("Weekly access summary %s: %d grants, %d anomalies", window, r.Grants, len(r.Anomalies))

@@ -364,6 +364,11 @@ type SummaryConfig struct {
 	Day string `yaml:"weekday"`
 	// Time (slack.summary.time) is HH:MM, 24-hour, UTC. Default "09:00". See HourMinute.
 	Time string `yaml:"time"`
+	// Reviewers (slack.summary.reviewers) are the Slack user ids who may mark a weekly
+	// summary reviewed (its "Mark reviewed" button: a modal asks, for each anomaly, what
+	// was found and what was done; recorded as review.recorded). Never for a report with an
+	// anomaly about the reviewer. Optional; without it the button only says reviews are off.
+	Reviewers []string `yaml:"reviewers"`
 }
 
 // PagerDutyConfig is the pagerduty section.
@@ -2019,6 +2024,9 @@ func (c *Config) validateSlack(v *validator) {
 	}
 	if !summaryTimeRE.MatchString(s.Summary.Time) {
 		v.add("slack.summary.time", "%s is not a 24-hour HH:MM time such as \"09:00\" (UTC)", v.show("slack.summary.time", s.Summary.Time))
+	}
+	for i, u := range s.Summary.Reviewers {
+		v.match(fmt.Sprintf("slack.summary.reviewers[%d]", i), u, slackUserRE, "a Slack user id (U… or W…)")
 	}
 	v.duration("slack.request_ttl", s.RequestTTL, time.Minute, MaxResourceDuration)
 	v.intRange("slack.min_reason_length", s.MinReasonLength, 0, 500)
