@@ -290,6 +290,13 @@ func (s *Summary) attempt(ctx context.Context, slot time.Time) (attemptResult, e
 	if err != nil {
 		return weekDone, fmt.Errorf("build the summary of %s: %w", id, err)
 	}
+	// The previous weeks' summaries and whether they were reviewed: an unreviewed one is
+	// shown in this one.
+	if rv, err := audit.ReadReviews(ctx, s.d.Events, since.AddDate(0, 0, -7), until); err != nil {
+		s.log.WarnContext(ctx, "weekly summary: the reviews could not be read; posting without them", "week", id, "error", err)
+	} else {
+		r.Reviews = rv
+	}
 	if s.d.Checkpoints != nil {
 		if c, ok, err := s.d.Checkpoints.LatestCheckpoint(ctx); err != nil {
 			s.log.WarnContext(ctx, "weekly summary: the latest checkpoint could not be read; posting without it", "week", id, "error", err)

@@ -221,3 +221,23 @@ func TestReviewRefused(t *testing.T) {
 		t.Fatalf("unknown week: %d %s", status, body)
 	}
 }
+
+// TestSummaryShowsUnreviewedWeek: the next summary calls out an earlier week nobody
+// reviewed, and names the reviewers of one that was.
+func TestSummaryShowsUnreviewedWeek(t *testing.T) {
+	r := audit.Report{Since: t0, Until: t0.AddDate(0, 0, 7), Reviews: []audit.WeekReview{
+		{Week: "2026-W09", PostedAt: t0.AddDate(0, 0, -7), Reviews: []audit.ReviewRecord{{Reviewer: "dave@example.com", At: t0.AddDate(0, 0, -6)}}},
+		{Week: "2026-W10", PostedAt: t0},
+	}}
+	blocks, _ := SummaryBlocks(r)
+	raw, err := json.Marshal(blocks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := checkBlockLimits(t, raw)
+	for _, want := range []string{"Summary 2026-W10 (posted Mon 2 Mar 13:00 UTC) has NOT been reviewed", "Summary 2026-W09 was reviewed by dave@example.com"} {
+		if !strings.Contains(all, want) {
+			t.Errorf("summary lacks %q:\n%s", want, all)
+		}
+	}
+}

@@ -191,6 +191,19 @@ func SummaryBlocks(r audit.Report) ([]slackgo.Block, string) {
 		// In the last block, not a block of its own: the message stays within SlackMaxBlocks.
 		footer = append(footer, sumMD(":lock: Latest checkpoint: "+Escape(c.String())+" (check with `accessbroker audit verify --witness …`)"))
 	}
+	// Earlier weeks and their reviews: an unreviewed one is called out until it is reviewed.
+	var reviewLines []string
+	for _, wr := range r.Reviews { // summaries posted before this one
+		if wr.Reviewed() {
+			reviewLines = append(reviewLines, fmt.Sprintf("Summary %s was %s.", Escape(wr.Week), Escape(wr.Status())))
+		} else {
+			reviewLines = append(reviewLines, fmt.Sprintf(":warning: *Summary %s (posted %s) has NOT been reviewed*: a reviewer should press its Mark reviewed button.",
+				Escape(wr.Week), wr.PostedAt.UTC().Format("Mon 2 Jan 15:04 UTC")))
+		}
+	}
+	if len(reviewLines) > 0 {
+		blocks = append(blocks, slackgo.NewSectionBlock(sumMD(sumCut(strings.Join(reviewLines, "\n"), SlackMaxSectionText)), nil, nil))
+	}
 	// The reviewers' button: a modal asks, for each anomaly, what was found and done
 	// (review.recorded); its value is the week, which names the summary.posted record.
 	review := slackgo.NewButtonBlockElement(ActionReview, broker.WeekID(r.Until), slackgo.NewTextBlockObject(slackgo.PlainTextType, "Mark reviewed", false, false))
