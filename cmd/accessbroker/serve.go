@@ -246,6 +246,9 @@ func (s *server) Run(ctx context.Context, listening chan<- string) error {
 	if sum := s.front.summary; sum != nil {
 		run("weekly summary", sum.Run)
 	}
+	if rem := s.front.reminder; rem != nil {
+		run("review reminder", rem.Run)
+	}
 	for i, srv := range servers {
 		wg.Go(func() {
 			if err := srv.Serve(listeners[i]); err != nil && !errors.Is(err, http.ErrServerClosed) {

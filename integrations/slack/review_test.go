@@ -241,3 +241,54 @@ func TestSummaryShowsUnreviewedWeek(t *testing.T) {
 		}
 	}
 }
+
+// TestReviewReminder: a summary still unreviewed 72 h after it was posted is reminded once
+// in the summary channel, mentioning the reviewers; a reviewed one is not.
+func TestReviewReminder(t *testing.T) {
+	e := newE2E(t, func(o *e2eOptions) { o.reviewers = []string{dave} })
+	week, _ := postedWeek(t, e)
+	poster, err := NewSummaryPoster(e.n.o.API, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rem := broker.NewReviewReminder(broker.ReviewReminderDeps{Clock: e.clock, Events: e.store, Once: e.store, Poster: poster,
+		Channel: summaryChannel, Reviewers: []string{dave}})
+	remind := func() int {
+		t.Helper()
+		n, err := rem.RemindDue(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	e.clock.Advance(71 * time.Hour)
+	if n := remind(); n != 0 {
+		t.Fatalf("reminded after 71 h (%d)", n)
+	}
+	e.clock.Advance(2 * time.Hour)
+	if n := remind(); n != 1 {
+		t.Fatalf("not reminded after 73 h (%d)", n)
+	}
+	if n := remind(); n != 0 {
+		t.Fatalf("reminded twice (%d)", n)
+	}
+	msgs := e.messages(inChannel(summaryChannel))
+	last := msgs[len(msgs)-1]
+	if !strings.Contains(last.Text, week) || !strings.Contains(last.Text, "<@"+dave+">") || !strings.Contains(last.Text, "not been reviewed") {
+		t.Fatalf("reminder = %q", last.Text)
+	}
+	// Once reviewed, a week is never reminded (a second, reviewed week posted now).
+	since, until := e.clock.Now().Add(-time.Hour), e.clock.Now().Add(time.Hour)
+	if err := e.mgr.Record(t.Context(), &audit.Event{Actor: grants.SystemActor(), Action: audit.ActionSummaryPosted,
+		Evidence: map[string]string{"week": "2026-W11", "since": audit.FormatTime(since), "until": audit.FormatTime(until)}}); err != nil {
+		t.Fatal(err)
+	}
+	// Its one anomaly: alice's grant, never revoked (no revoker runs in this test).
+	if status, body := e.submit(t, dave, "2026-W11", []broker.ReviewAnswer{{Found: "revoker down", Done: "revoked by hand"}}); status != http.StatusOK || strings.TrimSpace(body) != "" {
+		t.Fatalf("review of W11: %d %s", status, body)
+	}
+	e.clock.Advance(80 * time.Hour)
+	if n := remind(); n != 0 {
+		t.Fatalf("a reviewed week was reminded (%d)", n)
+	}
+}

@@ -342,3 +342,14 @@ func sumCut(s string, n int) string {
 	}
 	return string(r) + "…"
 }
+
+// PostLine implements broker.ReminderPoster: one mrkdwn line (broker mentions rendered) to
+// channel.
+func (p *SummaryPoster) PostLine(ctx context.Context, channel, text string) error {
+	ctx, cancel := context.WithTimeout(ctx, p.timeout)
+	defer cancel()
+	if _, _, err := p.api.PostMessageContext(ctx, channel, slackgo.MsgOptionText(Render(text), false)); err != nil {
+		return fmt.Errorf("post to %s: %w", channel, err)
+	}
+	return nil
+}
