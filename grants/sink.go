@@ -135,6 +135,7 @@ type sinkState struct {
 	failures  int
 	failing   bool
 	lastSend  time.Time
+	ahead     bool // the sink's cursor is past the head (warned once)
 }
 
 // NewStreamer returns a Streamer of sinks reading the store.
@@ -260,7 +261,11 @@ func (s *Streamer) step(ctx context.Context, q *sinkState) (time.Duration, bool,
 	}
 	s.lag(q, head, cursor)
 	if head <= cursor {
-		if head < cursor {
+		q.mu.Lock()
+		warn := head < cursor && !q.ahead
+		q.ahead = head < cursor
+		q.mu.Unlock()
+		if warn { // once, not at every poll
 			s.log.WarnContext(ctx, "the sink holds events past the audit log's head; waiting for the log to pass it",
 				"sink", name, "sink_seq", cursor, "head_seq", head)
 		}
