@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -48,6 +49,45 @@ type ReviewDeps struct {
 type Reviews struct {
 	d   ReviewDeps
 	log *slog.Logger
+
+	// reports caches the rebuilt report of each week reviewed lately, so that a submission
+	// (answered within Slack's 3 s) does not rebuild the week its modal was opened with. A
+	// posted week's window is closed, so its report never changes.
+	mu      sync.Mutex
+	reports map[string]audit.Report
+	order   []string
+}
+
+// maxCachedReports bounds Reviews.reports.
+const maxCachedReports = 8
+
+// report returns the report of [since, until) for week, from the cache or rebuilt.
+func (r *Reviews) report(ctx context.Context, week string, since, until time.Time) (audit.Report, error) {
+	key := week + "/" + audit.FormatTime(since) + "/" + audit.FormatTime(until)
+	r.mu.Lock()
+	rep, ok := r.reports[key]
+	r.mu.Unlock()
+	if ok {
+		return rep, nil
+	}
+	rep, err := audit.ReadReport(ctx, r.d.Events, since, until, r.d.Report)
+	if err != nil {
+		return audit.Report{}, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.reports == nil {
+		r.reports = map[string]audit.Report{}
+	}
+	if _, ok := r.reports[key]; !ok {
+		r.reports[key] = rep
+		r.order = append(r.order, key)
+		if len(r.order) > maxCachedReports {
+			delete(r.reports, r.order[0])
+			r.order = r.order[1:]
+		}
+	}
+	return rep, nil
 }
 
 // NewReviews returns the review use case.
@@ -158,7 +198,7 @@ func (r *Reviews) check(ctx context.Context, c Caller, week string) (ReviewCase,
 	if err1 != nil || err2 != nil {
 		return ReviewCase{}, person, fmt.Errorf("summary %s (seq %d) has no readable window", week, posted.Seq)
 	}
-	rep, err := audit.ReadReport(ctx, r.d.Events, since, until, r.d.Report)
+	rep, err := r.report(ctx, week, since, until)
 	if err != nil {
 		return ReviewCase{}, person, fmt.Errorf("rebuild the report of %s: %w", week, err)
 	}
