@@ -205,6 +205,10 @@ type Report struct {
 	// Checkpoint is the newest signed checkpoint when the report was made, and how many
 	// witnesses hold it; nil when not known (the report is built from events alone).
 	Checkpoint *ReportCheckpoint
+	// Reviews are the weekly summaries posted whose window overlaps the report's, each with
+	// its reviews (review.recorded; ReadReviews); nil when not read (the report is built
+	// from the window's events alone). An unreviewed week is shown as NOT REVIEWED.
+	Reviews []WeekReview
 }
 
 // ReportCheckpoint is the newest signed checkpoint of the log, as a report carries it: a

@@ -57,6 +57,7 @@ var ReportCSVColumns = []string{
 	"decision", "decided_by", "on_call", "on_call_until", "on_call_shifts", "incident", "extensions",
 	"state", "revoked_at", "revoke_cause", "revoked_by", "revoke_reason", "anomalies", "ended_early",
 	"sessions", "statements", "connected", "write_statements", "ddl_statements", "failed_statements",
+	"week_reviewed",
 }
 
 // WriteReportCSV writes the report's grant rows as RFC 4180 CSV with a header row and the
@@ -90,6 +91,7 @@ func writeReportCSV(w io.Writer, r Report, cell func(string) string) error {
 			g.State, stamp(g.RevokedAt), g.RevokeCause, g.RevokedBy, g.RevokeReason, strings.Join(kinds, ";"), g.EndedEarly,
 			strconv.Itoa(g.Use.Sessions), strconv.Itoa(g.Use.Statements), FormatDuration(g.Use.Connected),
 			strconv.Itoa(g.Use.Writes), strconv.Itoa(g.Use.DDL), strconv.Itoa(g.Use.Failed),
+			reviewOf(r.Reviews, g.IssuedAt),
 		}
 		for i, v := range vals {
 			rec[i] = cell(v)
@@ -328,6 +330,11 @@ func writeReportJSON(w *bufio.Writer, r Report) error {
 	if err := list("anomalies", len(r.Anomalies), func(i int) any { return toAnomaly(r.Anomalies[i]) }); err != nil {
 		return err
 	}
+	if r.Reviews != nil {
+		if err := list("reviews", len(r.Reviews), func(i int) any { return r.Reviews[i] }); err != nil {
+			return err
+		}
+	}
 	if err := list("rows", len(r.Rows), func(i int) any { return toRow(r.Rows[i]) }); err != nil {
 		return err
 	}
@@ -352,6 +359,20 @@ func WriteReportMarkdown(w io.Writer, r Report) error {
 		} else {
 			p("published to %d of %d witnesses.\n\n", c.Published, c.Witnesses)
 		}
+	}
+	if r.Reviews != nil {
+		p("## Reviews\n\n")
+		if len(r.Reviews) == 0 {
+			p("No weekly summary was posted for this window.\n\n")
+		}
+		for _, wr := range r.Reviews {
+			status := mdCell(wr.Status())
+			if !wr.Reviewed() {
+				status = "**NOT REVIEWED**"
+			}
+			p("- %s (%s – %s, posted %s): %s\n", mdCell(wr.Week), FormatTime(wr.Since), FormatTime(wr.Until), FormatTime(wr.PostedAt), status)
+		}
+		p("\n")
 	}
 	if r.Grants == 0 {
 		p("**No grants this week.**\n\n")

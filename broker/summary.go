@@ -290,6 +290,13 @@ func (s *Summary) attempt(ctx context.Context, slot time.Time) (attemptResult, e
 	if err != nil {
 		return weekDone, fmt.Errorf("build the summary of %s: %w", id, err)
 	}
+	// The previous weeks' summaries and whether they were reviewed: an unreviewed one is
+	// shown in this one.
+	if rv, err := audit.ReadReviews(ctx, s.d.Events, since.AddDate(0, 0, -7), until); err != nil {
+		s.log.WarnContext(ctx, "weekly summary: the reviews could not be read; posting without them", "week", id, "error", err)
+	} else {
+		r.Reviews = rv
+	}
 	if s.d.Checkpoints != nil {
 		if c, ok, err := s.d.Checkpoints.LatestCheckpoint(ctx); err != nil {
 			s.log.WarnContext(ctx, "weekly summary: the latest checkpoint could not be read; posting without it", "week", id, "error", err)
@@ -311,6 +318,10 @@ func (s *Summary) attempt(ctx context.Context, slot time.Time) (attemptResult, e
 			"week": id, "since": audit.FormatTime(since), "until": audit.FormatTime(until), "channel": s.d.Channel,
 			"grants": strconv.Itoa(r.Grants), "anomalies": strconv.Itoa(len(r.Anomalies)), "holder": s.d.Holder,
 		},
+	}
+	// The digest of the report as posted, which a review names (review.recorded).
+	if digest, err := audit.ReportSHA256(r); err == nil {
+		ev.Evidence["report_sha256"] = digest
 	}
 	if err := s.d.Recorder.Record(ctx, ev); err != nil {
 		return weekDone, fmt.Errorf("record that the summary of %s was posted (it was; only the record is retried): %w", id, err)

@@ -24,8 +24,8 @@ const (
 	auditVerifyUsage = "usage: accessbroker audit verify --config FILE [--public-key FILE] [--retired-key FILE]... [--witness PATH|URL]... [--format text|json]\n\n" +
 		"Recomputes the hash chain and checks the signed checkpoints: exit 0 when intact, 1 naming the first bad seq."
 	auditSearchUsage = "usage: accessbroker audit search --config FILE [--actor A] [--resource R] [--action A] [--grant G] [--request R] [--since T] [--until T] [--limit N] [--format table|json|csv] [--raw]"
-	auditExportUsage = "usage: accessbroker audit export --config FILE [filters] [--format jsonl|csv] [--raw]\n\n" +
-		"Streams every matching event in seq order."
+	auditExportUsage = "usage: accessbroker audit export --config FILE [filters] [--format jsonl|csv|ocsf] [--raw]\n\n" +
+		"Streams every matching event in seq order (ocsf: one OCSF 1.3.0 event per line, docs/audit.md)."
 )
 
 func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -244,12 +244,12 @@ func auditSearch(ctx context.Context, args []string, stdout, stderr io.Writer, e
 	if export {
 		defFormat = "jsonl"
 	}
-	format := fs.String("format", defFormat, "search: table, json or csv; export: jsonl or csv")
+	format := fs.String("format", defFormat, "search: table, json or csv; export: jsonl, csv or ocsf")
 	raw := fs.Bool("raw", false, rawFlagUsage)
 	if code, ok := fs.parseNone(args); !ok {
 		return code
 	}
-	valid := map[string]bool{"table": !export, "json": !export, "csv": true, "jsonl": export}
+	valid := map[string]bool{"table": !export, "json": !export, "csv": true, "jsonl": export, "ocsf": export}
 	if !valid[*format] {
 		fmt.Fprintf(stderr, "accessbroker %s: --format %q is not supported\n", name, *format)
 		return exitUsage
@@ -347,10 +347,13 @@ func auditExport(ctx context.Context, a *app, q audit.Query, format string, writ
 			fmt.Fprintf(stderr, "accessbroker audit export: %v\n", err)
 			return exitFailure
 		}
-		if format == "csv" {
+		switch format {
+		case "csv":
 			err = writeCSV(stdout, evs, header)
 			header = false
-		} else {
+		case "ocsf":
+			err = audit.WriteOCSF(stdout, evs)
+		default:
 			err = audit.WriteJSONL(stdout, evs)
 		}
 		if err != nil {

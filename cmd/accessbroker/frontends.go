@@ -21,7 +21,8 @@ type frontends struct {
 	broker   *broker.Broker
 	slack    *slack.Handler
 	notifier *slack.Notifier
-	summary  *broker.Summary // nil without a summary channel
+	summary  *broker.Summary        // nil without a summary channel
+	reminder *broker.ReviewReminder // reminds unreviewed summaries; nil without a summary channel
 }
 
 // buildFrontends wires Slack and PagerDuty into mux. The revoker's observer is pointed at the
@@ -94,8 +95,11 @@ func buildFrontends(ctx context.Context, a *app, mux *http.ServeMux) (*frontends
 	if err != nil {
 		return nil, err
 	}
+	reviews := broker.NewReviews(broker.ReviewDeps{Clock: a.clock, Events: a.store, Recorder: a.manager, Directory: dir,
+		Reviewers: s.Summary.Reviewers, Logger: a.log})
 	f.slack, err = slack.NewHandler(slack.HandlerOptions{Verifier: verifier, Service: f.broker, Teller: f.notifier, Clock: a.clock,
-		Logger: a.log, Grammar: slack.Grammar{MinReason: s.MinReasonLength}})
+		Logger: a.log, Grammar: slack.Grammar{MinReason: s.MinReasonLength},
+		Reviews: slack.ReviewsAdapter{R: reviews}, Modals: slack.ModalClient{API: api}})
 	if err != nil {
 		return nil, err
 	}
@@ -111,6 +115,8 @@ func buildFrontends(ctx context.Context, a *app, mux *http.ServeMux) (*frontends
 		f.summary = broker.NewSummary(broker.SummaryDeps{Clock: a.clock, Events: a.store, Leases: a.store, Recorder: a.manager,
 			Poster: poster, Channel: ch, Weekday: s.Summary.Weekday(), Hour: h, Minute: m, Holder: a.instance, Logger: a.log,
 			Checkpoints: a.summaryCheckpoints()})
+		f.reminder = broker.NewReviewReminder(broker.ReviewReminderDeps{Clock: a.clock, Events: a.store, Once: a.store, Poster: poster,
+			Channel: ch, Reviewers: s.Summary.Reviewers, Logger: a.log})
 	}
 
 	if pd != nil {

@@ -16,8 +16,9 @@ import (
 	"github.com/accessbroker/accessbroker/integrations/adminapi"
 )
 
-const reportUsage = "usage: accessbroker report --config FILE [--since 168h] [--until T] [--format markdown|json|csv] [--raw]\n\n" +
-	"The weekly access report (figures, anomalies, one row per grant), computed from the audit log."
+const reportUsage = "usage: accessbroker report --config FILE [--since 168h] [--until T] [--format markdown|json|csv] [--raw] [--reviews]\n\n" +
+	"The weekly access report (figures, anomalies, one row per grant), computed from the audit log.\n" +
+	"--reviews lists instead the weekly summaries of the window and their reviews (review.recorded), unreviewed weeks included."
 
 // runReport is `accessbroker report`: the weekly figures, anomalies and one row per grant,
 // computed from the audit log for a window, written as Markdown, JSON or CSV.
@@ -30,6 +31,7 @@ func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	raw := fs.Bool("raw", false, rawFlagUsage)
 	maxPair := fs.Int("max-approvals-per-pair", audit.DefaultMaxApprovalsPerPair,
 		"flag an approver who approved the same requester more than this many times in the window")
+	reviews := fs.Bool("reviews", false, "list the weekly summaries of the window and who reviewed each (NOT REVIEWED when nobody did)")
 	if code, ok := fs.parseNone(args); !ok {
 		return code
 	}
@@ -58,6 +60,9 @@ func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if err != nil {
 		fmt.Fprintf(stderr, "accessbroker report: %v\n", err)
 		return exitUsage
+	}
+	if *reviews {
+		return listReviews(ctx, a.store, from, to, *format, *raw, stdout, stderr)
 	}
 	ws, err := buildWitnesses(ctx, cfg, a.clock, awsOptions{})
 	if err != nil {
@@ -129,6 +134,10 @@ func (r *reporter) withCheckpoints(cps broker.SummaryCheckpoints) *reporter {
 func (r *reporter) Build(ctx context.Context, since, until time.Time) (audit.Report, error) {
 	rep, err := audit.ReadReport(ctx, r.events, since, until, r.opts)
 	if err != nil {
+		return audit.Report{}, fmt.Errorf("build report: %w", err)
+	}
+	// The weekly summaries of the window and whether each was reviewed (review.recorded).
+	if rep.Reviews, err = audit.ReadReviews(ctx, r.events, since, until); err != nil {
 		return audit.Report{}, fmt.Errorf("build report: %w", err)
 	}
 	if r.cps != nil {

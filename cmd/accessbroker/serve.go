@@ -53,7 +53,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 type server struct {
 	*app
 	checkpointer *grants.Checkpointer
-	publisher    *grants.Publisher  // copies checkpoints to audit.witnesses
+	publisher    *grants.Publisher // copies checkpoints to audit.witnesses
+	streamer     *grants.Streamer  // copies audit events to audit.sinks
+	sinks        []grants.StreamSink
 	guard        *grants.AuditGuard // stops new grants while the audit log fails verification
 	mux          *http.ServeMux     // listen: Slack, PagerDuty, health
 	adminMux     *http.ServeMux     // admin_listen: /metrics and /api/v1 (mux itself without admin_listen)
@@ -96,6 +98,17 @@ func newServer(ctx context.Context, cfg *config.Config, opts appOptions) (*serve
 	alerts := &alertSwitch{}
 	s.publisher = grants.NewPublisher(a.store, ws, a.clock, grants.PublisherOptions{Metrics: a.metrics, Logger: a.log, Alerts: alerts})
 	s.checkpointer.AfterSign(s.publisher.Enqueue)
+	if s.sinks, err = buildSinks(ctx, cfg, a.clock, opts.aws); err != nil {
+		a.Close()
+		return nil, err
+	}
+	for _, sk := range s.sinks {
+		if c, ok := sk.Sink.(io.Closer); ok {
+			a.closers = append(a.closers, c) // the file sink's file and its lock
+		}
+	}
+	s.streamer = grants.NewStreamer(a.store, s.sinks, a.clock, grants.StreamerOptions{Leaser: a.store, Holder: a.instance,
+		Metrics: newSinkMetrics(a.metrics.reg, s.sinks), Logger: a.log, Alerts: alerts})
 	s.guard = a.newAuditGuard(key, ws, alerts)
 	s.checkpointer.GuardWith(s.guard)
 	a.checkpoints = &checkpointInfo{store: a.store, publisher: s.publisher}
@@ -218,6 +231,9 @@ func (s *server) Run(ctx context.Context, listening chan<- string) error {
 	if s.publisher.Witnesses() > 0 {
 		run("witness publisher", s.publisher.Run)
 	}
+	if s.streamer.Sinks() > 0 {
+		run("audit sinks", s.streamer.Run)
+	}
 	run("readiness", s.health.Run)
 	if b := s.front.broker; b != nil {
 		if n, err := b.Recover(ctx); err != nil {
@@ -229,6 +245,9 @@ func (s *server) Run(ctx context.Context, listening chan<- string) error {
 	}
 	if sum := s.front.summary; sum != nil {
 		run("weekly summary", sum.Run)
+	}
+	if rem := s.front.reminder; rem != nil {
+		run("review reminder", rem.Run)
 	}
 	for i, srv := range servers {
 		wg.Go(func() {

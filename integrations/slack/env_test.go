@@ -96,6 +96,8 @@ type e2eOptions struct {
 	// oncall, given the test's clock, replaces the static on-call table (e.g. with the
 	// PagerDuty client against pdfake).
 	oncall func(grants.Clock) broker.OnCall
+	// reviewers, when set, serve the summary's review button (broker.Reviews, views.open).
+	reviewers []string
 }
 
 // withPagerDuty checks on-call status with the real PagerDuty client (go-pagerduty through
@@ -201,7 +203,13 @@ func newE2E(t testing.TB, opts ...func(*e2eOptions)) *e2e {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.h, err = NewHandler(HandlerOptions{Verifier: v, Service: e.b, Teller: e.n, Clock: e.clock, Logger: o.logger})
+	ho := HandlerOptions{Verifier: v, Service: e.b, Teller: e.n, Clock: e.clock, Logger: o.logger}
+	if o.reviewers != nil {
+		ho.Reviews = ReviewsAdapter{R: broker.NewReviews(broker.ReviewDeps{Clock: e.clock, Events: st, Recorder: e.mgr, Directory: dir,
+			Reviewers: o.reviewers, Logger: o.logger})}
+		ho.Modals = ModalClient{API: api}
+	}
+	e.h, err = NewHandler(ho)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -45,9 +45,13 @@ type HandlerOptions struct {
 	Verifier *Verifier // required
 	Service  Service   // required
 	Teller   Teller    // required: reports the outcome of background work
-	Clock    grants.Clock
-	Logger   *slog.Logger
-	Grammar  Grammar
+	// Reviews and Modals, when both set, serve the weekly summary's "Mark reviewed"
+	// button (a modal, then review.recorded); without them the button says reviews are off.
+	Reviews Reviewer
+	Modals  ModalOpener
+	Clock   grants.Clock
+	Logger  *slog.Logger
+	Grammar Grammar
 	// AckTimeout bounds the work done before answering Slack (recording the request); Slack
 	// gives up after 3 s. Default 2s.
 	AckTimeout time.Duration
@@ -372,6 +376,10 @@ func (h *Handler) Interactions(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK) // signed by Slack; nothing to retry
 		return
 	}
+	if in.Type == "view_submission" {
+		h.reviewSubmission(w, r, body) // answered in the response: the modal shows refusals
+		return
+	}
 	w.WriteHeader(http.StatusOK)
 	if in.Type != "block_actions" {
 		return
@@ -400,6 +408,8 @@ func (h *Handler) Interactions(w http.ResponseWriter, r *http.Request) {
 			}
 			return nil
 		})
+	case ActionReview:
+		h.background(r, "open review", func(ctx context.Context) error { return h.openReview(ctx, in, to) })
 	case ActionDone:
 		h.background(r, "done from reminder", func(ctx context.Context) error {
 			g, err := h.o.Service.Done(ctx, caller, in.Value)

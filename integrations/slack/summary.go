@@ -191,9 +191,26 @@ func SummaryBlocks(r audit.Report) ([]slackgo.Block, string) {
 		// In the last block, not a block of its own: the message stays within SlackMaxBlocks.
 		footer = append(footer, sumMD(":lock: Latest checkpoint: "+Escape(c.String())+" (check with `accessbroker audit verify --witness …`)"))
 	}
+	// Earlier weeks and their reviews: an unreviewed one is called out until it is reviewed.
+	var reviewLines []string
+	for _, wr := range r.Reviews { // summaries posted before this one
+		if wr.Reviewed() {
+			reviewLines = append(reviewLines, fmt.Sprintf("Summary %s was %s.", Escape(wr.Week), Escape(wr.Status())))
+		} else {
+			reviewLines = append(reviewLines, fmt.Sprintf(":warning: *Summary %s (posted %s) has NOT been reviewed*: a reviewer should press its Mark reviewed button.",
+				Escape(wr.Week), wr.PostedAt.UTC().Format("Mon 2 Jan 15:04 UTC")))
+		}
+	}
+	if len(reviewLines) > 0 {
+		blocks = append(blocks, slackgo.NewSectionBlock(sumMD(sumCut(strings.Join(reviewLines, "\n"), SlackMaxSectionText)), nil, nil))
+	}
+	// The reviewers' button: a modal asks, for each anomaly, what was found and done
+	// (review.recorded); its value is the week, which names the summary.posted record.
+	review := slackgo.NewButtonBlockElement(ActionReview, broker.WeekID(r.Until), slackgo.NewTextBlockObject(slackgo.PlainTextType, "Mark reviewed", false, false))
+	blocks = append(blocks, slackgo.NewActionBlock(BlockReview, review))
 	blocks = append(blocks, slackgo.NewContextBlock("", footer...))
 	if len(blocks) > SlackMaxBlocks { // cannot happen with the caps above; kept as a guard
-		blocks = append(blocks[:SlackMaxBlocks-1], blocks[len(blocks)-1])
+		blocks = append(blocks[:SlackMaxBlocks-2], blocks[len(blocks)-2:]...)
 	}
 
 	fallback := fmt.Sprintf("Weekly access summary %s: %d grants, %d anomalies", window, r.Grants, len(r.Anomalies))
@@ -324,4 +341,15 @@ func sumCut(s string, n int) string {
 		r = []rune(string(r)[:i])
 	}
 	return string(r) + "…"
+}
+
+// PostLine implements broker.ReminderPoster: one mrkdwn line (broker mentions rendered) to
+// channel.
+func (p *SummaryPoster) PostLine(ctx context.Context, channel, text string) error {
+	ctx, cancel := context.WithTimeout(ctx, p.timeout)
+	defer cancel()
+	if _, _, err := p.api.PostMessageContext(ctx, channel, slackgo.MsgOptionText(Render(text), false)); err != nil {
+		return fmt.Errorf("post to %s: %w", channel, err)
+	}
+	return nil
 }

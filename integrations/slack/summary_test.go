@@ -82,7 +82,12 @@ func checkBlockLimits(t *testing.T, raw json.RawMessage) (all string) {
 		Type     string `json:"type"`
 		Text     *struct{ Type, Text string }
 		Fields   []struct{ Type, Text string }
-		Elements []struct{ Type, Text string }
+		Elements []struct {
+			Type     string          `json:"type"`
+			Text     json.RawMessage `json:"text"`
+			ActionID string          `json:"action_id"`
+			Value    string          `json:"value"`
+		}
 	}
 	if err := json.Unmarshal(raw, &blocks); err != nil {
 		t.Fatal(err)
@@ -118,11 +123,21 @@ func checkBlockLimits(t *testing.T, raw json.RawMessage) (all string) {
 				t.Errorf("block %d: context with %d elements; Slack takes 1 to %d", i, len(bl.Elements), SlackMaxContextElems)
 			}
 			for _, e := range bl.Elements {
-				if utf8.RuneCountInString(e.Text) > SlackMaxSectionText {
-					t.Errorf("block %d: context text of %d characters", i, utf8.RuneCountInString(e.Text))
+				var text string
+				if err := json.Unmarshal(e.Text, &text); err != nil {
+					t.Errorf("block %d: context element text is not a string: %s", i, e.Text)
 				}
-				b.WriteString(e.Text + "\n")
+				if utf8.RuneCountInString(text) > SlackMaxSectionText {
+					t.Errorf("block %d: context text of %d characters", i, utf8.RuneCountInString(text))
+				}
+				b.WriteString(text + "\n")
 			}
+		case "actions":
+			// The "Mark reviewed" button, valued with the week.
+			if len(bl.Elements) != 1 || bl.Elements[0].Type != "button" || bl.Elements[0].ActionID != ActionReview || bl.Elements[0].Value == "" {
+				t.Errorf("block %d: actions %+v; want the one review button", i, bl.Elements)
+			}
+			b.WriteString("[Mark reviewed " + bl.Elements[0].Value + "]\n")
 		case "divider":
 		default:
 			t.Errorf("block %d: unexpected block type %q", i, bl.Type)

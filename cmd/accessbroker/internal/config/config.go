@@ -188,6 +188,12 @@ type AuditConfig struct {
 	// older one is still caught (`audit verify --witness`). Optional; at most 8. A witness
 	// that fails is retried forever and alerted; it never blocks grants. See docs/audit.md.
 	Witnesses []WitnessConfig `yaml:"witnesses"`
+	// Sinks (audit.sinks) receive a copy of every audit event, in seq order and at least
+	// once (each with its seq, for deduplication), for the security team's tools: a
+	// JSON-lines file, an HTTPS endpoint or S3 objects. Optional; at most 8. A sink that is
+	// down never blocks grants: it is retried forever, alerted, and catches up from its
+	// durable cursor. See docs/audit.md.
+	Sinks []SinkConfig `yaml:"sinks"`
 }
 
 // Witness kinds accepted in audit.witnesses[].kind.
@@ -229,6 +235,55 @@ type WitnessConfig struct {
 	// not even the account root, can shorten or remove the lock) or GOVERNANCE (principals
 	// with s3:BypassGovernanceRetention can). Default COMPLIANCE.
 	Mode string `yaml:"mode"`
+}
+
+// Sink kinds accepted in audit.sinks[].kind.
+const (
+	SinkFile  = "file"
+	SinkHTTPS = "https"
+	SinkS3    = "s3"
+)
+
+// SinkConfig is one entry of audit.sinks: kind, format, batching and the fields of that
+// kind only.
+type SinkConfig struct {
+	// Kind (sinks[].kind) is file (a JSON-lines file, fsynced after each batch; its last
+	// line is its cursor), https (batches POSTed to an endpoint, HMAC-SHA256-signed) or s3
+	// (one object per batch). Required.
+	Kind string `yaml:"kind"`
+	// Format (sinks[].format) is json (the export form of each event: every field with seq,
+	// prev_hash and hash) or ocsf (OCSF 1.3.0: Account Change, Authentication or Base
+	// Event; docs/audit.md has the mapping). Default json.
+	Format string `yaml:"format"`
+	// BatchSize (sinks[].batch_size) is the most events in one write, POST or object.
+	// Default 500 for file, 100 for https, 1000 for s3; 1 to 10000.
+	BatchSize int `yaml:"batch_size"`
+	// FlushInterval (sinks[].flush_interval) holds a batch that is not full until this
+	// long after the previous one, so that fewer, larger writes are made. Default 0s for
+	// file and https, 1m for s3; at most 1h.
+	FlushInterval time.Duration `yaml:"flush_interval"`
+	// Path (sinks[].path) is the file of a file sink; its directory must exist. Each
+	// process writes its own file (a second process on the same file is refused). Required
+	// for file. A relative path is relative to the config file's directory.
+	Path string `yaml:"path"`
+	// MaxBytes (sinks[].max_bytes) rotates a file sink's file once it reaches this many
+	// bytes: it is renamed to path.<seq of its last event, 20 digits> and a new file is
+	// started. Optional (0: never rotated); at least 1048576 (1 MiB).
+	MaxBytes int `yaml:"max_bytes"`
+	// URL (sinks[].url) is the endpoint an https sink POSTs to. Required for https; https
+	// unless the host is loopback.
+	URL string `yaml:"url"`
+	// HMACSecret (sinks[].hmac_secret) signs every batch of an https sink (the receiver
+	// verifies it: docs/audit.md). Required for https; at least 32 characters. A secret.
+	HMACSecret Secret `yaml:"hmac_secret"`
+	// Bucket (sinks[].bucket) is the S3 bucket of an s3 sink. Required for s3; S3's bucket
+	// naming rules.
+	Bucket string `yaml:"bucket"`
+	// Prefix (sinks[].prefix) is put before "events/" in the keys of an s3 sink, e.g.
+	// "prod/audit/" (a '/' is added when missing). Optional; no leading '/'.
+	Prefix string `yaml:"prefix"`
+	// Region (sinks[].region) is the s3 sink bucket's region. Default aws.region.
+	Region string `yaml:"region"`
 }
 
 // S3WitnessConfig is the integrations/aws form of an s3 witness entry.
@@ -309,6 +364,11 @@ type SummaryConfig struct {
 	Day string `yaml:"weekday"`
 	// Time (slack.summary.time) is HH:MM, 24-hour, UTC. Default "09:00". See HourMinute.
 	Time string `yaml:"time"`
+	// Reviewers (slack.summary.reviewers) are the Slack user ids who may mark a weekly
+	// summary reviewed (its "Mark reviewed" button: a modal asks, for each anomaly, what
+	// was found and what was done; recorded as review.recorded). Never for a report with an
+	// anomaly about the reviewer. Optional; without it the button only says reviews are off.
+	Reviewers []string `yaml:"reviewers"`
 }
 
 // PagerDutyConfig is the pagerduty section.
@@ -817,6 +877,11 @@ func parseConfig(data []byte, opts loadOptions) (*Config, error) {
 		for i := range cfg.Audit.Witnesses {
 			if w := &cfg.Audit.Witnesses[i]; w.Kind == WitnessFile && w.Path != "" && opts.baseDir != "" && !filepath.IsAbs(w.Path) {
 				w.Path = filepath.Join(opts.baseDir, w.Path)
+			}
+		}
+		for i := range cfg.Audit.Sinks {
+			if sc := &cfg.Audit.Sinks[i]; sc.Kind == SinkFile && sc.Path != "" && opts.baseDir != "" && !filepath.IsAbs(sc.Path) {
+				sc.Path = filepath.Join(opts.baseDir, sc.Path)
 			}
 		}
 		cfg.applyDefaults()
@@ -1530,6 +1595,7 @@ func (c *Config) applyDefaults() {
 	setStr(&c.Listen, ":8080")
 	setInt("audit.checkpoint_every", &c.Audit.CheckpointEvery, 1000)
 	setDur("audit.checkpoint_period", &c.Audit.CheckpointPeriod, time.Hour)
+	c.sinkDefaults()
 
 	r := &c.Revoker
 	setInt("revoker.concurrency_per_provider", &r.ConcurrencyPerProvider, 32)
@@ -1760,6 +1826,7 @@ func (c *Config) validate() []Problem {
 	}
 	v.duration("audit.checkpoint_period", c.Audit.CheckpointPeriod, time.Second, 24*time.Hour)
 	c.validateWitnesses(v)
+	c.validateSinks(v)
 
 	// revoker
 	r := c.Revoker
@@ -1966,6 +2033,9 @@ func (c *Config) validateSlack(v *validator) {
 	}
 	if !summaryTimeRE.MatchString(s.Summary.Time) {
 		v.add("slack.summary.time", "%s is not a 24-hour HH:MM time such as \"09:00\" (UTC)", v.show("slack.summary.time", s.Summary.Time))
+	}
+	for i, u := range s.Summary.Reviewers {
+		v.match(fmt.Sprintf("slack.summary.reviewers[%d]", i), u, slackUserRE, "a Slack user id (U… or W…)")
 	}
 	v.duration("slack.request_ttl", s.RequestTTL, time.Minute, MaxResourceDuration)
 	v.intRange("slack.min_reason_length", s.MinReasonLength, 0, 500)
