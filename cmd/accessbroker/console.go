@@ -39,6 +39,7 @@ func buildConsole(a *app, f *frontends, key ed25519.PrivateKey, mux *http.ServeM
 		AuditorUsers: cc.Auditors.SlackUsers, AuditorUsergroup: cc.Auditors.SlackUsergroup,
 		Broker: f.broker, Store: a.store, Audit: a.store, Revoker: a.manager, Directory: f.dir, Groups: f.groups,
 		Checkpoints: a.checkpoints, PublicKey: key.Public().(ed25519.PublicKey), Clock: a.clock, Logger: a.log,
+		StandIn: a.consoleStandIn,
 	})
 	if err != nil {
 		return nil, err

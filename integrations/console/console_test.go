@@ -13,6 +13,7 @@ import (
 	"github.com/accessbroker/accessbroker/broker"
 	"github.com/accessbroker/accessbroker/fixtures/oidcfake"
 	"github.com/accessbroker/accessbroker/grants"
+	"github.com/accessbroker/accessbroker/integrations/console"
 )
 
 // TestSignInWithSlack: the whole OpenID Connect flow against the fake provider (discovery,
@@ -401,4 +402,24 @@ func TestReportAndChainPages(t *testing.T) {
 	a := e.browser(t).signIn(alice)
 	a.get("/ui/report").mustStatus(http.StatusForbidden)
 	a.get("/ui/chain").mustStatus(http.StatusForbidden)
+}
+
+// TestStandInSignIn: the demo's stand-in sign-in goes through the same identity rules and
+// session as Sign in with Slack, and offers only its people.
+func TestStandInSignIn(t *testing.T) {
+	e := newEnv(t, envOpts{standIn: []console.StandInUser{{Name: "alice", TeamID: team, UserID: alice, Role: "engineer"},
+		{Name: "mallory", TeamID: team, UserID: mallory, Role: "not linked"}}})
+	u := e.browser(t)
+	u.get("/ui/signin").mustStatus(http.StatusOK).mustSee("Sign in as alice", "Demo sign-in")
+	if strings.Contains(u.body, `id="signin-slack"`) {
+		t.Error("the stand-in page offers Sign in with Slack")
+	}
+	form := func(user string) url.Values { return url.Values{"user": {user}, "return": {"/ui/grants"}, "csrf": {""}} }
+	u.post("/ui/signin/standin", form(mallory)).mustStatus(http.StatusForbidden).mustSee("could not be identified")
+	u.post("/ui/signin/standin", form(bob)).mustStatus(http.StatusBadRequest).mustSee("Choose one of the people listed")
+	u.post("/ui/signin/standin", form(alice)).mustStatus(http.StatusOK).mustSee("alice (U0ALICE)", "Your live grants")
+	u.get("/ui/signin/slack")
+	if u.url.Path != "/ui/signin" {
+		t.Errorf("Sign in with Slack is reachable in stand-in mode: %s", u.url)
+	}
 }
