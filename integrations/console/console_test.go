@@ -414,7 +414,9 @@ func TestStandInSignIn(t *testing.T) {
 	if strings.Contains(u.body, `id="signin-slack"`) {
 		t.Error("the stand-in page offers Sign in with Slack")
 	}
-	form := func(user string) url.Values { return url.Values{"user": {user}, "return": {"/ui/grants"}, "csrf": {""}} }
+	form := func(user string) url.Values {
+		return url.Values{"user": {user}, "return": {"/ui/grants"}, "csrf": {""}}
+	}
 	u.post("/ui/signin/standin", form(mallory)).mustStatus(http.StatusForbidden).mustSee("could not be identified")
 	u.post("/ui/signin/standin", form(bob)).mustStatus(http.StatusBadRequest).mustSee("Choose one of the people listed")
 	u.post("/ui/signin/standin", form(alice)).mustStatus(http.StatusOK).mustSee("alice (U0ALICE)", "Your live grants")
