@@ -50,8 +50,8 @@ type sessionView struct {
 }
 
 // hiddenEvidence are evidence keys never shown: none holds a secret (audit events never
-// do), but these are delivery plumbing, not part of the story.
-var hiddenEvidence = map[string]bool{"response_url": true}
+// do), but these are delivery plumbing and the provider's handle, not part of the story.
+var hiddenEvidence = map[string]bool{"response_url": true, "handle_key": true}
 
 func kindOf(a audit.Action) string {
 	s := string(a)
