@@ -208,8 +208,18 @@ func actionNames() []string {
 	}
 }
 
+// maxAnomalies is the most anomalies the report page lists; the counts by kind cover all,
+// and `accessbroker report` prints every one.
+const maxAnomalies = 100
+
+type kindCount struct {
+	Kind  audit.AnomalyKind
+	Count int
+}
+
 // weekView is one week's report with its pictures.
 type weekView struct {
+	ByKind   []kindCount
 	Report   audit.Report
 	PerDay   template.HTML
 	ToGrant  template.HTML
@@ -259,6 +269,13 @@ func (c *Console) week(ctx context.Context, since time.Time) (*weekView, error) 
 		return nil, err
 	}
 	wv := &weekView{Report: rep, Built: now.UTC(), Complete: complete}
+	for _, a := range rep.Anomalies {
+		if n := len(wv.ByKind); n > 0 && wv.ByKind[n-1].Kind == a.Kind {
+			wv.ByKind[n-1].Count++
+		} else {
+			wv.ByKind = append(wv.ByKind, kindCount{a.Kind, 1})
+		}
+	}
 	wv.PerDay = grantsPerDaySVG(rep, since)
 	wv.ToGrant = timeToGrantSVG(rep, created)
 	wv.Lag = revocationLagSVG(rep)
@@ -292,6 +309,15 @@ func (c *Console) requestTimes(ctx context.Context, since, until time.Time) (map
 	}
 }
 
+// warmReport builds the last complete week's view, so that the first auditor to open the
+// report does not wait for it.
+func (c *Console) warmReport(ctx context.Context) {
+	since := weekStart(c.cfg.Clock.Now()).AddDate(0, 0, -7)
+	if _, err := c.week(ctx, since); err != nil && ctx.Err() == nil {
+		c.log.WarnContext(ctx, "console: could not build last week's report in advance", "error", err)
+	}
+}
+
 func (c *Console) reportPage(w http.ResponseWriter, r *http.Request, v Viewer) {
 	if !c.auditorsOnly(w, r, v, "the weekly report") {
 		return
@@ -317,8 +343,16 @@ func (c *Console) reportPage(w http.ResponseWriter, r *http.Request, v Viewer) {
 		Since      string
 		Until      string
 		Prev, Next string
+		// Anomalies are the first maxAnomalies of the week's; ByKind counts them all.
+		Anomalies []audit.Anomaly
+		ByKind    []kindCount
+		More      int
 	}{common: c.common(&v, "Weekly report"), Week: wv, Since: audit.FormatTime(since), Until: audit.FormatTime(since.AddDate(0, 0, 7)),
-		Prev: since.AddDate(0, 0, -7).Format("2006-01-02")}
+		Prev: since.AddDate(0, 0, -7).Format("2006-01-02"), Anomalies: wv.Report.Anomalies, ByKind: wv.ByKind}
+	if len(d.Anomalies) > maxAnomalies {
+		d.More = len(d.Anomalies) - maxAnomalies
+		d.Anomalies = d.Anomalies[:maxAnomalies]
+	}
 	if !since.AddDate(0, 0, 7).After(now) {
 		d.Next = since.AddDate(0, 0, 7).Format("2006-01-02")
 	}

@@ -82,10 +82,8 @@ func (w *ChainWatch) State() ChainState {
 // Run steps at once and then every period until ctx ends.
 func (w *ChainWatch) Run(ctx context.Context, period time.Duration) error {
 	for {
-		if err := w.Step(ctx); err != nil && ctx.Err() == nil {
-			// A read failure is not damage: try again next time.
-			_ = err
-		}
+		// A read failure is not damage: the state stays as it was, and the next step tries again.
+		_ = w.Step(ctx)
 		t := w.clock.NewTimer(period)
 		select {
 		case <-ctx.Done():

@@ -212,8 +212,15 @@ func New(cfg Config) (*Console, error) {
 // Chain returns the console's chain watcher (nil without a public key); serve runs it.
 func (c *Console) Chain() *ChainWatch { return c.chain }
 
-// Run keeps the chain marks current until ctx ends (a no-op without a public key).
+// Run verifies the chain for the marks, builds last week's report in advance, then keeps
+// the marks current every 30 seconds until ctx ends (without a public key it only waits).
 func (c *Console) Run(ctx context.Context) error {
+	if c.chain != nil {
+		if err := c.chain.Step(ctx); err != nil && ctx.Err() == nil {
+			c.log.WarnContext(ctx, "console: chain marks could not be computed; will retry", "error", err)
+		}
+	}
+	c.warmReport(ctx)
 	if c.chain == nil {
 		<-ctx.Done()
 		return nil
