@@ -3,6 +3,7 @@ package console_test
 import (
 	"encoding/csv"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strconv"
 	"strings"
@@ -423,5 +424,40 @@ func TestStandInSignIn(t *testing.T) {
 	u.get("/ui/signin/slack")
 	if u.url.Path != "/ui/signin" {
 		t.Errorf("Sign in with Slack is reachable in stand-in mode: %s", u.url)
+	}
+}
+
+// TestHTTPSCookiesAreSecure: with an https base URL the session cookie is a __Host- cookie,
+// Secure, HttpOnly and SameSite, and a plain-named cookie is not accepted in its place.
+func TestHTTPSCookiesAreSecure(t *testing.T) {
+	e := newEnv(t, envOpts{baseURL: "https://access.example.com", standIn: []console.StandInUser{{Name: "alice", TeamID: team, UserID: alice}}})
+	req := httptest.NewRequest(http.MethodPost, "https://access.example.com/ui/signin/standin", strings.NewReader("user="+alice))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	rec := httptest.NewRecorder()
+	e.c.ServeHTTP(rec, req)
+	cks := rec.Result().Cookies()
+	if rec.Code != http.StatusSeeOther || len(cks) != 1 {
+		t.Fatalf("stand-in sign-in: %d %v", rec.Code, cks)
+	}
+	ck := cks[0]
+	if ck.Name != "__Host-ab_console" || !ck.Secure || !ck.HttpOnly || ck.SameSite != http.SameSiteLaxMode || ck.Path != "/" || ck.Domain != "" {
+		t.Fatalf("session cookie %+v: want __Host-ab_console, Secure, HttpOnly, SameSite=Lax, Path=/, no Domain", ck)
+	}
+	for name, wantSignedIn := range map[string]bool{"__Host-ab_console": true, "ab_console": false} {
+		req := httptest.NewRequest(http.MethodGet, "https://access.example.com/ui/", nil)
+		req.AddCookie(&http.Cookie{Name: name, Value: ck.Value})
+		rec := httptest.NewRecorder()
+		e.c.ServeHTTP(rec, req)
+		if got := rec.Code == http.StatusOK; got != wantSignedIn {
+			t.Errorf("cookie %s: status %d; signed in = %v, want %v", name, rec.Code, got, wantSignedIn)
+		}
+	}
+	// A tampered cookie is refused.
+	req = httptest.NewRequest(http.MethodGet, "https://access.example.com/ui/", nil)
+	req.AddCookie(&http.Cookie{Name: ck.Name, Value: "x" + ck.Value})
+	rec = httptest.NewRecorder()
+	e.c.ServeHTTP(rec, req)
+	if rec.Code != http.StatusSeeOther {
+		t.Errorf("a tampered session cookie got %d; want a redirect to sign in", rec.Code)
 	}
 }

@@ -68,6 +68,7 @@ type env struct {
 
 type envOpts struct {
 	standIn []console.StandInUser
+	baseURL string // default: the test server's URL
 }
 
 func newEnv(t *testing.T, o ...envOpts) *env {
@@ -119,7 +120,11 @@ func newEnv(t *testing.T, o ...envOpts) *env {
 	}
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)
-	cfg := console.Config{BaseURL: e.srv.URL, IssuerURL: e.idp.Issuer(), ClientID: clientID, ClientSecret: clientSecret,
+	base := e.srv.URL
+	if opt.baseURL != "" {
+		base = opt.baseURL
+	}
+	cfg := console.Config{BaseURL: base, IssuerURL: e.idp.Issuer(), ClientID: clientID, ClientSecret: clientSecret,
 		HTTPClient: e.idp.Client(), TeamID: team, SessionKey: key, AuditorUsers: []string{carol},
 		Broker: e.b, Store: st, Audit: st, Revoker: e.mgr, Directory: dir, Groups: groups, PublicKey: pub, Clock: e.clock,
 		StandIn: opt.standIn}
