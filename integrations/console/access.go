@@ -85,9 +85,6 @@ func (c *Console) mayReadRequest(ctx context.Context, v Viewer, r grants.Request
 	return v.ownsRequest(r) || v.Auditor || (r.Requester.SlackTeamID == v.TeamID && c.approves(ctx, v, r.Resource))
 }
 
-// errRefused is a refusal already recorded and explained to the viewer.
-var errRefused = errors.New("refused")
-
 // refuse records a request.rejected event (via console) and answers 403 with the reason.
 func (c *Console) refuse(w http.ResponseWriter, r *http.Request, v *Viewer, rej broker.Rejection) {
 	if rej.Evidence == nil {

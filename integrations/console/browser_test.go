@@ -168,6 +168,7 @@ func TestBrowserFlow(t *testing.T) {
 	run("story",
 		chromedp.Navigate(e.srv.URL+"/ui/requests/"+reqID),
 		chromedp.Click(chromedp.ID("grant-link")),
+		chromedp.WaitVisible(chromedp.ID("grant-state")), // only on the grant's page: the request's page has a story too
 		chromedp.WaitVisible(chromedp.ID("story")),
 		text("story", &story),
 		location(&grantURL),
@@ -187,6 +188,9 @@ func TestBrowserFlow(t *testing.T) {
 		chromedp.Navigate(e.srv.URL+"/ui/audit"),
 		chromedp.SendKeys(chromedp.ID("grant"), grantID),
 		chromedp.Click(chromedp.ID("search")),
+		// The answer's form carries the filter as its value attribute; the page typed into
+		// (which lists the newest events already) has it only as a property.
+		chromedp.WaitVisible(chromedp.Search(`//input[@id="grant"][@value="`+grantID+`"]`)),
 		chromedp.WaitVisible(chromedp.ID("results")),
 		text("results", &results),
 		shot("5-audit-search"),

@@ -102,7 +102,7 @@ func (o *oidcClient) exchange(ctx context.Context, code, nonce string) (identity
 	if raw == "" {
 		if ok, _ := tok.Extra("ok").(bool); !ok {
 			e, _ := tok.Extra("error").(string)
-			return identity{}, fmt.Errorf("Slack refused the sign-in (%s)", firstNonEmpty(e, "no id_token"))
+			return identity{}, fmt.Errorf("the token endpoint refused the sign-in (%s)", firstNonEmpty(e, "no id_token"))
 		}
 		return identity{}, errors.New("the token endpoint returned no id_token")
 	}
