@@ -461,3 +461,28 @@ func TestHTTPSCookiesAreSecure(t *testing.T) {
 		t.Errorf("a tampered session cookie got %d; want a redirect to sign in", rec.Code)
 	}
 }
+
+// TestTwoApprovalsInTheInbox: a resource that needs two approvers (N of M) stays pending after
+// the first approval, leaves the first approver's inbox, and is granted by the second.
+func TestTwoApprovalsInTheInbox(t *testing.T) {
+	e := newEnv(t)
+	er := e.browser(t).signIn(erin)
+	er.post("/ui/request", url.Values{"action": {"dry-run"}, "resource": {"prod-keys"}, "duration": {"1h"}, "reason": {"rotate the signing keys"}}).
+		mustSee("It needs 2 approval(s)", bob, frank)
+	er.post("/ui/request", url.Values{"action": {"submit"}, "resource": {"prod-keys"}, "duration": {"1h"}, "reason": {"rotate the signing keys"}}).mustSee("pending")
+	reqID := strings.TrimPrefix(er.url.Path, "/ui/requests/")
+
+	b := e.browser(t).signIn(bob)
+	b.get("/ui/approvals").mustSee(reqID, "0 of 2")
+	b.post("/ui/requests/"+reqID+"/decide", url.Values{"decision": {"approve"}}).mustStatus(http.StatusOK).mustSee("Approvals: 1 of 2 needed", "pending")
+	b.get("/ui/approvals").mustSee("Nothing waits for you")
+	if gs, _ := e.store.ListGrants(t.Context(), grants.GrantFilter{RequestID: reqID}); len(gs) != 0 {
+		t.Fatalf("one approval of two issued %v", gs)
+	}
+	f := e.browser(t).signIn(frank)
+	f.get("/ui/approvals").mustSee(reqID, "1 of 2")
+	f.post("/ui/requests/"+reqID+"/decide", url.Values{"decision": {"approve"}}).mustStatus(http.StatusOK).mustSee("approved")
+	if gs, _ := e.store.ListGrants(t.Context(), grants.GrantFilter{RequestID: reqID}); len(gs) != 1 || gs[0].State != grants.StateActive {
+		t.Fatalf("after the second approval: %+v; want one active grant", gs)
+	}
+}

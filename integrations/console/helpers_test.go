@@ -32,6 +32,7 @@ const (
 	erin     = "U0ERIN"  // engineer, not on call
 	bob      = "U0BOB"   // approver of prod-db
 	carol    = "U0CAROL" // auditor (not an approver)
+	frank    = "U0FRANK" // the second approver of prod-keys
 	mallory  = "U0MALLORY"
 	eve      = "U0EVE" // in another workspace
 	clientID = "1234.5678"
@@ -85,14 +86,16 @@ func newEnv(t *testing.T, o ...envOpts) *env {
 	t.Cleanup(func() { st.Close() })
 	e.store = st
 	e.prov = brokertest.NewProvider("postgres")
-	res := []grants.Resource{prodDB()}
-	e.mgr = grants.NewManager(st, map[string]grants.Provider{"prod-db": e.prov}, res, e.clock, nil, grants.ManagerOptions{})
+	res := []grants.Resource{prodDB(), {Name: "prod-keys", Provider: "postgres", DefaultDuration: time.Hour, MaxDuration: 2 * time.Hour,
+		Policy: grants.Policy{ApproverSlackUsers: []string{bob, frank}, MinApprovals: 2}}}
+	e.mgr = grants.NewManager(st, map[string]grants.Provider{"prod-db": e.prov, "prod-keys": e.prov}, res, e.clock, nil, grants.ManagerOptions{})
 	e.notes = brokertest.NewNotifier()
 	dir := brokertest.NewDirectory(
 		grants.Person{SlackUserID: alice, Email: "alice@example.com"},
 		grants.Person{SlackUserID: erin, Email: "erin@example.com"},
 		grants.Person{SlackUserID: bob, Email: "bob@example.com"},
 		grants.Person{SlackUserID: carol, Email: "carol@example.com"},
+		grants.Person{SlackUserID: frank, Email: "frank@example.com"},
 	)
 	groups := brokertest.NewGroups()
 	e.oncall = brokertest.NewStaticOnCall(e.clock)
@@ -104,6 +107,7 @@ func newEnv(t *testing.T, o ...envOpts) *env {
 		{TeamID: team, UserID: erin, Email: "erin@example.com", Name: "erin"},
 		{TeamID: team, UserID: bob, Email: "bob@example.com", Name: "bob"},
 		{TeamID: team, UserID: carol, Email: "carol@example.com", Name: "carol"},
+		{TeamID: team, UserID: frank, Email: "frank@example.com", Name: "frank"},
 		{TeamID: team, UserID: mallory, Email: "mallory@example.com", Name: "mallory"},
 		{TeamID: "T0OTHER", UserID: eve, Email: "eve@other.example", Name: "eve"},
 	}})
