@@ -104,8 +104,8 @@ type Config struct {
 	Listen string `yaml:"listen"`
 	// AdminListen (admin_listen) is a second listen address, host:port, for /metrics and
 	// /api/v1 only; when set, those paths are no longer served on listen, which then carries
-	// only what Slack and PagerDuty must reach (and the health checks). Optional; must differ
-	// from listen.
+	// only what Slack and PagerDuty must reach, the health checks and the web console
+	// (/ui/). Optional; must differ from listen.
 	AdminListen string `yaml:"admin_listen"`
 	// API (api) configures the /api/v1 admin API.
 	API APIConfig `yaml:"api"`
