@@ -350,7 +350,7 @@ func (b *Broker) Recover(ctx context.Context) (int, error) {
 	n := 0
 	for i := len(pending) - 1; i >= 0; i-- { // oldest first
 		r := pending[i]
-		if r.Stage != grants.StageRecorded || r.Source != grants.SourceSlack {
+		if r.Stage != grants.StageRecorded || (r.Source != grants.SourceSlack && r.Source != grants.SourceConsole) {
 			continue
 		}
 		if b.now().Sub(r.CreatedAt) > b.opts.RecoverWindow {

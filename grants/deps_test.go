@@ -68,6 +68,8 @@ var layers = []layer{
 		why: "fakes import nothing of ours; awsfake borrows only the SDK's SigV4 signer (and its Credentials) to check signatures, never SDK structs to decode requests"},
 	{pkg: "fixtures/slackfake", ours: []string{"fixtures/slack"},
 		why: "fakes import nothing of ours but the payload examples: slackfake builds the requests Slack sends (slash commands, block_actions) from the documented ones in fixtures/slack"},
+	{pkg: "fixtures/oidcfake", libs: []string{"github.com/go-jose/go-jose/v4/..."},
+		why: "fakes import nothing of ours; oidcfake uses go-jose only to sign the ID tokens it issues and publish its key (JWKS), never to decode a client's request"},
 	{pkg: "fixtures/*", why: "fakes and payloads import nothing of ours and no SDK: they decode with their own structs, so a wrong JSON tag cannot pass both sides"},
 	{pkg: "cmd/accessbroker/internal/*", ours: anything, libs: anything, why: "cmd's own packages (config, demo): part of the wiring, imported only by cmd/accessbroker"},
 	{pkg: "cmd/accessbroker", ours: anything, libs: anything, why: "cmd wires everything"},
@@ -102,6 +104,7 @@ var wallClockExceptions = []struct{ file, why string }{
 	{"grants/clock.go", "the clock itself: grants.RealClock"},
 	{"fixtures/awsfake/server.go", "Options.Now defaults to time.Now when the caller passes no clock; fakes import nothing of ours, so no grants.Clock"},
 	{"fixtures/pdfake/pdfake.go", "Options.Now defaults to time.Now when the caller passes no clock; fakes import nothing of ours, so no grants.Clock"},
+	{"fixtures/oidcfake/oidcfake.go", "Options.Now defaults to time.Now when the caller passes no clock; fakes import nothing of ours, so no grants.Clock"},
 	{"fixtures/slackfake/slackfake.go", "Options.Now defaults to time.Now when the caller passes no clock; fakes import nothing of ours, so no grants.Clock"},
 }
 

@@ -48,6 +48,7 @@ const (
 	SourcePagerDuty Source = "pagerduty"
 	SourceAPI       Source = "api"
 	SourceCLI       Source = "cli"
+	SourceConsole   Source = "console" // the web console (integrations/console)
 )
 
 // Approval is one approver's decision.

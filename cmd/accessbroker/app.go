@@ -15,6 +15,7 @@ import (
 	"github.com/accessbroker/accessbroker/cmd/accessbroker/internal/config"
 	"github.com/accessbroker/accessbroker/grants"
 	"github.com/accessbroker/accessbroker/grants/sqlstore"
+	"github.com/accessbroker/accessbroker/integrations/console"
 )
 
 // app is one configured broker: store, providers, manager and revoker, built from a Config.
@@ -41,6 +42,8 @@ type app struct {
 	// summary and the report API read it). nil elsewhere.
 	checkpoints *checkpointInfo
 	awsOpts     awsOptions // appOptions.aws, for the readiness checks
+	// consoleStandIn is appOptions.consoleStandIn.
+	consoleStandIn []console.StandInUser
 }
 
 // appOptions are the developer-only knobs kept apart from the config contract.
@@ -56,6 +59,9 @@ type appOptions struct {
 	// aws replaces the AWS SDK's default credential chain and the console federation
 	// endpoint (the demo's fake AWS); zero means production behaviour.
 	aws awsOptions
+	// consoleStandIn replaces the web console's Sign in with Slack by these people (the
+	// demo); nil means Sign in with Slack.
+	consoleStandIn []console.StandInUser
 	// transport carries the Slack and PagerDuty clients' requests (tests that run with the
 	// production URLs route them to fakes); nil means the network.
 	transport http.RoundTripper
@@ -83,7 +89,7 @@ func newApp(ctx context.Context, cfg *config.Config, opts appOptions) (*app, err
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
-	a := &app{cfg: cfg, log: log, clock: opts.clock, store: st, providers: map[string]grants.Provider{}, instance: replica, observer: &observerSwitch{}, transport: opts.transport, awsOpts: opts.aws}
+	a := &app{cfg: cfg, log: log, clock: opts.clock, store: st, providers: map[string]grants.Provider{}, instance: replica, observer: &observerSwitch{}, transport: opts.transport, awsOpts: opts.aws, consoleStandIn: opts.consoleStandIn}
 	a.metrics = newMetrics(st, log)
 	// The owner's and the audit channel's notices of revocations go through a queue, so
 	// that a hung Slack never delays the next revocation.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/accessbroker/accessbroker/integrations/console"
 	"io"
 	"os"
 
@@ -59,8 +60,12 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 // startDemoBroker is demo.Wiring.Start: the server `serve` runs, with the demo's clock, log
 // and fake AWS.
 func startDemoBroker(ctx context.Context, cfg *config.Config, o demo.BrokerOptions) (demo.Broker, error) {
+	var standIn []console.StandInUser
+	for _, p := range o.ConsoleStandIn {
+		standIn = append(standIn, console.StandInUser{Name: p.Name, TeamID: p.TeamID, UserID: p.UserID, Role: p.Role})
+	}
 	srv, err := newServer(ctx, cfg, appOptions{clock: o.Clock, logOut: o.LogOut, withProviders: true,
-		aws: awsOptions{config: o.AWSConfig, sts: o.AWSSTS}})
+		aws: awsOptions{config: o.AWSConfig, sts: o.AWSSTS}, consoleStandIn: standIn})
 	if err != nil {
 		return nil, err
 	}

@@ -342,7 +342,7 @@ func TestDemo(t *testing.T) {
 		if len(evs) != 1 || evs[0].Resource != "prod-aws" {
 			t.Fatalf("carol's typed request was not recorded once for prod-aws: %+v", evs)
 		}
-		for _, want := range []string{"demo> ", `no Slack user "dave"`, `"r_notarequest" is not a request id`, "10m later"} {
+		for _, want := range []string{"demo> ", `no Slack user "dave"`, `"r_notarequest" is not a request id`, "10m later", "Web console: http://127.0.0.1:", "/ui/ (open it in a browser; sign in as alice, bob or carol"} {
 			if !strings.Contains(r.transcript, want) {
 				t.Errorf("the interactive transcript lacks %q", want)
 			}

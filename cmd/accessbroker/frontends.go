@@ -23,6 +23,10 @@ type frontends struct {
 	notifier *slack.Notifier
 	summary  *broker.Summary        // nil without a summary channel
 	reminder *broker.ReviewReminder // reminds unreviewed summaries; nil without a summary channel
+	// team, dir and groups are the Slack identity rules, shared with the web console.
+	team   string
+	dir    broker.Directory
+	groups broker.Groups
 }
 
 // buildFrontends wires Slack and PagerDuty into mux. The revoker's observer is pointed at the
@@ -84,9 +88,10 @@ func buildFrontends(ctx context.Context, a *app, mux *http.ServeMux) (*frontends
 			return nil, err
 		}
 	}
+	f.team, f.dir, f.groups = team, dir, slack.NewUsergroups(api)
 	f.broker = broker.New(broker.Deps{Manager: a.manager, Store: a.store, Clock: a.clock, Leases: a.store, Once: a.store,
 		OnCall: oncall, Directory: dir, Notifier: f.notifier,
-		Groups: slack.NewUsergroups(api), Logger: a.log, Options: broker.Options{PendingTTL: s.RequestTTL}})
+		Groups: f.groups, Logger: a.log, Options: broker.Options{PendingTTL: s.RequestTTL}})
 	var secrets []string
 	for _, sec := range s.SigningSecretList() {
 		secrets = append(secrets, sec.Reveal())

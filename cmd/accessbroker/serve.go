@@ -20,6 +20,7 @@ import (
 	"github.com/accessbroker/accessbroker/grants"
 	"github.com/accessbroker/accessbroker/grants/sqlstore"
 	"github.com/accessbroker/accessbroker/integrations/adminapi"
+	"github.com/accessbroker/accessbroker/integrations/console"
 	"github.com/accessbroker/accessbroker/integrations/pgproxy"
 )
 
@@ -63,7 +64,8 @@ type server struct {
 	front        *frontends
 	health       *health.Registry // readiness of every dependency (readiness.go)
 	readyz       http.Handler
-	pgproxy      *pgproxy.Proxy // postgres_proxy; nil without it
+	pgproxy      *pgproxy.Proxy   // postgres_proxy; nil without it
+	console      *console.Console // the web console (console section); nil without it
 }
 
 func newServer(ctx context.Context, cfg *config.Config, opts appOptions) (*server, error) {
@@ -121,6 +123,10 @@ func newServer(ctx context.Context, cfg *config.Config, opts appOptions) (*serve
 	}
 	s.adminMux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics.reg, promhttp.HandlerOpts{}))
 	if s.front, err = buildFrontends(ctx, a, s.mux); err != nil {
+		a.Close()
+		return nil, err
+	}
+	if s.console, err = buildConsole(a, s.front, key, s.mux); err != nil {
 		a.Close()
 		return nil, err
 	}
@@ -248,6 +254,9 @@ func (s *server) Run(ctx context.Context, listening chan<- string) error {
 	}
 	if rem := s.front.reminder; rem != nil {
 		run("review reminder", rem.Run)
+	}
+	if s.console != nil {
+		run("console chain marks", s.console.Run)
 	}
 	for i, srv := range servers {
 		wg.Go(func() {

@@ -104,8 +104,8 @@ type Config struct {
 	Listen string `yaml:"listen"`
 	// AdminListen (admin_listen) is a second listen address, host:port, for /metrics and
 	// /api/v1 only; when set, those paths are no longer served on listen, which then carries
-	// only what Slack and PagerDuty must reach (and the health checks). Optional; must differ
-	// from listen.
+	// only what Slack and PagerDuty must reach, the health checks and the web console
+	// (/ui/). Optional; must differ from listen.
 	AdminListen string `yaml:"admin_listen"`
 	// API (api) configures the /api/v1 admin API.
 	API APIConfig `yaml:"api"`
@@ -144,6 +144,10 @@ type Config struct {
 	// resources with postgres.proxy: true are reached through it, and every session and
 	// statement is recorded. nil when absent; required as soon as a resource has proxy: true.
 	PostgresProxy *PostgresProxyConfig `yaml:"postgres_proxy"`
+	// Console (console) is the web console under /ui/ on listen (docs/console.md): Sign in
+	// with Slack, grants, requests with a dry run, approvals, each grant's story, audit
+	// search, the weekly report. nil when absent: no console. Needs the slack section.
+	Console *ConsoleConfig `yaml:"console"`
 
 	lines   map[string]int  // key path → line of the key (or list item) in the file
 	set     map[string]bool // key paths given a non-null value in the file
@@ -432,6 +436,40 @@ type ResourceConfig struct {
 	Webhook *WebhookConfig `yaml:"webhook"`
 	// Policy (resources[].policy) says who gets access and how.
 	Policy PolicyConfig `yaml:"policy"`
+}
+
+// ConsoleConfig is the console section.
+type ConsoleConfig struct {
+	// BaseURL (console.base_url) is the console's public address, e.g.
+	// "https://access.example.com": Slack sends people back to BaseURL/ui/signin/callback
+	// (add that redirect URL to the Slack app). Required; https, or http on a loopback host
+	// (then the cookies are not Secure).
+	BaseURL string `yaml:"base_url"`
+	// SlackClientID (console.slack_client_id) is the Slack app's client id (Basic
+	// Information → App Credentials). Required.
+	SlackClientID string `yaml:"slack_client_id"`
+	// SlackClientSecret (console.slack_client_secret) is the Slack app's client secret. It
+	// also keys the signatures of the console's session cookies, so every replica must have
+	// the same one, and changing it signs everyone out. Required; a secret.
+	SlackClientSecret Secret `yaml:"slack_client_secret"`
+	// Auditors (console.auditors) see every grant, request and audit event read-only, and
+	// may revoke a grant with a reason. Optional; nobody is an auditor without it.
+	Auditors AuditorsConfig `yaml:"auditors"`
+	// IssuerURL (console.issuer_url) overrides Slack's OpenID Connect issuer (tests). Empty
+	// means "https://slack.com". Must be https unless the host is loopback.
+	IssuerURL string `yaml:"issuer_url"`
+	// SessionTTL (console.session_ttl) is how long a sign-in lasts. Default 8h; between 5m
+	// and 24h.
+	SessionTTL time.Duration `yaml:"session_ttl"`
+}
+
+// AuditorsConfig is console.auditors.
+type AuditorsConfig struct {
+	// SlackUsers (console.auditors.slack_users) are Slack user ids (U… or W…).
+	SlackUsers []string `yaml:"slack_users"`
+	// SlackUsergroup (console.auditors.slack_usergroup) is a Slack user group id (S…) whose
+	// members are auditors (looked up at most once a minute).
+	SlackUsergroup string `yaml:"slack_usergroup"`
 }
 
 // PostgresProxyConfig is the postgres_proxy section.
@@ -1616,6 +1654,10 @@ func (c *Config) applyDefaults() {
 		setDur("slack.request_ttl", &s.RequestTTL, time.Hour)
 		setInt("slack.min_reason_length", &s.MinReasonLength, 10)
 	}
+	if cc := c.Console; cc != nil {
+		setStr(&cc.IssuerURL, DefaultConsoleIssuer)
+		setDur("console.session_ttl", &cc.SessionTTL, 8*time.Hour)
+	}
 	if p := c.PagerDuty; p != nil {
 		setStr(&p.APIURL, DefaultPagerDutyAPIURL)
 		setDur("pagerduty.freshness", &p.Freshness, 5*time.Minute)
@@ -1859,9 +1901,45 @@ func (c *Config) validate() []Problem {
 	}
 	c.validateResources(v)
 	c.validatePostgresProxy(v)
+	c.validateConsole(v)
 	c.validateAutoGrant(v)
 	c.validateIdentities(v)
 	return v.probs
+}
+
+// DefaultConsoleIssuer is Slack's OpenID Connect issuer.
+const DefaultConsoleIssuer = "https://slack.com"
+
+// validateConsole checks the console section.
+func (c *Config) validateConsole(v *validator) {
+	cc := c.Console
+	if cc == nil {
+		return
+	}
+	if c.Slack == nil {
+		v.add("console", "needs the slack section: people sign in with Slack, and requests and approvals go through the same Slack app")
+	}
+	if v.required("console.base_url", cc.BaseURL, "the console's public address, e.g. https://access.example.com") {
+		if u, err := url.Parse(cc.BaseURL); err != nil || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
+			v.add("console.base_url", "%s is not a bare address such as https://access.example.com (no path, query or credentials)", v.show("console.base_url", cc.BaseURL))
+		} else {
+			v.checkURL("console.base_url", cc.BaseURL)
+		}
+	}
+	v.required("console.slack_client_id", cc.SlackClientID, "the Slack app's client id (Basic Information → App Credentials)")
+	if !cc.SlackClientSecret.IsSet() {
+		v.add("console.slack_client_secret", "is required: the Slack app's client secret (Basic Information → App Credentials)")
+	} else if len(cc.SlackClientSecret.Reveal()) < 16 {
+		v.add("console.slack_client_secret", "is too short to be a Slack client secret (at least 16 characters)")
+	}
+	v.checkURL("console.issuer_url", cc.IssuerURL)
+	v.duration("console.session_ttl", cc.SessionTTL, 5*time.Minute, 24*time.Hour)
+	for i, u := range cc.Auditors.SlackUsers {
+		v.match(fmt.Sprintf("console.auditors.slack_users[%d]", i), u, slackUserRE, "a Slack user id (U… or W…)")
+	}
+	if g := cc.Auditors.SlackUsergroup; g != "" {
+		v.match("console.auditors.slack_usergroup", g, slackGroupRE, "a Slack user group id (S…)")
+	}
 }
 
 // MinProxyKeyLength is the shortest postgres_proxy.password_key.
@@ -2681,6 +2759,9 @@ func (c *Config) URLOverrides() []string {
 	}
 	if c.GitHub != nil && c.GitHub.APIURL != DefaultGitHubAPIURL {
 		out = append(out, "github.api_url="+c.GitHub.APIURL)
+	}
+	if c.Console != nil && c.Console.IssuerURL != DefaultConsoleIssuer {
+		out = append(out, "console.issuer_url="+c.Console.IssuerURL)
 	}
 	if c.AWS != nil && c.AWS.EndpointURL != "" {
 		out = append(out, "aws.endpoint_url="+c.AWS.EndpointURL)

@@ -501,7 +501,7 @@ func TestEnvExpansion(t *testing.T) {
 			name:    "keys are not expanded",
 			extra:   "${KEY}: x\n",
 			env:     map[string]string{"KEY": "instance_name"},
-			wantErr: []Problem{{Line: 9, Msg: `unknown key "${KEY}" in config; known keys: admin_listen, api, audit, auto_grant, aws, github, identities, identity, instance_name, listen, log_level, pagerduty, postgres_proxy, resources, revoker, slack, store`}},
+			wantErr: []Problem{{Line: 9, Msg: `unknown key "${KEY}" in config; known keys: admin_listen, api, audit, auto_grant, aws, console, github, identities, identity, instance_name, listen, log_level, pagerduty, postgres_proxy, resources, revoker, slack, store`}},
 		},
 	}
 	for _, tt := range tests {

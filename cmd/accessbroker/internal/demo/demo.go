@@ -61,6 +61,21 @@ type BrokerOptions struct {
 	// endpoint at the fake AWS.
 	AWSConfig []awsprov.ConfigOption
 	AWSSTS    []awsprov.STSOption
+	// ConsoleStandIn replaces the web console's Sign in with Slack by a choice of these
+	// people.
+	ConsoleStandIn []StandIn
+}
+
+// StandIn is a person the demo's console lets anyone sign in as.
+type StandIn struct {
+	Name, TeamID, UserID, Role string
+}
+
+// demoRoles are what each person is in the story, as the console's stand-in sign-in says.
+var demoRoles = map[string]string{
+	"alice": "engineer, on call",
+	"bob":   "engineer",
+	"carol": "approver and auditor",
 }
 
 // Broker is the running broker as the demo sees it: the server's lifecycle, the store's reads

@@ -26,6 +26,7 @@ const demoHelp = `Commands (Slack users: alice, bob, carol; alice is on call, ca
 
 func (d *demo) interactive(ctx context.Context, in io.Reader) {
 	d.section("Your turn (--interactive): the broker keeps serving")
+	d.plain("Web console: %s/ui/ (open it in a browser; sign in as alice, bob or carol: carol is the auditor)", d.base)
 	d.plain("%s", demoHelp)
 	// Lines are read in the background so that an interrupt ends the loop at once.
 	lines, done := make(chan string), make(chan struct{})

@@ -58,7 +58,7 @@ func startDemo(ctx context.Context, w Wiring, out io.Writer, keep string) (d *de
 		"AWS_ENDPOINT_URL":  d.aws.URL(),
 		"GITHUB_API_URL":    d.gh.URL(),
 	}
-	for _, k := range []string{"API_TOKEN", "SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "PAGERDUTY_TOKEN", "GITHUB_TOKEN"} {
+	for _, k := range []string{"API_TOKEN", "SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "PAGERDUTY_TOKEN", "GITHUB_TOKEN", "CONSOLE_CLIENT_SECRET"} {
 		vars[k] = sec.byName[k]
 	}
 	vars["PAGERDUTY_WEBHOOK_SECRET"] = sec.byName["PAGERDUTY_WEBHOOK_SEC"]
@@ -115,6 +115,7 @@ func (d *demo) newSecrets() demoSecrets {
 		"PAGERDUTY_TOKEN":       "pd-demo-" + randomHex(12),
 		"PAGERDUTY_WEBHOOK_SEC": randomHex(16),
 		"GITHUB_TOKEN":          "ghp_demo" + randomHex(16),
+		"CONSOLE_CLIENT_SECRET": randomHex(16),
 	}, aws: randomHex(20)}
 	d.awsKeyID = "AKIADEMO" + strings.ToUpper(randomHex(6))
 	d.signingSecret, d.webhookSecret = sec.byName["SLACK_SIGNING_SECRET"], sec.byName["PAGERDUTY_WEBHOOK_SEC"]
@@ -186,7 +187,7 @@ func (d *demo) setupProdDB(ctx context.Context, vars map[string]string) string {
 
 // demoSecretVars are the placeholders whose values go to files rather than into the YAML.
 var demoSecretVars = map[string]bool{"API_TOKEN": true, "SLACK_BOT_TOKEN": true, "SLACK_SIGNING_SECRET": true, "PAGERDUTY_TOKEN": true,
-	"PAGERDUTY_WEBHOOK_SECRET": true, "GITHUB_TOKEN": true, "PROD_DB_ADMIN_DSN": true, "PROD_DB_WEBHOOK_TOKEN": true}
+	"PAGERDUTY_WEBHOOK_SECRET": true, "GITHUB_TOKEN": true, "PROD_DB_ADMIN_DSN": true, "PROD_DB_WEBHOOK_TOKEN": true, "CONSOLE_CLIENT_SECRET": true}
 
 // configure renders and writes the configuration and the audit signing key, and loads the
 // configuration like any other, and opens the broker's log.
@@ -221,7 +222,11 @@ func (d *demo) configure(prodDB string, vars map[string]string) (*config.Config,
 // simulated clock, with the fake AWS's credentials, and waits until it listens.
 func (d *demo) startBroker(ctx context.Context, cfg *config.Config, awsSecret string) error {
 	var err error
-	d.broker, err = d.wiring.Start(ctx, cfg, BrokerOptions{Clock: d.clock, LogOut: d.logFile,
+	var standIn []StandIn
+	for _, p := range demoPeople {
+		standIn = append(standIn, StandIn{Name: p.Name, TeamID: demoTeam, UserID: p.Slack, Role: demoRoles[p.Name]})
+	}
+	d.broker, err = d.wiring.Start(ctx, cfg, BrokerOptions{Clock: d.clock, LogOut: d.logFile, ConsoleStandIn: standIn,
 		AWSConfig: []awsprov.ConfigOption{awsprov.WithStaticCredentials(d.awsKeyID, awsSecret), awsprov.WithoutSharedConfigFiles()},
 		AWSSTS:    []awsprov.STSOption{awsprov.WithFederationURL(d.aws.FederationURL())},
 	})
