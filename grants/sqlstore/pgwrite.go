@@ -29,7 +29,7 @@ type grantArrays struct {
 	due                                                                             []int64
 	lastError, claimedBy                                                            []string
 	claimedTo, version                                                              []int64
-	accessMissing                                                                  []int64
+	accessMissing                                                                   []int64
 }
 
 // pgGrantCols are the grant columns carried by grantArrays, in order; version is the row's
