@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -276,6 +277,8 @@ func (d *DriftReconciler) passResource(ctx context.Context, res string, seen map
 		rep.Unmanaged = append(rep.Unmanaged, f)
 	}
 
+	d.forgetGone(res, rep.Unmanaged)
+
 	missing := 0
 	for _, g := range live {
 		has := present["id:"+g.ID] || (g.Handle.Key != "" && present["key:"+g.Handle.Key])
@@ -333,12 +336,34 @@ func (d *DriftReconciler) unowned(ctx context.Context, res string, it Access) (s
 	return fmt.Sprintf("given by grant %s, revoked at %s, and still (or again) there", last.ID, Timestamp(last.RevokedAt)), nil
 }
 
+// forgetGone drops the flagged access of res that this pass no longer found, so that it is
+// recorded again should it come back.
+func (d *DriftReconciler) forgetGone(res string, found []DriftFinding) {
+	keep := map[string]bool{}
+	for _, f := range found {
+		if f.Resource == res {
+			keep[reportKey(f)] = true
+		}
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for k := range d.reported {
+		if strings.HasPrefix(k, res+"\x00") && !keep[k] {
+			delete(d.reported, k)
+		}
+	}
+}
+
+func reportKey(f DriftFinding) string {
+	return f.Resource + "\x00" + f.Access.Key + "\x00" + f.Access.GrantID
+}
+
 // handleUnmanaged records the finding and, with DriftRevoke, removes the access.
 func (d *DriftReconciler) handleUnmanaged(ctx context.Context, p Provider, f *DriftFinding) error {
 	it := f.Access
 	d.log.WarnContext(ctx, "drift found", "resource", f.Resource, "provider", p.Kind(), "access", it.Name, "key", it.Key,
 		"grant_id", it.GrantID, "why", f.Why, "drift_action", string(d.opts.Action))
-	repKey := f.Resource + "\x00" + it.Key + "\x00" + it.GrantID
+	repKey := reportKey(*f)
 	d.mu.Lock()
 	already := d.reported[repKey]
 	d.mu.Unlock()

@@ -169,6 +169,18 @@ func TestDriftFlagOrRevoke(t *testing.T) {
 				if n := len(eventsOf(t, e.store, audit.ActionDriftFound)); n != 2 {
 					t.Fatalf("%d drift.found events after a second pass, want still 2", n)
 				}
+				// Gone, then back: recorded again.
+				e.lp.set(unknown, false)
+				if _, err := d.Pass(ctx); err != nil {
+					t.Fatal(err)
+				}
+				e.lp.set(unknown, true)
+				if _, err := d.Pass(ctx); err != nil {
+					t.Fatal(err)
+				}
+				if n := len(eventsOf(t, e.store, audit.ActionDriftFound)); n != 3 {
+					t.Fatalf("%d drift.found events after the access came back, want 3", n)
+				}
 			case grants.DriftRevoke:
 				if e.lp.live(left.ID) || e.lp.live(unknown) {
 					t.Fatal("revoke left access in place")
