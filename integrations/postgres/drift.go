@@ -63,10 +63,22 @@ func grantOfRole(name string) (string, bool) {
 	return id, true
 }
 
-// HasAccess implements grants.AccessChecker: whether a role of the grant exists (found by
-// the grant id, as Revoke finds it). The revoker calls it after Revoke, so a revocation is
+// HasAccess implements grants.AccessChecker: whether the grant's role exists. With a handle
+// it looks the role up by name (the catalog's unique index: one cheap query however many
+// roles the server has); with an empty handle (an interrupted issue) it finds the roles by
+// the grant id, as Revoke does. The revoker calls it after Revoke, so a revocation is
 // recorded only once the role is gone.
 func (p *Provider) HasAccess(ctx context.Context, req grants.RevokeRequest) (bool, error) {
+	if name := req.Handle.Data["role"]; name != "" && ownRole(name, req.GrantID) {
+		if _, err := p.ready(ctx); err != nil {
+			return false, fmt.Errorf("postgres read back grant %s: %w", req.GrantID, err)
+		}
+		var exists bool
+		if err := p.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)`, name).Scan(&exists); err != nil {
+			return false, p.scrub(fmt.Errorf("postgres read back grant %s: %w", req.GrantID, classify(err)))
+		}
+		return exists, nil
+	}
 	found, err := p.findRoles(ctx, "read back", req)
 	if err != nil {
 		return false, err
