@@ -227,6 +227,8 @@ func (b *Broker) approve(ctx context.Context, r grants.Request, res grants.Resou
 			if errors.Is(err, grants.ErrAudit) {
 				text += " The request is still open: an approver can click Approve again once the audit log is back."
 			}
+		case errors.Is(err, grants.ErrAudit):
+			text = withheldText(r)
 		}
 		b.updateApproval(ctx, r, ApprovalOutcome{State: grants.RequestApproved, By: by, Note: text})
 		b.tell(ctx, clicker, text)

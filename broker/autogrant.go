@@ -191,6 +191,8 @@ func (p *Pages) grantOne(ctx context.Context, ack PageAck, rule AutoGrantRule, n
 		b.log.ErrorContext(ctx, "auto-grant issue failed", "incident", ack.IncidentID, "resource", name, "error", err)
 		if g.ID == "" {
 			_ = b.rejectFresh(ctx, r.ID, issueFailureText(name, err), err)
+		} else if errors.Is(err, grants.ErrAudit) {
+			b.tell(ctx, Recipient{Person: person}, withheldText(r))
 		} else {
 			b.tell(ctx, Recipient{Person: person}, issueFailureText(name, err))
 		}

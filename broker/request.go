@@ -208,7 +208,11 @@ func (b *Broker) Process(ctx context.Context, requestID string) error {
 			// Nothing was written: end the request so that it is not decided again later.
 			return b.rejectFresh(ctx, r.ID, issueFailureText(res.Name, err), err)
 		}
-		b.tell(ctx, to, issueFailureText(res.Name, err))
+		text := issueFailureText(res.Name, err)
+		if errors.Is(err, grants.ErrAudit) {
+			text = withheldText(r)
+		}
+		b.tell(ctx, to, text)
 		b.auditLine(ctx, fmt.Sprintf("Issuing %s for %s failed (request %s, grant %s); anything partly created is being revoked.", res.Name, person.Label(), r.ID, g.ID))
 		return nil
 	}
@@ -226,6 +230,16 @@ func withPath(ev map[string]string, p Path) map[string]string {
 	}
 	out[evPath] = string(p)
 	return out
+}
+
+// withheldText is what the requester reads when the access was created but the audit log
+// could not record it, even after retrying while the issue lease held (grants.Manager.Issue):
+// the credential was withheld and is being removed, the request is finished, and a new one
+// is the way on. It gives the command to send.
+func withheldText(r grants.Request) string {
+	return fmt.Sprintf("Request %s for %s was approved, but the audit log could not record the access, so it was withheld (no audit, no access) and is being removed. "+
+		"This request is finished: once the audit log is back (the operators have been alerted), ask again with `/access %s %s %s`.",
+		r.ID, r.Resource, r.Resource, audit.FormatDuration(r.Duration), Clean(r.Reason))
 }
 
 func issueFailureText(resource string, err error) string {

@@ -109,6 +109,11 @@ type Grant struct {
 	ClaimedBy string    // revoker instance holding the claim, if any
 	ClaimedTo time.Time // claim lease end
 
+	// AccessMissingAt is when the drift reconciler found that the access this live grant
+	// should give is gone upstream (dropped or removed out of band); zero while it is there
+	// (or was never checked). See DriftReconciler.
+	AccessMissingAt time.Time
+
 	Version   int64 // optimistic-concurrency version, bumped by every write
 	UpdatedAt time.Time
 }

@@ -209,7 +209,11 @@ func (m *Manager) Issue(ctx context.Context, in IssueInput) (Grant, Credential, 
 	iev := m.event(done, in.Actor, audit.ActionGrantIssued, g, in.Reason, map[string]string{
 		"expires_at": Timestamp(exp), "handle_key": h.Key, "preexisting": fmt.Sprint(h.Preexisting),
 	})
-	if err := m.store.Apply(wctx, &Change{Grants: []GrantWrite{{Grant: g}}, Events: []*audit.Event{iev}}); err != nil {
+	// A failed record is retried while the issue lease holds (issuerecord.go).
+	// Its context bounds hung I/O only (the wall clock); the injected clock ends the retries.
+	rctx, cancelR := context.WithTimeout(context.WithoutCancel(ctx), max(lease.Sub(done), 0)+recordTimeout)
+	defer cancelR()
+	if err := m.recordIssued(rctx, g, iev, lease); err != nil {
 		// The access exists but is not recorded as active: do not hand it out. The claim lease
 		// on the issuing row makes the revoker remove it.
 		m.log.ErrorContext(ctx, "record issued grant failed; withholding credential, revoker will remove it", "grant_id", g.ID, "error", err)

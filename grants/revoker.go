@@ -585,6 +585,19 @@ func (r *Revoker) attempt(ctx context.Context, g *Grant) (string, RevokeResult, 
 	if err != nil {
 		return "", res, fmt.Errorf("revoke grant %s: %w", g.ID, err)
 	}
+	if c, ok := p.(AccessChecker); ok {
+		// Read back: the revocation counts only once the provider says the access is gone
+		// (an Identity Center deletion still IN_PROGRESS, a role that survived, a membership
+		// re-added meanwhile are retried as any failed attempt).
+		has, err := c.HasAccess(actx, req)
+		if err != nil {
+			return "", res, fmt.Errorf("revoke grant %s: read back after revoke: %w", g.ID, err)
+		}
+		if has {
+			return "", res, fmt.Errorf("revoke grant %s: read back after revoke: the access is still there", g.ID)
+		}
+		res.Evidence = mergeEvidence(map[string]string{"read_back": "gone"}, res.Evidence)
+	}
 	return "", res, nil
 }
 

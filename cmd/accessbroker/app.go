@@ -21,20 +21,21 @@ import (
 // app is one configured broker: store, providers, manager and revoker, built from a Config.
 // Every sub-command that touches state builds one; serve also runs its workers.
 type app struct {
-	cfg       *config.Config
-	log       *slog.Logger
-	clock     grants.Clock
-	store     *sqlstore.Store
-	providers map[string]grants.Provider
-	manager   *grants.Manager
-	transport http.RoundTripper // appOptions.transport
-	gate      guardGate         // refuses new access while the audit guard finds the log suspect
-	revoker   *grants.Revoker
-	metrics   *metrics
-	instance  string
-	closers   []io.Closer
-	observer  *observerSwitch
-	notices   *grants.ObserverQueue // the revoker's observer: a.observer behind a queue
+	cfg          *config.Config
+	log          *slog.Logger
+	clock        grants.Clock
+	store        *sqlstore.Store
+	providers    map[string]grants.Provider
+	driftMetrics *driftMetrics // drift section metrics; nil until serve builds its reconciler
+	manager      *grants.Manager
+	transport    http.RoundTripper // appOptions.transport
+	gate         guardGate         // refuses new access while the audit guard finds the log suspect
+	revoker      *grants.Revoker
+	metrics      *metrics
+	instance     string
+	closers      []io.Closer
+	observer     *observerSwitch
+	notices      *grants.ObserverQueue // the revoker's observer: a.observer behind a queue
 	// proxyWake, when set (serve with postgres_proxy), is called with the revoker's Wake:
 	// the session proxy then checks its sessions' grants at once.
 	proxyWake func()

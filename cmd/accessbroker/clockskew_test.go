@@ -9,8 +9,13 @@ import (
 	"time"
 
 	"github.com/accessbroker/accessbroker/grants"
-	"github.com/accessbroker/accessbroker/grants/clocktest"
 )
+
+// offsetClock is the wall clock moved by d: a host whose clock is d off.
+type offsetClock struct{ d time.Duration }
+
+func (c offsetClock) Now() time.Time                        { return time.Now().UTC().Add(c.d) }
+func (c offsetClock) NewTimer(d time.Duration) grants.Timer { return grants.RealClock{}.NewTimer(d) }
 
 // TestReplicaWithASkewedClockRefusesToStart: of two replicas on one PostgreSQL store, the one
 // whose clock is five minutes fast refuses to serve and says why (it would revoke grants early
@@ -31,8 +36,10 @@ func TestReplicaWithASkewedClockRefusesToStart(t *testing.T) {
 		clock grants.Clock
 		want  string // "" for a start
 	}{
-		{"five minutes fast", clocktest.New(time.Now().Add(5 * time.Minute)), "5m ahead of the database's"},
-		{"five minutes slow", clocktest.New(time.Now().Add(-5 * time.Minute)), "5m behind the database's"},
+		// Offsets from the wall clock, not frozen clocks: on a loaded machine newServer may
+		// take seconds, which would add to a frozen clock's skew ("5m1s").
+		{"five minutes fast", offsetClock{5 * time.Minute}, "5m ahead of the database's"},
+		{"five minutes slow", offsetClock{-5 * time.Minute}, "5m behind the database's"},
 		{"on time", grants.RealClock{}, ""},
 	} {
 		s, err := newServer(context.Background(), cfg, appOptions{clock: tc.clock, logOut: io.Discard, withProviders: true})

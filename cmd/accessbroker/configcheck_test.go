@@ -144,6 +144,8 @@ func TestConfigCheckBadFiles(t *testing.T) {
 		{"bad_log_level.yaml", 1, "log_level", `must be debug, info, warn or error, not "verbose"`},
 		{"bad_short_api_token.yaml", 9, "api.token", "is too short"},
 		{"bad_backoff_base_over_max.yaml", 10, "revoker.backoff_base", "(10m) must not exceed revoker.backoff_max (1m)"},
+		{"bad_drift_action.yaml", 11, "drift.action", `is "delete"; use flag (record and report drift), revoke (also remove it) or off (no drift passes)`},
+		{"bad_drift_interval.yaml", 10, "drift.interval", "10s"},
 		{"bad_secret_file_missing.yaml", 7, "resources[0].webhook.token", "cannot read the secret file"},
 		{"bad_unset_env.yaml", 7, "resources[0].webhook.token", "environment variable HOOK_TOKEN_UNSET is not set"},
 	}

@@ -48,6 +48,9 @@ type grantView struct {
 	NextAttempt string            `json:"next_attempt_at,omitempty"`
 	LastError   string            `json:"last_error,omitempty"`
 	Handle      map[string]string `json:"handle,omitempty"`
+	// AccessMissingAt is when the drift reconciler found this live grant's access gone
+	// upstream (grant.access_missing); absent while it is there.
+	AccessMissingAt string `json:"access_missing_at,omitempty"`
 }
 
 func viewOf(g grants.Grant) grantView {
@@ -60,6 +63,9 @@ func viewOf(g grants.Grant) grantView {
 	}
 	if g.State == grants.StateRevokeFailed || g.State == grants.StateRevoking {
 		v.NextAttempt = grants.Timestamp(g.DueAt)
+	}
+	if !g.AccessMissingAt.IsZero() {
+		v.AccessMissingAt = grants.Timestamp(g.AccessMissingAt)
 	}
 	return v
 }
@@ -125,6 +131,9 @@ func grantsList(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		note := v.RevokeCause
 		if v.LastError != "" {
 			note = fmt.Sprintf("next try %s: %s", v.NextAttempt, firstLine(v.LastError, 60))
+		}
+		if v.AccessMissingAt != "" && g.Live() {
+			note = strings.TrimSpace("ACCESS MISSING upstream since " + v.AccessMissingAt + " " + note)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", v.ID, v.Resource, v.Person, v.State, v.ExpiresAt, v.Attempts, note)
 	}

@@ -64,8 +64,9 @@ type server struct {
 	front        *frontends
 	health       *health.Registry // readiness of every dependency (readiness.go)
 	readyz       http.Handler
-	pgproxy      *pgproxy.Proxy   // postgres_proxy; nil without it
-	console      *console.Console // the web console (console section); nil without it
+	pgproxy      *pgproxy.Proxy          // postgres_proxy; nil without it
+	console      *console.Console        // the web console (console section); nil without it
+	drift        *grants.DriftReconciler // drift; nil with drift.action: off
 }
 
 func newServer(ctx context.Context, cfg *config.Config, opts appOptions) (*server, error) {
@@ -87,6 +88,7 @@ func newServer(ctx context.Context, cfg *config.Config, opts appOptions) (*serve
 	if cfg.AdminListen != "" {
 		s.adminMux = http.NewServeMux()
 	}
+	s.drift = a.newDriftReconciler(cfg.Drift)
 	s.checkpointer = grants.NewCheckpointer(a.store, key, a.clock, a.log, int64(cfg.Audit.CheckpointEvery), cfg.Audit.CheckpointPeriod)
 	s.checkpointer.ShareWith(a.store, a.instance) // one signer among replicas
 	ws, err := buildWitnesses(ctx, cfg, a.clock, opts.aws)
@@ -241,6 +243,9 @@ func (s *server) Run(ctx context.Context, listening chan<- string) error {
 		run("audit sinks", s.streamer.Run)
 	}
 	run("readiness", s.health.Run)
+	if s.drift != nil {
+		run("drift", s.drift.Run)
+	}
 	if b := s.front.broker; b != nil {
 		if n, err := b.Recover(ctx); err != nil {
 			s.log.ErrorContext(ctx, "recover undecided requests", "error", err)

@@ -294,6 +294,26 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 		}
 	})
 
+	t.Run("ReadBackAgreesWithTheUpstream", func(t *testing.T) {
+		h := setup(t)
+		c, ok := h.Provider.(grants.AccessChecker)
+		if !ok {
+			t.Skip("the provider does not implement grants.AccessChecker (no read-back after revoke)")
+		}
+		ctx := t.Context()
+		id := grants.NewID("g")
+		iss := h.mustIssue(t, ctx, id)
+		for _, hd := range []grants.Handle{roundTrip(t, iss.Handle), {}} {
+			if got, err := c.HasAccess(ctx, h.revokeReq(id, hd)); err != nil || !got {
+				t.Fatalf("HasAccess after Issue (handle %v) = %v, %v; want true", hd, got, err)
+			}
+		}
+		h.mustRevoke(t, ctx, id, iss.Handle)
+		if got, err := c.HasAccess(ctx, h.revokeReq(id, roundTrip(t, iss.Handle))); err != nil || got || h.has(t, id, iss.Handle) {
+			t.Fatalf("HasAccess after Revoke = %v, %v (upstream %v); want false", got, err, h.has(t, id, iss.Handle))
+		}
+	})
+
 	t.Run("RevokeTwiceIsNil", func(t *testing.T) {
 		h := setup(t)
 		id := grants.NewID("g")

@@ -324,13 +324,13 @@ func (t *txStmts) writeGrantsSQLite(ctx context.Context, gws []grants.GrantWrite
 const grantChunk = 32
 
 const grantChunkCols = `id, version, state, issued_at, expires_at, revoked_at, revoke_cause, handle, handle_key, attempts,
-	due_at, last_error, claimed_by, claimed_to`
+	due_at, last_error, claimed_by, claimed_to, access_missing_at`
 
-var updateGrantChunkSQL = `WITH u(` + grantChunkCols + `) AS (VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)` +
-	strings.Repeat(", (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", grantChunk-1) + `)
+var updateGrantChunkSQL = `WITH u(` + grantChunkCols + `) AS (VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)` +
+	strings.Repeat(", (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", grantChunk-1) + `)
 	UPDATE grants SET state = u.state, issued_at = u.issued_at, expires_at = u.expires_at, revoked_at = u.revoked_at,
 		revoke_cause = u.revoke_cause, handle = u.handle, handle_key = u.handle_key, attempts = u.attempts, due_at = u.due_at,
-		last_error = u.last_error, claimed_by = u.claimed_by, claimed_to = u.claimed_to,
+		last_error = u.last_error, claimed_by = u.claimed_by, claimed_to = u.claimed_to, access_missing_at = u.access_missing_at,
 		version = grants.version + 1, updated_at = ?
 	FROM u WHERE grants.id = u.id AND grants.version = u.version
 	RETURNING grants.id`
@@ -343,11 +343,11 @@ func (t *txStmts) updateGrantChunk(ctx context.Context, gs []*grants.Grant, now 
 		}
 		t.chunk = st
 	}
-	args := make([]any, 0, len(gs)*14+1)
+	args := make([]any, 0, len(gs)*15+1)
 	for _, g := range gs {
 		handle, _ := json.Marshal(g.Handle)
 		args = append(args, g.ID, g.Version, string(g.State), ms(g.IssuedAt), ms(g.ExpiresAt), ms(g.RevokedAt), string(g.RevokeCause),
-			string(handle), g.Handle.Key, g.Attempts, ms(g.DueAt), g.LastError, g.ClaimedBy, ms(g.ClaimedTo))
+			string(handle), g.Handle.Key, g.Attempts, ms(g.DueAt), g.LastError, g.ClaimedBy, ms(g.ClaimedTo), ms(g.AccessMissingAt))
 	}
 	args = append(args, ms(now))
 	rows, err := t.chunk.QueryContext(ctx, args...)
@@ -409,14 +409,14 @@ func (t *txStmts) close() {
 
 const insertGrantSQL = `INSERT INTO grants (request_id, resource, provider, person, slack_user, state, reason, incident_id,
 	created_at, issued_at, expires_at, revoked_at, revoke_cause, handle, handle_key, attempts, due_at, last_error,
-	claimed_by, claimed_to, id, version, updated_at)
-	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	claimed_by, claimed_to, access_missing_at, id, version, updated_at)
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 
 // updateGrantSQL writes the columns that change over a grant's life. The identity columns
 // (request, resource, provider, person, reason, incident, created_at) are fixed at creation,
 // and leaving them out spares SQLite from rewriting the indexes built on them.
 const updateGrantSQL = `UPDATE grants SET state = ?, issued_at = ?, expires_at = ?, revoked_at = ?, revoke_cause = ?,
-	handle = ?, handle_key = ?, attempts = ?, due_at = ?, last_error = ?, claimed_by = ?, claimed_to = ?,
+	handle = ?, handle_key = ?, attempts = ?, due_at = ?, last_error = ?, claimed_by = ?, claimed_to = ?, access_missing_at = ?,
 	version = version + 1, updated_at = ?
 	WHERE id = ? AND version = ?`
 
@@ -426,7 +426,7 @@ func (t *txStmts) writeGrant(ctx context.Context, gw grants.GrantWrite, now time
 	handle, _ := json.Marshal(g.Handle)
 	args := []any{g.RequestID, g.Resource, g.Provider, string(person), g.Person.SlackUserID, string(g.State), g.Reason, g.IncidentID,
 		ms(g.CreatedAt), ms(g.IssuedAt), ms(g.ExpiresAt), ms(g.RevokedAt), string(g.RevokeCause), string(handle), g.Handle.Key,
-		g.Attempts, ms(g.DueAt), g.LastError, g.ClaimedBy, ms(g.ClaimedTo)}
+		g.Attempts, ms(g.DueAt), g.LastError, g.ClaimedBy, ms(g.ClaimedTo), ms(g.AccessMissingAt)}
 	if gw.Create {
 		if g.ID == "" {
 			return errors.New("create grant: empty id")
@@ -442,7 +442,7 @@ func (t *txStmts) writeGrant(ctx context.Context, gw grants.GrantWrite, now time
 	}
 	res, err := t.exec(ctx, &t.update, updateGrantSQL, string(g.State), ms(g.IssuedAt), ms(g.ExpiresAt), ms(g.RevokedAt),
 		string(g.RevokeCause), string(handle), g.Handle.Key, g.Attempts, ms(g.DueAt), g.LastError, g.ClaimedBy, ms(g.ClaimedTo),
-		ms(now), g.ID, g.Version)
+		ms(g.AccessMissingAt), ms(now), g.ID, g.Version)
 	if err != nil {
 		return fmt.Errorf("update grant %s: %w", g.ID, err)
 	}

@@ -29,17 +29,18 @@ type grantArrays struct {
 	due                                                                             []int64
 	lastError, claimedBy                                                            []string
 	claimedTo, version                                                              []int64
+	accessMissing                                                                   []int64
 }
 
 // pgGrantCols are the grant columns carried by grantArrays, in order; version is the row's
 // new version for an insert and its expected current version for an update.
 const pgGrantCols = `id, request_id, resource, provider, person, slack_user, state, reason, incident_id,
 	created_at, issued_at, expires_at, revoked_at, revoke_cause, handle, handle_key, attempts, due_at, last_error,
-	claimed_by, claimed_to, version`
+	claimed_by, claimed_to, version, access_missing_at`
 
 const pgGrantUnnest = `unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
 	$9::text[], $10::bigint[], $11::bigint[], $12::bigint[], $13::bigint[], $14::text[], $15::text[], $16::text[], $17::int[],
-	$18::bigint[], $19::text[], $20::text[], $21::bigint[], $22::bigint[])`
+	$18::bigint[], $19::text[], $20::text[], $21::bigint[], $22::bigint[], $24::bigint[])`
 
 const pgInsertGrantsSQL = `INSERT INTO grants (` + pgGrantCols + `, updated_at)
 	SELECT u.*, $23::bigint FROM ` + pgGrantUnnest + ` AS u`
@@ -50,7 +51,7 @@ const pgUpdateGrantsSQL = `UPDATE grants AS g SET request_id = u.request_id, res
 	person = u.person, slack_user = u.slack_user, state = u.state, reason = u.reason, incident_id = u.incident_id,
 	created_at = u.created_at, issued_at = u.issued_at, expires_at = u.expires_at, revoked_at = u.revoked_at,
 	revoke_cause = u.revoke_cause, handle = u.handle, handle_key = u.handle_key, attempts = u.attempts, due_at = u.due_at,
-	last_error = u.last_error, claimed_by = u.claimed_by, claimed_to = u.claimed_to,
+	last_error = u.last_error, claimed_by = u.claimed_by, claimed_to = u.claimed_to, access_missing_at = u.access_missing_at,
 	version = g.version + 1, updated_at = $23::bigint
 	FROM ` + pgGrantUnnest + ` AS u(` + pgGrantCols + `)
 	WHERE g.id = u.id AND g.version = u.version
@@ -86,12 +87,13 @@ func (a *grantArrays) add(g *grants.Grant, version int64) {
 	a.claimedBy = append(a.claimedBy, g.ClaimedBy)
 	a.claimedTo = append(a.claimedTo, ms(g.ClaimedTo))
 	a.version = append(a.version, version)
+	a.accessMissing = append(a.accessMissing, ms(g.AccessMissingAt))
 }
 
 func (a *grantArrays) args(now time.Time) []any {
 	return []any{a.id, a.requestID, a.resource, a.provider, a.person, a.slackUser, a.state, a.reason, a.incidentID,
 		a.created, a.issued, a.expires, a.revoked, a.revokeCause, a.handle, a.handleKey, a.attempts, a.due, a.lastError,
-		a.claimedBy, a.claimedTo, a.version, ms(now)}
+		a.claimedBy, a.claimedTo, a.version, ms(now), a.accessMissing}
 }
 
 // writeGrantsPostgres inserts the change's new grants in one statement and updates the others

@@ -14,17 +14,17 @@ import (
 )
 
 const grantCols = `id, request_id, resource, provider, person, state, reason, incident_id, created_at, issued_at, expires_at,
-	revoked_at, revoke_cause, handle, attempts, due_at, last_error, claimed_by, claimed_to, version, updated_at`
+	revoked_at, revoke_cause, handle, attempts, due_at, last_error, claimed_by, claimed_to, version, updated_at, access_missing_at`
 
 type scanner interface{ Scan(...any) error }
 
 func scanGrant(sc scanner) (grants.Grant, error) {
 	var g grants.Grant
 	var person, handle, state, cause string
-	var created, issued, expires, revoked, due, claimedTo, updated int64
+	var created, issued, expires, revoked, due, claimedTo, updated, missing int64
 	if err := sc.Scan(&g.ID, &g.RequestID, &g.Resource, &g.Provider, &person, &state, &g.Reason, &g.IncidentID,
 		&created, &issued, &expires, &revoked, &cause, &handle, &g.Attempts, &due, &g.LastError, &g.ClaimedBy, &claimedTo,
-		&g.Version, &updated); err != nil {
+		&g.Version, &updated, &missing); err != nil {
 		return g, err
 	}
 	if err := json.Unmarshal([]byte(person), &g.Person); err != nil {
@@ -35,7 +35,7 @@ func scanGrant(sc scanner) (grants.Grant, error) {
 	}
 	g.State, g.RevokeCause = grants.State(state), grants.RevokeCause(cause)
 	g.CreatedAt, g.IssuedAt, g.ExpiresAt, g.RevokedAt = fromMS(created), fromMS(issued), fromMS(expires), fromMS(revoked)
-	g.DueAt, g.ClaimedTo, g.UpdatedAt = fromMS(due), fromMS(claimedTo), fromMS(updated)
+	g.DueAt, g.ClaimedTo, g.UpdatedAt, g.AccessMissingAt = fromMS(due), fromMS(claimedTo), fromMS(updated), fromMS(missing)
 	return g, nil
 }
 

@@ -111,6 +111,7 @@ func testGrantRoundTrip(t *testing.T, s grants.Store, clock *clocktest.Fake) {
 	}
 	clock.Advance(time.Minute)
 	got.State, got.RevokedAt, got.RevokeCause, got.Attempts, got.LastError = grants.StateRevoked, clock.Now(), grants.CauseManual, 2, "boom"
+	got.AccessMissingAt = clock.Now().Add(-time.Second) // the drift mark is stored like every other column
 	MustApply(t, s, &grants.Change{Grants: []grants.GrantWrite{{Grant: &got}}, Events: []*audit.Event{Event(clock.Now(), audit.ActionGrantRevoked, &got)}})
 	again, err := s.GetGrant(ctx, g.ID)
 	if err != nil {
@@ -485,6 +486,7 @@ func testManyUpdates(t *testing.T, s grants.Store, clock *clocktest.Fake) {
 		for i, g := range gs {
 			cp := *g
 			cp.State, cp.RevokedAt, cp.RevokeCause, cp.LastError = grants.StateRevoked, clock.Now(), grants.CauseExpired, fmt.Sprintf("done %d", i)
+			cp.AccessMissingAt = now.Add(time.Duration(i+1) * time.Millisecond)
 			if i == stale {
 				cp.Version--
 			}
@@ -509,8 +511,8 @@ func testManyUpdates(t *testing.T, s grants.Store, clock *clocktest.Fake) {
 		t.Fatalf("revoked %d grants, want %d", len(got), n)
 	}
 	for _, g := range got {
-		if g.Version != 2 || !strings.HasPrefix(g.LastError, "done ") {
-			t.Fatalf("grant %s: version %d, last error %q", g.ID, g.Version, g.LastError)
+		if g.Version != 2 || !strings.HasPrefix(g.LastError, "done ") || g.AccessMissingAt.IsZero() {
+			t.Fatalf("grant %s: version %d, last error %q, access missing at %v", g.ID, g.Version, g.LastError, g.AccessMissingAt)
 		}
 	}
 	if n := countEvents(t, s); n != 2*75 {

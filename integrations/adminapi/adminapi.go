@@ -230,6 +230,9 @@ type GrantJSON struct {
 	NextAttempt string            `json:"next_attempt_at,omitempty"`
 	LastError   string            `json:"last_error,omitempty"`
 	Handle      map[string]string `json:"handle,omitempty"`
+	// AccessMissingAt is when the drift reconciler found the grant's access gone upstream
+	// (grant.access_missing); absent while it is there.
+	AccessMissingAt string `json:"access_missing_at,omitempty"`
 }
 
 func grantJSON(g grants.Grant) GrantJSON {
@@ -241,7 +244,8 @@ func grantJSON(g grants.Grant) GrantJSON {
 	}
 	v := GrantJSON{ID: g.ID, RequestID: g.RequestID, Resource: g.Resource, Provider: g.Provider, Person: g.Person, State: g.State,
 		Reason: g.Reason, IncidentID: g.IncidentID, CreatedAt: ts(g.CreatedAt), IssuedAt: ts(g.IssuedAt), ExpiresAt: ts(g.ExpiresAt),
-		RevokedAt: ts(g.RevokedAt), RevokeCause: string(g.RevokeCause), Attempts: g.Attempts, LastError: g.LastError, Handle: g.Handle.Data}
+		RevokedAt: ts(g.RevokedAt), RevokeCause: string(g.RevokeCause), Attempts: g.Attempts, LastError: g.LastError, Handle: g.Handle.Data,
+		AccessMissingAt: ts(g.AccessMissingAt)}
 	if g.State == grants.StateRevoking || g.State == grants.StateRevokeFailed {
 		v.NextAttempt = ts(g.DueAt)
 	}

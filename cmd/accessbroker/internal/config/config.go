@@ -115,6 +115,9 @@ type Config struct {
 	Audit AuditConfig `yaml:"audit"`
 	// Revoker (revoker) tunes the durable revocation loop. Every key has a default.
 	Revoker RevokerConfig `yaml:"revoker"`
+	// Drift (drift) is the periodic comparison of each provider's access with the live
+	// grants (docs/operations.md, "Drift"). Every key has a default.
+	Drift DriftConfig `yaml:"drift"`
 	// Slack (slack) is the Slack app. nil when the section is absent; required as soon as a
 	// resource names approvers.
 	Slack *SlackConfig `yaml:"slack"`
@@ -322,6 +325,21 @@ type RevokerConfig struct {
 	// ShutdownGrace (revoker.shutdown_grace) lets in-flight revocations finish and be
 	// recorded after shutdown starts. Default 10s; at most 5m.
 	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
+}
+
+// DriftConfig is the drift section. Every field has a default.
+type DriftConfig struct {
+	// Interval (drift.interval) is the time between drift passes; one replica runs each
+	// (the "drift" lease). The first pass runs a minute after start (or after interval, if
+	// shorter). Default 10m; 1m to 24h.
+	Interval time.Duration `yaml:"interval"`
+	// Action (drift.action) is what a pass does with access that no live grant gives (a
+	// role named for a revoked or unknown grant, a membership a revoked grant made that is
+	// back): flag (record drift.found, log, count; leave it for an operator), revoke (also
+	// remove it through the provider and read back that it is gone), or off (no passes at
+	// all). Live grants whose access is gone are marked and reported with flag and revoke.
+	// Default flag.
+	Action string `yaml:"action"`
 }
 
 // SlackConfig is the slack section.
@@ -1643,6 +1661,9 @@ func (c *Config) applyDefaults() {
 	setDur("revoker.claim_lease", &r.ClaimLease, 2*time.Minute)
 	setDur("revoker.issue_timeout", &r.IssueTimeout, time.Minute)
 	setDur("revoker.shutdown_grace", &r.ShutdownGrace, 10*time.Second)
+	setDur("drift.interval", &c.Drift.Interval, 10*time.Minute)
+	setStr(&c.Drift.Action, "flag")
+	c.Drift.Action = strings.ToLower(c.Drift.Action)
 
 	if s := c.Slack; s != nil {
 		setStr(&s.APIURL, DefaultSlackAPIURL)
@@ -1885,6 +1906,14 @@ func (c *Config) validate() []Problem {
 		v.add("revoker.claim_lease", "(%s) must be longer than revoker.issue_timeout (%s), or another replica could claim a grant whose revocation is still running", audit.FormatDuration(r.ClaimLease), audit.FormatDuration(r.IssueTimeout))
 	}
 	v.duration("revoker.shutdown_grace", r.ShutdownGrace, 0, 5*time.Minute)
+
+	// drift
+	v.duration("drift.interval", c.Drift.Interval, time.Minute, 24*time.Hour)
+	switch c.Drift.Action {
+	case "flag", "revoke", "off":
+	default:
+		v.add("drift.action", "is %q; use flag (record and report drift), revoke (also remove it) or off (no drift passes)", c.Drift.Action)
+	}
 
 	c.validateSlack(v)
 	c.validatePagerDuty(v)

@@ -90,6 +90,7 @@ func TestLoadConfigValid(t *testing.T) {
 			ConcurrencyPerProvider: 8, Batch: 100, BackoffBase: 2 * time.Second, BackoffMax: 10 * time.Minute,
 			ClaimLease: 3 * time.Minute, IssueTimeout: 45 * time.Second, ShutdownGrace: 20 * time.Second,
 		},
+		Drift: DriftConfig{Interval: 30 * time.Minute, Action: "revoke"},
 		Slack: &SlackConfig{
 			APIURL: "http://127.0.0.1:8111/api/", TeamID: "T0TEAM",
 			BotToken: s("xoxb-test-token"), SigningSecret: s("slack-signing-secret"),
@@ -206,6 +207,7 @@ func TestConfigDefaults(t *testing.T) {
 			ConcurrencyPerProvider: 32, Batch: 256, BackoffBase: 5 * time.Second, BackoffMax: 5 * time.Minute,
 			ClaimLease: 2 * time.Minute, IssueTimeout: time.Minute, ShutdownGrace: 10 * time.Second,
 		},
+		Drift: DriftConfig{Interval: 10 * time.Minute, Action: "flag"},
 		Slack: &SlackConfig{
 			APIURL: DefaultSlackAPIURL, TeamID: "T0TEAM", BotToken: NewSecret("xoxb-test"),
 			SigningSecrets: []Secret{NewSecret("signing-test")},
@@ -501,7 +503,7 @@ func TestEnvExpansion(t *testing.T) {
 			name:    "keys are not expanded",
 			extra:   "${KEY}: x\n",
 			env:     map[string]string{"KEY": "instance_name"},
-			wantErr: []Problem{{Line: 9, Msg: `unknown key "${KEY}" in config; known keys: admin_listen, api, audit, auto_grant, aws, console, github, identities, identity, instance_name, listen, log_level, pagerduty, postgres_proxy, resources, revoker, slack, store`}},
+			wantErr: []Problem{{Line: 9, Msg: `unknown key "${KEY}" in config; known keys: admin_listen, api, audit, auto_grant, aws, console, drift, github, identities, identity, instance_name, listen, log_level, pagerduty, postgres_proxy, resources, revoker, slack, store`}},
 		},
 	}
 	for _, tt := range tests {
