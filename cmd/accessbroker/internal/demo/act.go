@@ -224,6 +224,13 @@ func (d *demo) settle(ctx context.Context) {
 }
 
 func (d *demo) showEvents(ctx context.Context, grantID string, actions ...audit.Action) {
+	d.showEventsNumbered(ctx, grantID, true, actions...)
+}
+
+// showEventsNumbered is showEvents, with each event's seq when numbered: an event that races
+// another writer for its seq (the proxy's session.ended and the revoker's grant.revoked at
+// expiry) is shown without it, so that the transcript does not depend on who won.
+func (d *demo) showEventsNumbered(ctx context.Context, grantID string, numbered bool, actions ...audit.Action) {
 	evs, err := d.broker.Search(ctx, audit.Query{GrantID: grantID, Limit: 100})
 	if err != nil {
 		d.say("(audit search failed: %v)", err)
@@ -238,7 +245,11 @@ func (d *demo) showEvents(ctx context.Context, grantID string, actions ...audit.
 			if n := d.nameOf(who); n != who {
 				who = n
 			}
-			line := fmt.Sprintf("audit log #%d %s: %s by %s:%s", e.Seq, grants.Timestamp(e.Time), e.Action, e.Actor.Kind, who)
+			num := fmt.Sprintf(" #%d", e.Seq)
+			if !numbered {
+				num = ""
+			}
+			line := fmt.Sprintf("audit log%s %s: %s by %s:%s", num, grants.Timestamp(e.Time), e.Action, e.Actor.Kind, who)
 			if c := e.Evidence["cause"]; c != "" {
 				line += ", cause " + c
 			}

@@ -311,7 +311,9 @@ func (d *demo) stepExpiry(ctx context.Context, first grants.Grant) error {
 		return err
 	}
 	d.showSlack()
-	d.showEvents(ctx, g.ID, audit.ActionGrantRevoked)
+	// With alice's proxied session open, the proxy's session.ended and this grant.revoked
+	// race for the next seq.
+	d.showEventsNumbered(ctx, g.ID, d.pgSession == nil, audit.ActionGrantRevoked)
 	d.outcome("the revoker revoked grant %s at %s, cause %s: its 15 minutes were up.", g.ID, grants.Timestamp(g.RevokedAt), g.RevokeCause)
 	if err := d.checkSessionCut(ctx, first.ID); err != nil {
 		return err
