@@ -176,6 +176,12 @@ func TestStreamerFlushInterval(t *testing.T) {
 	appendN(t, st, clock, 4) // now 6 waiting: a full batch of 5 goes at once
 	for len(sink.delivered()) < 7 {
 		s.Wake()
+		// Give the streamer real time to look before the fake clock moves: on a loaded
+		// machine it may not have run yet, and every second moved brings the flush
+		// interval nearer.
+		for wait := time.Now().Add(5 * time.Second); len(sink.delivered()) < 7 && time.Now().Before(wait); {
+			time.Sleep(10 * time.Millisecond)
+		}
 		waitTimer()
 		if len(sink.delivered()) < 7 {
 			clock.Advance(time.Second)
