@@ -61,7 +61,8 @@ type server struct {
 	front        *frontends
 	health       *health.Registry // readiness of every dependency (readiness.go)
 	readyz       http.Handler
-	pgproxy      *pgproxy.Proxy // postgres_proxy; nil without it
+	pgproxy      *pgproxy.Proxy            // postgres_proxy; nil without it
+	activity     *grants.ActivityCollector // activity collection; nil when no source is enabled
 }
 
 func newServer(ctx context.Context, cfg *config.Config, opts appOptions) (*server, error) {
@@ -120,6 +121,10 @@ func newServer(ctx context.Context, cfg *config.Config, opts appOptions) (*serve
 	}
 	if s.front.notifier != nil {
 		alerts.target = s.front.notifier
+	}
+	if s.activity, err = buildActivity(ctx, a); err != nil {
+		a.Close()
+		return nil, err
 	}
 	if s.health, err = newReadiness(ctx, a); err != nil {
 		a.Close()
@@ -219,6 +224,9 @@ func (s *server) Run(ctx context.Context, listening chan<- string) error {
 		run("witness publisher", s.publisher.Run)
 	}
 	run("readiness", s.health.Run)
+	if s.activity != nil {
+		run("activity collector", runActivity(s.activity))
+	}
 	if b := s.front.broker; b != nil {
 		if n, err := b.Recover(ctx); err != nil {
 			s.log.ErrorContext(ctx, "recover undecided requests", "error", err)

@@ -144,6 +144,10 @@ type Config struct {
 	// resources with postgres.proxy: true are reached through it, and every session and
 	// statement is recorded. nil when absent; required as soon as a resource has proxy: true.
 	PostgresProxy *PostgresProxyConfig `yaml:"postgres_proxy"`
+	// Activity (activity) collects what people did with their grants upstream (CloudTrail
+	// for aws-sts grants) onto each grant's audit timeline (docs/activity.md). Off unless a
+	// source is enabled.
+	Activity ActivityConfig `yaml:"activity"`
 
 	lines   map[string]int  // key path → line of the key (or list item) in the file
 	set     map[string]bool // key paths given a non-null value in the file
@@ -333,6 +337,33 @@ type AWSConfig struct {
 	// EndpointURL (aws.endpoint_url) overrides every AWS endpoint (tests, demo). Empty means
 	// the SDK's endpoints. Must be https unless the host is loopback.
 	EndpointURL string `yaml:"endpoint_url"`
+}
+
+// ActivityConfig is the activity section.
+type ActivityConfig struct {
+	// PollInterval (activity.poll_interval) is how often each grant is looked up again while
+	// it is live and during its after-end window. Default 5m; 1m to 1h.
+	PollInterval time.Duration `yaml:"poll_interval"`
+	// AWS (activity.aws) collects CloudTrail events of aws-sts grants.
+	AWS ActivityAWSConfig `yaml:"aws"`
+}
+
+// ActivityAWSConfig is the activity.aws section.
+type ActivityAWSConfig struct {
+	// Enabled (activity.aws.enabled) looks up every aws-sts grant's CloudTrail management
+	// events (LookupEvents by the session's AccessKeyId, in aws.region) as aws.activity
+	// events. The broker's credentials need cloudtrail:LookupEvents in the role's account.
+	// Needs the aws section. Default false.
+	Enabled bool `yaml:"enabled"`
+	// LookbackAfterEnd (activity.aws.lookback_after_end) is how long after a grant ended its
+	// events are still looked up, and how far back each look-up re-reads: CloudTrail
+	// delivers events minutes late (typically within 15). Default 20m; 5m to 24h.
+	LookbackAfterEnd time.Duration `yaml:"lookback_after_end"`
+	// CallsPerSecond (activity.aws.calls_per_second) is this broker's LookupEvents rate per
+	// account and region, shared by all grants. CloudTrail allows 2 per second per account
+	// and region in all; with several replicas give each a share (e.g. 1 for two). Default
+	// 2; 1 or 2.
+	CallsPerSecond int `yaml:"calls_per_second"`
 }
 
 // GitHubConfig is the github section.
@@ -1531,6 +1562,10 @@ func (c *Config) applyDefaults() {
 	setInt("audit.checkpoint_every", &c.Audit.CheckpointEvery, 1000)
 	setDur("audit.checkpoint_period", &c.Audit.CheckpointPeriod, time.Hour)
 
+	setDur("activity.poll_interval", &c.Activity.PollInterval, 5*time.Minute)
+	setDur("activity.aws.lookback_after_end", &c.Activity.AWS.LookbackAfterEnd, 20*time.Minute)
+	setInt("activity.aws.calls_per_second", &c.Activity.AWS.CallsPerSecond, 2)
+
 	r := &c.Revoker
 	setInt("revoker.concurrency_per_provider", &r.ConcurrencyPerProvider, 32)
 	setInt("revoker.batch", &r.Batch, 256)
@@ -1786,6 +1821,12 @@ func (c *Config) validate() []Problem {
 		if a.EndpointURL != "" {
 			v.checkURL("aws.endpoint_url", a.EndpointURL, awsprov.ValidateEndpointURL)
 		}
+	}
+	v.duration("activity.poll_interval", c.Activity.PollInterval, time.Minute, time.Hour)
+	v.duration("activity.aws.lookback_after_end", c.Activity.AWS.LookbackAfterEnd, 5*time.Minute, 24*time.Hour)
+	v.intRange("activity.aws.calls_per_second", c.Activity.AWS.CallsPerSecond, 1, 2)
+	if c.Activity.AWS.Enabled && (c.AWS == nil || c.AWS.Region == "") {
+		v.add("activity.aws.enabled", "needs the aws section with region (CloudTrail is looked up there); add aws.region or set activity.aws.enabled: false")
 	}
 	if g := c.GitHub; g != nil {
 		v.checkURL("github.api_url", g.APIURL, func(s string) error { _, err := github.ParseAPIURL(s); return err })
