@@ -110,8 +110,8 @@ func (s *CloudTrailSource) limiter(account string) *callLimiter {
 
 // wait blocks until one call may be made (on the injected clock).
 func (l *callLimiter) wait(ctx context.Context, clock grants.Clock) error {
-	now := clock.Now()
 	l.mu.Lock()
+	now := clock.Now() // read under the lock: the limiter never sees time go backwards
 	from := now
 	if l.paused.After(from) {
 		from = l.paused

@@ -343,3 +343,22 @@ func TestCloudTrailRateLimitWith200Grants(t *testing.T) {
 		t.Errorf("200 calls took %s of fake time, want at least 99.5s at 2/s", span)
 	}
 }
+
+// TestCloudTrailRetryAfterPausesTheAccount: a 429 with Retry-After: 7 on one grant's look-up
+// holds every look-up of the account for 7 seconds (fake clock), not only that grant's.
+func TestCloudTrailRetryAfterPausesTheAccount(t *testing.T) {
+	a := newActivityEnv(t, CloudTrailOptions{})
+	now := a.clock.Now()
+	a.stsGrant(t, "ASIARETRYAFTER0001", now, time.Time{})
+	a.stsGrant(t, "ASIARETRYAFTER0002", now, time.Time{})
+	a.fake.TooManyRequests(awsfake.ServiceCloudTrail, "LookupEvents", "7", 1)
+	a.clock.Advance(time.Minute)
+	a.pass(t)
+	calls := a.fake.CallsTo(awsfake.ServiceCloudTrail, "LookupEvents")
+	if len(calls) != 2 || calls[0].Status != 429 || calls[1].Status != 200 {
+		t.Fatalf("calls %+v: want a 429 then a success", calls)
+	}
+	if gap := calls[1].At.Sub(calls[0].At); gap < 7*time.Second {
+		t.Errorf("next look-up %s after the 429, want at least the 7s Retry-After", gap)
+	}
+}
