@@ -11,6 +11,7 @@ import (
 	"github.com/accessbroker/accessbroker/integrations/httpclient"
 
 	awsprov "github.com/accessbroker/accessbroker/integrations/aws"
+	ghprov "github.com/accessbroker/accessbroker/integrations/github"
 )
 
 // activityMetrics are the collector's Prometheus series: accessbroker_activity_events_total
@@ -67,6 +68,16 @@ func buildActivity(ctx context.Context, a *app) (*grants.ActivityCollector, erro
 		})
 		sources = append(sources, grants.CollectorSource{Name: awsprov.SourceCloudTrail, Providers: []string{awsprov.KindSTS},
 			Source: src, AfterEnd: ac.AWS.LookbackAfterEnd, Poll: ac.PollInterval})
+	}
+	if ac.GitHub.AuditLog {
+		client := httpclient.New(httpclient.Options{Logger: a.log, ReturnLastResponse: true, Clock: a.clock})
+		src, err := ghprov.NewAuditLogSource(a.cfg.GitHub.APIURL, a.cfg.GitHub.Token.Reveal(), client,
+			ghprov.AuditLogOptions{Lateness: ac.GitHub.LookbackAfterEnd})
+		if err != nil {
+			return nil, fmt.Errorf("activity.github: %w", err)
+		}
+		sources = append(sources, grants.CollectorSource{Name: ghprov.SourceAuditLog, Providers: []string{ghprov.Kind},
+			Source: src, AfterEnd: ac.GitHub.LookbackAfterEnd, Poll: ac.PollInterval})
 	}
 	if len(sources) == 0 {
 		return nil, nil

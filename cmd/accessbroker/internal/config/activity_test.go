@@ -16,7 +16,8 @@ func TestActivityConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := ActivityConfig{PollInterval: 2 * time.Minute, AWS: ActivityAWSConfig{Enabled: true, LookbackAfterEnd: 30 * time.Minute, CallsPerSecond: 1}}
+	want := ActivityConfig{PollInterval: 2 * time.Minute, AWS: ActivityAWSConfig{Enabled: true, LookbackAfterEnd: 30 * time.Minute, CallsPerSecond: 1},
+		GitHub: ActivityGitHubConfig{LookbackAfterEnd: 20 * time.Minute}}
 	if diff := cmp.Diff(want, cfg.Activity); diff != "" {
 		t.Errorf("activity (-want +got):\n%s", diff)
 	}
@@ -28,6 +29,8 @@ func TestActivityConfig(t *testing.T) {
 			Msg: "needs the aws section with region (CloudTrail is looked up there); add aws.region or set activity.aws.enabled: false"}}},
 		{"rate above CloudTrail's", "aws: {region: eu-west-1}\nactivity: {aws: {calls_per_second: 3}}\n", []Problem{{Path: "activity.aws.calls_per_second", Line: 6, Msg: "must be between 1 and 2, not 3"}}},
 		{"window too short", "activity: {aws: {lookback_after_end: 1m}}\n", []Problem{{Path: "activity.aws.lookback_after_end", Line: 5, Msg: "must be at least 5m, not 1m"}}},
+		{"audit log without github", "activity: {github: {audit_log: true}}\n", []Problem{{Path: "activity.github.audit_log", Line: 5,
+			Msg: "needs the github section with token (it reads the organisation audit log); add github.token or set activity.github.audit_log: false"}}},
 		{"poll too fast", "activity: {poll_interval: 10s}\n", []Problem{{Path: "activity.poll_interval", Line: 5, Msg: "must be at least 1m, not 10s"}}},
 	}
 	for _, tt := range tests {

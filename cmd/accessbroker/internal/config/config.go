@@ -346,6 +346,23 @@ type ActivityConfig struct {
 	PollInterval time.Duration `yaml:"poll_interval"`
 	// AWS (activity.aws) collects CloudTrail events of aws-sts grants.
 	AWS ActivityAWSConfig `yaml:"aws"`
+	// GitHub (activity.github) collects github-team grants' actions from the organisation
+	// audit log.
+	GitHub ActivityGitHubConfig `yaml:"github"`
+}
+
+// ActivityGitHubConfig is the activity.github section.
+type ActivityGitHubConfig struct {
+	// AuditLog (activity.github.audit_log) looks up each github-team grant's person in the
+	// organisation audit log (GET /orgs/{org}/audit-log, phrase actor:LOGIN; GitHub
+	// Enterprise Cloud only; github.token needs read:audit_log) as github.activity events. An
+	// organisation without the audit log API (404) is noted on the grant and not retried.
+	// Needs the github section. Default false.
+	AuditLog bool `yaml:"audit_log"`
+	// LookbackAfterEnd (activity.github.lookback_after_end) is how long after a grant ended
+	// the audit log is still read, and how far back each look-up re-reads. Default 20m; 5m
+	// to 24h.
+	LookbackAfterEnd time.Duration `yaml:"lookback_after_end"`
 }
 
 // ActivityAWSConfig is the activity.aws section.
@@ -1565,6 +1582,7 @@ func (c *Config) applyDefaults() {
 	setDur("activity.poll_interval", &c.Activity.PollInterval, 5*time.Minute)
 	setDur("activity.aws.lookback_after_end", &c.Activity.AWS.LookbackAfterEnd, 20*time.Minute)
 	setInt("activity.aws.calls_per_second", &c.Activity.AWS.CallsPerSecond, 2)
+	setDur("activity.github.lookback_after_end", &c.Activity.GitHub.LookbackAfterEnd, 20*time.Minute)
 
 	r := &c.Revoker
 	setInt("revoker.concurrency_per_provider", &r.ConcurrencyPerProvider, 32)
@@ -1827,6 +1845,10 @@ func (c *Config) validate() []Problem {
 	v.intRange("activity.aws.calls_per_second", c.Activity.AWS.CallsPerSecond, 1, 2)
 	if c.Activity.AWS.Enabled && (c.AWS == nil || c.AWS.Region == "") {
 		v.add("activity.aws.enabled", "needs the aws section with region (CloudTrail is looked up there); add aws.region or set activity.aws.enabled: false")
+	}
+	v.duration("activity.github.lookback_after_end", c.Activity.GitHub.LookbackAfterEnd, 5*time.Minute, 24*time.Hour)
+	if c.Activity.GitHub.AuditLog && (c.GitHub == nil || c.GitHub.Token.Reveal() == "") {
+		v.add("activity.github.audit_log", "needs the github section with token (it reads the organisation audit log); add github.token or set activity.github.audit_log: false")
 	}
 	if g := c.GitHub; g != nil {
 		v.checkURL("github.api_url", g.APIURL, func(s string) error { _, err := github.ParseAPIURL(s); return err })

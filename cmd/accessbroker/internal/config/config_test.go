@@ -160,7 +160,8 @@ func TestLoadConfigValid(t *testing.T) {
 			{Slack: "U0BOB", SlackTeam: "T0OTHER", Email: "bob@example.com", GitHub: "bob-sre"},
 		},
 		Identity: IdentityRulesConfig{ResolveByEmail: true},
-		Activity: ActivityConfig{PollInterval: 5 * time.Minute, AWS: ActivityAWSConfig{LookbackAfterEnd: 20 * time.Minute, CallsPerSecond: 2}},
+		Activity: ActivityConfig{PollInterval: 5 * time.Minute, AWS: ActivityAWSConfig{LookbackAfterEnd: 20 * time.Minute, CallsPerSecond: 2},
+			GitHub: ActivityGitHubConfig{LookbackAfterEnd: 20 * time.Minute}},
 	}
 	if diff := cmp.Diff(want, cfg, configCmpOpts...); diff != "" {
 		t.Errorf("config (-want +got):\n%s", diff)
@@ -247,7 +248,8 @@ func TestConfigDefaults(t *testing.T) {
 		},
 		Identities: []IdentityConfig{{Slack: "U0ALICE", SlackTeam: "T0TEAM"}},
 		Identity:   IdentityRulesConfig{ResolveByEmail: true},
-		Activity:   ActivityConfig{PollInterval: 5 * time.Minute, AWS: ActivityAWSConfig{LookbackAfterEnd: 20 * time.Minute, CallsPerSecond: 2}},
+		Activity: ActivityConfig{PollInterval: 5 * time.Minute, AWS: ActivityAWSConfig{LookbackAfterEnd: 20 * time.Minute, CallsPerSecond: 2},
+			GitHub: ActivityGitHubConfig{LookbackAfterEnd: 20 * time.Minute}},
 	}
 	if diff := cmp.Diff(want, cfg, configCmpOpts...); diff != "" {
 		t.Errorf("config (-want +got):\n%s", diff)
