@@ -1,7 +1,7 @@
 package audit
 
 // Activity actions: what a person did with a grant upstream, collected after the fact
-// (DESIGN.md "Audit actions added with the activity work"). Each names its grant and
+// (docs/activity.md). Each names its grant and
 // resource; the evidence keys are listed with each action.
 const (
 	// ActionAWSActivity is one CloudTrail event of a grant's session. Evidence: event_id,
@@ -14,7 +14,8 @@ const (
 	// event_time, repo, actor, id, after_revocation.
 	ActionGitHubActivity Action = "github.activity"
 	// ActionGitHubWebhookRefused: a request to the GitHub webhook endpoint failed its
-	// signature check (or was malformed); nothing was recorded from it.
+	// signature check (or was malformed); nothing was recorded from it. Reserved: the
+	// webhook endpoint is not implemented yet, so nothing emits it.
 	ActionGitHubWebhookRefused Action = "github.webhook_refused"
 )
 
