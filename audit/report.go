@@ -148,14 +148,19 @@ const (
 	// privilege (SQLSTATE 42501): someone tried more than the grant allows.
 	AnomalyPermissionDenied AnomalyKind = "permission_denied_statements"
 	// AnomalyNeverUsed: a grant that ended (revoked, or expired by until) without any proxied
-	// session, on a resource that had proxied sessions before until. The audit log does not
-	// say whether a resource is proxied; a resource with sessions is taken to be.
+	// session, on a resource that had proxied sessions before until, or without any upstream
+	// activity (CloudTrail, GitHub) on a resource whose grants had some: granted but unused.
+	// The audit log does not say whether a resource is proxied or collected; a resource with
+	// sessions or activity is taken to be.
 	AnomalyNeverUsed AnomalyKind = "granted_never_used"
+	// AnomalyActivityAfterRevocation: upstream activity of a grant (a CloudTrail call or a
+	// GitHub action that was not refused) after the grant ended: revocation did not hold.
+	AnomalyActivityAfterRevocation AnomalyKind = "activity_after_revocation"
 )
 
 // AnomalyKinds lists the anomaly rules in display order.
 var AnomalyKinds = []AnomalyKind{AnomalyNotOnCall, AnomalyOutsideShift, AnomalyBreakGlass, AnomalyRepeatedRejections, AnomalySameApprover, AnomalyNotRevokedOnTime,
-	AnomalyLoginFailures, AnomalyAfterIncidentResolved, AnomalyPermissionDenied, AnomalyNeverUsed}
+	AnomalyLoginFailures, AnomalyAfterIncidentResolved, AnomalyPermissionDenied, AnomalyNeverUsed, AnomalyActivityAfterRevocation}
 
 // Count is a named figure.
 type Count struct {
@@ -196,6 +201,9 @@ type Report struct {
 	// Sessions totals the database use of the window's grants through the session proxy
 	// (the sum of the rows' Use).
 	Sessions SessionUse
+	// Activity totals the upstream activity of the window's grants (the sum of the rows'
+	// Activity).
+	Activity ActivityUse
 	// LoginFailures counts session.login_failed events in the window.
 	LoginFailures int
 	// Anomalies are ordered by kind (AnomalyKinds order), then time, grant and person.
@@ -333,7 +341,9 @@ type GrantRow struct {
 	// expiry, else "".
 	EndedEarly string
 	// Use is what was done with the grant through the session proxy, up to until.
-	Use       SessionUse
+	Use SessionUse
+	// Activity is what was done upstream (CloudTrail calls, GitHub actions) with the grant.
+	Activity  ActivityUse
 	Anomalies []AnomalyKind
 }
 
@@ -447,7 +457,7 @@ func NewReportBuilder(since, until time.Time, opts ReportOptions, sizeHint int) 
 	return &ReportBuilder{sorted: true, b: &reportBuilder{
 		since: since.UTC(), until: until.UTC(), opts: opts.withDefaults(),
 		grants: make(map[string]*grantTrack, n), requests: make(map[string]*requestTrack, n),
-		alias: map[string]string{}, failed: map[string]bool{}, sessionRes: map[string]bool{}, order: make([]*grantTrack, 0, n),
+		alias: map[string]string{}, failed: map[string]bool{}, sessionRes: map[string]bool{}, activityRes: map[string]bool{}, order: make([]*grantTrack, 0, n),
 		grantSlab: make([]grantTrack, 0, n), requestSlab: make([]requestTrack, 0, n),
 	}}
 }

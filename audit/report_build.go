@@ -27,6 +27,8 @@ type grantTrack struct {
 	failures                                int
 	failing                                 bool
 	use                                     *sessionTrack // nil until the grant's first session event
+	activity                                *ActivityUse  // nil until the grant's first activity event
+	firstAfterEnd                           time.Time     // the first activity after the grant ended
 }
 
 // sessionTrack is what a grant's session.* events told so far.
@@ -80,8 +82,10 @@ type reportBuilder struct {
 	logins    []loginFailure
 	// sessionRes holds the resources with a session.started event in the window.
 	sessionRes map[string]bool
-	failed     map[string]bool
-	buckets    [][]Anomaly // findings by kind, in AnomalyKinds order
+	// activityRes holds the resources with an aws.activity or github.activity event.
+	activityRes map[string]bool
+	failed      map[string]bool
+	buckets     [][]Anomaly // findings by kind, in AnomalyKinds order
 
 	// Preallocated tracks, so that 100k grants are not 100k allocations.
 	grantSlab   []grantTrack
@@ -146,6 +150,8 @@ func (b *reportBuilder) add(e *Event) {
 	switch e.Action {
 	case ActionSessionStarted, ActionSessionStatement, ActionSessionEnded, ActionSessionLoginFailed:
 		b.addSessionEvent(e, in)
+	case ActionAWSActivity, ActionGitHubActivity:
+		b.addActivityEvent(e)
 	case ActionRequestCreated, ActionOnCallChecked, ActionRequestApproved, ActionRequestExpired,
 		ActionRequestDenied, ActionRequestRejected, ActionApprovalRecorded:
 		b.addRequestEvent(e, in)
@@ -509,6 +515,7 @@ func (b *reportBuilder) finish() Report {
 			used = append(used, g.revokedAt.Sub(g.created))
 		}
 		rep.Sessions.add(row.Use)
+		rep.Activity.add(row.Activity)
 		if g.extensions > 0 {
 			rep.Extensions.Extensions += g.extensions
 			rep.Extensions.Grants++
@@ -615,8 +622,12 @@ func (b *reportBuilder) row(g *grantTrack) GrantRow {
 		}
 	}
 
+	if g.activity != nil {
+		row.Activity = *g.activity
+	}
 	b.grantAnomalies(g, &row, kind, by, onCall("on_call_error"))
 	b.sessionAnomalies(g, &row)
+	b.activityAnomalies(g, &row)
 	return row
 }
 

@@ -58,6 +58,7 @@ var ReportCSVColumns = []string{
 	"state", "revoked_at", "revoke_cause", "revoked_by", "revoke_reason", "anomalies", "ended_early",
 	"sessions", "statements", "connected", "write_statements", "ddl_statements", "failed_statements",
 	"week_reviewed",
+	"aws_calls", "aws_writes", "aws_denied", "github_actions", "activity_after_revocation",
 }
 
 // WriteReportCSV writes the report's grant rows as RFC 4180 CSV with a header row and the
@@ -92,6 +93,8 @@ func writeReportCSV(w io.Writer, r Report, cell func(string) string) error {
 			strconv.Itoa(g.Use.Sessions), strconv.Itoa(g.Use.Statements), FormatDuration(g.Use.Connected),
 			strconv.Itoa(g.Use.Writes), strconv.Itoa(g.Use.DDL), strconv.Itoa(g.Use.Failed),
 			reviewOf(r.Reviews, g.IssuedAt),
+			strconv.Itoa(g.Activity.AWSCalls), strconv.Itoa(g.Activity.AWSWrites), strconv.Itoa(g.Activity.AWSDenied),
+			strconv.Itoa(g.Activity.GitHubActions), strconv.Itoa(g.Activity.AfterRevocation),
 		}
 		for i, v := range vals {
 			rec[i] = cell(v)
@@ -180,6 +183,16 @@ func writeReportJSON(w *bufio.Writer, r Report) error {
 		return use{Sessions: u.Sessions, Statements: u.Statements, Connected: FormatDuration(u.Connected),
 			Writes: u.Writes, DDL: u.DDL, Failed: u.Failed, PermissionDenied: u.PermissionDenied}
 	}
+	type activity struct {
+		AWSCalls        int `json:"aws_calls"`
+		AWSWrites       int `json:"aws_writes"`
+		AWSDenied       int `json:"aws_denied"`
+		GitHubActions   int `json:"github_actions"`
+		AfterRevocation int `json:"after_revocation"`
+	}
+	toActivity := func(u ActivityUse) activity {
+		return activity{AWSCalls: u.AWSCalls, AWSWrites: u.AWSWrites, AWSDenied: u.AWSDenied, GitHubActions: u.GitHubActions, AfterRevocation: u.AfterRevocation}
+	}
 	type anomaly struct {
 		Kind      AnomalyKind `json:"kind"`
 		Time      string      `json:"time"`
@@ -215,6 +228,7 @@ func writeReportJSON(w *bufio.Writer, r Report) error {
 		RevokeReason string        `json:"revoke_reason,omitempty"`
 		EndedEarly   string        `json:"ended_early,omitempty"`
 		Use          use           `json:"sessions"`
+		Activity     activity      `json:"activity"`
 		Anomalies    []AnomalyKind `json:"anomalies"`
 	}
 	type checkpoint struct {
@@ -248,6 +262,7 @@ func writeReportJSON(w *bufio.Writer, r Report) error {
 		Requests    RequestCounts `json:"requests"`
 		Revocations revocations   `json:"revocations"`
 		Sessions    use           `json:"sessions"`
+		Activity    activity      `json:"activity"`
 		LoginFails  int           `json:"login_failures"`
 		Checkpoint  *checkpoint   `json:"latest_checkpoint,omitempty"`
 	}
@@ -271,7 +286,7 @@ func writeReportJSON(w *bufio.Writer, r Report) error {
 		EarlyEnds:  nonNil(r.EarlyEnds), Requests: r.Requests,
 		Revocations: revocations{Revoked: r.Revocations.Revoked, Failures: r.Revocations.Failures, FailedGrants: r.Revocations.FailedGrants,
 			Late: []late{}, NotRevokedOnTime: r.Revocations.NotRevokedOnTime},
-		Sessions: toUse(r.Sessions), LoginFails: r.LoginFailures,
+		Sessions: toUse(r.Sessions), Activity: toActivity(r.Activity), LoginFails: r.LoginFailures,
 	}
 	if c := r.Checkpoint; c != nil {
 		out.Checkpoint = &checkpoint{Seq: c.Seq, Hash: c.Hash, Time: stamp(c.Time), Witnesses: c.Witnesses, Published: c.Published}
@@ -293,7 +308,7 @@ func writeReportJSON(w *bufio.Writer, r Report) error {
 			IssuedAt: stamp(g.IssuedAt), ExpiresAt: stamp(g.ExpiresAt), Granted: FormatDuration(g.Granted), Reason: g.Reason,
 			Decision: g.Decision, DecidedBy: g.DecidedBy, OnCall: g.OnCall, OnCallUntil: g.OnCallUntil, OnCallShifts: g.OnCallShifts,
 			Incident: g.Incident, Extensions: g.Extensions, State: g.State, RevokedAt: stamp(g.RevokedAt), RevokeCause: g.RevokeCause,
-			RevokedBy: g.RevokedBy, RevokeReason: g.RevokeReason, EndedEarly: g.EndedEarly, Use: toUse(g.Use), Anomalies: kinds}
+			RevokedBy: g.RevokedBy, RevokeReason: g.RevokeReason, EndedEarly: g.EndedEarly, Use: toUse(g.Use), Activity: toActivity(g.Activity), Anomalies: kinds}
 	}
 	var head bytes.Buffer
 	henc := json.NewEncoder(&head)
@@ -404,6 +419,8 @@ func WriteReportMarkdown(w io.Writer, r Report) error {
 	p("| database sessions through the proxy: sessions / statements / connected | %d / %d / %s |\n", su.Sessions, su.Statements, FormatDuration(su.Connected))
 	p("| statements: write / DDL / failed (permission denied) | %d / %d / %d (%d) |\n", su.Writes, su.DDL, su.Failed, su.PermissionDenied)
 	p("| refused logins at the database proxy | %d |\n", r.LoginFailures)
+	act := r.Activity
+	p("| upstream activity: AWS calls (writes / denied) / GitHub actions | %d (%d / %d) / %d |\n", act.AWSCalls, act.AWSWrites, act.AWSDenied, act.GitHubActions)
 	p("| anomalies | %d |\n\n", len(r.Anomalies))
 
 	countTable := func(title, col string, cs []Count, skipZero bool) {
@@ -454,6 +471,21 @@ func WriteReportMarkdown(w io.Writer, r Report) error {
 			if u := g.Use; u.Sessions > 0 || u.Statements > 0 {
 				p("| `%s` | %s | %s | %d | %d | %s | %d | %d | %d | %d |\n", g.GrantID, mdCell(g.Person), mdCell(g.Resource),
 					u.Sessions, u.Statements, FormatDuration(u.Connected), u.Writes, u.DDL, u.Failed, u.PermissionDenied)
+			}
+		}
+		p("\n")
+	}
+
+	p("## Upstream activity\n\n")
+	if act.total() == 0 {
+		p("None.\n\n")
+	} else {
+		p("| grant | person | resource | AWS calls | AWS writes | AWS denied | GitHub actions | after revocation |\n")
+		p("| --- | --- | --- | --- | --- | --- | --- | --- |\n")
+		for _, g := range r.Rows {
+			if u := g.Activity; u.total() > 0 {
+				p("| `%s` | %s | %s | %d | %d | %d | %d | %d |\n", g.GrantID, mdCell(g.Person), mdCell(g.Resource),
+					u.AWSCalls, u.AWSWrites, u.AWSDenied, u.GitHubActions, u.AfterRevocation)
 			}
 		}
 		p("\n")

@@ -163,8 +163,11 @@ func (b *reportBuilder) sessionAnomalies(g *grantTrack, row *GrantRow) {
 		}
 	}
 	ended := row.State == RowRevoked || row.State == RowExpiredNotRevoked
-	if ended && row.Use.Sessions == 0 && b.sessionRes[g.resource] {
+	switch {
+	case ended && row.Use.Sessions == 0 && b.sessionRes[g.resource]:
 		flag(AnomalyNeverUsed, g.issued, 0, "granted for "+FormatDuration(row.Granted)+" and ended without a session through the database proxy")
+	case ended && row.Activity.total() == 0 && b.activityRes[g.resource]:
+		flag(AnomalyNeverUsed, g.issued, 0, "granted for "+FormatDuration(row.Granted)+" and ended without any recorded upstream activity (CloudTrail, GitHub)")
 	}
 }
 

@@ -51,6 +51,8 @@ type grantView struct {
 	// AccessMissingAt is when the drift reconciler found this live grant's access gone
 	// upstream (grant.access_missing); absent while it is there.
 	AccessMissingAt string `json:"access_missing_at,omitempty"`
+	// Activity is the grant's activity collection per source (docs/activity.md).
+	Activity []activityView `json:"activity,omitempty"`
 }
 
 func viewOf(g grants.Grant) grantView {
@@ -112,10 +114,17 @@ func grantsList(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		fmt.Fprintf(stderr, "accessbroker grants list: %v\n", err)
 		return exitFailure
 	}
+	curs, err := cursorsByGrant(ctx, a.store, list)
+	if err != nil {
+		fmt.Fprintf(stderr, "accessbroker grants list: %v\n", err)
+		return exitFailure
+	}
 	if *format == "json" {
 		views := make([]grantView, 0, len(list))
 		for _, g := range list {
-			views = append(views, viewOf(g))
+			v := viewOf(g)
+			v.Activity = activityViews(curs[g.ID])
+			views = append(views, v)
 		}
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -125,7 +134,7 @@ func grantsList(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		return exitOK
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tRESOURCE\tPERSON\tSTATE\tEXPIRES (UTC)\tATTEMPTS\tNOTE")
+	fmt.Fprintln(tw, "ID\tRESOURCE\tPERSON\tSTATE\tEXPIRES (UTC)\tATTEMPTS\tACTIVITY\tNOTE")
 	for _, g := range list {
 		v := viewOf(g)
 		note := v.RevokeCause
@@ -135,7 +144,7 @@ func grantsList(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		if v.AccessMissingAt != "" && g.Live() {
 			note = strings.TrimSpace("ACCESS MISSING upstream since " + v.AccessMissingAt + " " + note)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", v.ID, v.Resource, v.Person, v.State, v.ExpiresAt, v.Attempts, note)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", v.ID, v.Resource, v.Person, v.State, v.ExpiresAt, v.Attempts, firstOr(activityNote(curs[g.ID]), "-"), note)
 	}
 	tw.Flush()
 	return exitOK

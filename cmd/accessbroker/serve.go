@@ -64,9 +64,10 @@ type server struct {
 	front        *frontends
 	health       *health.Registry // readiness of every dependency (readiness.go)
 	readyz       http.Handler
-	pgproxy      *pgproxy.Proxy          // postgres_proxy; nil without it
-	console      *console.Console        // the web console (console section); nil without it
-	drift        *grants.DriftReconciler // drift; nil with drift.action: off
+	pgproxy      *pgproxy.Proxy            // postgres_proxy; nil without it
+	console      *console.Console          // the web console (console section); nil without it
+	drift        *grants.DriftReconciler   // drift; nil with drift.action: off
+	activity     *grants.ActivityCollector // activity collection; nil when no source is enabled
 }
 
 func newServer(ctx context.Context, cfg *config.Config, opts appOptions) (*server, error) {
@@ -141,6 +142,10 @@ func newServer(ctx context.Context, cfg *config.Config, opts appOptions) (*serve
 	}
 	if s.front.notifier != nil {
 		alerts.target = s.front.notifier
+	}
+	if s.activity, err = buildActivity(ctx, a); err != nil {
+		a.Close()
+		return nil, err
 	}
 	if s.health, err = newReadiness(ctx, a); err != nil {
 		a.Close()
@@ -245,6 +250,9 @@ func (s *server) Run(ctx context.Context, listening chan<- string) error {
 	run("readiness", s.health.Run)
 	if s.drift != nil {
 		run("drift", s.drift.Run)
+	}
+	if s.activity != nil {
+		run("activity collector", runActivity(s.activity))
 	}
 	if b := s.front.broker; b != nil {
 		if n, err := b.Recover(ctx); err != nil {

@@ -261,6 +261,9 @@ const (
 	DataSourceIdentity = "source_identity"
 	DataIssuedAt       = "issued_at"
 	DataSTSExpiry      = "sts_expiry"
+	// DataAccessKeyID is the session's AccessKeyId (ASIA…; not secret): CloudTrail records it
+	// with every call the session makes, and activity collection looks events up by it.
+	DataAccessKeyID = "access_key_id"
 )
 
 // Issue assumes the role for the person: DurationSeconds is the time left in the grant (at
@@ -270,7 +273,8 @@ const (
 // credential says so in console_url_unavailable and the grant still succeeds.
 //
 // Handle.Key is the session name, unique per grant; Handle.Data holds the role name, role id
-// (AROA…), session name and STS expiry that Revoke needs.
+// (AROA…), session name and STS expiry that Revoke needs, and the session's AccessKeyId
+// (not secret) that activity collection looks CloudTrail events up by.
 func (p *STSProvider) Issue(ctx context.Context, req grants.IssueRequest) (grants.Issued, error) {
 	if req.GrantID == "" {
 		return grants.Issued{}, fmt.Errorf("aws-sts issue: empty grant id: %w", grants.ErrInvalid)
@@ -376,6 +380,7 @@ func (p *STSProvider) Issue(ctx context.Context, req grants.IssueRequest) (grant
 				DataSourceIdentity: src,
 				DataIssuedAt:       grants.Timestamp(issuedAt),
 				DataSTSExpiry:      grants.Timestamp(expiry),
+				DataAccessKeyID:    aws.ToString(c.AccessKeyId),
 			},
 		},
 		Credential: grants.NewCredential(KindSTS, pairs...),

@@ -88,6 +88,7 @@ func TestSTSIssue(t *testing.T) {
 	wantHandle := grants.Handle{Key: name, Data: map[string]string{
 		DataRoleARN: role.ARN, DataRoleName: "oncall-admin", DataRoleID: role.ID, DataSessionName: name,
 		DataSourceIdentity: "alice@example.com", DataIssuedAt: grants.Timestamp(t0), DataSTSExpiry: grants.Timestamp(t0.Add(90 * time.Minute)),
+		DataAccessKeyID: sess.AccessKeyID, // the session's key: activity collection looks CloudTrail up by it
 	}}
 	if diff := cmp.Diff(wantHandle, iss.Handle); diff != "" {
 		t.Errorf("handle (-want +got):\n%s", diff)

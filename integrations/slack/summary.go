@@ -142,6 +142,10 @@ func SummaryBlocks(r audit.Report) ([]slackgo.Block, string) {
 		blocks = append(blocks, slackgo.NewSectionBlock(sumMD(sumCut(db, SlackMaxSectionText)), nil, nil))
 	}
 
+	if top := sumMostWrites(r.Rows, 3); top != "" {
+		blocks = append(blocks, slackgo.NewSectionBlock(sumMD(sumCut("*Most write activity:*\n"+top, SlackMaxSectionText)), nil, nil))
+	}
+
 	// Anomalies, most serious kinds first.
 	blocks = append(blocks, slackgo.NewDividerBlock())
 	if len(r.Anomalies) == 0 {
@@ -225,22 +229,23 @@ func SummaryBlocks(r audit.Report) ([]slackgo.Block, string) {
 
 // summaryAnomalyOrder puts the kinds that need someone's attention first.
 var summaryAnomalyOrder = []audit.AnomalyKind{
-	audit.AnomalyNotRevokedOnTime, audit.AnomalyAfterIncidentResolved, audit.AnomalyBreakGlass, audit.AnomalyPermissionDenied,
+	audit.AnomalyNotRevokedOnTime, audit.AnomalyActivityAfterRevocation, audit.AnomalyAfterIncidentResolved, audit.AnomalyBreakGlass, audit.AnomalyPermissionDenied,
 	audit.AnomalyLoginFailures, audit.AnomalyRepeatedRejections, audit.AnomalySameApprover, audit.AnomalyOutsideShift,
 	audit.AnomalyNotOnCall, audit.AnomalyNeverUsed,
 }
 
 var summaryAnomalyWords = map[audit.AnomalyKind]string{
-	audit.AnomalyNotRevokedOnTime:      "not revoked on time",
-	audit.AnomalyBreakGlass:            "break-glass",
-	audit.AnomalyRepeatedRejections:    "repeated rejections",
-	audit.AnomalySameApprover:          "same approver again and again",
-	audit.AnomalyOutsideShift:          "outside the on-call shift",
-	audit.AnomalyNotOnCall:             "not on call",
-	audit.AnomalyLoginFailures:         "repeated database login failures",
-	audit.AnomalyAfterIncidentResolved: "statements after the incident resolved",
-	audit.AnomalyPermissionDenied:      "permission-denied statements",
-	audit.AnomalyNeverUsed:             "granted but never used",
+	audit.AnomalyNotRevokedOnTime:        "not revoked on time",
+	audit.AnomalyBreakGlass:              "break-glass",
+	audit.AnomalyRepeatedRejections:      "repeated rejections",
+	audit.AnomalySameApprover:            "same approver again and again",
+	audit.AnomalyOutsideShift:            "outside the on-call shift",
+	audit.AnomalyNotOnCall:               "not on call",
+	audit.AnomalyLoginFailures:           "repeated database login failures",
+	audit.AnomalyAfterIncidentResolved:   "statements after the incident resolved",
+	audit.AnomalyPermissionDenied:        "permission-denied statements",
+	audit.AnomalyNeverUsed:               "granted but never used",
+	audit.AnomalyActivityAfterRevocation: "upstream activity after revocation",
 }
 
 func sumAnomalyLine(a audit.Anomaly) string {
@@ -274,6 +279,9 @@ func sumGrantLine(g audit.GrantRow) string {
 	if u := g.Use; u.Sessions > 0 {
 		line += fmt.Sprintf(" · %d sessions, %d statements (%d write, %d DDL, %d failed), %s connected",
 			u.Sessions, u.Statements, u.Writes, u.DDL, u.Failed, audit.FormatDuration(u.Connected))
+	}
+	if a := g.Activity; a.AWSCalls > 0 || a.GitHubActions > 0 {
+		line += fmt.Sprintf(" · %d AWS calls (%d write, %d denied), %d GitHub actions", a.AWSCalls, a.AWSWrites, a.AWSDenied, a.GitHubActions)
 	}
 	if g.Reason != "" {
 		line += ": _" + Escape(strings.Join(strings.Fields(g.Reason), " ")) + "_"

@@ -158,7 +158,14 @@ func TestPostSummaryWithManyGrants(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := p.PostSummary(t.Context(), summaryChannel, bigReport(500)); err != nil {
+	big := bigReport(500)
+	notOnCall := 0
+	for _, a := range big.Anomalies {
+		if a.Kind == audit.AnomalyNotOnCall {
+			notOnCall++
+		}
+	}
+	if err := p.PostSummary(t.Context(), summaryChannel, big); err != nil {
 		t.Fatal(err)
 	}
 	msgs := fake.Messages()
@@ -194,7 +201,7 @@ func TestPostSummaryWithManyGrants(t *testing.T) {
 	if n := strings.Count(text, "• *not revoked on time*"); n != summaryAnomalyLines {
 		t.Errorf("%d not-revoked-on-time lines, want the first %d", n, summaryAnomalyLines)
 	}
-	if strings.Contains(text, "• *not on call*") || !strings.Contains(text, fmt.Sprintf("%d not on call", 500/len(audit.AnomalyKinds))) {
+	if strings.Contains(text, "• *not on call*") || !strings.Contains(text, fmt.Sprintf("%d not on call", notOnCall)) {
 		t.Error("the least serious anomalies are listed instead of counted")
 	}
 	if msgs[0].Text == "" || utf8.RuneCountInString(msgs[0].Text) > 4000 {

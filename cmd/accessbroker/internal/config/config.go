@@ -151,6 +151,10 @@ type Config struct {
 	// with Slack, grants, requests with a dry run, approvals, each grant's story, audit
 	// search, the weekly report. nil when absent: no console. Needs the slack section.
 	Console *ConsoleConfig `yaml:"console"`
+	// Activity (activity) collects what people did with their grants upstream (CloudTrail
+	// for aws-sts grants) onto each grant's audit timeline (docs/activity.md). Off unless a
+	// source is enabled.
+	Activity ActivityConfig `yaml:"activity"`
 
 	lines   map[string]int  // key path → line of the key (or list item) in the file
 	set     map[string]bool // key paths given a non-null value in the file
@@ -415,6 +419,50 @@ type AWSConfig struct {
 	// EndpointURL (aws.endpoint_url) overrides every AWS endpoint (tests, demo). Empty means
 	// the SDK's endpoints. Must be https unless the host is loopback.
 	EndpointURL string `yaml:"endpoint_url"`
+}
+
+// ActivityConfig is the activity section.
+type ActivityConfig struct {
+	// PollInterval (activity.poll_interval) is how often each grant is looked up again while
+	// it is live and during its after-end window. Default 5m; 1m to 1h.
+	PollInterval time.Duration `yaml:"poll_interval"`
+	// AWS (activity.aws) collects CloudTrail events of aws-sts grants.
+	AWS ActivityAWSConfig `yaml:"aws"`
+	// GitHub (activity.github) collects github-team grants' actions from the organisation
+	// audit log.
+	GitHub ActivityGitHubConfig `yaml:"github"`
+}
+
+// ActivityGitHubConfig is the activity.github section.
+type ActivityGitHubConfig struct {
+	// AuditLog (activity.github.audit_log) looks up each github-team grant's person in the
+	// organisation audit log (GET /orgs/{org}/audit-log, phrase actor:LOGIN; GitHub
+	// Enterprise Cloud only; github.token needs read:audit_log) as github.activity events. An
+	// organisation without the audit log API (404) is noted on the grant and not retried.
+	// Needs the github section. Default false.
+	AuditLog bool `yaml:"audit_log"`
+	// LookbackAfterEnd (activity.github.lookback_after_end) is how long after a grant ended
+	// the audit log is still read, and how far back each look-up re-reads. Default 20m; 5m
+	// to 24h.
+	LookbackAfterEnd time.Duration `yaml:"lookback_after_end"`
+}
+
+// ActivityAWSConfig is the activity.aws section.
+type ActivityAWSConfig struct {
+	// Enabled (activity.aws.enabled) looks up every aws-sts grant's CloudTrail management
+	// events (LookupEvents by the session's AccessKeyId, in aws.region) as aws.activity
+	// events. The broker's credentials need cloudtrail:LookupEvents in the role's account.
+	// Needs the aws section. Default false.
+	Enabled bool `yaml:"enabled"`
+	// LookbackAfterEnd (activity.aws.lookback_after_end) is how long after a grant ended its
+	// events are still looked up, and how far back each look-up re-reads: CloudTrail
+	// delivers events minutes late (typically within 15). Default 20m; 5m to 24h.
+	LookbackAfterEnd time.Duration `yaml:"lookback_after_end"`
+	// CallsPerSecond (activity.aws.calls_per_second) is this broker's LookupEvents rate per
+	// account and region, shared by all grants. CloudTrail allows 2 per second per account
+	// and region in all; with several replicas give each a share (e.g. 1 for two). Default
+	// 2; 1 or 2.
+	CallsPerSecond int `yaml:"calls_per_second"`
 }
 
 // GitHubConfig is the github section.
@@ -1653,6 +1701,11 @@ func (c *Config) applyDefaults() {
 	setDur("audit.checkpoint_period", &c.Audit.CheckpointPeriod, time.Hour)
 	c.sinkDefaults()
 
+	setDur("activity.poll_interval", &c.Activity.PollInterval, 5*time.Minute)
+	setDur("activity.aws.lookback_after_end", &c.Activity.AWS.LookbackAfterEnd, 20*time.Minute)
+	setInt("activity.aws.calls_per_second", &c.Activity.AWS.CallsPerSecond, 2)
+	setDur("activity.github.lookback_after_end", &c.Activity.GitHub.LookbackAfterEnd, 20*time.Minute)
+
 	r := &c.Revoker
 	setInt("revoker.concurrency_per_provider", &r.ConcurrencyPerProvider, 32)
 	setInt("revoker.batch", &r.Batch, 256)
@@ -1924,6 +1977,16 @@ func (c *Config) validate() []Problem {
 		if a.EndpointURL != "" {
 			v.checkURL("aws.endpoint_url", a.EndpointURL, awsprov.ValidateEndpointURL)
 		}
+	}
+	v.duration("activity.poll_interval", c.Activity.PollInterval, time.Minute, time.Hour)
+	v.duration("activity.aws.lookback_after_end", c.Activity.AWS.LookbackAfterEnd, 5*time.Minute, 24*time.Hour)
+	v.intRange("activity.aws.calls_per_second", c.Activity.AWS.CallsPerSecond, 1, 2)
+	if c.Activity.AWS.Enabled && (c.AWS == nil || c.AWS.Region == "") {
+		v.add("activity.aws.enabled", "needs the aws section with region (CloudTrail is looked up there); add aws.region or set activity.aws.enabled: false")
+	}
+	v.duration("activity.github.lookback_after_end", c.Activity.GitHub.LookbackAfterEnd, 5*time.Minute, 24*time.Hour)
+	if c.Activity.GitHub.AuditLog && (c.GitHub == nil || c.GitHub.Token.Reveal() == "") {
+		v.add("activity.github.audit_log", "needs the github section with token (it reads the organisation audit log); add github.token or set activity.github.audit_log: false")
 	}
 	if g := c.GitHub; g != nil {
 		v.checkURL("github.api_url", g.APIURL, func(s string) error { _, err := github.ParseAPIURL(s); return err })

@@ -161,6 +161,8 @@ func TestLoadConfigValid(t *testing.T) {
 			{Slack: "U0BOB", SlackTeam: "T0OTHER", Email: "bob@example.com", GitHub: "bob-sre"},
 		},
 		Identity: IdentityRulesConfig{ResolveByEmail: true},
+		Activity: ActivityConfig{PollInterval: 5 * time.Minute, AWS: ActivityAWSConfig{LookbackAfterEnd: 20 * time.Minute, CallsPerSecond: 2},
+			GitHub: ActivityGitHubConfig{LookbackAfterEnd: 20 * time.Minute}},
 	}
 	if diff := cmp.Diff(want, cfg, configCmpOpts...); diff != "" {
 		t.Errorf("config (-want +got):\n%s", diff)
@@ -248,6 +250,8 @@ func TestConfigDefaults(t *testing.T) {
 		},
 		Identities: []IdentityConfig{{Slack: "U0ALICE", SlackTeam: "T0TEAM"}},
 		Identity:   IdentityRulesConfig{ResolveByEmail: true},
+		Activity: ActivityConfig{PollInterval: 5 * time.Minute, AWS: ActivityAWSConfig{LookbackAfterEnd: 20 * time.Minute, CallsPerSecond: 2},
+			GitHub: ActivityGitHubConfig{LookbackAfterEnd: 20 * time.Minute}},
 	}
 	if diff := cmp.Diff(want, cfg, configCmpOpts...); diff != "" {
 		t.Errorf("config (-want +got):\n%s", diff)
@@ -503,7 +507,7 @@ func TestEnvExpansion(t *testing.T) {
 			name:    "keys are not expanded",
 			extra:   "${KEY}: x\n",
 			env:     map[string]string{"KEY": "instance_name"},
-			wantErr: []Problem{{Line: 9, Msg: `unknown key "${KEY}" in config; known keys: admin_listen, api, audit, auto_grant, aws, console, drift, github, identities, identity, instance_name, listen, log_level, pagerduty, postgres_proxy, resources, revoker, slack, store`}},
+			wantErr: []Problem{{Line: 9, Msg: `unknown key "${KEY}" in config; known keys: activity, admin_listen, api, audit, auto_grant, aws, console, drift, github, identities, identity, instance_name, listen, log_level, pagerduty, postgres_proxy, resources, revoker, slack, store`}},
 		},
 	}
 	for _, tt := range tests {

@@ -1,0 +1,46 @@
+package config
+
+import (
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// TestActivityConfig: the activity section's defaults, explicit values, and each refusal (with
+// the key, line and what to do).
+func TestActivityConfig(t *testing.T) {
+	t.Parallel()
+	const base = "store: {driver: sqlite, dsn: x}\naudit: {signing_key_file: k}\nresources:\n  - {name: a, provider: webhook, webhook: {url: \"https://h/\", token: t}}\n"
+	cfg, err := ParseConfig([]byte(base+"aws: {region: eu-west-1}\nactivity:\n  poll_interval: 2m\n  aws: {enabled: true, lookback_after_end: 30m, calls_per_second: 1}\n"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := ActivityConfig{PollInterval: 2 * time.Minute, AWS: ActivityAWSConfig{Enabled: true, LookbackAfterEnd: 30 * time.Minute, CallsPerSecond: 1},
+		GitHub: ActivityGitHubConfig{LookbackAfterEnd: 20 * time.Minute}}
+	if diff := cmp.Diff(want, cfg.Activity); diff != "" {
+		t.Errorf("activity (-want +got):\n%s", diff)
+	}
+	tests := []struct {
+		name, data string
+		want       []Problem
+	}{
+		{"enabled without aws", "activity: {aws: {enabled: true}}\n", []Problem{{Path: "activity.aws.enabled", Line: 5,
+			Msg: "needs the aws section with region (CloudTrail is looked up there); add aws.region or set activity.aws.enabled: false"}}},
+		{"rate above CloudTrail's", "aws: {region: eu-west-1}\nactivity: {aws: {calls_per_second: 3}}\n", []Problem{{Path: "activity.aws.calls_per_second", Line: 6, Msg: "must be between 1 and 2, not 3"}}},
+		{"window too short", "activity: {aws: {lookback_after_end: 1m}}\n", []Problem{{Path: "activity.aws.lookback_after_end", Line: 5, Msg: "must be at least 5m, not 1m"}}},
+		{"audit log without github", "activity: {github: {audit_log: true}}\n", []Problem{{Path: "activity.github.audit_log", Line: 5,
+			Msg: "needs the github section with token (it reads the organisation audit log); add github.token or set activity.github.audit_log: false"}}},
+		{"poll too fast", "activity: {poll_interval: 10s}\n", []Problem{{Path: "activity.poll_interval", Line: 5, Msg: "must be at least 1m, not 10s"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := ParseConfig([]byte(base+tt.data), nil)
+			ce := mustConfigError(t, err)
+			if diff := cmp.Diff(tt.want, ce.Problems); diff != "" {
+				t.Errorf("problems (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
