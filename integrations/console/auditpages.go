@@ -337,9 +337,15 @@ func (c *Console) reportPage(w http.ResponseWriter, r *http.Request, v Viewer) {
 		c.fail(w, r, err)
 		return
 	}
+	reviews, err := c.weekReviews(r.Context(), since, since.AddDate(0, 0, 7))
+	if err != nil {
+		c.fail(w, r, err)
+		return
+	}
 	d := struct {
 		common
 		Week       *weekView
+		Reviews    []weekReviewView
 		Since      string
 		Until      string
 		Prev, Next string
@@ -348,7 +354,7 @@ func (c *Console) reportPage(w http.ResponseWriter, r *http.Request, v Viewer) {
 		ByKind    []kindCount
 		More      int
 	}{common: c.common(&v, "Weekly report"), Week: wv, Since: audit.FormatTime(since), Until: audit.FormatTime(since.AddDate(0, 0, 7)),
-		Prev: since.AddDate(0, 0, -7).Format("2006-01-02"), Anomalies: wv.Report.Anomalies, ByKind: wv.ByKind}
+		Prev: since.AddDate(0, 0, -7).Format("2006-01-02"), Reviews: reviews, Anomalies: wv.Report.Anomalies, ByKind: wv.ByKind}
 	if len(d.Anomalies) > maxAnomalies {
 		d.More = len(d.Anomalies) - maxAnomalies
 		d.Anomalies = d.Anomalies[:maxAnomalies]
