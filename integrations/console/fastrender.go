@@ -6,6 +6,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+
+	"github.com/accessbroker/accessbroker/broker"
 )
 
 // The long lists of the console (a story's steps, a session's statements, the audit
@@ -166,6 +168,55 @@ func auditRowsHTML(steps []step) template.HTML {
 		esc(&b, s.Reason)
 		b.WriteString("</td><td>")
 		writeMark(&b, s.Mark)
+		b.WriteString("</td></tr>")
+	}
+	return template.HTML(b.String()) //nolint:gosec // every value is escaped above
+}
+
+// liveRowsHTML renders the grants page's live-grant rows (the Grant, Resource, Person,
+// State, Expires, Reason columns).
+func liveRowsHTML(rows []grantRow) template.HTML {
+	var b strings.Builder
+	b.Grow(len(rows) * 400)
+	for _, g := range rows {
+		b.WriteString("<tr><td>")
+		writeLink(&b, "grants", g.ID)
+		b.WriteString("</td><td>")
+		esc(&b, g.Resource)
+		b.WriteString("</td><td>")
+		esc(&b, g.Person)
+		b.WriteString("</td><td>")
+		esc(&b, g.State)
+		b.WriteString("</td><td>")
+		esc(&b, tsText(g.Expires))
+		if g.Left != "" {
+			b.WriteString(" (")
+			esc(&b, g.Left)
+			b.WriteString(" left)")
+		}
+		b.WriteString("</td><td>")
+		esc(&b, broker.Clean(g.Reason))
+		b.WriteString("</td></tr>")
+	}
+	return template.HTML(b.String()) //nolint:gosec // every value is escaped above
+}
+
+// pastRowsHTML renders the grants page's ended-grant rows (Grant, Resource, Ended, Why,
+// Reason).
+func pastRowsHTML(rows []grantRow) template.HTML {
+	var b strings.Builder
+	b.Grow(len(rows) * 300)
+	for _, g := range rows {
+		b.WriteString("<tr><td>")
+		writeLink(&b, "grants", g.ID)
+		b.WriteString("</td><td>")
+		esc(&b, g.Resource)
+		b.WriteString("</td><td>")
+		esc(&b, tsText(g.Revoked))
+		b.WriteString("</td><td>")
+		esc(&b, g.RevokeCause)
+		b.WriteString("</td><td>")
+		esc(&b, broker.Clean(g.Reason))
 		b.WriteString("</td></tr>")
 	}
 	return template.HTML(b.String()) //nolint:gosec // every value is escaped above

@@ -19,6 +19,8 @@ func TestFastRenderEscapes(t *testing.T) {
 		{"story steps", string(stepsHTML([]step{s}))},
 		{"statements", string(statementsHTML([]step{s}))},
 		{"audit rows", string(auditRowsHTML([]step{s}))},
+		{"live grants", string(liveRowsHTML([]grantRow{{ID: s.GrantID, Resource: evil, Person: evil, State: evil, Reason: evil, Left: evil}}))},
+		{"past grants", string(pastRowsHTML([]grantRow{{ID: s.GrantID, Resource: evil, RevokeCause: evil, Reason: evil}}))},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"html/template"
 	"net/http"
 	"net/url"
 	"slices"
@@ -211,7 +212,10 @@ func (c *Console) grantsPage(w http.ResponseWriter, r *http.Request, v Viewer) {
 		Resources []grants.Resource
 		Live      []grantRow
 		Past      []grantRow
+		LiveRows  template.HTML // Live rendered (fastrender.go)
+		PastRows  template.HTML
 	}{common: c.common(&v, "Grants"), All: all, Resource: q.Get("resource"), Resources: c.cfg.Broker.Resources(), Live: c.grantRows(live), Past: c.grantRows(past)}
+	d.LiveRows, d.PastRows = liveRowsHTML(d.Live), pastRowsHTML(d.Past)
 	c.render(w, r, http.StatusOK, "grants", d)
 }
 
