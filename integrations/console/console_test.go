@@ -285,7 +285,16 @@ func TestAuditorReadOnly(t *testing.T) {
 	if got, _ := e.store.GetGrant(t.Context(), g.ID); got.RevokeCause != "" {
 		t.Fatalf("grant changed by refused auditor actions: %+v", got)
 	}
-	u.post("/ui/grants/"+g.ID+"/revoke", url.Values{"reason": {"left the company today"}}).mustStatus(http.StatusOK).mustSee("Revocation requested")
+	if lines := auditLines(e, g.ID); len(lines) != 0 {
+		t.Fatalf("audit channel told of refused actions: %q", lines)
+	}
+	u.post("/ui/grants/"+g.ID+"/revoke", url.Values{"reason": {"left the company today " + broker.Mention(bob)}}).mustStatus(http.StatusOK).mustSee("Revocation requested")
+	// The audit channel is told, as /access revoke tells it: who asked, and why (the
+	// reason's mention mark removed, so it pings nobody).
+	if lines := auditLines(e, g.ID); len(lines) != 1 || !strings.Contains(lines[0], "requested by "+broker.Mention(carol)) ||
+		!strings.Contains(lines[0], "left the company today") || strings.Contains(lines[0], broker.Mention(bob)) {
+		t.Fatalf("audit channel lines about %s: %q; want one naming carol and her reason, mentioning nobody else", g.ID, lines)
+	}
 	got, _ := e.store.GetGrant(t.Context(), g.ID)
 	if got.RevokeCause != grants.CauseManual {
 		t.Fatalf("grant after the auditor's revoke: %+v", got)
@@ -485,4 +494,15 @@ func TestTwoApprovalsInTheInbox(t *testing.T) {
 	if gs, _ := e.store.ListGrants(t.Context(), grants.GrantFilter{RequestID: reqID}); len(gs) != 1 || gs[0].State != grants.StateActive {
 		t.Fatalf("after the second approval: %+v; want one active grant", gs)
 	}
+}
+
+// auditLines are the audit channel's lines about a revocation of grant id.
+func auditLines(e *env, id string) []string {
+	var out []string
+	for _, n := range e.notes.Notes("") {
+		if n.Kind == "audit" && strings.Contains(n.Text, "Revocation of grant "+id) {
+			out = append(out, n.Text)
+		}
+	}
+	return out
 }

@@ -368,6 +368,7 @@ func (c *Console) grantRevoke(w http.ResponseWriter, r *http.Request, v Viewer) 
 		c.fail(w, r, err)
 		return
 	}
+	c.tellAuditChannel(r.Context(), revocationLine(g, v.UserID, reason))
 	http.Redirect(w, r, Prefix+"grants/"+g.ID+"?done=revoked", http.StatusSeeOther)
 }
 
