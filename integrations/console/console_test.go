@@ -329,6 +329,15 @@ func TestRequestDryRunApproveStory(t *testing.T) {
 		t.Fatal("the requester is offered Approve on her own request")
 	}
 	er.post("/ui/requests/"+reqID+"/decide", url.Values{"decision": {"approve"}}).mustStatus(http.StatusForbidden).mustSee("your own request")
+	// While it waits, a second request would be refused by the pending-request limit
+	// (policy.max_pending_per_person, default 1): the dry run says so, naming it, and
+	// records nothing.
+	before := len(e.events(t, audit.Query{}))
+	er.post("/ui/request", url.Values{"action": {"dry-run"}, "resource": {"prod-db"}, "duration": {"1h"}, "reason": {"again"}}).
+		mustStatus(http.StatusOK).mustSee("would be refused", "already have a pending request for prod-db", reqID)
+	if after := len(e.events(t, audit.Query{})); after != before {
+		t.Fatalf("the dry run recorded %d events", after-before)
+	}
 
 	b := e.browser(t).signIn(bob)
 	b.get("/ui/approvals").mustStatus(http.StatusOK).mustSee(reqID, "read the slow query log")
