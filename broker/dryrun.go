@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/accessbroker/accessbroker/audit"
+	"github.com/accessbroker/accessbroker/grants"
 )
 
 // Preview is what a request would lead to if it were submitted now: the policy's path and
@@ -34,11 +35,15 @@ type Preview struct {
 	CappedToShift bool
 	// OnCall is the on-call evidence the decision rests on (as an audit event would carry).
 	OnCall map[string]string
+	// Pending, when the request would be refused by the pending-request limit
+	// (policy.max_pending_per_person), lists the requester's pending requests for the
+	// resource that fill it, oldest first.
+	Pending []string
 }
 
-// DryRun evaluates a request exactly as Submit and Process would (the same input checks,
-// identity resolution, on-call check and policy decision) without recording anything,
-// notifying anyone or issuing anything. Input the broker would refuse is answered with
+// DryRun evaluates a request exactly as Submit and Process would (the same input checks, the
+// pending-request limit of policy.max_pending_per_person, identity resolution, on-call check
+// and policy decision) without recording anything, notifying anyone or issuing anything. Input the broker would refuse is answered with
 // Preview.Refused, not an error; an error means the evaluation itself failed.
 func (b *Broker) DryRun(ctx context.Context, in RequestInput) (Preview, error) {
 	p := Preview{Duration: in.Duration}
@@ -64,6 +69,14 @@ func (b *Broker) DryRun(ctx context.Context, in RequestInput) (Preview, error) {
 	}
 	if in.BreakGlass && !res.Policy.BreakGlass {
 		return refuse(fmt.Sprintf("Break-glass access is not allowed for %s; ask for it normally.", res.Name))
+	}
+	pending, err := b.pendingOf(ctx, in.TeamID, in.UserID, res.Name)
+	if err != nil {
+		return p, fmt.Errorf("dry run: %w", err)
+	}
+	if max := res.Policy.PendingCap(); len(pending) >= max {
+		p.Pending = pending
+		return refuse("The request would be refused: " + pendingLimitMessage(res.Name, pending, max))
 	}
 	person, err := b.dir.Resolve(ctx, in.TeamID, in.UserID)
 	if err != nil {
@@ -93,4 +106,24 @@ func (b *Broker) DryRun(ctx context.Context, in RequestInput) (Preview, error) {
 		p.EndsAt, p.CappedToShift = d.CapAt, true
 	}
 	return p, nil
+}
+
+// pendingOf returns the ids of the requests of (team, user) for resource that are pending
+// and not yet expired, oldest first: those the store counts against the pending-request
+// limit when a new request is recorded (grants.RequestWrite.MaxPending). It only reads.
+func (b *Broker) pendingOf(ctx context.Context, team, user, resource string) ([]string, error) {
+	rs, err := b.store.ListRequests(ctx, grants.RequestFilter{States: []grants.RequestState{grants.RequestPending}, Resource: resource, SlackUser: user, Limit: 1000})
+	if err != nil {
+		return nil, fmt.Errorf("list pending requests of %s for %s: %w", user, resource, err)
+	}
+	now := b.now()
+	var ids []string
+	for i := len(rs) - 1; i >= 0; i-- { // newest first from the store; oldest first here
+		r := rs[i]
+		if r.Requester.SlackTeamID != team || !r.ExpiresAt.After(now) {
+			continue // another workspace's user with the same id is another person
+		}
+		ids = append(ids, r.ID)
+	}
+	return ids, nil
 }

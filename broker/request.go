@@ -112,14 +112,20 @@ func (b *Broker) pendingLimitRejection(err error, actor audit.Actor, resource st
 	if !errors.As(err, &pl) {
 		return Rejection{}, false
 	}
-	msg := fmt.Sprintf("You already have a pending request for %s: %s (at most 1 pending request per person for %s). Nothing new was recorded; wait until it is decided or expires, then ask again.",
-		resource, pl.Pending[0], resource)
-	if len(pl.Pending) > 1 || pl.Max > 1 {
-		msg = fmt.Sprintf("You already have %d pending requests for %s: %s (at most %d per person for %s). Nothing new was recorded; wait until one is decided or expires, then ask again.",
-			len(pl.Pending), resource, strings.Join(pl.Pending, ", "), pl.Max, resource)
-	}
+	msg := pendingLimitMessage(resource, pl.Pending, pl.Max)
 	return Rejection{Actor: actor, Resource: resource, Reason: msg,
 		Evidence: map[string]string{evPendingRequests: strings.Join(pl.Pending, ","), "max_pending": fmt.Sprint(pl.Max)}}, true
+}
+
+// pendingLimitMessage tells a requester that pending (their pending requests for resource,
+// oldest first, at least one) already reach the cap max. Submit and DryRun say the same.
+func pendingLimitMessage(resource string, pending []string, max int) string {
+	if len(pending) > 1 || max > 1 {
+		return fmt.Sprintf("You already have %d pending requests for %s: %s (at most %d per person for %s). Nothing new was recorded; wait until one is decided or expires, then ask again.",
+			len(pending), resource, strings.Join(pending, ", "), max, resource)
+	}
+	return fmt.Sprintf("You already have a pending request for %s: %s (at most 1 pending request per person for %s). Nothing new was recorded; wait until it is decided or expires, then ask again.",
+		resource, pending[0], resource)
 }
 
 // Process finishes a recorded request: it resolves the requester, checks on-call status,

@@ -33,14 +33,18 @@ func buildConsole(a *app, f *frontends, key ed25519.PrivateKey, mux *http.ServeM
 	// A plain client, not the retrying one: an authorization code is good once, so the token
 	// exchange must not be retried behind the browser's back.
 	hc := &http.Client{Timeout: 15 * time.Second, Transport: a.transport}
-	c, err := console.New(console.Config{
+	cfg := console.Config{
 		BaseURL: cc.BaseURL, IssuerURL: cc.IssuerURL, ClientID: cc.SlackClientID, ClientSecret: cc.SlackClientSecret.Reveal(),
 		HTTPClient: hc, TeamID: f.team, SessionKey: consoleSessionKey(cc.SlackClientSecret.Reveal()), SessionTTL: cc.SessionTTL,
 		AuditorUsers: cc.Auditors.SlackUsers, AuditorUsergroup: cc.Auditors.SlackUsergroup,
 		Broker: f.broker, Store: a.store, Audit: a.store, Revoker: a.manager, Directory: f.dir, Groups: f.groups,
 		Checkpoints: a.checkpoints, PublicKey: key.Public().(ed25519.PublicKey), Clock: a.clock, Logger: a.log,
 		StandIn: a.consoleStandIn,
-	})
+	}
+	if f.notifier != nil { // the audit channel hears of an auditor's revocation, as of /access revoke
+		cfg.AuditChannel = f.notifier
+	}
+	c, err := console.New(cfg)
 	if err != nil {
 		return nil, err
 	}

@@ -116,6 +116,7 @@ func (c *Console) auditPage(w http.ResponseWriter, r *http.Request, v Viewer) {
 		Form     searchForm
 		Actions  []string
 		Steps    []step
+		Rows     template.HTML // Steps rendered (fastrender.go)
 		Next     string
 		First    string
 		Export   string
@@ -137,9 +138,11 @@ func (c *Console) auditPage(w http.ResponseWriter, r *http.Request, v Viewer) {
 		evs = evs[:f.Limit]
 	}
 	cs := c.chainState()
+	d.Steps = make([]step, 0, len(evs))
 	for _, e := range evs {
-		d.Steps = append(d.Steps, c.stepOf(e, cs))
+		d.Steps = append(d.Steps, headOf(e, cs)) // the rows show no evidence
 	}
+	d.Rows = auditRowsHTML(d.Steps)
 	vals := f.values()
 	d.First = Prefix + "audit?" + vals.Encode()
 	if more && len(evs) > 0 {
@@ -337,9 +340,15 @@ func (c *Console) reportPage(w http.ResponseWriter, r *http.Request, v Viewer) {
 		c.fail(w, r, err)
 		return
 	}
+	reviews, err := c.weekReviews(r.Context(), since, since.AddDate(0, 0, 7))
+	if err != nil {
+		c.fail(w, r, err)
+		return
+	}
 	d := struct {
 		common
 		Week       *weekView
+		Reviews    []weekReviewView
 		Since      string
 		Until      string
 		Prev, Next string
@@ -348,7 +357,7 @@ func (c *Console) reportPage(w http.ResponseWriter, r *http.Request, v Viewer) {
 		ByKind    []kindCount
 		More      int
 	}{common: c.common(&v, "Weekly report"), Week: wv, Since: audit.FormatTime(since), Until: audit.FormatTime(since.AddDate(0, 0, 7)),
-		Prev: since.AddDate(0, 0, -7).Format("2006-01-02"), Anomalies: wv.Report.Anomalies, ByKind: wv.ByKind}
+		Prev: since.AddDate(0, 0, -7).Format("2006-01-02"), Reviews: reviews, Anomalies: wv.Report.Anomalies, ByKind: wv.ByKind}
 	if len(d.Anomalies) > maxAnomalies {
 		d.More = len(d.Anomalies) - maxAnomalies
 		d.Anomalies = d.Anomalies[:maxAnomalies]

@@ -67,6 +67,12 @@ type Revoker interface {
 	Revoke(ctx context.Context, grantID string, cause grants.RevokeCause, actor audit.Actor, reason string) (grants.Grant, error)
 }
 
+// AuditChannel posts one line to the Slack audit channel (integrations/slack's Notifier
+// implements it, as broker.Notifier). Optional.
+type AuditChannel interface {
+	PostAudit(ctx context.Context, line string) error
+}
+
 // Checkpoints reports the newest signed checkpoint and how many witnesses hold it.
 // Optional.
 type Checkpoints interface {
@@ -116,6 +122,10 @@ type Config struct {
 	Revoker   Revoker
 	Directory broker.Directory
 	Groups    broker.Groups // needed for the auditor usergroup and approver usergroups
+	// AuditChannel, when set, is told of an auditor's revocation from the console, as
+	// /access revoke tells it (who asked, and why); the revoker's own line when the access
+	// is gone follows, as for every revocation.
+	AuditChannel AuditChannel
 	// Checkpoints, when set, tells the chain page how many witnesses hold the newest
 	// checkpoint.
 	Checkpoints Checkpoints

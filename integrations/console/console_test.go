@@ -285,7 +285,16 @@ func TestAuditorReadOnly(t *testing.T) {
 	if got, _ := e.store.GetGrant(t.Context(), g.ID); got.RevokeCause != "" {
 		t.Fatalf("grant changed by refused auditor actions: %+v", got)
 	}
-	u.post("/ui/grants/"+g.ID+"/revoke", url.Values{"reason": {"left the company today"}}).mustStatus(http.StatusOK).mustSee("Revocation requested")
+	if lines := auditLines(e, g.ID); len(lines) != 0 {
+		t.Fatalf("audit channel told of refused actions: %q", lines)
+	}
+	u.post("/ui/grants/"+g.ID+"/revoke", url.Values{"reason": {"left the company today " + broker.Mention(bob)}}).mustStatus(http.StatusOK).mustSee("Revocation requested")
+	// The audit channel is told, as /access revoke tells it: who asked, and why (the
+	// reason's mention mark removed, so it pings nobody).
+	if lines := auditLines(e, g.ID); len(lines) != 1 || !strings.Contains(lines[0], "requested by "+broker.Mention(carol)) ||
+		!strings.Contains(lines[0], "left the company today") || strings.Contains(lines[0], broker.Mention(bob)) {
+		t.Fatalf("audit channel lines about %s: %q; want one naming carol and her reason, mentioning nobody else", g.ID, lines)
+	}
 	got, _ := e.store.GetGrant(t.Context(), g.ID)
 	if got.RevokeCause != grants.CauseManual {
 		t.Fatalf("grant after the auditor's revoke: %+v", got)
@@ -320,6 +329,15 @@ func TestRequestDryRunApproveStory(t *testing.T) {
 		t.Fatal("the requester is offered Approve on her own request")
 	}
 	er.post("/ui/requests/"+reqID+"/decide", url.Values{"decision": {"approve"}}).mustStatus(http.StatusForbidden).mustSee("your own request")
+	// While it waits, a second request would be refused by the pending-request limit
+	// (policy.max_pending_per_person, default 1): the dry run says so, naming it, and
+	// records nothing.
+	before := len(e.events(t, audit.Query{}))
+	er.post("/ui/request", url.Values{"action": {"dry-run"}, "resource": {"prod-db"}, "duration": {"1h"}, "reason": {"again"}}).
+		mustStatus(http.StatusOK).mustSee("would be refused", "already have a pending request for prod-db", reqID)
+	if after := len(e.events(t, audit.Query{})); after != before {
+		t.Fatalf("the dry run recorded %d events", after-before)
+	}
 
 	b := e.browser(t).signIn(bob)
 	b.get("/ui/approvals").mustStatus(http.StatusOK).mustSee(reqID, "read the slow query log")
@@ -485,4 +503,15 @@ func TestTwoApprovalsInTheInbox(t *testing.T) {
 	if gs, _ := e.store.ListGrants(t.Context(), grants.GrantFilter{RequestID: reqID}); len(gs) != 1 || gs[0].State != grants.StateActive {
 		t.Fatalf("after the second approval: %+v; want one active grant", gs)
 	}
+}
+
+// auditLines are the audit channel's lines about a revocation of grant id.
+func auditLines(e *env, id string) []string {
+	var out []string
+	for _, n := range e.notes.Notes("") {
+		if n.Kind == "audit" && strings.Contains(n.Text, "Revocation of grant "+id) {
+			out = append(out, n.Text)
+		}
+	}
+	return out
 }

@@ -131,7 +131,7 @@ func newEnv(t *testing.T, o ...envOpts) *env {
 	cfg := console.Config{BaseURL: base, IssuerURL: e.idp.Issuer(), ClientID: clientID, ClientSecret: clientSecret,
 		HTTPClient: e.idp.Client(), TeamID: team, SessionKey: key, AuditorUsers: []string{carol},
 		Broker: e.b, Store: st, Audit: st, Revoker: e.mgr, Directory: dir, Groups: groups, PublicKey: pub, Clock: e.clock,
-		StandIn: opt.standIn}
+		AuditChannel: e.notes, StandIn: opt.standIn}
 	e.c, err = console.New(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -26,16 +26,19 @@ type pageSet struct{ t map[string]*template.Template }
 var pageNames = []string{"signin", "error", "home", "grants", "grant", "request", "form", "approvals", "audit", "report", "chain"}
 
 var funcs = template.FuncMap{
-	"ts": func(t time.Time) string {
-		if t.IsZero() {
-			return "—"
-		}
-		return audit.FormatTime(t)
-	},
+	"ts":     tsText,
 	"dur":    func(d time.Duration) string { return audit.FormatDuration(d) },
 	"clean":  broker.Clean,
 	"join":   strings.Join,
 	"prefix": func() string { return Prefix },
+}
+
+// tsText is a time as the pages show it: RFC 3339 with milliseconds, or — when unset.
+func tsText(t time.Time) string {
+	if t.IsZero() {
+		return "—"
+	}
+	return audit.FormatTime(t)
 }
 
 func parsePages() (*pageSet, error) {

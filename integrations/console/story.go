@@ -3,6 +3,7 @@ package console
 import (
 	"context"
 	"fmt"
+	"html/template"
 	"maps"
 	"slices"
 	"sort"
@@ -20,7 +21,9 @@ const storyLimit = 1000
 // story is a grant's or request's whole history from the audit log, in seq order, each
 // event with its chain mark, and the proxied sessions grouped with their statements.
 type story struct {
-	Steps     []step
+	Steps []step
+	// StepsHTML is Steps rendered (fastrender.go).
+	StepsHTML template.HTML
 	Sessions  []sessionView
 	Truncated bool
 	Chain     ChainState
@@ -47,6 +50,8 @@ type sessionView struct {
 	ID, Started, Ended, Role, Database, Client, EndReason string
 	StartSeq, EndSeq                                      int64
 	Statements                                            []step
+	// StatementsHTML is Statements rendered as table rows (fastrender.go).
+	StatementsHTML template.HTML
 }
 
 // hiddenEvidence are evidence keys never shown: none holds a secret (audit events never
@@ -86,9 +91,17 @@ func actorText(a audit.Actor) string {
 	return s
 }
 
-func (c *Console) stepOf(e audit.Event, cs ChainState) step {
-	st := step{Seq: e.Seq, Time: audit.FormatTime(e.Time), Kind: kindOf(e.Action), Action: string(e.Action), Actor: actorText(e.Actor),
+// headOf is an event's step without its evidence (the audit search's rows show none).
+func headOf(e audit.Event, cs ChainState) step {
+	return step{Seq: e.Seq, Time: audit.FormatTime(e.Time), Kind: kindOf(e.Action), Action: string(e.Action), Actor: actorText(e.Actor),
 		Reason: broker.Clean(e.Reason), GrantID: e.GrantID, Request: e.RequestID, Mark: cs.MarkFor(e)}
+}
+
+func (c *Console) stepOf(e audit.Event, cs ChainState) step {
+	st := headOf(e, cs)
+	if len(e.Evidence) > 0 {
+		st.Evidence = make([]kv, 0, len(e.Evidence))
+	}
 	for _, k := range slices.Sorted(maps.Keys(e.Evidence)) {
 		if !hiddenEvidence[k] {
 			st.Evidence = append(st.Evidence, kv{k, broker.Clean(e.Evidence[k])})
@@ -197,8 +210,11 @@ func (c *Console) buildStory(events []audit.Event, trunc bool) story {
 		st.Steps = append(st.Steps, s)
 	}
 	for _, id := range order {
-		st.Sessions = append(st.Sessions, *sessions[id])
+		sv := sessions[id]
+		sv.StatementsHTML = statementsHTML(sv.Statements)
+		st.Sessions = append(st.Sessions, *sv)
 	}
+	st.StepsHTML = stepsHTML(st.Steps)
 	return st
 }
 
