@@ -11,7 +11,6 @@ import (
 	"os"
 	"strings"
 	"text/tabwriter"
-	"time"
 
 	"github.com/accessbroker/accessbroker/audit"
 	"github.com/accessbroker/accessbroker/grants"
@@ -272,11 +271,11 @@ func auditSearch(ctx context.Context, args []string, stdout, stderr io.Writer, e
 	}
 	defer a.Close()
 	now := a.clock.Now()
-	if q.Since, err = parseWhen(since, now); err != nil {
+	if q.Since, err = audit.ParseWhen(since, now); err != nil {
 		fmt.Fprintf(stderr, "accessbroker %s: --since: %v\n", name, err)
 		return exitUsage
 	}
-	if q.Until, err = parseWhen(until, now); err != nil {
+	if q.Until, err = audit.ParseWhen(until, now); err != nil {
 		fmt.Fprintf(stderr, "accessbroker %s: --until: %v\n", name, err)
 		return exitUsage
 	}
@@ -365,23 +364,4 @@ func auditExport(ctx context.Context, a *app, q audit.Query, format string, writ
 		}
 		q.AfterSeq = evs[len(evs)-1].Seq
 	}
-}
-
-// parseWhen reads an RFC 3339 time or a duration meaning "that long before now".
-func parseWhen(s string, now time.Time) (time.Time, error) {
-	s = strings.TrimSpace(s)
-	if s == "" {
-		return time.Time{}, nil
-	}
-	if d, err := time.ParseDuration(s); err == nil {
-		if d < 0 {
-			return time.Time{}, errors.New("a duration must be positive (it means that long ago)")
-		}
-		return now.Add(-d), nil
-	}
-	t, err := time.Parse(time.RFC3339, s)
-	if err != nil {
-		return time.Time{}, fmt.Errorf("%q is neither an RFC 3339 time (2026-11-22T09:00:00Z) nor a duration (168h)", s)
-	}
-	return t.UTC(), nil
 }

@@ -92,13 +92,13 @@ func reportWindow(since, until string, now time.Time) (time.Time, time.Time, err
 	if strings.TrimSpace(since) == "" {
 		return time.Time{}, time.Time{}, errors.New("--since is required: an RFC 3339 time or a duration such as 168h")
 	}
-	from, err := parseWhen(since, now)
+	from, err := audit.ParseWhen(since, now)
 	if err != nil {
 		return time.Time{}, time.Time{}, fmt.Errorf("--since: %w", err)
 	}
 	to := now.UTC()
 	if strings.TrimSpace(until) != "" {
-		if to, err = parseWhen(until, now); err != nil {
+		if to, err = audit.ParseWhen(until, now); err != nil {
 			return time.Time{}, time.Time{}, fmt.Errorf("--until: %w", err)
 		}
 	}

@@ -2,7 +2,6 @@ package console
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"html/template"
 	"net/http"
@@ -24,25 +23,6 @@ func (c *Console) auditorsOnly(w http.ResponseWriter, r *http.Request, v Viewer,
 	c.refuse(w, r, &v, broker.Rejection{Reason: fmt.Sprintf("Only auditors (console.auditors) may see %s. Your own grants and requests are under Grants.", what),
 		Evidence: map[string]string{"refused": "not_auditor"}})
 	return false
-}
-
-// parseWhen reads a time as the CLI does: RFC 3339, or a duration meaning that long ago.
-func parseWhen(s string, now time.Time) (time.Time, error) {
-	s = strings.TrimSpace(s)
-	if s == "" {
-		return time.Time{}, nil
-	}
-	if d, err := time.ParseDuration(s); err == nil {
-		if d < 0 {
-			return time.Time{}, errors.New("a duration must be positive (it means that long ago)")
-		}
-		return now.Add(-d), nil
-	}
-	t, err := time.Parse(time.RFC3339, s)
-	if err != nil {
-		return time.Time{}, fmt.Errorf("%q is neither an RFC 3339 time (2026-11-22T09:00:00Z) nor a duration (168h)", truncate(s, 40))
-	}
-	return t.UTC(), nil
 }
 
 // searchForm is the audit search's filters: the CLI's (audit search) plus the cursor.
@@ -78,10 +58,10 @@ func (c *Console) parseSearch(r *http.Request) (searchForm, audit.Query, error) 
 	aq := audit.Query{Actor: f.Actor, Resource: f.Resource, Action: audit.Action(f.Action), GrantID: f.Grant, RequestID: f.Request, Descending: !f.Oldest}
 	now := c.cfg.Clock.Now()
 	var err error
-	if aq.Since, err = parseWhen(f.Since, now); err != nil {
+	if aq.Since, err = audit.ParseWhen(f.Since, now); err != nil {
 		return f, aq, fmt.Errorf("since: %w", err)
 	}
-	if aq.Until, err = parseWhen(f.Until, now); err != nil {
+	if aq.Until, err = audit.ParseWhen(f.Until, now); err != nil {
 		return f, aq, fmt.Errorf("until: %w", err)
 	}
 	if s := q.Get("limit"); s != "" {
