@@ -49,7 +49,9 @@ func TestRecordActivityPushed(t *testing.T) {
 				Actor: audit.Actor{Kind: audit.ActorUser, ID: "U0ALICE"}, Action: audit.ActionGitHubActivity, Evidence: map[string]string{"id": key}}}}
 		}
 		for i, tc := range []struct {
-			s     interface{ RecordActivity(context.Context, string, string, time.Time, []grants.ActivityItem) (int, error) }
+			s interface {
+				RecordActivity(context.Context, string, string, time.Time, []grants.ActivityItem) (int, error)
+			}
 			grant string
 			key   string
 			want  int
