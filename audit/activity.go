@@ -14,8 +14,9 @@ const (
 	// event_time, repo, actor, id, after_revocation.
 	ActionGitHubActivity Action = "github.activity"
 	// ActionGitHubWebhookRefused: a request to the GitHub webhook endpoint failed its
-	// signature check (or was malformed); nothing was recorded from it. Reserved: the
-	// webhook endpoint is not implemented yet, so nothing emits it.
+	// signature check (or was malformed, or too large); nothing was recorded from it.
+	// Evidence: source ("github"), remote, delivery (when well-formed), suppressed (refusals
+	// not recorded since the previous one: the events are rate-limited).
 	ActionGitHubWebhookRefused Action = "github.webhook_refused"
 )
 

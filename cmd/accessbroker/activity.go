@@ -21,10 +21,14 @@ type activityMetrics struct {
 	up     *prometheus.GaugeVec
 }
 
+// activityEventsOpts describes accessbroker_activity_events_total (shared by the collector and
+// the GitHub webhook).
+var activityEventsOpts = prometheus.CounterOpts{Name: "accessbroker_activity_events_total",
+	Help: "Upstream activity events recorded on grants' timelines (aws.activity, …), each once."}
+
 func newActivityMetrics(reg *prometheus.Registry, sources []string) *activityMetrics {
 	m := &activityMetrics{
-		events: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "accessbroker_activity_events_total",
-			Help: "Upstream activity events recorded on grants' timelines (aws.activity, …), each once."}, []string{"source"}),
+		events: prometheus.NewCounterVec(activityEventsOpts, []string{"source"}),
 		up: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "accessbroker_activity_source_up",
 			Help: "1 when the source's last look-up succeeded, 0 when it failed (throttled, down, refused); grants list shows the error per grant."}, []string{"source"}),
 	}

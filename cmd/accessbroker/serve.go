@@ -147,6 +147,10 @@ func newServer(ctx context.Context, cfg *config.Config, opts appOptions) (*serve
 		a.Close()
 		return nil, err
 	}
+	if err := registerGitHubWebhook(a, s.mux); err != nil {
+		a.Close()
+		return nil, err
+	}
 	if s.health, err = newReadiness(ctx, a); err != nil {
 		a.Close()
 		return nil, err

@@ -18,8 +18,15 @@ func TestActivityConfig(t *testing.T) {
 	}
 	want := ActivityConfig{PollInterval: 2 * time.Minute, AWS: ActivityAWSConfig{Enabled: true, LookbackAfterEnd: 30 * time.Minute, CallsPerSecond: 1},
 		GitHub: ActivityGitHubConfig{LookbackAfterEnd: 20 * time.Minute}}
-	if diff := cmp.Diff(want, cfg.Activity); diff != "" {
+	if diff := cmp.Diff(want, cfg.Activity, configCmpOpts...); diff != "" {
 		t.Errorf("activity (-want +got):\n%s", diff)
+	}
+	hook, err := ParseConfig([]byte(base+"activity: {github: {webhook_secret: 0123456789abcdef0123456789abcdef}}\n"), nil)
+	if err != nil {
+		t.Fatalf("a 32-character activity.github.webhook_secret: %v", err)
+	}
+	if got := hook.Activity.GitHub.WebhookSecret.Reveal(); got != "0123456789abcdef0123456789abcdef" {
+		t.Errorf("activity.github.webhook_secret = %q", got)
 	}
 	tests := []struct {
 		name, data string
@@ -31,6 +38,8 @@ func TestActivityConfig(t *testing.T) {
 		{"window too short", "activity: {aws: {lookback_after_end: 1m}}\n", []Problem{{Path: "activity.aws.lookback_after_end", Line: 5, Msg: "must be at least 5m, not 1m"}}},
 		{"audit log without github", "activity: {github: {audit_log: true}}\n", []Problem{{Path: "activity.github.audit_log", Line: 5,
 			Msg: "needs the github section with token (it reads the organisation audit log); add github.token or set activity.github.audit_log: false"}}},
+		{"webhook secret too short", "activity: {github: {webhook_secret: short-secret}}\n", []Problem{{Path: "activity.github.webhook_secret", Line: 5,
+			Msg: "is too short: at least 32 characters (generate one with `openssl rand -hex 32` and set the same secret on the GitHub organisation webhook)"}}},
 		{"poll too fast", "activity: {poll_interval: 10s}\n", []Problem{{Path: "activity.poll_interval", Line: 5, Msg: "must be at least 1m, not 10s"}}},
 	}
 	for _, tt := range tests {

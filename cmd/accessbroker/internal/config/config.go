@@ -445,6 +445,12 @@ type ActivityGitHubConfig struct {
 	// the audit log is still read, and how far back each look-up re-reads. Default 20m; 5m
 	// to 24h.
 	LookbackAfterEnd time.Duration `yaml:"lookback_after_end"`
+	// WebhookSecret (activity.github.webhook_secret) turns on POST /github/webhook on the
+	// main listener: organisation webhooks (push, pull_request, repository, team, member)
+	// signed with this secret (X-Hub-Signature-256) record the actions of github-team grants'
+	// people as github.activity, for organisations without the audit log. At least 32
+	// characters. A secret. Default empty (the endpoint is off).
+	WebhookSecret Secret `yaml:"webhook_secret"`
 }
 
 // ActivityAWSConfig is the activity.aws section.
@@ -1987,6 +1993,9 @@ func (c *Config) validate() []Problem {
 	v.duration("activity.github.lookback_after_end", c.Activity.GitHub.LookbackAfterEnd, 5*time.Minute, 24*time.Hour)
 	if c.Activity.GitHub.AuditLog && (c.GitHub == nil || c.GitHub.Token.Reveal() == "") {
 		v.add("activity.github.audit_log", "needs the github section with token (it reads the organisation audit log); add github.token or set activity.github.audit_log: false")
+	}
+	if sec := c.Activity.GitHub.WebhookSecret; sec.IsSet() && len(sec.Reveal()) < 32 {
+		v.add("activity.github.webhook_secret", "is too short: at least 32 characters (generate one with `openssl rand -hex 32` and set the same secret on the GitHub organisation webhook)")
 	}
 	if g := c.GitHub; g != nil {
 		v.checkURL("github.api_url", g.APIURL, func(s string) error { _, err := github.ParseAPIURL(s); return err })
