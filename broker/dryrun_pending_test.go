@@ -45,6 +45,7 @@ func TestDryRunPendingLimit(t *testing.T) {
 					t.Fatalf("request %s is %s; want pending", r.ID, got.State)
 				}
 				ids = append(ids, r.ID)
+				e.clock.Advance(time.Second) // "oldest first" needs distinct creation times
 			}
 			e.clock.Advance(tt.advance)
 			before := len(e.events(t))
