@@ -11,7 +11,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	gh "github.com/google/go-github/v60/github"
@@ -101,7 +100,7 @@ type Webhook struct {
 	cfg     WebhookConfig
 	secret  []byte
 	log     *slog.Logger
-	limiter *refusalLimiter
+	limiter *grants.RefusalLimiter
 }
 
 // NewWebhook validates cfg and returns the handler.
@@ -131,7 +130,7 @@ func NewWebhook(cfg WebhookConfig) (*Webhook, error) {
 	secret := []byte(cfg.Secret)
 	cfg.Secret = ""
 	return &Webhook{cfg: cfg, secret: secret, log: log.With("component", "github_webhook"),
-		limiter: &refusalLimiter{burst: cfg.RejectBurst, every: cfg.RejectInterval}}, nil
+		limiter: &grants.RefusalLimiter{Burst: cfg.RejectBurst, Every: cfg.RejectInterval}}, nil
 }
 
 // deliveryRE is what a delivery id may look like (GitHub sends a UUID); anything else is
@@ -304,7 +303,7 @@ func (h *Webhook) record(ctx context.Context, act activity, delivery string, at,
 func (h *Webhook) refuse(ctx context.Context, remote, delivery, reason string) {
 	h.log.WarnContext(ctx, "GitHub webhook refused", "remote", remote, "reason", reason)
 	now := h.cfg.Clock.Now()
-	ok, suppressed := h.limiter.allow(now)
+	ok, suppressed := h.limiter.Allow(now)
 	if !ok {
 		return
 	}
@@ -335,38 +334,4 @@ func writeText(w http.ResponseWriter, status int, msg string) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.WriteHeader(status)
 	_, _ = io.WriteString(w, msg+"\n")
-}
-
-// refusalLimiter is a token bucket on the injected clock (as the PagerDuty webhook's).
-type refusalLimiter struct {
-	burst int
-	every time.Duration
-
-	mu         sync.Mutex
-	tokens     float64
-	last       time.Time
-	started    bool
-	suppressed int
-}
-
-// allow takes a token if there is one; when it does, it also returns (and resets) how many
-// calls were refused since the last allowed one.
-func (l *refusalLimiter) allow(now time.Time) (ok bool, suppressed int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if !l.started {
-		l.tokens, l.last, l.started = float64(l.burst), now, true
-	}
-	if elapsed := now.Sub(l.last); elapsed > 0 {
-		l.tokens = min(float64(l.burst), l.tokens+float64(elapsed)/float64(l.every))
-		l.last = now
-	}
-	if l.tokens < 1 {
-		l.suppressed++
-		return false, 0
-	}
-	l.tokens--
-	s := l.suppressed
-	l.suppressed = 0
-	return true, s
 }

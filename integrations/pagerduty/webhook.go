@@ -140,7 +140,7 @@ type Webhook struct {
 	cfg     WebhookConfig
 	secrets [][]byte
 	log     *slog.Logger
-	limiter *limiter
+	limiter *grants.RefusalLimiter
 }
 
 // NewWebhook validates cfg and returns the handler.
@@ -192,7 +192,7 @@ func NewWebhook(cfg WebhookConfig) (*Webhook, error) {
 	cfg.Secrets = nil // keep only the bytes
 	return &Webhook{
 		cfg: cfg, secrets: secrets, log: log.With("component", "pagerduty_webhook"),
-		limiter: &limiter{burst: cfg.RejectBurst, every: cfg.RejectInterval},
+		limiter: &grants.RefusalLimiter{Burst: cfg.RejectBurst, Every: cfg.RejectInterval},
 	}, nil
 }
 
@@ -375,7 +375,7 @@ func (h *Webhook) callPages(ctx context.Context, f func(context.Context) error) 
 // not decoded: nothing from it is recorded then.
 func (h *Webhook) reject(ctx context.Context, remote, reason string, ev *event) {
 	h.log.WarnContext(ctx, "PagerDuty webhook refused", "remote", remote, "reason", reason)
-	ok, suppressed := h.limiter.allow(h.cfg.Clock.Now())
+	ok, suppressed := h.limiter.Allow(h.cfg.Clock.Now())
 	if !ok {
 		return
 	}
@@ -448,40 +448,6 @@ func writeText(w http.ResponseWriter, status int, msg string) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.WriteHeader(status)
 	_, _ = io.WriteString(w, msg+"\n")
-}
-
-// limiter is a token bucket on the injected clock.
-type limiter struct {
-	burst int
-	every time.Duration
-
-	mu         sync.Mutex
-	tokens     float64
-	last       time.Time
-	started    bool
-	suppressed int
-}
-
-// allow takes a token if there is one. When it does, it also returns (and resets) how many
-// calls were refused since the last allowed one.
-func (l *limiter) allow(now time.Time) (ok bool, suppressed int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if !l.started {
-		l.tokens, l.last, l.started = float64(l.burst), now, true
-	}
-	if elapsed := now.Sub(l.last); elapsed > 0 {
-		l.tokens = min(float64(l.burst), l.tokens+float64(elapsed)/float64(l.every))
-		l.last = now
-	}
-	if l.tokens < 1 {
-		l.suppressed++
-		return false, 0
-	}
-	l.tokens--
-	s := l.suppressed
-	l.suppressed = 0
-	return true, s
 }
 
 // MemoryDeduper is an in-memory Deduper for tests and the single-process demo. It forgets
