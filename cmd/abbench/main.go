@@ -23,6 +23,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"time"
 )
 
@@ -32,11 +33,24 @@ func main() {
 	o.register(fs)
 	_ = fs.Parse(os.Args[1:])
 	o.progress = os.Stderr
+	if o.cpuprofile != "" {
+		f, err := os.Create(o.cpuprofile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "abbench: -cpuprofile:", err)
+			os.Exit(2)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(os.Stderr, "abbench: -cpuprofile:", err)
+			os.Exit(2)
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	if err := run(ctx, o, os.Stdout, log); err != nil {
 		fmt.Fprintln(os.Stderr, "abbench:", err)
+		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
 }
@@ -50,6 +64,8 @@ type options struct {
 	wait    time.Duration // real time from issue to expiry in the revocation phases
 	timeout time.Duration // longest wait for revocations after the last deadline
 
+	cpuprofile string // write a CPU profile of the whole run here
+
 	progress io.Writer // where progress lines go (nil: nowhere)
 }
 
@@ -60,6 +76,7 @@ func (o *options) register(fs *flag.FlagSet) {
 	fs.IntVar(&o.burst, "burst", 1000, "grants due in the same instant (0 skips the burst)")
 	fs.DurationVar(&o.wait, "wait", time.Minute, "real time from issue to expiry in the revocation phases; below 1m (the shortest grant) the Manager's clock runs behind the wall clock by the difference, so issue times are dated back; the revocation path keeps the wall clock")
 	fs.DurationVar(&o.timeout, "timeout", time.Minute, "longest wait for revocations after the last deadline")
+	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")
 }
 
 func (o options) validate() error {
