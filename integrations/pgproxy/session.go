@@ -393,13 +393,18 @@ func (s *session) cancelUpstream(ctx context.Context) {
 }
 
 func (s *session) statementDone(st Statement) {
-	e := s.p.event(ActionSessionStatement, personActor(s.grant), s.grant, statementEvidence(s.id, st, s.p.cfg.TextLimit))
-	e.Time = st.End.Truncate(time.Millisecond)
-	e.ID = "" // the recorder's Record assigns it, off the relay's path
-	if err := s.p.rec.add(context.Background(), e); err != nil {
+	if err := s.p.recordStatement(context.Background(), s.id, s.grant, st); err != nil {
 		s.p.log.Error("postgres proxy: a statement could not be queued for the audit log; ending the session", "session_id", s.id, "err", err)
 		go s.end(EndAuditUnavailable, fatal("57P01", "terminating connection: the audit log is unavailable, so no session may continue"))
 	}
+}
+
+// recordStatement queues the session.statement event of st.
+func (p *Proxy) recordStatement(ctx context.Context, sessionID string, g grants.Grant, st Statement) error {
+	e := p.event(ActionSessionStatement, personActor(g), g, statementEvidence(sessionID, st, p.cfg.TextLimit))
+	e.Time = st.End.Truncate(time.Millisecond)
+	e.ID = "" // the recorder's Record assigns it, off the relay's path
+	return p.rec.add(ctx, e)
 }
 
 // end stops the session once: with e non-nil the client is told why (and the running query
