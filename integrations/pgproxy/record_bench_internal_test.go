@@ -100,7 +100,7 @@ func BenchmarkRecordStatements(b *testing.B) {
 								time.Sleep(d)
 							}
 						}
-						if err := p.recordStatement(ctx, id, g, st(i)); err != nil {
+						if err := p.recordStatement(ctx, id, &g, st(i)); err != nil {
 							b.Error(err)
 							return
 						}

@@ -393,18 +393,28 @@ func (s *session) cancelUpstream(ctx context.Context) {
 }
 
 func (s *session) statementDone(st Statement) {
-	if err := s.p.recordStatement(context.Background(), s.id, s.grant, st); err != nil {
+	if err := s.p.recordStatement(context.Background(), s.id, &s.grant, st); err != nil {
 		s.p.log.Error("postgres proxy: a statement could not be queued for the audit log; ending the session", "session_id", s.id, "err", err)
 		go s.end(EndAuditUnavailable, fatal("57P01", "terminating connection: the audit log is unavailable, so no session may continue"))
 	}
 }
 
-// recordStatement queues the session.statement event of st.
-func (p *Proxy) recordStatement(ctx context.Context, sessionID string, g grants.Grant, st Statement) error {
-	e := p.event(ActionSessionStatement, personActor(g), g, statementEvidence(sessionID, st, p.cfg.TextLimit))
-	e.Time = st.End.Truncate(time.Millisecond)
-	e.ID = "" // the recorder's Record assigns it, off the relay's path
-	return p.rec.add(ctx, e)
+// recordStatement queues st for its session.statement event (built by the recorder).
+func (p *Proxy) recordStatement(ctx context.Context, sessionID string, g *grants.Grant, st Statement) error {
+	return p.rec.addStatement(ctx, &queuedStatement{sessionID: sessionID, grant: g, st: st})
+}
+
+// statementEvent is the session.statement event of a queued statement.
+func (p *Proxy) statementEvent(q *queuedStatement) *audit.Event {
+	return &audit.Event{
+		Time:     q.st.End.Truncate(time.Millisecond),
+		Actor:    personActor(*q.grant),
+		Action:   ActionSessionStatement,
+		GrantID:  q.grant.ID,
+		Resource: q.grant.Resource,
+		Evidence: statementEvidence(q.sessionID, q.st, p.cfg.TextLimit),
+		// No ID: the recorder's Record (grants.Manager) assigns it.
+	}
 }
 
 // end stops the session once: with e non-nil the client is told why (and the running query
