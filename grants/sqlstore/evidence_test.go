@@ -45,3 +45,26 @@ func FuzzDecodeEvidence(f *testing.F) {
 		}
 	})
 }
+
+// FuzzEncodeEvidence: encodeEvidence writes what json.Marshal writes, on any map.
+func FuzzEncodeEvidence(f *testing.F) {
+	for _, kv := range [][2]string{{"a", "b"}, {"reason", `quotes " and \ backslash`}, {"html", "<b>&</b>"},
+		{"unicode", "é ✓ \u2028"}, {"", ""}, {"bad", "\xff\xfe"}, {"ctl", "a\x01b"}, {"text", "SELECT 1 FROM t WHERE a = 'x'"}} {
+		f.Add(kv[0], kv[1], "session_id", "s_1")
+	}
+	f.Fuzz(func(t *testing.T, k1, v1, k2, v2 string) {
+		for _, m := range []map[string]string{{}, {k1: v1}, {k1: v1, k2: v2}, {k1: v1, k2: v2, "order": "7"}} {
+			want, err := json.Marshal(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := encodeEvidence(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != string(want) {
+				t.Fatalf("encodeEvidence(%q) = %s, json.Marshal = %s", m, got, want)
+			}
+		}
+	})
+}

@@ -160,7 +160,7 @@ func New(cfg Config) (*Proxy, error) {
 		p.upstreams[name] = pc
 		p.values[name] = u.RecordParameters
 	}
-	p.rec = newRecorder(cfg.Recorder, p.log, cfg.Batch, cfg.AuditTimeout, p.auditFailed)
+	p.rec = newRecorder(cfg.Recorder, p.log, cfg.Batch, cfg.AuditTimeout, p.auditFailed, p.statementEvent)
 	return p, nil
 }
 

@@ -13,6 +13,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/accessbroker/accessbroker/audit"
+	"github.com/accessbroker/accessbroker/grants"
 )
 
 // Audit actions of the session proxy (DESIGN.md: every one names its grant where there is one).
@@ -51,22 +52,45 @@ type Recorder interface {
 }
 
 // recorder writes statement and end events in batches from one goroutine: each write takes
-// everything queued so far (up to batch), so a busy proxy writes few large batches and an
-// idle one writes each event at once. A write that has not succeeded within timeout (retries
-// included) calls fail, which ends every session: no audit, no access.
+// everything queued so far (up to batch), waiting up to linger after the first for more, so a
+// busy proxy writes few large batches (one transaction each) and an idle one writes each
+// event within linger. A write that has not succeeded within timeout (retries included)
+// calls fail, which ends every session: no audit, no access.
+//
+// A statement is queued as it finished (queueStatement) and its event (evidence, SHA-256 of
+// the text) is built by the recorder's goroutine: none of that is on the relay's path.
 type recorder struct {
 	rec     Recorder
 	log     *slog.Logger
 	batch   int
+	linger  time.Duration
 	timeout time.Duration
 	fail    func(error)
-	ch      chan *audit.Event
+	build   func(*queuedStatement) *audit.Event
+	ch      chan queued
 	done    chan struct{}
 }
 
-func newRecorder(rec Recorder, log *slog.Logger, batch int, timeout time.Duration, fail func(error)) *recorder {
-	return &recorder{rec: rec, log: log, batch: batch, timeout: timeout, fail: fail,
-		ch: make(chan *audit.Event, 4*batch), done: make(chan struct{})}
+// queued is an event to write, or a finished statement to make one of.
+type queued struct {
+	e  *audit.Event
+	st *queuedStatement
+}
+
+// queuedStatement is a finished statement of a session, not yet an event.
+type queuedStatement struct {
+	sessionID string
+	grant     *grants.Grant
+	st        Statement
+}
+
+// defaultLinger is how long the recorder waits after an event for more to write with it: a
+// transaction per few statements costs more than the statements.
+const defaultLinger = 5 * time.Millisecond
+
+func newRecorder(rec Recorder, log *slog.Logger, batch int, timeout time.Duration, fail func(error), build func(*queuedStatement) *audit.Event) *recorder {
+	return &recorder{rec: rec, log: log, batch: batch, linger: defaultLinger, timeout: timeout, fail: fail, build: build,
+		ch: make(chan queued, 4*batch), done: make(chan struct{})}
 }
 
 // errAuditBacklog: the recorder did not accept an event in time.
@@ -75,21 +99,38 @@ var errAuditBacklog = errors.New("the audit log is not keeping up")
 // add queues e. It waits at most the recorder's timeout for room (the audit log is slow or
 // down) and then returns an error: the caller ends its session.
 func (r *recorder) add(ctx context.Context, e *audit.Event) error {
+	return r.put(ctx, queued{e: e}, e.Action)
+}
+
+// addStatement queues a finished statement, like add.
+func (r *recorder) addStatement(ctx context.Context, st *queuedStatement) error {
+	return r.put(ctx, queued{st: st}, ActionSessionStatement)
+}
+
+func (r *recorder) put(ctx context.Context, q queued, action audit.Action) error {
 	select {
-	case r.ch <- e:
+	case r.ch <- q:
 		return nil
 	default:
 	}
 	t := time.NewTimer(r.timeout)
 	defer t.Stop()
 	select {
-	case r.ch <- e:
+	case r.ch <- q:
 		return nil
 	case <-t.C:
-		return fmt.Errorf("record %s: %w", e.Action, errAuditBacklog)
+		return fmt.Errorf("record %s: %w", action, errAuditBacklog)
 	case <-ctx.Done():
-		return fmt.Errorf("record %s: %w", e.Action, ctx.Err())
+		return fmt.Errorf("record %s: %w", action, ctx.Err())
 	}
+}
+
+// event is q's event.
+func (r *recorder) event(q queued) *audit.Event {
+	if q.e != nil {
+		return q.e
+	}
+	return r.build(q.st)
 }
 
 // run writes batches until stop is closed and the queue is empty.
@@ -97,27 +138,53 @@ func (r *recorder) run(stop <-chan struct{}) {
 	defer close(r.done)
 	buf := make([]*audit.Event, 0, r.batch)
 	for {
-		var e *audit.Event
+		var q queued
+		stopping := false
 		select {
-		case e = <-r.ch:
+		case q = <-r.ch:
 		case <-stop:
 			select {
-			case e = <-r.ch:
+			case q = <-r.ch:
+				stopping = true
 			default:
 				return
 			}
 		}
-		buf = append(buf[:0], e)
-	fill:
-		for len(buf) < r.batch {
-			select {
-			case e := <-r.ch:
-				buf = append(buf, e)
-			default:
-				break fill
+		buf = append(buf[:0], r.event(q))
+		r.fill(&buf)
+		if len(buf) < r.batch && !stopping && r.linger > 0 {
+			// Wait a moment for more: the next events share this transaction.
+			// Wall time, not Config.Clock: the linger bounds how late an event is written,
+			// it is no time of the record (a fake clock would hold events back).
+			linger := time.NewTimer(r.linger)
+		wait:
+			for len(buf) < r.batch {
+				select {
+				case q := <-r.ch:
+					buf = append(buf, r.event(q))
+					r.fill(&buf)
+				case <-linger.C:
+					break wait
+				case <-stop:
+					break wait
+				}
 			}
+			linger.Stop()
 		}
 		r.write(buf)
+		clear(buf)
+	}
+}
+
+// fill adds what is queued now to buf, up to batch.
+func (r *recorder) fill(buf *[]*audit.Event) {
+	for len(*buf) < r.batch {
+		select {
+		case q := <-r.ch:
+			*buf = append(*buf, r.event(q))
+		default:
+			return
+		}
 	}
 }
 

@@ -393,12 +393,27 @@ func (s *session) cancelUpstream(ctx context.Context) {
 }
 
 func (s *session) statementDone(st Statement) {
-	e := s.p.event(ActionSessionStatement, personActor(s.grant), s.grant, statementEvidence(s.id, st, s.p.cfg.TextLimit))
-	e.Time = st.End.Truncate(time.Millisecond)
-	e.ID = "" // the recorder's Record assigns it, off the relay's path
-	if err := s.p.rec.add(context.Background(), e); err != nil {
+	if err := s.p.recordStatement(context.Background(), s.id, &s.grant, st); err != nil {
 		s.p.log.Error("postgres proxy: a statement could not be queued for the audit log; ending the session", "session_id", s.id, "err", err)
 		go s.end(EndAuditUnavailable, fatal("57P01", "terminating connection: the audit log is unavailable, so no session may continue"))
+	}
+}
+
+// recordStatement queues st for its session.statement event (built by the recorder).
+func (p *Proxy) recordStatement(ctx context.Context, sessionID string, g *grants.Grant, st Statement) error {
+	return p.rec.addStatement(ctx, &queuedStatement{sessionID: sessionID, grant: g, st: st})
+}
+
+// statementEvent is the session.statement event of a queued statement.
+func (p *Proxy) statementEvent(q *queuedStatement) *audit.Event {
+	return &audit.Event{
+		Time:     q.st.End.Truncate(time.Millisecond),
+		Actor:    personActor(*q.grant),
+		Action:   ActionSessionStatement,
+		GrantID:  q.grant.ID,
+		Resource: q.grant.Resource,
+		Evidence: statementEvidence(q.sessionID, q.st, p.cfg.TextLimit),
+		// No ID: the recorder's Record (grants.Manager) assigns it.
 	}
 }
 

@@ -1,0 +1,103 @@
+package pgproxy
+
+import (
+	"context"
+	"log/slog"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/accessbroker/accessbroker/audit"
+	"github.com/accessbroker/accessbroker/grants"
+)
+
+// batchTap records the size of each batch written and signals each write.
+type batchTap struct {
+	mu      sync.Mutex
+	batches [][]*audit.Event
+	wrote   chan struct{}
+}
+
+func (b *batchTap) Record(_ context.Context, events ...*audit.Event) error {
+	b.mu.Lock()
+	b.batches = append(b.batches, append([]*audit.Event(nil), events...))
+	b.mu.Unlock()
+	b.wrote <- struct{}{}
+	return nil
+}
+
+func (b *batchTap) sizes() []int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var n []int
+	for _, x := range b.batches {
+		n = append(n, len(x))
+	}
+	return n
+}
+
+// TestRecorderBatches: events arriving while the recorder lingers share one write; a full
+// batch is written without waiting; a queued statement becomes its session.statement event
+// in the recorder, in queue order; stopping writes what is left at once. The linger is an
+// hour here, so nothing depends on how long anything takes.
+func TestRecorderBatches(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tap := &batchTap{wrote: make(chan struct{}, 16)}
+	p := &Proxy{cfg: Config{TextLimit: DefaultTextLimit}}
+	r := newRecorder(tap, slog.New(slog.DiscardHandler), 3, time.Minute, func(error) { t.Error("fail called") }, p.statementEvent)
+	r.linger = time.Hour
+	stop := make(chan struct{})
+	go r.run(stop)
+	wait := func() {
+		t.Helper()
+		select {
+		case <-tap.wrote:
+		case <-time.After(20 * time.Second):
+			t.Fatalf("no write; batches so far %v", tap.sizes())
+		}
+	}
+	taken := func() { // the recorder took everything queued
+		for len(r.ch) > 0 {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	g := &grants.Grant{ID: "g_1", Resource: "prod-db"}
+	end := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	add := func(action audit.Action) {
+		t.Helper()
+		if err := r.add(ctx, &audit.Event{Action: action}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// A full batch (3) is written without waiting for the linger.
+	add(ActionSessionStarted)
+	add(ActionSessionStatement)
+	add(ActionSessionEnded)
+	wait()
+
+	// One event: the recorder takes it and waits for more; what comes meanwhile goes in the
+	// same write, made at once when the recorder is stopped.
+	add(ActionSessionStarted)
+	taken()
+	if err := r.addStatement(ctx, &queuedStatement{sessionID: "s_1", grant: g, st: Statement{Seq: 1, Protocol: "simple", Text: "SELECT 1", Start: end, End: end}}); err != nil {
+		t.Fatal(err)
+	}
+	taken()
+	if got := tap.sizes(); len(got) != 1 {
+		t.Fatalf("written before the linger ended: batches %v", got)
+	}
+	close(stop)
+	wait()
+	<-r.done
+
+	if got, want := tap.sizes(), []int{3, 2}; !slices.Equal(got, want) {
+		t.Fatalf("batch sizes %v, want %v", got, want)
+	}
+	st := tap.batches[1][1]
+	if st.Action != ActionSessionStatement || st.GrantID != "g_1" || st.Evidence["session_id"] != "s_1" || st.Evidence["text"] != "SELECT 1" || !st.Time.Equal(end) || st.ID != "" {
+		t.Fatalf("statement event %+v", st)
+	}
+}
