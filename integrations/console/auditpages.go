@@ -202,13 +202,15 @@ type kindCount struct {
 
 // weekView is one week's report with its pictures.
 type weekView struct {
-	ByKind   []kindCount
-	Report   audit.Report
-	PerDay   template.HTML
-	ToGrant  template.HTML
-	Lag      template.HTML
-	Built    time.Time
-	Complete bool
+	ByKind []kindCount
+	Report audit.Report
+	// AnomalyRows are the first maxAnomalies anomalies rendered (fastrender.go), once.
+	AnomalyRows template.HTML
+	PerDay      template.HTML
+	ToGrant     template.HTML
+	Lag         template.HTML
+	Built       time.Time
+	Complete    bool
 }
 
 // weekCache keeps the views of complete weeks: the log is append-only and event times
@@ -259,6 +261,7 @@ func (c *Console) week(ctx context.Context, since time.Time) (*weekView, error) 
 			wv.ByKind = append(wv.ByKind, kindCount{a.Kind, 1})
 		}
 	}
+	wv.AnomalyRows = anomalyRowsHTML(rep.Anomalies[:min(len(rep.Anomalies), maxAnomalies)])
 	wv.PerDay = grantsPerDaySVG(rep, since)
 	wv.ToGrant = timeToGrantSVG(rep, created)
 	wv.Lag = revocationLagSVG(rep)
