@@ -117,10 +117,12 @@ func (c *Console) auditPage(w http.ResponseWriter, r *http.Request, v Viewer) {
 	if more {
 		evs = evs[:f.Limit]
 	}
-	cs := c.chainState()
+	m := newMarker(c.chainState())
 	d.Steps = make([]step, 0, len(evs))
 	for _, e := range evs {
-		d.Steps = append(d.Steps, headOf(e, cs)) // the rows show no evidence
+		s := headOf(e) // the rows show no evidence
+		s.Mark = m.at(s.Seq, s.hashOK)
+		d.Steps = append(d.Steps, s)
 	}
 	d.Rows = auditRowsHTML(d.Steps)
 	vals := f.values()
