@@ -183,11 +183,25 @@ func (s *Store) Search(ctx context.Context, q audit.Query) ([]audit.Event, error
 	if limit <= 0 {
 		limit = 100
 	}
+	tail := " ORDER BY seq " + order + " LIMIT " + itoa(int64(limit))
 	sqlq := `SELECT ` + eventCols + ` FROM audit_events`
-	if len(where) > 0 {
-		sqlq += " WHERE " + strings.Join(where, " AND ")
+	if q.Actor != "" {
+		// "actor_id = ? OR actor_email = ?" is read through both actor indexes and sorted
+		// whole (or, worse, by walking seq until enough rows match): every event of the
+		// actor, for one page. Each side below reads only its own page from its index
+		// (actor, seq), and the union keeps the page of the two.
+		rest, restArgs := where[1:], args[2:]
+		side := func(col string) string {
+			return `SELECT ` + eventCols + ` FROM audit_events WHERE ` + strings.Join(append([]string{col + " = ?"}, rest...), " AND ") + tail
+		}
+		sqlq = `SELECT * FROM (` + side("actor_id") + `) AS by_id UNION SELECT * FROM (` + side("actor_email") + `) AS by_email` + tail
+		args = append(append(append([]any{q.Actor}, restArgs...), q.Actor), restArgs...)
+	} else {
+		if len(where) > 0 {
+			sqlq += " WHERE " + strings.Join(where, " AND ")
+		}
+		sqlq += tail
 	}
-	sqlq += " ORDER BY seq " + order + " LIMIT " + itoa(int64(limit))
 	rows, err := s.r.QueryContext(ctx, s.q(sqlq), args...)
 	if err != nil {
 		return nil, fmt.Errorf("search audit: %w", err)

@@ -53,6 +53,13 @@ func TestSearchMatchesReference(t *testing.T) {
 				Resource: fmt.Sprintf("res-%d", i%5), GrantID: fmt.Sprintf("g_%d", i%50),
 			})
 		}
+		// Some events' email is another actor's id: an actor search finds either (i = 66,
+		// 143, … match "U3" by both columns, and are found once).
+		for i, e := range c.Events {
+			if i%11 == 0 {
+				e.Actor.Email = "U3"
+			}
+		}
 		storetest.MustApply(t, s, c)
 		all := readAll(t, s)
 		since, until := storetest.Start.Add(40*time.Minute), storetest.Start.Add(200*time.Minute)
@@ -61,6 +68,8 @@ func TestSearchMatchesReference(t *testing.T) {
 			{GrantID: "g_7"}, {Since: since}, {Until: until}, {Since: since, Until: until, Resource: "res-1"},
 			{Since: since, Until: until, Action: audit.ActionGrantIssued, Actor: "U5", Descending: true},
 			{Since: storetest.Start.Add(10 * time.Hour)}, {Until: storetest.Start},
+			{Actor: "U3", Descending: true}, {Actor: "U3", Resource: "res-1"}, {Actor: "u4@example.com", Descending: true, Action: audit.ActionGrantIssued},
+			{Actor: "U3", Since: since, Until: until, Descending: true}, {Actor: "nobody"},
 		} {
 			full := q
 			full.Limit = 10000

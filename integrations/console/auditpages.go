@@ -117,10 +117,12 @@ func (c *Console) auditPage(w http.ResponseWriter, r *http.Request, v Viewer) {
 	if more {
 		evs = evs[:f.Limit]
 	}
-	cs := c.chainState()
+	m := newMarker(c.chainState())
 	d.Steps = make([]step, 0, len(evs))
 	for _, e := range evs {
-		d.Steps = append(d.Steps, headOf(e, cs)) // the rows show no evidence
+		s := headOf(e) // the rows show no evidence
+		s.Mark = m.at(s.Seq, s.hashOK)
+		d.Steps = append(d.Steps, s)
 	}
 	d.Rows = auditRowsHTML(d.Steps)
 	vals := f.values()
@@ -202,13 +204,15 @@ type kindCount struct {
 
 // weekView is one week's report with its pictures.
 type weekView struct {
-	ByKind   []kindCount
-	Report   audit.Report
-	PerDay   template.HTML
-	ToGrant  template.HTML
-	Lag      template.HTML
-	Built    time.Time
-	Complete bool
+	ByKind []kindCount
+	Report audit.Report
+	// AnomalyRows are the first maxAnomalies anomalies rendered (fastrender.go), once.
+	AnomalyRows template.HTML
+	PerDay      template.HTML
+	ToGrant     template.HTML
+	Lag         template.HTML
+	Built       time.Time
+	Complete    bool
 }
 
 // weekCache keeps the views of complete weeks: the log is append-only and event times
@@ -259,6 +263,7 @@ func (c *Console) week(ctx context.Context, since time.Time) (*weekView, error) 
 			wv.ByKind = append(wv.ByKind, kindCount{a.Kind, 1})
 		}
 	}
+	wv.AnomalyRows = anomalyRowsHTML(rep.Anomalies[:min(len(rep.Anomalies), maxAnomalies)])
 	wv.PerDay = grantsPerDaySVG(rep, since)
 	wv.ToGrant = timeToGrantSVG(rep, created)
 	wv.Lag = revocationLagSVG(rep)

@@ -226,19 +226,61 @@ func (s ChainState) MarkFor(e audit.Event) Mark {
 	if !s.Known {
 		return Mark{State: "unknown", Text: "chain not checked yet"}
 	}
+	return s.MarkAt(e.Seq, hashesOK(e))
+}
+
+// hashesOK reports whether e, as read, hashes (with its stored previous hash) to its stored
+// hash.
+func hashesOK(e audit.Event) bool {
 	h, err := audit.Next(e.PrevHash, e)
+	return err == nil && h == e.Hash
+}
+
+// MarkAt is the mark of the event at seq whose own hash check (hashesOK) gave hashOK: the
+// part of MarkFor that depends on the watcher's state, so that a page showing events read
+// earlier (the story cache) marks them with what the watcher knows now.
+func (s ChainState) MarkAt(seq int64, hashOK bool) Mark {
 	switch {
-	case err != nil || h != e.Hash:
+	case !s.Known:
+		return Mark{State: "unknown", Text: "chain not checked yet"}
+	case !hashOK:
 		return Mark{State: "broken", Text: "does not hash to its stored hash"}
-	case s.Damage != "" && e.Seq >= s.FirstBad:
+	case s.Damage != "" && seq >= s.FirstBad:
 		return Mark{State: "broken", Text: fmt.Sprintf("after the chain's first damage at seq %d", s.FirstBad)}
-	case e.Seq > s.VerifiedSeq:
+	case seq > s.VerifiedSeq:
 		return Mark{State: "pending", Text: fmt.Sprintf("appended after the last check (verified up to seq %d)", s.VerifiedSeq)}
 	}
 	m := Mark{State: "verified", Text: fmt.Sprintf("chain verifies from genesis up to seq %d", s.VerifiedSeq)}
-	if s.Checkpoint.Seq >= e.Seq && s.Checkpoints > 0 {
+	if s.Checkpoint.Seq >= seq && s.Checkpoints > 0 {
 		m.Signed = true
 		m.Text += fmt.Sprintf("; signed checkpoint at seq %d covers it", s.Checkpoint.Seq)
 	}
 	return m
+}
+
+// marker marks many events of one page: the texts of the common marks are made once.
+type marker struct {
+	cs                        ChainState
+	verified, signed, pending Mark
+}
+
+func newMarker(cs ChainState) *marker {
+	clean := cs // the common marks, of events before any damage (at handles the rest)
+	clean.Damage, clean.Known = "", true
+	return &marker{cs: cs, pending: clean.MarkAt(clean.VerifiedSeq+1, true),
+		verified: clean.MarkAt(clean.VerifiedSeq, true), signed: clean.MarkAt(min(clean.Checkpoint.Seq, clean.VerifiedSeq), true)}
+}
+
+// at is cs.MarkAt(seq, hashOK).
+func (m *marker) at(seq int64, hashOK bool) Mark {
+	cs := m.cs
+	switch {
+	case !cs.Known || !hashOK || (cs.Damage != "" && seq >= cs.FirstBad):
+		return cs.MarkAt(seq, hashOK)
+	case seq > cs.VerifiedSeq:
+		return m.pending
+	case cs.Checkpoints > 0 && cs.Checkpoint.Seq >= seq:
+		return m.signed
+	}
+	return m.verified
 }

@@ -157,6 +157,7 @@ type Console struct {
 	handler  http.Handler
 	pages    *pageSet
 	weeks    weekCache
+	stories  storyCache
 	groups   *groupCache
 }
 

@@ -7,7 +7,9 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/accessbroker/accessbroker/audit"
 	"github.com/accessbroker/accessbroker/broker"
+	"github.com/accessbroker/accessbroker/grants"
 )
 
 // The long lists of the console (a story's steps, a session's statements, the audit
@@ -217,6 +219,131 @@ func pastRowsHTML(rows []grantRow) template.HTML {
 		esc(&b, g.RevokeCause)
 		b.WriteString("</td><td>")
 		esc(&b, broker.Clean(g.Reason))
+		b.WriteString("</td></tr>")
+	}
+	return template.HTML(b.String()) //nolint:gosec // every value is escaped above
+}
+
+// writeInt writes n in decimal.
+func writeInt(b *strings.Builder, n int) { b.WriteString(strconv.Itoa(n)) }
+
+// homeGrantRowsHTML renders the home page's grant rows (Grant, Resource, State, Expires,
+// Reason).
+func homeGrantRowsHTML(rows []grantRow) template.HTML {
+	var b strings.Builder
+	b.Grow(len(rows) * 300)
+	for _, g := range rows {
+		b.WriteString("<tr><td>")
+		writeLink(&b, "grants", g.ID)
+		b.WriteString("</td><td>")
+		esc(&b, g.Resource)
+		b.WriteString("</td><td>")
+		esc(&b, g.State)
+		if g.RevokeCause != "" {
+			b.WriteString(" (")
+			esc(&b, g.RevokeCause)
+			b.WriteString(")")
+		}
+		b.WriteString("</td><td>")
+		esc(&b, tsText(g.Expires))
+		if g.Left != "" {
+			b.WriteString(" (")
+			esc(&b, g.Left)
+			b.WriteString(" left)")
+		}
+		b.WriteString("</td><td>")
+		esc(&b, broker.Clean(g.Reason))
+		b.WriteString("</td></tr>")
+	}
+	return template.HTML(b.String()) //nolint:gosec // every value is escaped above
+}
+
+// homeRequestRowsHTML renders the home page's request rows (Request, Resource, State,
+// Asked, Reason).
+func homeRequestRowsHTML(reqs []grants.Request) template.HTML {
+	var b strings.Builder
+	b.Grow(len(reqs) * 300)
+	for _, r := range reqs {
+		b.WriteString("<tr><td>")
+		writeLink(&b, "requests", r.ID)
+		b.WriteString("</td><td>")
+		esc(&b, r.Resource)
+		b.WriteString("</td><td>")
+		esc(&b, string(r.State))
+		b.WriteString("</td><td>")
+		esc(&b, tsText(r.CreatedAt))
+		b.WriteString("</td><td>")
+		esc(&b, broker.Clean(r.Reason))
+		b.WriteString("</td></tr>")
+	}
+	return template.HTML(b.String()) //nolint:gosec // every value is escaped above
+}
+
+// inboxRowsHTML renders the approvals inbox's rows, each with its Approve and Deny form
+// carrying the viewer's CSRF token.
+func inboxRowsHTML(items []inboxItem, csrf string) template.HTML {
+	var b strings.Builder
+	b.Grow(len(items) * 900)
+	for _, it := range items {
+		b.WriteString("<tr>\n<td>")
+		writeLink(&b, "requests", it.ID)
+		if it.Extends != "" {
+			b.WriteString(" (extends ")
+			esc(&b, it.Extends)
+			b.WriteString(")")
+		}
+		b.WriteString("</td><td>")
+		esc(&b, it.Requester.SlackUserID)
+		if it.Requester.Email != "" {
+			b.WriteString(" (")
+			esc(&b, it.Requester.Email)
+			b.WriteString(")")
+		}
+		b.WriteString("</td><td>")
+		esc(&b, it.Resource)
+		b.WriteString("</td><td>")
+		esc(&b, audit.FormatDuration(it.Duration))
+		b.WriteString("</td><td>")
+		writeInt(&b, it.Have)
+		b.WriteString(" of ")
+		writeInt(&b, it.Needed)
+		b.WriteString("</td><td>")
+		esc(&b, broker.Clean(it.Reason))
+		b.WriteString("</td>\n<td><form method=\"post\" action=\"")
+		b.WriteString(Prefix)
+		b.WriteString("requests/")
+		esc(&b, url.PathEscape(it.ID))
+		b.WriteString("/decide\" class=\"inline\">\n<input type=\"hidden\" name=\"csrf\" value=\"")
+		esc(&b, csrf)
+		b.WriteString("\">\n<button type=\"submit\" name=\"decision\" value=\"approve\" aria-label=\"Approve request ")
+		esc(&b, it.ID)
+		b.WriteString("\">Approve</button>\n<button type=\"submit\" name=\"decision\" value=\"deny\" aria-label=\"Deny request ")
+		esc(&b, it.ID)
+		b.WriteString("\">Deny</button>\n</form></td></tr>")
+	}
+	return template.HTML(b.String()) //nolint:gosec // every value is escaped above
+}
+
+// anomalyRowsHTML renders the weekly report's anomaly rows (Kind, Time, Person, Resource,
+// Grant, Detail).
+func anomalyRowsHTML(as []audit.Anomaly) template.HTML {
+	var b strings.Builder
+	b.Grow(len(as) * 300)
+	for _, a := range as {
+		b.WriteString("<tr><td>")
+		esc(&b, string(a.Kind))
+		b.WriteString("</td><td>")
+		esc(&b, tsText(a.Time))
+		b.WriteString("</td><td>")
+		esc(&b, a.Person)
+		b.WriteString("</td><td>")
+		esc(&b, a.Resource)
+		b.WriteString("</td><td>")
+		if a.GrantID != "" {
+			writeLink(&b, "grants", a.GrantID)
+		}
+		b.WriteString("</td><td>")
+		esc(&b, a.Detail)
 		b.WriteString("</td></tr>")
 	}
 	return template.HTML(b.String()) //nolint:gosec // every value is escaped above

@@ -65,11 +65,14 @@ type env struct {
 	idp    *oidcfake.Server
 	c      *console.Console
 	srv    *httptest.Server
+	path   string // the SQLite file
 }
 
 type envOpts struct {
 	standIn []console.StandInUser
 	baseURL string // default: the test server's URL
+	// audit, when set, wraps the store as the console's audit log (e.g. to count reads).
+	audit func(console.AuditLog) console.AuditLog
 }
 
 func newEnv(t *testing.T, o ...envOpts) *env {
@@ -79,7 +82,8 @@ func newEnv(t *testing.T, o ...envOpts) *env {
 		opt = o[0]
 	}
 	e := &env{clock: clocktest.New(start)}
-	st, err := sqlstore.Open(t.Context(), "sqlite", "file:"+filepath.Join(t.TempDir(), "ab.db"), e.clock, nil)
+	e.path = filepath.Join(t.TempDir(), "ab.db")
+	st, err := sqlstore.Open(t.Context(), "sqlite", "file:"+e.path, e.clock, nil)
 	if err != nil {
 		t.Fatalf("open store: %v", err)
 	}
@@ -128,9 +132,13 @@ func newEnv(t *testing.T, o ...envOpts) *env {
 	if opt.baseURL != "" {
 		base = opt.baseURL
 	}
+	var auditLog console.AuditLog = st
+	if opt.audit != nil {
+		auditLog = opt.audit(st)
+	}
 	cfg := console.Config{BaseURL: base, IssuerURL: e.idp.Issuer(), ClientID: clientID, ClientSecret: clientSecret,
 		HTTPClient: e.idp.Client(), TeamID: team, SessionKey: key, AuditorUsers: []string{carol},
-		Broker: e.b, Store: st, Audit: st, Revoker: e.mgr, Directory: dir, Groups: groups, PublicKey: pub, Clock: e.clock,
+		Broker: e.b, Store: st, Audit: auditLog, Revoker: e.mgr, Directory: dir, Groups: groups, PublicKey: pub, Clock: e.clock,
 		AuditChannel: e.notes, StandIn: opt.standIn}
 	e.c, err = console.New(cfg)
 	if err != nil {

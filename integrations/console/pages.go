@@ -134,10 +134,13 @@ func (c *Console) home(w http.ResponseWriter, r *http.Request, v Viewer) {
 	}
 	d := struct {
 		common
-		Grants   []grantRow
-		Requests []grants.Request
-		Inbox    int
+		Grants      []grantRow
+		Requests    []grants.Request
+		GrantRows   template.HTML // Grants rendered (fastrender.go)
+		RequestRows template.HTML // Requests rendered
+		Inbox       int
 	}{common: c.common(&v, "Your access"), Grants: c.grantRows(mine), Requests: reqs, Inbox: len(inbox)}
+	d.GrantRows, d.RequestRows = homeGrantRowsHTML(d.Grants), homeRequestRowsHTML(reqs)
 	c.render(w, r, http.StatusOK, "home", d)
 }
 
@@ -529,21 +532,23 @@ func (c *Console) inbox(ctx context.Context, v Viewer) ([]grants.Request, error)
 	return out, nil
 }
 
+// inboxItem is a request of the approvals inbox with its approvals so far.
+type inboxItem struct {
+	grants.Request
+	Extends string
+	Needed  int
+	Have    int
+}
+
 func (c *Console) approvalsPage(w http.ResponseWriter, r *http.Request, v Viewer) {
 	in, err := c.inbox(r.Context(), v)
 	if err != nil {
 		c.fail(w, r, err)
 		return
 	}
-	type item struct {
-		grants.Request
-		Extends string
-		Needed  int
-		Have    int
-	}
-	var items []item
+	var items []inboxItem
 	for _, req := range in {
-		it := item{Request: req}
+		it := inboxItem{Request: req}
 		it.Extends, _ = broker.ExtensionOf(req)
 		if res, ok := c.resource(req.Resource); ok {
 			it.Needed = broker.Needed(res.Policy)
@@ -557,8 +562,10 @@ func (c *Console) approvalsPage(w http.ResponseWriter, r *http.Request, v Viewer
 	}
 	d := struct {
 		common
-		Items []item
+		Items []inboxItem
+		Rows  template.HTML // Items rendered (fastrender.go)
 	}{common: c.common(&v, "Approvals"), Items: items}
+	d.Rows = inboxRowsHTML(items, v.CSRF)
 	c.render(w, r, http.StatusOK, "approvals", d)
 }
 
