@@ -80,7 +80,7 @@ func (b *revokeBatcher) revoke(ctx context.Context, req RevokeRequest) (RevokeRe
 	j := &batchJob{ctx: ctx, req: req, done: make(chan struct{})}
 	b.mu.Lock()
 	b.queue = append(b.queue, j)
-	start := b.running < b.r.opts.ConcurrencyPerProvider
+	start := b.running < min(b.r.opts.ConcurrencyPerProvider, batchCallsInFlight)
 	if start {
 		b.running++
 	}
@@ -201,3 +201,9 @@ func (b *revokeBatcher) readBack(ctx context.Context, jobs []*batchJob) {
 		}
 	}
 }
+
+// batchCallsInFlight bounds a resource's batch calls in flight (and ConcurrencyPerProvider
+// below that): with a slot for every due grant the first grants of a burst would each take
+// one and go alone, one by one; with a few, the grants that arrive meanwhile gather into the
+// next calls.
+const batchCallsInFlight = 4
