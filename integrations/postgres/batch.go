@@ -21,7 +21,8 @@ var (
 // RevokeBatch implements grants.BatchRevoker: it drops the roles of many grants in a fixed
 // number of round trips on one admin connection, whatever their number:
 //
-//  1. find the grants' roles (one query over pg_roles by grant id suffix, as Revoke finds one);
+//  1. find the grants' roles (one query over pg_roles by grant id suffix, as Revoke finds one;
+//     findRolesBatchSQL);
 //  2. one multi-statement round trip (one implicit transaction): ALTER ROLE … NOLOGIN for
 //     each, one GRANT of all of them TO CURRENT_USER (a non-superuser admin), terminate
 //     their sessions, count what is left per role, and ask pg_shdepend where each owns
@@ -67,7 +68,7 @@ func (p *Provider) RevokeBatch(ctx context.Context, reqs []grants.RevokeRequest)
 		fail(pending, err)
 		return out
 	}
-	roles, err := p.findRolesBatch(ctx, reqs, pending)
+	roles, err := p.findRolesBatch(ctx, reqs, pending, false)
 	if err != nil {
 		fail(pending, fmt.Errorf("find role: %w", classify(err)))
 		return out
@@ -144,15 +145,25 @@ func (p *Provider) RevokeBatch(ctx context.Context, reqs []grants.RevokeRequest)
 	}
 	for _, i := range pending {
 		if single[i] {
-			out[i].RevokeResult, out[i].Err = p.RevokeWithResult(ctx, reqs[i])
+			// The roles were found above: no second lookup for this grant.
+			out[i].RevokeResult, out[i].Err = p.revokeFound(ctx, reqs[i], roles[i])
 		}
 	}
 	return out
 }
 
+// findRolesBatchSQL finds the roles of many grants by their suffixes ($3): the first
+// statement of every RevokeBatch (cmd/accessbroker's drain test counts provider calls by it).
+// readBackBatchSQL is the same lookup for HasAccessBatch, worded apart so that a read-back is
+// not taken for a revocation on the wire.
+const (
+	findRolesBatchSQL = `SELECT oid, rolname FROM pg_roles WHERE right(rolname, $2) = ANY($3::text[]) AND starts_with(rolname, $1) ORDER BY rolname`
+	readBackBatchSQL  = `SELECT oid, rolname FROM pg_roles WHERE starts_with(rolname, $1) AND right(rolname, $2) = ANY($3::text[])`
+)
+
 // findRolesBatch returns, per request index in idx, the roles that exist for its grant (as
 // findRoles finds them), in one query.
-func (p *Provider) findRolesBatch(ctx context.Context, reqs []grants.RevokeRequest, idx []int) (map[int][]grantRole, error) {
+func (p *Provider) findRolesBatch(ctx context.Context, reqs []grants.RevokeRequest, idx []int, readBack bool) (map[int][]grantRole, error) {
 	bySuffix := map[string][]int{}
 	suffixes := make([]string, 0, len(idx))
 	for _, i := range idx {
@@ -162,8 +173,11 @@ func (p *Provider) findRolesBatch(ctx context.Context, reqs []grants.RevokeReque
 		}
 		bySuffix[s] = append(bySuffix[s], i)
 	}
-	rows, err := p.pool.Query(ctx, `SELECT oid, rolname FROM pg_roles WHERE starts_with(rolname, $1) AND right(rolname, $2) = ANY($3::text[]) ORDER BY rolname`,
-		rolePrefix, len(suffixes[0]), suffixes)
+	q := findRolesBatchSQL
+	if readBack {
+		q = readBackBatchSQL
+	}
+	rows, err := p.pool.Query(ctx, q, rolePrefix, len(suffixes[0]), suffixes)
 	if err != nil {
 		return nil, err
 	}
@@ -312,7 +326,7 @@ func (p *Provider) HasAccessBatch(ctx context.Context, reqs []grants.RevokeReque
 	if _, err := p.ready(ctx); err != nil {
 		return nil, fmt.Errorf("postgres read back %d grants: %w", len(reqs), err)
 	}
-	found, err := p.findRolesBatch(ctx, reqs, idx)
+	found, err := p.findRolesBatch(ctx, reqs, idx, true)
 	if err != nil {
 		return nil, p.scrub(fmt.Errorf("postgres read back %d grants: %w", len(reqs), classify(err)))
 	}
