@@ -169,7 +169,7 @@ func (b *revokeBatcher) readBack(ctx context.Context, jobs []*batchJob) {
 	}
 	has := make([]bool, len(jobs))
 	errs := make([]error, len(jobs))
-	if bc, ok := b.p.(BatchAccessChecker); ok {
+	if bc, ok := b.p.(BatchAccessChecker); ok && len(jobs) > 1 { // one alone: HasAccess
 		reqs := make([]RevokeRequest, len(jobs))
 		for i, j := range jobs {
 			reqs[i] = j.req
