@@ -158,7 +158,7 @@ func (p *Provider) RevokeBatch(ctx context.Context, reqs []grants.RevokeRequest)
 // not taken for a revocation on the wire.
 const (
 	findRolesBatchSQL = `SELECT oid, rolname FROM pg_roles WHERE right(rolname, $2) = ANY($3::text[]) AND starts_with(rolname, $1) ORDER BY rolname`
-	readBackBatchSQL  = `SELECT oid, rolname FROM pg_roles WHERE starts_with(rolname, $1) AND right(rolname, $2) = ANY($3::text[])`
+	readBackBatchSQL  = `SELECT r.oid, r.rolname FROM pg_roles r WHERE starts_with(r.rolname, $1) AND right(r.rolname, $2) = ANY($3::text[])`
 )
 
 // findRolesBatch returns, per request index in idx, the roles that exist for its grant (as
