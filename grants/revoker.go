@@ -30,15 +30,18 @@ type RevokerMetrics interface {
 
 // RevokerOptions tunes a Revoker. Zero values take the documented defaults.
 type RevokerOptions struct {
-	Instance               string        // claim owner name (default random)
-	ConcurrencyPerProvider int           // provider calls in flight per provider kind (default 32)
-	Batch                  int           // grants claimed per store round trip (default 256)
-	BackoffBase            time.Duration // first retry delay (default 5s)
-	BackoffMax             time.Duration // retry delay cap (default 5m)
-	ClaimLease             time.Duration // how long a claim holds (default 2m)
-	AttemptTimeout         time.Duration // one provider Revoke call (default 30s)
-	IdleWait               time.Duration // longest sleep without a known deadline (default 1m)
-	ShutdownGrace          time.Duration // in-flight revocations may finish this long after stop (default 10s)
+	Instance               string // claim owner name (default random)
+	ConcurrencyPerProvider int    // provider calls in flight per provider kind (default 32)
+	Batch                  int    // grants claimed per store round trip (default 256)
+	// ProviderBatch is the most grants handed to one call of a provider that can revoke
+	// many at once (a BatchRevoker; default DefaultProviderBatch).
+	ProviderBatch  int
+	BackoffBase    time.Duration // first retry delay (default 5s)
+	BackoffMax     time.Duration // retry delay cap (default 5m)
+	ClaimLease     time.Duration // how long a claim holds (default 2m)
+	AttemptTimeout time.Duration // one provider Revoke call (default 30s)
+	IdleWait       time.Duration // longest sleep without a known deadline (default 1m)
+	ShutdownGrace  time.Duration // in-flight revocations may finish this long after stop (default 10s)
 	// WallCheck is the longest the revoker sleeps without reading the wall clock again
 	// (default 1s): after a step of the wall clock a grant is revoked at most about this
 	// late, and never early (see wallclock.go).
@@ -65,11 +68,12 @@ type Revoker struct {
 	wake      chan struct{}
 	// armed is the deadline the sleeping Run loop waits for (farFuture while it reads the
 	// next one, zero while it claims and revokes): WakeAt wakes it only for an earlier one.
-	armedMu sync.Mutex
-	armed   time.Time
-	semMu   sync.Mutex
-	sems    map[string]chan struct{}
-	watch   *wallWatch
+	armedMu  sync.Mutex
+	armed    time.Time
+	semMu    sync.Mutex
+	sems     map[string]chan struct{}
+	batchers map[string]*revokeBatcher // by resource, for BatchRevoker providers
+	watch    *wallWatch
 }
 
 // NewRevoker returns a revoker; call Run to start it. providers is keyed by resource name.
@@ -88,6 +92,9 @@ func NewRevoker(store Store, providers map[string]Provider, clock Clock, logger 
 	if opts.Batch <= 0 {
 		opts.Batch = 256
 	}
+	if opts.ProviderBatch <= 0 {
+		opts.ProviderBatch = DefaultProviderBatch
+	}
 	def(&opts.BackoffBase, 5*time.Second)
 	def(&opts.BackoffMax, 5*time.Minute)
 	def(&opts.ClaimLease, 2*time.Minute)
@@ -102,7 +109,8 @@ func NewRevoker(store Store, providers map[string]Provider, clock Clock, logger 
 		logger = slog.New(slog.DiscardHandler)
 	}
 	return &Revoker{store: store, providers: providers, clock: clock, log: logger, opts: opts,
-		wake: make(chan struct{}, 1), sems: map[string]chan struct{}{}, watch: newWallWatch(clock)}
+		wake: make(chan struct{}, 1), sems: map[string]chan struct{}{}, batchers: map[string]*revokeBatcher{},
+		watch: newWallWatch(clock)}
 }
 
 // Wake makes a sleeping revoker look at the store again now. It never blocks.
@@ -563,6 +571,12 @@ func (r *Revoker) attempt(ctx context.Context, g *Grant) (string, RevokeResult, 
 	if !ok {
 		return "", RevokeResult{}, fmt.Errorf("resource %q is no longer configured, so its %s provider cannot be called; restore it in the config: %w", g.Resource, g.Provider, ErrNeedsOperator)
 	}
+	req := RevokeRequest{GrantID: g.ID, Resource: g.Resource, Person: g.Person, Handle: g.Handle}
+	if bp, ok := p.(BatchRevoker); ok {
+		// Revoked together with the resource's other grants due now, read back the same way.
+		res, err := r.batcher(g.Resource, g.Provider, bp).revoke(ctx, req)
+		return "", res, err
+	}
 	sem := r.sem(g.Provider)
 	select {
 	case sem <- struct{}{}:
@@ -572,7 +586,6 @@ func (r *Revoker) attempt(ctx context.Context, g *Grant) (string, RevokeResult, 
 	defer func() { <-sem }()
 	actx, cancel := context.WithTimeout(ctx, r.opts.AttemptTimeout)
 	defer cancel()
-	req := RevokeRequest{GrantID: g.ID, Resource: g.Resource, Person: g.Person, Handle: g.Handle}
 	var (
 		res RevokeResult
 		err error

@@ -21,7 +21,8 @@ import (
 //
 //   - lookups: Bind of the provider's "find the grant's roles" query (the first thing each
 //     Revoke call does, also when the role is already gone), keyed by the grant-id suffix
-//     parameter ("_<suffix>"): one per provider Revoke call;
+//     parameter ("_<suffix>"): one per provider Revoke call; a RevokeBatch's lookup of many
+//     grants counts one for each suffix in its array;
 //   - nologins: "ALTER ROLE … NOLOGIN" in a simple Query, keyed by the same suffix (the role
 //     name ends with it): one per call that found the role and started to remove it.
 //
@@ -52,6 +53,49 @@ type watch struct {
 
 // findRolesSQL is the start of the provider's role lookup (integrations/postgres findRoles).
 const findRolesSQL = "SELECT oid, rolname FROM pg_roles WHERE starts_with(rolname,"
+
+// findRolesBatchSQL is the start of the lookup of many grants' roles that begins each
+// RevokeBatch (integrations/postgres findRolesBatchSQL); its third parameter is a text[] of
+// suffixes, one provider call per grant.
+const findRolesBatchSQL = "SELECT oid, rolname FROM pg_roles WHERE right(rolname,"
+
+// textArray decodes a text[] parameter, binary (what pgx sends) or text ({a,b}).
+func textArray(b []byte) ([]string, error) {
+	if len(b) > 0 && b[0] == '{' {
+		inner := strings.Trim(string(b), "{}")
+		if inner == "" {
+			return nil, nil
+		}
+		return strings.Split(inner, ","), nil
+	}
+	if len(b) < 12 {
+		return nil, errors.New("short array")
+	}
+	ndim := int(binary.BigEndian.Uint32(b))
+	b = b[12:] // ndim, has-null flag, element type
+	if ndim == 0 {
+		return nil, nil
+	}
+	if ndim != 1 || len(b) < 8 {
+		return nil, fmt.Errorf("array of %d dimensions", ndim)
+	}
+	n := int(binary.BigEndian.Uint32(b))
+	b = b[8:] // size, lower bound
+	out := make([]string, 0, n)
+	for range n {
+		if len(b) < 4 {
+			return nil, errors.New("short array element")
+		}
+		l := int(int32(binary.BigEndian.Uint32(b)))
+		b = b[4:]
+		if l < 0 || len(b) < l {
+			return nil, errors.New("bad array element")
+		}
+		out = append(out, string(b[:l]))
+		b = b[l:]
+	}
+	return out, nil
+}
 
 var nologinRE = regexp.MustCompile(`ALTER ROLE "?(ab_[A-Za-z0-9_.@+-]+?)"? NOLOGIN`)
 
@@ -206,7 +250,9 @@ func (p *pgCounter) look(typ byte, body []byte, stmts map[string]string) error {
 		if !ok {
 			return errors.New("malformed Bind")
 		}
-		if !strings.HasPrefix(strings.TrimSpace(stmts[name]), findRolesSQL) {
+		q := strings.TrimSpace(stmts[name])
+		batch := strings.HasPrefix(q, findRolesBatchSQL)
+		if !batch && !strings.HasPrefix(q, findRolesSQL) {
 			return nil
 		}
 		params, err := bindParams(rest)
@@ -216,9 +262,17 @@ func (p *pgCounter) look(typ byte, body []byte, stmts map[string]string) error {
 		if len(params) != 3 {
 			return fmt.Errorf("role lookup with %d parameters, want 3", len(params))
 		}
+		suffixes := []string{string(params[2])}
+		if batch {
+			if suffixes, err = textArray(params[2]); err != nil {
+				return fmt.Errorf("batch role lookup: %w", err)
+			}
+		}
 		p.mu.Lock()
-		p.lookups[string(params[2])]++
-		p.total++
+		for _, s := range suffixes {
+			p.lookups[s]++
+		}
+		p.total += len(suffixes)
 		kept := p.reached[:0]
 		for _, w := range p.reached {
 			if p.total >= w.total {

@@ -69,3 +69,21 @@ func (l *LagRecorder) Percentile(p float64) time.Duration {
 	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
 	return s[int(float64(len(s)-1)*p)]
 }
+
+// BatchLatency is Latency that can also revoke many grants in one call
+// (grants.BatchRevoker), after the same fixed delay whatever their number, as a server that
+// takes one statement for many (the postgres provider's RevokeBatch): for benchmarks of the
+// revoker's batch path.
+type BatchLatency struct{ Latency }
+
+// RevokeBatch succeeds for every request after Delay, or fails all of them when ctx ends
+// first.
+func (p BatchLatency) RevokeBatch(ctx context.Context, reqs []grants.RevokeRequest) []grants.BatchResult {
+	out := make([]grants.BatchResult, len(reqs))
+	if err := p.Revoke(ctx, grants.RevokeRequest{}); err != nil {
+		for i := range out {
+			out[i].Err = err
+		}
+	}
+	return out
+}

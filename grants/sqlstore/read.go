@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -57,6 +58,12 @@ func (s *Store) ListGrants(ctx context.Context, f grants.GrantFilter) ([]grants.
 	w.eq("request_id", f.RequestID)
 	w.eq("incident_id", f.IncidentID)
 	w.eq("handle_key", f.HandleKey)
+	if f.HandleKey != "" && len(f.States) > 0 && !slices.Contains(f.States, grants.StateRevoked) {
+		// Redundant terms that spell out the partial index grants_handle_key's condition,
+		// so that the revoker's overlap check (one per revocation) reads the few grants of
+		// one key, not every live grant through grants_state.
+		w.where = append(w.where, "handle_key <> ''", "state <> 'revoked'")
+	}
 	return list(ctx, s, "grants", grantCols, w, f.Limit, scanGrant)
 }
 

@@ -40,6 +40,14 @@
 //
 // A role that no longer exists is success.
 //
+// RevokeBatch (grants.BatchRevoker, used by the revoker when many grants are due at once)
+// does the same for many roles in a fixed number of round trips on one connection: one
+// lookup, one multi-statement round trip with ALTER ROLE … NOLOGIN for each, one GRANT of all
+// of them, one terminate and one pg_shdepend query for all, one more terminate, and one DROP
+// ROLE IF EXISTS naming all of them (one commit). A role that owns objects or kept a session,
+// and every role of a step that failed as a whole, is revoked on its own as above, so each
+// grant gets its own outcome. HasAccessBatch reads all of them back in one query.
+//
 // # What a revoked role leaves behind
 //
 // Nothing a grantee made may keep running with someone else's rights once the grant ends.

@@ -266,6 +266,11 @@ func (p *Provider) RevokeWithResult(ctx context.Context, req grants.RevokeReques
 	if err != nil {
 		return grants.RevokeResult{}, err
 	}
+	return p.revokeFound(ctx, req, found)
+}
+
+// revokeFound drops the grant's roles found already (RevokeWithResult after its lookup).
+func (p *Provider) revokeFound(ctx context.Context, req grants.RevokeRequest, found []grantRole) (grants.RevokeResult, error) {
 	var left leftBehind
 	for _, r := range found {
 		if err := p.dropRole(ctx, r, &left); err != nil {

@@ -1,0 +1,164 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/accessbroker/accessbroker/grants"
+)
+
+// issueMany issues n grants on p and returns their revoke requests.
+func issueMany(t *testing.T, p *Provider, n int) ([]grants.RevokeRequest, []grants.Issued) {
+	t.Helper()
+	ctx := context.Background()
+	var reqs []grants.RevokeRequest
+	var iss []grants.Issued
+	for range n {
+		id := grants.NewID("g")
+		is, err := p.Issue(ctx, issueReq(id, time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		reqs = append(reqs, revokeReq(id, is.Handle))
+		iss = append(iss, is)
+	}
+	return reqs, iss
+}
+
+// TestRevokeBatchIsAFewRoundTripsForAnyNumber: 30 roles that own nothing, two of them with
+// a live session, are dropped by one RevokeBatch in a handful of round trips (find; NOLOGIN,
+// membership, terminate, pg_shdepend; terminate again; DROP ROLE of all), not five per role,
+// their sessions ended, and read back as gone in one more.
+func TestRevokeBatchIsAFewRoundTripsForAnyNumber(t *testing.T) {
+	e := newEnv(t)
+	p := e.provider(t, Config{})
+	writes := countRoundTrips(t, p)
+	ctx := context.Background()
+	reqs, iss := issueMany(t, p, 30)
+	var sessions []*pgx.Conn
+	for _, is := range iss[:2] {
+		s, err := pgx.Connect(ctx, fields(is.Credential)["connection_string"])
+		if err != nil {
+			t.Fatalf("the grantee cannot connect: %v", err)
+		}
+		defer s.Close(context.WithoutCancel(ctx))
+		sessions = append(sessions, s)
+	}
+	writes.Store(0)
+	for i, r := range p.RevokeBatch(ctx, reqs) {
+		if r.Err != nil {
+			t.Errorf("grant %d: %v", i, r.Err)
+		}
+	}
+	n := writes.Load()
+	t.Logf("round trips for 30 roles: %d", n)
+	// find (prepare and run: 2), three simple queries, and the pool may ping (1).
+	if n > 6 {
+		t.Errorf("revoking 30 roles took %d round trips, want at most 6", n)
+	}
+	for _, is := range iss {
+		if e.role(t, is.Handle.Key).exists {
+			t.Errorf("role %s still exists", is.Handle.Key)
+		}
+	}
+	for _, s := range sessions {
+		if err := s.Ping(ctx); err == nil {
+			t.Error("a grantee's session survived the revocation")
+		}
+	}
+	writes.Store(0)
+	has, err := p.HasAccessBatch(ctx, reqs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, h := range has {
+		if h {
+			t.Errorf("read back: grant %d still has access", i)
+		}
+	}
+	if n := writes.Load(); n > 3 {
+		t.Errorf("reading back 30 grants took %d round trips, want at most 3", n)
+	}
+}
+
+// TestRevokeBatchPartialFailure: in one batch, a handle naming a foreign role is refused for
+// that grant only (ErrNeedsOperator); a role that owns a table is revoked on its own with its
+// evidence; a role whose row another transaction holds locked fails the batch step, and then
+// fails alone (lock timeout) while every other role is dropped; a grant whose role is gone
+// already is success. The locked one is revoked once the lock is released.
+func TestRevokeBatchPartialFailure(t *testing.T) {
+	e := newEnv(t)
+	p := e.provider(t, Config{Roles: []string{e.rw}, LockTimeout: 300 * time.Millisecond})
+	ctx := context.Background()
+	reqs, iss := issueMany(t, p, 6)
+	asGrantee(t, ctx, iss[1], "CREATE TABLE batch_notes (id int)")
+	foreign := reqs[2]
+	foreign.Handle.Data = map[string]string{"role": e.rw}
+	reqs[2] = foreign
+	gone := reqs[4]
+	if err := p.Revoke(ctx, gone); err != nil {
+		t.Fatal(err)
+	}
+	// Another transaction holds the row of role 3.
+	lock, err := e.super.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Rollback(context.WithoutCancel(ctx))
+	if _, err := lock.Exec(ctx, "ALTER ROLE "+quoteIdent(iss[3].Handle.Key)+" CONNECTION LIMIT 3"); err != nil {
+		t.Fatal(err)
+	}
+
+	res := p.RevokeBatch(ctx, reqs)
+	if len(res) != len(reqs) {
+		t.Fatalf("%d results for %d requests", len(res), len(reqs))
+	}
+	for i, r := range res {
+		switch i {
+		case 2:
+			if !errors.Is(r.Err, grants.ErrNeedsOperator) {
+				t.Errorf("foreign handle: err %v, want ErrNeedsOperator", r.Err)
+			}
+		case 3:
+			if r.Err == nil {
+				t.Error("the locked role: no error, want a failure (lock timeout)")
+			}
+		default:
+			if r.Err != nil {
+				t.Errorf("grant %d: %v", i, r.Err)
+			}
+		}
+	}
+	if got := res[1].Evidence["reassigned"]; got != e.db+": table public.batch_notes" {
+		t.Errorf("the owning role's evidence reassigned = %q", got)
+	}
+	for i, is := range iss {
+		want := i == 2 || i == 3 // role 2 is untouched (its grant named another role); 3 is locked
+		if got := e.role(t, is.Handle.Key).exists; got != want {
+			t.Errorf("role %d (%s) exists = %v, want %v", i, is.Handle.Key, got, want)
+		}
+	}
+	if !e.role(t, e.rw).exists {
+		t.Fatal("the foreign role was dropped")
+	}
+	var owner string
+	if err := e.super.QueryRow(ctx, "SELECT tableowner FROM pg_tables WHERE tablename = 'batch_notes'").Scan(&owner); err != nil || owner != e.orphan {
+		t.Errorf("batch_notes owner %q (%v), want %s", owner, err, e.orphan)
+	}
+	if err := lock.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	again := p.RevokeBatch(ctx, []grants.RevokeRequest{reqs[3], reqs[0]})
+	for _, r := range again {
+		if r.Err != nil {
+			t.Errorf("retry: %v", r.Err)
+		}
+	}
+	if e.role(t, iss[3].Handle.Key).exists {
+		t.Error("the once-locked role survived its retry")
+	}
+}
