@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/accessbroker/accessbroker/audit"
@@ -103,6 +104,19 @@ type Broker struct {
 	opts   Options
 	wake   chan struct{}
 	sched  *schedState
+	armed  armedState
+}
+
+// armedState is what the scheduler is sleeping until, so that WakeAt wakes it only for an
+// earlier deadline.
+type armedState struct {
+	mu sync.Mutex
+	// ticking: a Tick is running; deadlines given meanwhile are kept in early (the Tick may
+	// have read the store before they were written) and the next sleep ends no later.
+	ticking bool
+	early   time.Time
+	// until is the end of the current sleep (zero: not sleeping, e.g. Run not started).
+	until time.Time
 }
 
 // New returns a broker over its dependencies.
@@ -119,6 +133,28 @@ func New(d Deps) *Broker {
 		m: d.Manager, store: d.Store, clock: d.Clock, leases: d.Leases, once: d.Once, oncall: d.OnCall,
 		dir: d.Directory, notify: d.Notifier, groups: d.Groups, log: log.With("component", "broker"),
 		opts: d.Options.withDefaults(), wake: make(chan struct{}, 1), sched: newSchedState(),
+	}
+}
+
+// WakeAt tells the scheduler that something is due at t (a new pending request's expiry). It
+// wakes the scheduler only when t is before the end of its current sleep: a burst of
+// requests, each due a whole PendingTTL from now, does not make the scheduler list every
+// pending request and active grant once per request (which it did, on the acknowledgement's
+// CPU and database).
+func (b *Broker) WakeAt(t time.Time) {
+	a := &b.armed
+	a.mu.Lock()
+	if a.ticking {
+		if a.early.IsZero() || t.Before(a.early) {
+			a.early = t
+		}
+		a.mu.Unlock()
+		return
+	}
+	wake := a.until.IsZero() || t.Before(a.until)
+	a.mu.Unlock()
+	if wake {
+		b.Wake()
 	}
 }
 

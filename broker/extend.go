@@ -132,7 +132,7 @@ func (b *Broker) SubmitExtension(ctx context.Context, in ExtensionInput) (grants
 		}
 		return grants.Request{}, fmt.Errorf("record extension of grant %s: %w", g.ID, err)
 	}
-	b.Wake()
+	b.WakeAt(r.ExpiresAt) // only its expiry is new to the scheduler
 	return *r, nil
 }
 

@@ -97,7 +97,7 @@ func (b *Broker) Submit(ctx context.Context, in RequestInput) (grants.Request, e
 		}
 		return grants.Request{}, fmt.Errorf("record request for %s: %w", res.Name, err)
 	}
-	b.Wake()
+	b.WakeAt(r.ExpiresAt) // only its expiry is new to the scheduler
 	return *r, nil
 }
 

@@ -56,7 +56,16 @@ func (s *schedState) keepOnly(live map[string]bool) {
 // clock until the next deadline, at most Options.IdleWait, or until Wake. It returns nil when
 // ctx ends; store errors are logged and retried, never fatal.
 func (b *Broker) Run(ctx context.Context) error {
+	a := &b.armed
+	defer func() {
+		a.mu.Lock()
+		a.ticking, a.early, a.until = false, time.Time{}, time.Time{}
+		a.mu.Unlock()
+	}()
 	for {
+		a.mu.Lock()
+		a.ticking, a.early, a.until = true, time.Time{}, time.Time{}
+		a.mu.Unlock()
 		next, err := b.Tick(ctx)
 		if ctx.Err() != nil {
 			return nil
@@ -68,6 +77,12 @@ func (b *Broker) Run(ctx context.Context) error {
 		} else if !next.IsZero() {
 			wait = min(max(next.Sub(now), 0), b.opts.IdleWait)
 		}
+		a.mu.Lock()
+		if !a.early.IsZero() {
+			wait = min(wait, max(a.early.Sub(now), 0)) // given during the Tick
+		}
+		a.ticking, a.until = false, now.Add(wait)
+		a.mu.Unlock()
 		t := b.clock.NewTimer(wait)
 		select {
 		case <-ctx.Done():

@@ -74,6 +74,7 @@ var layers = []layer{
 	{pkg: "cmd/accessbroker/internal/*", ours: anything, libs: anything, why: "cmd's own packages (config, demo): part of the wiring, imported only by cmd/accessbroker"},
 	{pkg: "cmd/accessbroker", ours: anything, libs: anything, why: "cmd wires everything"},
 	{pkg: "cmd/abbench", ours: anything, libs: anything, why: "the benchmark wires the real issue and revoke paths, like cmd, in a binary of its own"},
+	{pkg: "cmd/abslack", ours: anything, libs: anything, why: "the Slack load generator runs the real accessbroker and the fakes of fixtures, like cmd, in a binary of its own"},
 }
 
 // bannedEverywhere are imports no production file may have, whatever its layer.

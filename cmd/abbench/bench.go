@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -64,6 +65,8 @@ type bench struct {
 	stop     context.CancelFunc
 	stopped  chan struct{}
 	made     []string // the temporary roles issued
+
+	prefilled *PrefillStats
 }
 
 func randomHex() (string, error) {
@@ -155,6 +158,15 @@ func setup(ctx context.Context, o options, log *slog.Logger) (b *bench, err erro
 	if b.store, err = sqlstore.Open(ctx, "sqlite", "file:"+filepath.Join(b.dir, "accessbroker.db"), grants.RealClock{}, log); err != nil {
 		return b, fmt.Errorf("open store: %w", err)
 	}
+	if o.prefillEvents > 0 {
+		b.progress("prefilling the store", "grants", o.prefillGrants, "events", o.prefillEvents)
+		ps, err := prefill(ctx, b.store, o.prefillGrants, o.prefillEvents, wall())
+		if err != nil {
+			return b, err
+		}
+		b.prefilled = &ps
+		b.progress("prefilled", "stats", ps)
+	}
 	providers := map[string]grants.Provider{resourceName: b.provider}
 	// As cmd/accessbroker wires them, with the default revoker settings.
 	b.revoker = grants.NewRevoker(b.store, providers, grants.RealClock{}, log, grants.RevokerOptions{IdleWait: 15 * time.Second})
@@ -232,13 +244,14 @@ func (b *bench) close(ctx context.Context) error {
 
 // Report is abbench's output.
 type Report struct {
-	Setup      Setup       `json:"setup"`
-	Issue1     IssueStats  `json:"issue_1_client"`
-	IssueN     IssueStats  `json:"issue_n_clients"`
-	Spread     RevokeStats `json:"revocation_spread"`
-	Burst      *BurstStats `json:"burst,omitempty"`
-	RSS        RSS         `json:"rss_mib"`
-	StoreCheck StoreCheck  `json:"store_check"`
+	Setup      Setup         `json:"setup"`
+	Prefill    *PrefillStats `json:"prefill,omitempty"`
+	Issue1     IssueStats    `json:"issue_1_client"`
+	IssueN     IssueStats    `json:"issue_n_clients"`
+	Spread     RevokeStats   `json:"revocation_spread"`
+	Burst      *BurstStats   `json:"burst,omitempty"`
+	RSS        RSS           `json:"rss_mib"`
+	StoreCheck StoreCheck    `json:"store_check"`
 
 	made []string // every database and role the run created, for the smoke test
 }
@@ -289,6 +302,57 @@ type RSS struct {
 	Live       float64 `json:"live"`
 	LiveGrants int     `json:"live_grants"`
 	End        float64 `json:"end"`
+	// LiveParts splits Live: what it is made of.
+	LiveParts RSSParts `json:"live_parts"`
+}
+
+// RSSParts is where the resident set is (MiB): anonymous memory (the Go heap, and SQLite's
+// page caches, which modernc.org/sqlite allocates outside it) and file pages (SQLite's
+// memory-mapped database file, shared with the kernel's page cache), with the Go runtime's
+// own view.
+type RSSParts struct {
+	Anon        float64 `json:"anon"`
+	File        float64 `json:"file"`
+	GoHeapInuse float64 `json:"go_heap_inuse"`
+	GoSys       float64 `json:"go_sys"`
+}
+
+// rssParts reads RssAnon and RssFile from /proc/self/status and the Go runtime's statistics.
+func rssParts() (RSSParts, error) {
+	raw, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return RSSParts{}, fmt.Errorf("read RSS: %w", err)
+	}
+	var p RSSParts
+	for line := range strings.Lines(string(raw)) {
+		for key, dst := range map[string]*float64{"RssAnon:": &p.Anon, "RssFile:": &p.File} {
+			if rest, ok := strings.CutPrefix(line, key); ok {
+				f := strings.Fields(rest)
+				if len(f) == 2 {
+					kb, _ := strconv.ParseFloat(f[0], 64)
+					*dst = round(kb / 1024)
+				}
+			}
+		}
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	p.GoHeapInuse, p.GoSys = round(float64(ms.HeapInuse)/(1<<20)), round(float64(ms.Sys)/(1<<20))
+	return p, nil
+}
+
+// writeHeapProfile writes the live heap (after a GC) to path.
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("-memprofile: %w", err)
+	}
+	defer f.Close()
+	runtime.GC()
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		return fmt.Errorf("-memprofile: %w", err)
+	}
+	return f.Close()
 }
 
 // StoreCheck is what the store says at the end.
@@ -303,6 +367,7 @@ func (b *bench) measure(ctx context.Context) (rep Report, _ error) {
 		Clients: b.o.clients, Grants: b.o.grants, Burst: b.o.burst, WaitS: b.o.wait.Seconds(),
 		ManagerBehindS: b.clock.offset.Seconds(), PostgresVersion: b.pgVer, GoVersion: runtime.Version(), CPUs: runtime.NumCPU(),
 	}}
+	rep.Prefill = b.prefilled
 	defer func() { rep.made = append([]string{b.db, b.ro, b.admin, b.orphan}, b.made...) }()
 	var err error
 	if rep.RSS.Idle, err = rssMiB(); err != nil {
@@ -318,7 +383,18 @@ func (b *bench) measure(ctx context.Context) (rep Report, _ error) {
 	if rep.RSS.Live, err = rssMiB(); err != nil {
 		return rep, err
 	}
+	if rep.RSS.LiveParts, err = rssParts(); err != nil {
+		return rep, err
+	}
+	if b.o.memprofile != "" {
+		if err := writeHeapProfile(b.o.memprofile); err != nil {
+			return rep, err
+		}
+	}
 	rep.RSS.LiveGrants = 2 * b.o.grants
+	if b.o.issueOnly {
+		return rep, nil
+	}
 
 	// Deadlines spread over issuance: one client, back to back, each grant ending -wait
 	// after it was issued, so that later issues overlap earlier expiries.
@@ -464,6 +540,7 @@ func (b *bench) storeCheck(ctx context.Context, want int) (StoreCheck, error) {
 		if err != nil {
 			return c, fmt.Errorf("store check: %w", err)
 		}
+		revoked = slices.DeleteFunc(revoked, func(g grants.Grant) bool { return strings.HasPrefix(g.Handle.Key, prefillKeyPrefix) })
 		if len(revoked) >= want || wall().After(giveUp) {
 			break
 		}

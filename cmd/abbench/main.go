@@ -65,6 +65,11 @@ type options struct {
 	timeout time.Duration // longest wait for revocations after the last deadline
 
 	cpuprofile string // write a CPU profile of the whole run here
+	memprofile string // write a heap profile when the issue phases' grants are live
+
+	prefillGrants int  // past (revoked) grants written into the store before measuring
+	prefillEvents int  // audit events in all written before measuring
+	issueOnly     bool // stop after the two issue phases
 
 	progress io.Writer // where progress lines go (nil: nowhere)
 }
@@ -77,6 +82,10 @@ func (o *options) register(fs *flag.FlagSet) {
 	fs.DurationVar(&o.wait, "wait", time.Minute, "real time from issue to expiry in the revocation phases; below 1m (the shortest grant) the Manager's clock runs behind the wall clock by the difference, so issue times are dated back; the revocation path keeps the wall clock")
 	fs.DurationVar(&o.timeout, "timeout", time.Minute, "longest wait for revocations after the last deadline")
 	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")
+	fs.StringVar(&o.memprofile, "memprofile", "", "write a heap profile to this file when the issue phases' grants are live (go tool pprof)")
+	fs.IntVar(&o.prefillGrants, "prefill-grants", 0, "past grants (revoked, with their requests and 4 events each) written into the store before measuring")
+	fs.IntVar(&o.prefillEvents, "prefill-events", 0, "audit events in all written into the store before measuring (the past grants' and filler); at least 4 × -prefill-grants")
+	fs.BoolVar(&o.issueOnly, "issue-only", false, "stop after the two issue phases (issue figures and RSS with 2 × -grants live)")
 }
 
 func (o options) validate() error {
@@ -93,6 +102,10 @@ func (o options) validate() error {
 		return fmt.Errorf("-wait %s: must be between 1s and 1h", o.wait)
 	case o.timeout <= 0:
 		return fmt.Errorf("-timeout %s: must be positive", o.timeout)
+	case o.prefillGrants < 0:
+		return fmt.Errorf("-prefill-grants %d: must be 0 or more", o.prefillGrants)
+	case o.prefillEvents < 0 || (o.prefillEvents > 0 || o.prefillGrants > 0) && o.prefillEvents < prefillEventsPerGrant*o.prefillGrants:
+		return fmt.Errorf("-prefill-events %d: must be at least %d × -prefill-grants (%d)", o.prefillEvents, prefillEventsPerGrant, prefillEventsPerGrant*o.prefillGrants)
 	}
 	return nil
 }

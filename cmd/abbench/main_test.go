@@ -92,6 +92,9 @@ func TestFlagsRefuseBadInput(t *testing.T) {
 		{"negative burst", func(o *options) { o.burst = -1 }, "-burst"},
 		{"wait too short", func(o *options) { o.wait = time.Millisecond }, "-wait"},
 		{"no timeout", func(o *options) { o.timeout = 0 }, "-timeout"},
+		{"negative prefill grants", func(o *options) { o.prefillGrants = -1 }, "-prefill-grants"},
+		{"too few prefill events", func(o *options) { o.prefillGrants, o.prefillEvents = 100, 399 }, "-prefill-events"},
+		{"prefill grants without events", func(o *options) { o.prefillGrants = 1 }, "-prefill-events"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := good

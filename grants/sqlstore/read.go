@@ -51,6 +51,11 @@ func (s *Store) GetGrant(ctx context.Context, id string) (grants.Grant, error) {
 
 // ListGrants implements grants.Store.
 func (s *Store) ListGrants(ctx context.Context, f grants.GrantFilter) ([]grants.Grant, error) {
+	return list(ctx, s, "grants", grantCols, grantsWhere(f), f.Limit, scanGrant)
+}
+
+// grantsWhere is ListGrants' filter.
+func grantsWhere(f grants.GrantFilter) filter {
 	var w filter
 	in(&w, "state", f.States)
 	w.eq("resource", f.Resource)
@@ -59,12 +64,12 @@ func (s *Store) ListGrants(ctx context.Context, f grants.GrantFilter) ([]grants.
 	w.eq("incident_id", f.IncidentID)
 	w.eq("handle_key", f.HandleKey)
 	if f.HandleKey != "" && len(f.States) > 0 && !slices.Contains(f.States, grants.StateRevoked) {
-		// Redundant terms that spell out the partial index grants_handle_key's condition,
-		// so that the revoker's overlap check (one per revocation) reads the few grants of
-		// one key, not every live grant through grants_state.
+		// The live grants of one handle (the overlap check of every issue and revocation):
+		// spelled as the partial index grants_handle_key is defined, so that SQLite can use
+		// it, and does not read every live grant of the given states (grants_state) instead.
 		w.where = append(w.where, "handle_key <> ''", "state <> 'revoked'")
 	}
-	return list(ctx, s, "grants", grantCols, w, f.Limit, scanGrant)
+	return w
 }
 
 // filter collects the conditions and arguments of a list query.
@@ -91,8 +96,8 @@ func in[T ~string](f *filter, col string, vs []T) {
 	}
 }
 
-// list runs a filtered query over table, newest first, and scans each row.
-func list[T any](ctx context.Context, s *Store, table, cols string, f filter, limit int, scan func(scanner) (T, error)) ([]T, error) {
+// listQuery is list's SQL ("?" placeholders).
+func listQuery(table, cols string, f filter, limit int) string {
 	q := `SELECT ` + cols + ` FROM ` + table
 	if len(f.where) > 0 {
 		q += " WHERE " + strings.Join(f.where, " AND ")
@@ -101,7 +106,12 @@ func list[T any](ctx context.Context, s *Store, table, cols string, f filter, li
 	if limit > 0 {
 		q += " LIMIT " + itoa(int64(limit))
 	}
-	rows, err := s.r.QueryContext(ctx, s.q(q), f.args...)
+	return q
+}
+
+// list runs a filtered query over table, newest first, and scans each row.
+func list[T any](ctx context.Context, s *Store, table, cols string, f filter, limit int, scan func(scanner) (T, error)) ([]T, error) {
+	rows, err := s.r.QueryContext(ctx, s.q(listQuery(table, cols, f, limit)), f.args...)
 	if err != nil {
 		return nil, fmt.Errorf("list %s: %w", table, err)
 	}

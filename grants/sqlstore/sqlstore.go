@@ -117,7 +117,11 @@ func openSQLite(ctx context.Context, dsn string, clock grants.Clock, logger *slo
 	if err := prepareSQLiteFiles(sqlitePath(full), readOnly, logger); err != nil {
 		return nil, err
 	}
-	w, err := sql.Open("sqlite", full)
+	// The writer's page cache is smaller than the readers': it holds the pages each
+	// transaction changes (the grant, request and audit rows and their indexes), which it
+	// writes out at commit and need not keep; with the readers' 32 MiB it grew with the
+	// database to most of the process's memory (#16.6). The readers keep theirs for scans.
+	w, err := sql.Open("sqlite", withCacheSize(full, writerCacheKiB))
 	if err != nil {
 		return nil, fmt.Errorf("open sqlite %s: %w", dsn, err)
 	}
@@ -143,6 +147,17 @@ func openSQLite(ctx context.Context, dsn string, clock grants.Clock, logger *slo
 	return s, nil
 }
 
+// Page cache sizes (KiB) of SQLite's connections.
+const (
+	readerCacheKiB = 32768
+	writerCacheKiB = 4096
+)
+
+// withCacheSize returns a DSN made by sqliteDSN with another cache_size.
+func withCacheSize(full string, kib int) string {
+	return strings.Replace(full, url.QueryEscape(fmt.Sprintf("cache_size(-%d)", readerCacheKiB)), url.QueryEscape(fmt.Sprintf("cache_size(-%d)", kib)), 1)
+}
+
 func sqliteDSN(dsn string) (string, error) {
 	if strings.TrimSpace(dsn) == "" {
 		return "", errors.New("store.dsn is empty: set it to a SQLite file such as file:accessbroker.db")
@@ -162,7 +177,7 @@ func sqliteDSN(dsn string) (string, error) {
 	q.Add("_pragma", "synchronous(FULL)")
 	q.Add("_pragma", "busy_timeout(10000)")
 	q.Add("_pragma", "foreign_keys(ON)")
-	q.Add("_pragma", "cache_size(-32768)") // 32 MiB of pages per connection: fewer reads for scans
+	q.Add("_pragma", fmt.Sprintf("cache_size(-%d)", readerCacheKiB)) // 32 MiB of pages per reading connection: fewer reads for scans
 	q.Add("_pragma", "mmap_size(268435456)")
 	// Statement journals (a multi-row INSERT inside a transaction keeps one, to undo just
 	// that statement) in memory, not in a temporary file written page by page: they are

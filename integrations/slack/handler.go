@@ -66,6 +66,11 @@ type HandlerOptions struct {
 	// their turn without delaying acknowledgements, which share the CPU and the database
 	// writer with them.
 	MaxBackground int
+	// AckFirst is the longest a background job waits, before it starts, for the
+	// acknowledgements being answered to be done (default 1s): in a burst of commands the
+	// answers Slack is waiting for (3 s at most) get the CPU and the database writer first,
+	// and the background work (minutes) follows.
+	AckFirst time.Duration
 }
 
 // Handler serves POST /slack/commands and POST /slack/interactions. Every request is
@@ -79,6 +84,46 @@ type Handler struct {
 	wg      sync.WaitGroup
 	limiter *rejectLimiter
 	slots   chan struct{}
+	acks    *ackGate
+}
+
+// ackGate counts the requests being answered, so that background work can let them go first.
+type ackGate struct {
+	mu   sync.Mutex
+	n    int
+	idle chan struct{} // closed while n is 0; a new one from the moment n rises from 0
+}
+
+func newAckGate() *ackGate {
+	idle := make(chan struct{})
+	close(idle)
+	return &ackGate{idle: idle}
+}
+
+// enter counts one request being answered; call leave when its answer is written.
+func (g *ackGate) enter() {
+	g.mu.Lock()
+	if g.n == 0 {
+		g.idle = make(chan struct{})
+	}
+	g.n++
+	g.mu.Unlock()
+}
+
+func (g *ackGate) leave() {
+	g.mu.Lock()
+	g.n--
+	if g.n == 0 {
+		close(g.idle)
+	}
+	g.mu.Unlock()
+}
+
+// quiet is closed when no request is being answered (already closed if none is now).
+func (g *ackGate) quiet() <-chan struct{} {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.idle
 }
 
 // NewHandler checks the options and returns the handlers.
@@ -101,12 +146,15 @@ func NewHandler(o HandlerOptions) (*Handler, error) {
 	if o.MaxBackground <= 0 {
 		o.MaxBackground = 8
 	}
+	if o.AckFirst <= 0 {
+		o.AckFirst = time.Second
+	}
 	log := o.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Handler{o: o, log: log.With("component", "slack_handler"), limiter: newRejectLimiter(o.RejectEvery, o.RejectBurst),
-		slots: make(chan struct{}, o.MaxBackground)}, nil
+		slots: make(chan struct{}, o.MaxBackground), acks: newAckGate()}, nil
 }
 
 // Paths served by Register.
@@ -142,6 +190,7 @@ func (h *Handler) background(r *http.Request, what string, f func(ctx context.Co
 	go func() {
 		defer h.wg.Done()
 		defer cancel()
+		h.afterAcks(ctx)
 		select {
 		case h.slots <- struct{}{}:
 			defer func() { <-h.slots }()
@@ -158,6 +207,23 @@ func (h *Handler) background(r *http.Request, what string, f func(ctx context.Co
 			h.log.ErrorContext(ctx, "background work failed", "work", what, "error", err)
 		}
 	}()
+}
+
+// afterAcks waits until no request is being answered, at most AckFirst (or until ctx ends).
+func (h *Handler) afterAcks(ctx context.Context) {
+	quiet := h.acks.quiet()
+	select {
+	case <-quiet:
+		return
+	default:
+	}
+	t := h.o.Clock.NewTimer(h.o.AckFirst)
+	defer t.Stop()
+	select {
+	case <-quiet:
+	case <-t.C():
+	case <-ctx.Done():
+	}
 }
 
 // verify reads and authenticates the request; on failure it answers 401 and returns false.
@@ -200,6 +266,8 @@ func reply(w http.ResponseWriter, mrkdwn string) {
 
 // Commands handles POST /slack/commands.
 func (h *Handler) Commands(w http.ResponseWriter, r *http.Request) {
+	h.acks.enter()
+	defer h.acks.leave()
 	body, ok := h.verify(w, r)
 	if !ok {
 		return
@@ -366,6 +434,8 @@ func (h *Handler) request(w http.ResponseWriter, r *http.Request, form url.Value
 
 // Interactions handles POST /slack/interactions (button clicks).
 func (h *Handler) Interactions(w http.ResponseWriter, r *http.Request) {
+	h.acks.enter()
+	defer h.acks.leave()
 	body, ok := h.verify(w, r)
 	if !ok {
 		return
