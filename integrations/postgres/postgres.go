@@ -186,6 +186,8 @@ type Provider struct {
 
 	proxy *ProxyConfig // postgres.proxy: role passwords derived for the session proxy
 
+	secrets *secretPool // passwords and verifiers made ahead (not proxied)
+
 	checkMu sync.Mutex                 // one server check at a time
 	server  atomic.Pointer[serverInfo] // nil until a server check has passed
 }
@@ -201,6 +203,7 @@ var (
 	_ grants.Provider       = (*Provider)(nil)
 	_ grants.Extender       = (*Provider)(nil)
 	_ grants.RevokeReporter = (*Provider)(nil)
+	_ grants.IssuePreparer  = (*Provider)(nil)
 )
 
 // Validate checks the configuration without connecting: the admin DSN parses, roles,
@@ -332,6 +335,7 @@ func Open(ctx context.Context, cfg Config, clock grants.Clock, logger *slog.Logg
 		adminDB:       pcfg.ConnConfig.Database,
 		adminPassword: pcfg.ConnConfig.Password,
 		proxy:         cfg.Proxy,
+		secrets:       newSecretPool(),
 	}
 	if p.limit == 0 {
 		p.limit = DefaultConnectionLimit
@@ -550,7 +554,10 @@ func (p *Provider) checkAdmin(ctx context.Context) (*serverInfo, error) {
 func (p *Provider) Kind() string { return Kind }
 
 // Close releases the admin connections.
-func (p *Provider) Close() { p.pool.Close() }
+func (p *Provider) Close() {
+	p.secrets.close()
+	p.pool.Close()
+}
 
 // sslModeOf reads sslmode from a URL or key=value DSN; "prefer" (libpq's default) if absent.
 func sslModeOf(dsn string) string {
