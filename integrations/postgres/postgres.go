@@ -16,6 +16,14 @@
 // credential is a connection string postgres://role:password@host:port/db?sslmode=… plus its
 // parts.
 //
+// Through grants.Manager the role is prepared (PrepareIssue): the statements above run in a
+// transaction opened with BEGIN while the grant's write-ahead record commits, and COMMIT is
+// sent only once that record is durable, so nobody can see or use the role before. This
+// matters because PostgreSQL itself spends the verifier's 4096 PBKDF2 iterations on every
+// CREATE ROLE … PASSWORD 'SCRAM-SHA-256$…' (it checks the verifier is not the empty
+// password's): the largest step of an issue. The passwords of non-proxied roles and their
+// verifiers are made ahead by one goroutine (at most 8, in memory only, each used once).
+//
 // Revoke is idempotent and works from the grant id alone (a role is found by its suffix).
 // On one admin connection, in one round trip (one implicit transaction):
 //
