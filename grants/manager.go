@@ -111,7 +111,8 @@ type IssueInput struct {
 }
 
 // Issue creates a grant: it records the grant (state issuing, with its expiry) and its audit
-// event, then calls the provider, then records the outcome. The credential is returned to be
+// event, then calls the provider, then records the outcome. A provider that is an
+// IssuePreparer prepares the issue while the record commits and commits it after. The credential is returned to be
 // delivered once; it is never stored. If recording fails before the provider call, nothing
 // is issued and the error wraps ErrAudit. If the provider fails, the grant is queued for an
 // idempotent revocation and the error says why.
@@ -163,7 +164,25 @@ func (m *Manager) Issue(ctx context.Context, in IssueInput) (Grant, Credential, 
 		c.Events = append(c.Events, e)
 	}
 	c.Events = append(c.Events, ev)
+	req := IssueRequest{GrantID: g.ID, Resource: res.Name, Person: in.Person, ExpiresAt: exp, Reason: in.Reason}
+	// The provider call has its own deadline, from the write-ahead on (the issue lease);
+	// recording the outcome gets a fresh one.
+	pctx, cancelP := context.WithTimeout(context.WithoutCancel(ctx), m.opts.IssueTimeout)
+	defer cancelP()
+	// A provider that can prepare does its slow part while the write-ahead record commits;
+	// it makes the access real only in Commit, after the record is durable.
+	var prepared chan PreparedIssue
+	if pp, ok := prov.(IssuePreparer); ok {
+		prepared = make(chan PreparedIssue, 1)
+		go func() { prepared <- pp.PrepareIssue(pctx, req) }()
+	}
 	if err := m.store.Apply(ctx, c); err != nil {
+		if prepared != nil {
+			cancelP() // nothing prepared may take effect; stop it and discard it
+			actx, cancelA := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+			(<-prepared).Abort(actx)
+			cancelA()
+		}
 		if errors.Is(err, ErrConflict) {
 			return Grant{}, Credential{}, fmt.Errorf("record grant for %s: %w", res.Name, err)
 		}
@@ -171,12 +190,17 @@ func (m *Manager) Issue(ctx context.Context, in IssueInput) (Grant, Credential, 
 	}
 
 	// From here on the grant is durable; finish even if the caller goes away.
-	// The provider call has its own deadline; recording the outcome gets a fresh one.
-	pctx, cancelP := context.WithTimeout(context.WithoutCancel(ctx), m.opts.IssueTimeout)
-	defer cancelP()
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
 	defer cancel()
-	issued, perr := prov.Issue(pctx, IssueRequest{GrantID: g.ID, Resource: res.Name, Person: in.Person, ExpiresAt: exp, Reason: in.Reason})
+	var (
+		issued Issued
+		perr   error
+	)
+	if prepared != nil {
+		issued, perr = (<-prepared).Commit(pctx)
+	} else {
+		issued, perr = prov.Issue(pctx, req)
+	}
 	done := m.clock.Now().Truncate(time.Millisecond)
 	if perr != nil {
 		perr = scrubError(perr, slices.Concat(m.opts.Secrets, issued.Credential.Values()))

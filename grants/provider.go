@@ -33,6 +33,34 @@ type Extender interface {
 	Extend(ctx context.Context, req RevokeRequest, newExpiry time.Time) error
 }
 
+// IssuePreparer is an optional Provider ability: doing the slow part of an issue (hashing a
+// password, sending the statement that creates a role) while the grant's write-ahead record
+// is still being committed, and making the access real only afterwards.
+//
+// The Manager calls PrepareIssue concurrently with the write-ahead commit, then exactly one of
+// the returned PreparedIssue's methods: Commit once the write-ahead record (the grant row with
+// its expiry and its audit event) is durable, Abort when it could not be recorded. Until
+// Commit, the prepared work must grant nothing that anyone could use (a role created in a
+// transaction that is not committed yet, say): if the process dies before Commit, the access
+// must not exist, and if it dies during Commit, Revoke must remove whatever Commit made.
+//
+// A PrepareIssue error is not an issue failure: Commit is then called as usual and must
+// either finish the issue another way (Issue's own path) or return the error. So the
+// Manager's answer for a prepared issue is Commit's, with Issue's contract.
+type IssuePreparer interface {
+	PrepareIssue(ctx context.Context, req IssueRequest) PreparedIssue
+}
+
+// PreparedIssue is an issue made ready by IssuePreparer.PrepareIssue, waiting for the
+// write-ahead record.
+type PreparedIssue interface {
+	// Commit makes the access real and returns what Issue would have. It is called only
+	// after the grant's write-ahead record is durable.
+	Commit(ctx context.Context) (Issued, error)
+	// Abort discards the prepared work: nothing was granted.
+	Abort(ctx context.Context)
+}
+
 // RevokeReporter is an optional Provider ability: a revocation that also reports what it did
 // upstream, for the audit record. When a provider implements it, the revoker calls
 // RevokeWithResult instead of Revoke; the contract is Revoke's (idempotent, nil when already

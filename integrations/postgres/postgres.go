@@ -16,6 +16,14 @@
 // credential is a connection string postgres://role:password@host:port/db?sslmode=… plus its
 // parts.
 //
+// Through grants.Manager the role is prepared (PrepareIssue): the statements above run in a
+// transaction opened with BEGIN while the grant's write-ahead record commits, and COMMIT is
+// sent only once that record is durable, so nobody can see or use the role before. This
+// matters because PostgreSQL itself spends the verifier's 4096 PBKDF2 iterations on every
+// CREATE ROLE … PASSWORD 'SCRAM-SHA-256$…' (it checks the verifier is not the empty
+// password's): the largest step of an issue. The passwords of non-proxied roles and their
+// verifiers are made ahead by one goroutine (at most 8, in memory only, each used once).
+//
 // Revoke is idempotent and works from the grant id alone (a role is found by its suffix).
 // On one admin connection, in one round trip (one implicit transaction):
 //
@@ -194,6 +202,8 @@ type Provider struct {
 
 	proxy *ProxyConfig // postgres.proxy: role passwords derived for the session proxy
 
+	secrets *secretPool // passwords and verifiers made ahead (not proxied)
+
 	checkMu sync.Mutex                 // one server check at a time
 	server  atomic.Pointer[serverInfo] // nil until a server check has passed
 }
@@ -209,6 +219,7 @@ var (
 	_ grants.Provider       = (*Provider)(nil)
 	_ grants.Extender       = (*Provider)(nil)
 	_ grants.RevokeReporter = (*Provider)(nil)
+	_ grants.IssuePreparer  = (*Provider)(nil)
 )
 
 // Validate checks the configuration without connecting: the admin DSN parses, roles,
@@ -340,6 +351,7 @@ func Open(ctx context.Context, cfg Config, clock grants.Clock, logger *slog.Logg
 		adminDB:       pcfg.ConnConfig.Database,
 		adminPassword: pcfg.ConnConfig.Password,
 		proxy:         cfg.Proxy,
+		secrets:       newSecretPool(),
 	}
 	if p.limit == 0 {
 		p.limit = DefaultConnectionLimit
@@ -558,7 +570,10 @@ func (p *Provider) checkAdmin(ctx context.Context) (*serverInfo, error) {
 func (p *Provider) Kind() string { return Kind }
 
 // Close releases the admin connections.
-func (p *Provider) Close() { p.pool.Close() }
+func (p *Provider) Close() {
+	p.secrets.close()
+	p.pool.Close()
+}
 
 // sslModeOf reads sslmode from a URL or key=value DSN; "prefer" (libpq's default) if absent.
 func sslModeOf(dsn string) string {

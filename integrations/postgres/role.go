@@ -100,63 +100,87 @@ func sqlTime(t time.Time) string {
 // exists (a retried Issue), it is given a new password and expiry. Errors never contain the
 // password.
 func (p *Provider) Issue(ctx context.Context, req grants.IssueRequest) (grants.Issued, error) {
+	st, err := p.roleStatements(ctx, req)
+	if err != nil {
+		return grants.Issued{}, err
+	}
+	reissued := false
+	// Each change is one round trip: a multi-statement query runs as one implicit
+	// transaction, all of it or none.
+	err = p.execScript(ctx, st.create)
+	if pgCode(err) == "42710" { // duplicate_object: this grant's role exists; issue again
+		reissued = true
+		err = p.execScript(ctx, st.reissue)
+	}
+	if err != nil {
+		return grants.Issued{}, st.failed(p, err)
+	}
+	return p.issued(ctx, req, st, reissued), nil
+}
+
+// roleSQL is one issue's role, password and the statements that make it.
+type roleSQL struct {
+	grantID                  string
+	name, password, verifier string
+	create                   string // CREATE ROLE …; COMMENT ON ROLE …
+	reissue                  string // ALTER ROLE …; GRANT … (the role exists already)
+}
+
+// roleStatements checks req, makes the password and its SCRAM verifier and builds the
+// statements that create the role.
+func (p *Provider) roleStatements(ctx context.Context, req grants.IssueRequest) (roleSQL, error) {
 	if req.GrantID == "" {
-		return grants.Issued{}, fmt.Errorf("postgres issue: empty grant id: %w", grants.ErrInvalid)
+		return roleSQL{}, fmt.Errorf("postgres issue: empty grant id: %w", grants.ErrInvalid)
 	}
 	if !req.ExpiresAt.After(p.clock.Now()) {
-		return grants.Issued{}, fmt.Errorf("postgres issue grant %s: expiry %s is not in the future: %w", req.GrantID, grants.Timestamp(req.ExpiresAt), grants.ErrInvalid)
+		return roleSQL{}, fmt.Errorf("postgres issue grant %s: expiry %s is not in the future: %w", req.GrantID, grants.Timestamp(req.ExpiresAt), grants.ErrInvalid)
 	}
 	if _, err := p.ready(ctx); err != nil {
-		return grants.Issued{}, fmt.Errorf("postgres issue grant %s: %w", req.GrantID, err)
+		return roleSQL{}, fmt.Errorf("postgres issue grant %s: %w", req.GrantID, err)
 	}
-	name := RoleName(req.GrantID, req.Person)
-	var (
-		password string
-		err      error
-	)
+	st := roleSQL{grantID: req.GrantID, name: RoleName(req.GrantID, req.Person)}
+	var err error
 	if p.proxy != nil {
 		// Proxied: the role's password is derived for the proxy and never delivered.
-		password = p.proxy.Passwords.Upstream(req.GrantID, name)
-	} else if password, err = newPassword(); err != nil {
-		return grants.Issued{}, fmt.Errorf("postgres issue grant %s: %w", req.GrantID, err)
+		st.password = p.proxy.Passwords.Upstream(req.GrantID, st.name)
+		st.verifier, err = scramVerifier(st.password)
+	} else {
+		st.password, st.verifier, err = p.secrets.take()
 	}
-	verifier, err := scramVerifier(password)
 	if err != nil {
-		return grants.Issued{}, fmt.Errorf("postgres issue grant %s: %w", req.GrantID, err)
+		return roleSQL{}, fmt.Errorf("postgres issue grant %s: %w", req.GrantID, err)
 	}
-	role := quoteIdent(name)
+	role := quoteIdent(st.name)
 	granted := make([]string, len(p.roles))
 	for i, r := range p.roles {
 		granted[i] = quoteIdent(r)
 	}
 	// DDL takes no bind parameters. Every piece below is either quoted by pgx.Identifier or
 	// built here from a restricted alphabet (time, integer, base64 verifier).
-	login := fmt.Sprintf("LOGIN CONNECTION LIMIT %d VALID UNTIL '%s' PASSWORD '%s'", p.limit, sqlTime(req.ExpiresAt), verifier)
+	login := fmt.Sprintf("LOGIN CONNECTION LIMIT %d VALID UNTIL '%s' PASSWORD '%s'", p.limit, sqlTime(req.ExpiresAt), st.verifier)
 	// Only CREATE states the attributes a temporary role must not have: a CREATEROLE admin
 	// may not even mention SUPERUSER, REPLICATION or BYPASSRLS in ALTER ROLE.
 	const safe = "NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT"
 	comment := fmt.Sprintf("accessbroker grant %s for %s, valid until %s", safeText(req.GrantID), safeText(req.Person.Label()), grants.Timestamp(req.ExpiresAt))
+	st.create = "CREATE ROLE " + role + " " + safe + " " + login + " IN ROLE " + strings.Join(granted, ", ") + ";\n" +
+		"COMMENT ON ROLE " + role + " IS '" + comment + "'"
+	st.reissue = "ALTER ROLE " + role + " " + login + ";\n" + "GRANT " + strings.Join(granted, ", ") + " TO " + role
+	return st, nil
+}
 
-	reissued := false
-	// Each change is one round trip: a multi-statement query runs as one implicit
-	// transaction, all of it or none.
-	err = p.execScript(ctx, "CREATE ROLE "+role+" "+safe+" "+login+" IN ROLE "+strings.Join(granted, ", ")+";\n"+
-		"COMMENT ON ROLE "+role+" IS '"+comment+"'")
-	if pgCode(err) == "42710" { // duplicate_object: this grant's role exists; issue again
-		reissued = true
-		err = p.execScript(ctx, "ALTER ROLE "+role+" "+login+";\n"+"GRANT "+strings.Join(granted, ", ")+" TO "+role)
-	}
-	if err != nil {
-		return grants.Issued{}, p.scrub(fmt.Errorf("postgres issue grant %s: create role %s: %w", req.GrantID, name, classify(err)), password, verifier)
-	}
-	p.log.InfoContext(ctx, "postgres role created", "grant_id", req.GrantID, "role", name,
+// failed is the error of a failed creation of st's role, without its password or verifier.
+func (st roleSQL) failed(p *Provider, err error) error {
+	return p.scrub(fmt.Errorf("postgres issue grant %s: create role %s: %w", st.grantID, st.name, classify(err)), st.password, st.verifier)
+}
+
+// issued logs the created role and returns what Issue answers.
+func (p *Provider) issued(ctx context.Context, req grants.IssueRequest, st roleSQL, reissued bool) grants.Issued {
+	p.log.InfoContext(ctx, "postgres role created", "grant_id", req.GrantID, "role", st.name,
 		"member_of", p.roles, "valid_until", grants.Timestamp(req.ExpiresAt), "reissued", reissued)
-
-	cred := p.credential(req.GrantID, name, password)
 	return grants.Issued{
-		Handle:     grants.Handle{Key: name, Data: map[string]string{"role": name}},
-		Credential: cred,
-	}, nil
+		Handle:     grants.Handle{Key: st.name, Data: map[string]string{"role": st.name}},
+		Credential: p.credential(req.GrantID, st.name, st.password),
+	}
 }
 
 // credential is what the person receives: the role and its password on the server, or, for
