@@ -40,20 +40,15 @@ func scanEvent(sc scanner) (audit.Event, error) {
 
 // ReadEvents implements audit.Reader: up to limit events after seq, in stored seq order.
 func (s *Store) ReadEvents(ctx context.Context, after int64, limit int) ([]audit.Event, error) {
-	rows, err := s.r.QueryContext(ctx, s.q(`SELECT `+eventCols+` FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?`), after, limit)
+	rows, err := s.r.QueryContext(ctx, s.q(`SELECT `+s.packedEventCols()+` FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?`), after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("read audit events: %w", err)
 	}
-	defer rows.Close()
-	out := make([]audit.Event, 0, min(limit, 10000))
-	for rows.Next() {
-		e, err := scanEvent(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, e)
+	out, err := s.scanPackedEvents(ctx, rows, min(limit, 10000))
+	if err != nil {
+		return nil, fmt.Errorf("read audit events: %w", err)
 	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // ReadCheckpoints implements audit.Reader.
@@ -183,7 +178,7 @@ func (s *Store) Search(ctx context.Context, q audit.Query) ([]audit.Event, error
 	if limit <= 0 {
 		limit = 100
 	}
-	sqlq := `SELECT ` + eventCols + ` FROM audit_events`
+	sqlq := `SELECT ` + s.packedEventCols() + ` FROM audit_events`
 	if len(where) > 0 {
 		sqlq += " WHERE " + strings.Join(where, " AND ")
 	}
@@ -192,16 +187,11 @@ func (s *Store) Search(ctx context.Context, q audit.Query) ([]audit.Event, error
 	if err != nil {
 		return nil, fmt.Errorf("search audit: %w", err)
 	}
-	defer rows.Close()
-	var out []audit.Event
-	for rows.Next() {
-		e, err := scanEvent(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, e)
+	out, err := s.scanPackedEvents(ctx, rows, 0)
+	if err != nil {
+		return nil, fmt.Errorf("search audit: %w", err)
 	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // seqAtOrAfter returns the first seq whose time is at or after t (ok=false if none).
