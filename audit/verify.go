@@ -15,7 +15,9 @@ import (
 type Reader interface {
 	// ReadEvents returns up to limit events with Seq > after, in ascending seq order as stored.
 	// Seq is the row's sequence number; an event has no other. An empty result means there
-	// are no more events.
+	// are no more events. Each call returns a slice of its own: Verify reads the next page
+	// (from another goroutine) while it still checks the events of the previous one, and may
+	// read one page more than it needed before it stops.
 	ReadEvents(ctx context.Context, after int64, limit int) ([]Event, error)
 	// ReadCheckpoints returns every checkpoint in ascending seq (then time) order.
 	ReadCheckpoints(ctx context.Context) ([]Checkpoint, error)
@@ -247,12 +249,21 @@ func Verify(ctx context.Context, r Reader, pub ed25519.PublicKey, opts VerifyOpt
 	if v.checkpointsUpTo(0) {
 		return v.res, nil
 	}
+	// The next page is read while this one is checked (a database read costs several times
+	// what hashing does, and the two overlap on another core). Pages are still checked one
+	// after the other, in seq order, so the outcome is that of reading them in turn.
+	pages, stop := prefetch(ctx, r, opts.PageSize)
+	defer stop()
 	after := int64(0)
 	for {
 		if err := ctx.Err(); err != nil {
 			return v.res, fmt.Errorf("verify audit log after seq %d: %w", after, err)
 		}
-		page, err := r.ReadEvents(ctx, after, opts.PageSize)
+		p, ok := <-pages
+		if !ok {
+			return v.res, fmt.Errorf("verify audit log after seq %d: %w", after, ctx.Err())
+		}
+		page, err := p.events, p.err
 		if err != nil {
 			return v.res, fmt.Errorf("verify audit log: read events after seq %d: %w", after, err)
 		}
@@ -271,6 +282,46 @@ func Verify(ctx context.Context, r Reader, pub ed25519.PublicKey, opts VerifyOpt
 	}
 	v.finish()
 	return v.res, nil
+}
+
+// readPage is one ReadEvents result.
+type readPage struct {
+	events []Event
+	err    error
+}
+
+// prefetch reads pages of size events from r, one ahead of the consumer: each page asks for
+// the events after the last seq of the page before (as Verify's loop would), and the reading
+// ends after an empty page or an error, which are delivered too. stop ends the reading and
+// waits for it; the channel is closed when reading ends.
+func prefetch(ctx context.Context, r Reader, size int) (<-chan readPage, func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	out := make(chan readPage) // unbuffered: the page being read is the only one ahead
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer close(out)
+		after := int64(0)
+		for {
+			page, err := r.ReadEvents(ctx, after, size)
+			select {
+			case out <- readPage{events: page, err: err}:
+			case <-ctx.Done():
+				return
+			}
+			if err != nil || len(page) == 0 {
+				return
+			}
+			// A page whose last seq does not increase breaks the Reader contract; the
+			// consumer reports it before asking for more, so stopping here loses nothing.
+			if last := page[len(page)-1].Seq; last > after {
+				after = last
+			} else {
+				return
+			}
+		}
+	}()
+	return out, func() { cancel(); <-done }
 }
 
 // verifier is the state of one Verify run.

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -831,5 +832,44 @@ func TestVerifyTamperFiles(t *testing.T) {
 			}
 			checkResult(t, res, c.Damage, c.FirstBad, "")
 		})
+	}
+}
+
+// countingReader counts ReadEvents calls and how many run at once.
+type countingReader struct {
+	MemLog
+	mu             sync.Mutex
+	calls, running int
+	maxRunning     int
+}
+
+func (c *countingReader) ReadEvents(ctx context.Context, after int64, limit int) ([]Event, error) {
+	c.mu.Lock()
+	c.calls++
+	c.running++
+	c.maxRunning = max(c.maxRunning, c.running)
+	c.mu.Unlock()
+	defer func() { c.mu.Lock(); c.running--; c.mu.Unlock() }()
+	return c.MemLog.ReadEvents(ctx, after, limit)
+}
+
+// TestVerifyReadsOnePageAhead: Verify reads the next page while it checks one, never more
+// than one call at a time and at most one page beyond the damage, and every read has ended
+// when it returns.
+func TestVerifyReadsOnePageAhead(t *testing.T) {
+	t.Parallel()
+	pub := PublicKeyOf(testKey())
+	m := newProbeLog(t)
+	at(t, m, 3).Reason = "edited"
+	r := &countingReader{MemLog: *m}
+	res, err := Verify(t.Context(), r, pub, VerifyOptions{PageSize: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkResult(t, res, DamageHashMismatch, 3, "")
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.running != 0 || r.maxRunning != 1 || r.calls > 2 {
+		t.Errorf("reads: %d calls, %d at most at once, %d still running after Verify returned; want ≤ 2, 1, 0", r.calls, r.maxRunning, r.running)
 	}
 }

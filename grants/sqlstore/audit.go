@@ -40,20 +40,15 @@ func scanEvent(sc scanner) (audit.Event, error) {
 
 // ReadEvents implements audit.Reader: up to limit events after seq, in stored seq order.
 func (s *Store) ReadEvents(ctx context.Context, after int64, limit int) ([]audit.Event, error) {
-	rows, err := s.r.QueryContext(ctx, s.q(`SELECT `+eventCols+` FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?`), after, limit)
+	rows, err := s.r.QueryContext(ctx, s.q(`SELECT `+s.packedEventCols()+` FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?`), after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("read audit events: %w", err)
 	}
-	defer rows.Close()
-	out := make([]audit.Event, 0, min(limit, 10000))
-	for rows.Next() {
-		e, err := scanEvent(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, e)
+	out, err := s.scanPackedEvents(ctx, rows, min(limit, 10000))
+	if err != nil {
+		return nil, fmt.Errorf("read audit events: %w", err)
 	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // ReadCheckpoints implements audit.Reader.
@@ -184,7 +179,7 @@ func (s *Store) Search(ctx context.Context, q audit.Query) ([]audit.Event, error
 		limit = 100
 	}
 	tail := " ORDER BY seq " + order + " LIMIT " + itoa(int64(limit))
-	sqlq := `SELECT ` + eventCols + ` FROM audit_events`
+	sqlq := `SELECT ` + s.packedEventCols() + ` FROM audit_events`
 	if q.Actor != "" {
 		// "actor_id = ? OR actor_email = ?" is read through both actor indexes and sorted
 		// whole (or, worse, by walking seq until enough rows match): every event of the
@@ -192,7 +187,7 @@ func (s *Store) Search(ctx context.Context, q audit.Query) ([]audit.Event, error
 		// (actor, seq), and the union keeps the page of the two.
 		rest, restArgs := where[1:], args[2:]
 		side := func(col string) string {
-			return `SELECT ` + eventCols + ` FROM audit_events WHERE ` + strings.Join(append([]string{col + " = ?"}, rest...), " AND ") + tail
+			return `SELECT ` + s.packedEventCols() + ` FROM audit_events WHERE ` + strings.Join(append([]string{col + " = ?"}, rest...), " AND ") + tail
 		}
 		sqlq = `SELECT * FROM (` + side("actor_id") + `) AS by_id UNION SELECT * FROM (` + side("actor_email") + `) AS by_email` + tail
 		args = append(append(append([]any{q.Actor}, restArgs...), q.Actor), restArgs...)
@@ -206,16 +201,11 @@ func (s *Store) Search(ctx context.Context, q audit.Query) ([]audit.Event, error
 	if err != nil {
 		return nil, fmt.Errorf("search audit: %w", err)
 	}
-	defer rows.Close()
-	var out []audit.Event
-	for rows.Next() {
-		e, err := scanEvent(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, e)
+	out, err := s.scanPackedEvents(ctx, rows, 0)
+	if err != nil {
+		return nil, fmt.Errorf("search audit: %w", err)
 	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // seqAtOrAfter returns the first seq whose time is at or after t (ok=false if none).
