@@ -67,10 +67,23 @@ func buildActivity(ctx context.Context, a *app) (*grants.ActivityCollector, erro
 		if err != nil {
 			return nil, fmt.Errorf("activity.aws: %w", err)
 		}
+		roles := map[string]string{}
+		for _, r := range ac.AWS.AccountRoles {
+			roles[r.AccountID] = r.RoleARN
+		}
+		// aws-identity-center grants are matched by their person's session names, which the
+		// resource's own provider resolves (its identity store).
+		ic := map[string]awsprov.SSOSessionResolver{}
+		for name, p := range a.providers {
+			if r, ok := p.(*awsprov.IdentityCenterProvider); ok {
+				ic[name] = r
+			}
+		}
 		src := awsprov.NewCloudTrailSource(cfg, a.clock, awsprov.CloudTrailOptions{
 			CallsPerSecond: float64(ac.AWS.CallsPerSecond), Lateness: ac.AWS.LookbackAfterEnd, HTTPClient: client, Logger: a.log,
+			AccountRoles: roles, IdentityCenter: ic,
 		})
-		sources = append(sources, grants.CollectorSource{Name: awsprov.SourceCloudTrail, Providers: []string{awsprov.KindSTS},
+		sources = append(sources, grants.CollectorSource{Name: awsprov.SourceCloudTrail, Providers: []string{awsprov.KindSTS, awsprov.KindIdentityCenter},
 			Source: src, AfterEnd: ac.AWS.LookbackAfterEnd, Poll: ac.PollInterval})
 	}
 	if ac.GitHub.AuditLog {

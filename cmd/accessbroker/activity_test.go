@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/accessbroker/accessbroker/audit"
 	"github.com/accessbroker/accessbroker/fixtures/awsfake"
 	"github.com/accessbroker/accessbroker/grants"
 	awsprov "github.com/accessbroker/accessbroker/integrations/aws"
@@ -128,5 +129,103 @@ func TestActivityNote(t *testing.T) {
 				t.Errorf("activityNote = %q, want %q", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestActivityIdentityCenterCollected: with activity.aws.enabled and an account role for the
+// member account, an aws-identity-center grant issued and revoked through the real provider has
+// its person's AWSReservedSSO session events in that account collected by serve's collector
+// (not another person's, not another permission set's); a call after the revocation is marked
+// after_revocation and the report flags activity_after_revocation.
+func TestActivityIdentityCenterCollected(t *testing.T) {
+	dir := t.TempDir()
+	const secret = "activitySecretAccessKey0123456789EXAMPLE"
+	const member, permSet = "111122223333", "arn:aws:sso:::permissionSet/ssoins-1111111111111111/ps-2222222222222222"
+	fake := awsfake.New(awsfake.Options{AccessKeyID: "AKIDACTIVITY", SecretAccessKey: secret, Region: "us-east-1"})
+	t.Cleanup(fake.Close)
+	fake.AddNamedPermissionSet(permSet, "DatabaseAdministrator")
+	fake.AddUser(awsfake.User{UserName: "alice@example.com", Email: "alice@example.com"})
+	reader := fake.AddAccountRole(member, "accessbroker-activity")
+	for k, v := range map[string]string{
+		"AWS_ACCESS_KEY_ID": "AKIDACTIVITY", "AWS_SECRET_ACCESS_KEY": secret, "AWS_EC2_METADATA_DISABLED": "true",
+		"AWS_CONFIG_FILE": filepath.Join(dir, "none"), "AWS_SHARED_CREDENTIALS_FILE": filepath.Join(dir, "none"),
+	} {
+		t.Setenv(k, v)
+	}
+	t.Setenv("AWS_PROFILE", "")
+	os.Unsetenv("AWS_PROFILE")
+	config := filepath.Join(dir, "accessbroker.yaml")
+	if err := os.WriteFile(config, []byte(`listen: "127.0.0.1:0"
+store: {driver: sqlite, dsn: "file:`+filepath.Join(dir, "ab.db")+`"}
+audit: {signing_key_file: "`+filepath.Join(dir, "audit.key")+`"}
+aws: {region: us-east-1, endpoint_url: "`+fake.URL()+`"}
+activity:
+  aws:
+    enabled: true
+    account_roles: [{account_id: "`+member+`", role_arn: "`+reader.ARN+`"}]
+resources:
+  - name: prod-sso
+    provider: aws-identity-center
+    default_duration: 30m
+    max_duration: 1h
+    aws_identity_center: {instance_arn: "arn:aws:sso:::instance/ssoins-1111111111111111", identity_store_id: d-1234567890,
+      permission_set_arn: "`+permSet+`", account_id: "`+member+`"}
+identities:
+  - {slack: U0ALICE, slack_team: T0ACME, email: alice@example.com}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := &inProcess{t: t, dir: dir, config: config}
+	p.mustRun("audit", "keygen", "--out", filepath.Join(dir, "audit.key"))
+	p.mustRun("grants", "issue", "--config", config, "--resource", "prod-sso", "--slack-user", "U0ALICE", "--reason", "activity test")
+	var list []grantView
+	if err := json.Unmarshal([]byte(p.mustRun("grants", "list", "--config", config, "--format", "json")), &list); err != nil || len(list) != 1 {
+		t.Fatalf("grants list: %v %+v", err, list)
+	}
+	sso := func(permissionSet, user, name string, at time.Time) string {
+		return fake.AddTrailEvent(awsfake.SSOTrailEvent(awsfake.TrailEvent{EventTime: at, EventSource: "rds.amazonaws.com", EventName: name},
+			member, permissionSet, "1234567890abcdef", "", user))
+	}
+	during := sso("DatabaseAdministrator", "alice@example.com", "DescribeDBInstances", time.Now())
+	sso("DatabaseAdministrator", "bob@example.com", "DeleteDBInstance", time.Now())
+	sso("ReadOnly", "alice@example.com", "DescribeDBLogFiles", time.Now())
+	p.mustRun("grants", "revoke", list[0].ID, "--config", config, "--reason", "done", "--operator", "tester")
+	after := sso("DatabaseAdministrator", "alice@example.com", "ModifyDBInstance", time.Now())
+
+	cfg, ok := loadConfigFlag(config, io.Discard)
+	if !ok {
+		t.Fatal("config")
+	}
+	// As serve: with the providers (the aws-identity-center one resolves the session names).
+	s, err := newServer(context.Background(), cfg, appOptions{logOut: io.Discard, withProviders: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if s.activity == nil {
+		t.Fatal("serve built no activity collector with activity.aws.enabled")
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	if n, err := s.activity.Pass(ctx, awsprov.SourceCloudTrail); err != nil || n != 2 {
+		t.Fatalf("collector pass: %d events, %v; want 2\n%s", n, err, p.mustRun("grants", "list", "--config", config))
+	}
+	out := p.mustRun("audit", "export", "--config", config, "--format", "jsonl")
+	if strings.Count(out, `"aws.activity"`) != 2 || !strings.Contains(out, during) || !strings.Contains(out, after) ||
+		strings.Contains(out, "DeleteDBInstance") || strings.Contains(out, "DescribeDBLogFiles") {
+		t.Errorf("audit log: want the two aws.activity of alice's DatabaseAdministrator session:\n%s", out)
+	}
+	for _, line := range strings.Split(out, "\n") {
+		if strings.Contains(line, after) && !strings.Contains(line, `"after_revocation":"true"`) {
+			t.Errorf("the call after revocation is not marked after_revocation: %s", line)
+		}
+	}
+	rep := p.mustRun("report", "--config", config, "--format", "json",
+		"--since", time.Now().Add(-time.Hour).Format(time.RFC3339), "--until", time.Now().Add(time.Hour).Format(time.RFC3339))
+	if !strings.Contains(rep, string(audit.AnomalyActivityAfterRevocation)) {
+		t.Errorf("report does not flag activity after revocation:\n%s", rep)
+	}
+	if table := p.mustRun("grants", "list", "--config", config); !strings.Contains(table, "aws-cloudtrail 2") {
+		t.Errorf("grants list does not show the activity:\n%s", table)
 	}
 }

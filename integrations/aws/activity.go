@@ -7,14 +7,17 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials/stscreds"
 	"github.com/aws/aws-sdk-go-v2/service/cloudtrail"
 	cttypes "github.com/aws/aws-sdk-go-v2/service/cloudtrail/types"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 	"golang.org/x/time/rate"
 
@@ -41,19 +44,38 @@ type CloudTrailOptions struct {
 	// retry (httpclient RetryMax -1): a retry below the SDK would bypass the rate limiter.
 	HTTPClient aws.HTTPClient
 	Logger     *slog.Logger
+	// AccountRoles maps an account id to the role the source assumes to read that account's
+	// CloudTrail (its event history is per account). An account without one is read with
+	// cfg's own credentials, which must then be of that account (checked with
+	// sts:GetCallerIdentity; a grant in another account fails with a message naming
+	// activity.aws.account_roles).
+	AccountRoles map[string]string
+	// IdentityCenter resolves the role session names of aws-identity-center grants, by the
+	// grant's resource name. A grant whose resource has none is not collected.
+	IdentityCenter map[string]SSOSessionResolver
+}
+
+// SSOSessionResolver names the AWSReservedSSO role sessions of an aws-identity-center grant
+// (IdentityCenterProvider implements it).
+type SSOSessionResolver interface {
+	SSOSession(ctx context.Context, h grants.Handle) (SSOSession, error)
 }
 
 // CloudTrailSource collects the CloudTrail management events of aws-sts sessions, looking
-// them up by the session's AccessKeyId (kept in the grant's handle). It implements
-// grants.ActivitySource.
+// them up by the session's AccessKeyId (kept in the grant's handle), and of
+// aws-identity-center grants, looking up the person's AWSReservedSSO role sessions of the
+// grant's permission set in the grant's account. It implements grants.ActivitySource.
 type CloudTrailSource struct {
 	client   *cloudtrail.Client
+	cfg      aws.Config
 	region   string
 	clock    grants.Clock
 	opts     CloudTrailOptions
 	log      *slog.Logger
 	mu       sync.Mutex
-	limiters map[string]*callLimiter // by account/region
+	limiters map[string]*callLimiter       // by account/region
+	clients  map[string]*cloudtrail.Client // by account, through AccountRoles
+	caller   string                        // the account of cfg's credentials, once known
 }
 
 var _ grants.ActivitySource = (*CloudTrailSource)(nil)
@@ -77,14 +99,53 @@ func NewCloudTrailSource(cfg aws.Config, clock grants.Clock, opts CloudTrailOpti
 	if clock == nil {
 		clock = grants.RealClock{}
 	}
-	client := cloudtrail.NewFromConfig(cfg, func(o *cloudtrail.Options) {
-		o.Retryer = aws.NopRetryer{}
-		if opts.HTTPClient != nil {
-			o.HTTPClient = opts.HTTPClient
+	if opts.HTTPClient != nil {
+		cfg.HTTPClient = opts.HTTPClient
+	}
+	cfg.Retryer = func() aws.Retryer { return aws.NopRetryer{} }
+	return &CloudTrailSource{client: cloudtrail.NewFromConfig(cfg), cfg: cfg, region: cfg.Region, clock: clock, opts: opts,
+		log: opts.Logger.With("source", SourceCloudTrail), limiters: map[string]*callLimiter{}, clients: map[string]*cloudtrail.Client{}}
+}
+
+// clientFor is the CloudTrail client that reads account's event history: through the
+// account's role (AccountRoles), else with cfg's own credentials when they are of that
+// account.
+func (s *CloudTrailSource) clientFor(ctx context.Context, account string) (*cloudtrail.Client, error) {
+	if role := s.opts.AccountRoles[account]; role != "" {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		c := s.clients[account]
+		if c == nil {
+			sc := sts.NewFromConfig(s.cfg)
+			creds := aws.NewCredentialsCache(stscreds.NewAssumeRoleProvider(sc, role, func(o *stscreds.AssumeRoleOptions) {
+				o.RoleSessionName = "accessbroker-activity"
+			}))
+			c = cloudtrail.NewFromConfig(s.cfg, func(o *cloudtrail.Options) { o.Credentials = creds })
+			s.clients[account] = c
 		}
-	})
-	return &CloudTrailSource{client: client, region: cfg.Region, clock: clock, opts: opts,
-		log: opts.Logger.With("source", SourceCloudTrail), limiters: map[string]*callLimiter{}}
+		return c, nil
+	}
+	if account == "" {
+		return s.client, nil
+	}
+	s.mu.Lock()
+	caller := s.caller
+	s.mu.Unlock()
+	if caller == "" {
+		out, err := sts.NewFromConfig(s.cfg).GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{})
+		if err != nil {
+			return nil, wrap("cloudtrail: whose account the broker's credentials are (sts:GetCallerIdentity)", err)
+		}
+		caller = aws.ToString(out.Account)
+		s.mu.Lock()
+		s.caller = caller
+		s.mu.Unlock()
+	}
+	if caller != account {
+		return nil, fmt.Errorf("cloudtrail: the broker's credentials are of account %s and cannot read account %s's CloudTrail: "+
+			"add activity.aws.account_roles: {\"%s\": <role in %s allowed cloudtrail:LookupEvents, trusting the broker>}", caller, account, account, account)
+	}
+	return s.client, nil
 }
 
 // callLimiter is the LookupEvents budget of one account and region: a token bucket of burst
@@ -152,27 +213,132 @@ type ctCursor struct {
 	Start int64  `json:"start,omitempty"` // unix ms of the scan in progress
 	End   int64  `json:"end,omitempty"`
 	Mark  int64  `json:"mark,omitempty"` // unix ms: the last complete scan read up to here
+	// SSO is the resolved role session of an aws-identity-center grant, kept so that it is
+	// resolved once per grant (a user renamed later is still matched by the name they had).
+	SSO *SSOSession `json:"sso,omitempty"`
 }
 
-// Collect implements grants.ActivitySource: it reads the events signed with the grant's
-// session key, from the grant's start (or Lateness before the previous scan's end) to w.To,
-// newest first, at most PagesPerCollect pages, resuming an unfinished scan from its
-// NextToken.
-func (s *CloudTrailSource) Collect(ctx context.Context, g grants.Grant, w grants.ActivityWindow, cursor string) (grants.ActivityBatch, error) {
+// trailQuery is what one grant's look-up asks CloudTrail (one attribute), in which account,
+// and which of the answered events are the grant's.
+type trailQuery struct {
+	account string
+	attr    cttypes.LookupAttribute
+	match   func(cttypes.Event) (identity string, ok bool)
+}
+
+// stsQuery looks an aws-sts grant's events up by its session's access key id: every event
+// answered is the session's.
+func stsQuery(g grants.Grant) (trailQuery, error) {
 	keyID := g.Handle.Data[DataAccessKeyID]
 	if keyID == "" {
-		return grants.ActivityBatch{}, fmt.Errorf("aws-sts grant %s: its handle has no session access key id (issued before activity collection, or never issued): %w",
+		return trailQuery{}, fmt.Errorf("aws-sts grant %s: its handle has no session access key id (issued before activity collection, or never issued): %w",
 			g.ID, grants.ErrActivityNotCollectable)
 	}
 	account := ""
 	if m := roleARNRE.FindStringSubmatch(g.Handle.Data[DataRoleARN]); m != nil {
 		account = m[2]
 	}
+	return trailQuery{account: account,
+		attr:  cttypes.LookupAttribute{AttributeKey: cttypes.LookupAttributeKeyAccessKeyId, AttributeValue: aws.String(keyID)},
+		match: func(cttypes.Event) (string, bool) { return "", true }}, nil
+}
+
+// ssoQuery looks an aws-identity-center grant's events up by the person's Identity Center user
+// name (CloudTrail's Username of an assumed-role event is its session name) in the grant's
+// account, and keeps only those whose identity is the AWSReservedSSO role of the grant's
+// permission set with that session name (ssoSessionMatches). cur carries the resolved names.
+func (s *CloudTrailSource) ssoQuery(ctx context.Context, g grants.Grant, cur *ctCursor) (trailQuery, error) {
+	if cur.SSO == nil {
+		r := s.opts.IdentityCenter[g.Resource]
+		if r == nil {
+			return trailQuery{}, fmt.Errorf("aws-identity-center grant %s: resource %q is not an aws-identity-center resource of this configuration: %w",
+				g.ID, g.Resource, grants.ErrActivityNotCollectable)
+		}
+		sess, err := r.SSOSession(ctx, g.Handle)
+		if err != nil {
+			return trailQuery{}, fmt.Errorf("aws-identity-center grant %s: %w", g.ID, err)
+		}
+		cur.SSO = &sess
+	}
+	sess := *cur.SSO
+	return trailQuery{account: sess.AccountID,
+		attr: cttypes.LookupAttribute{AttributeKey: cttypes.LookupAttributeKeyUsername, AttributeValue: aws.String(sess.UserName)},
+		match: func(e cttypes.Event) (string, bool) {
+			return ssoSessionMatches(aws.ToString(e.CloudTrailEvent), sess)
+		}}, nil
+}
+
+var (
+	// assumedRoleARNRE is a role session's ARN; submatches: account, role name, session name.
+	assumedRoleARNRE = regexp.MustCompile(`^arn:aws[a-z-]*:sts::(\d{12}):assumed-role/([\w+=,.@-]+)/(.+)$`)
+	// ssoRoleARNRE is the ARN of a role IAM Identity Center created for a permission set, on
+	// the aws-reserved path (with the identity source's region unless it is us-east-1);
+	// submatches: account, role name.
+	ssoRoleARNRE = regexp.MustCompile(`^arn:aws[a-z-]*:iam::(\d{12}):role/aws-reserved/sso\.amazonaws\.com/(?:[a-z0-9-]+/)?([\w+=,.@-]+)$`)
+	// ssoSuffixRE is the unique suffix of an AWSReservedSSO role (16 hex digits in AWS's
+	// examples; a new one each time the role is recreated).
+	ssoSuffixRE = regexp.MustCompile(`^[0-9a-f]+$`)
+)
+
+// ssoSessionMatches reports whether the CloudTrail record raw was made by sess: an
+// AssumedRole identity in sess's account whose role is AWSReservedSSO_<permission set>_<hex
+// suffix>, issued from the aws-reserved/sso.amazonaws.com path, with the user's name as its
+// session name. It returns the identity's ARN. Another person's session, another permission
+// set's (AWSReservedSSO_Admin_… is not AWSReservedSSO_Admin_ReadOnly_…), another account's or a
+// role merely named like one outside the reserved path never match.
+func ssoSessionMatches(raw string, sess SSOSession) (string, bool) {
+	var rec struct {
+		UserIdentity struct {
+			Type           string `json:"type"`
+			ARN            string `json:"arn"`
+			SessionContext struct {
+				SessionIssuer struct {
+					Type string `json:"type"`
+					ARN  string `json:"arn"`
+				} `json:"sessionIssuer"`
+			} `json:"sessionContext"`
+		} `json:"userIdentity"`
+	}
+	if json.Unmarshal([]byte(raw), &rec) != nil || rec.UserIdentity.Type != "AssumedRole" {
+		return "", false
+	}
+	id := rec.UserIdentity
+	m := assumedRoleARNRE.FindStringSubmatch(id.ARN)
+	if m == nil || m[1] != sess.AccountID || m[3] != sess.UserName {
+		return "", false
+	}
+	suffix, ok := strings.CutPrefix(m[2], "AWSReservedSSO_"+sess.PermissionSetName+"_")
+	if !ok || !ssoSuffixRE.MatchString(suffix) {
+		return "", false
+	}
+	im := ssoRoleARNRE.FindStringSubmatch(id.SessionContext.SessionIssuer.ARN)
+	if id.SessionContext.SessionIssuer.Type != "Role" || im == nil || im[1] != sess.AccountID || im[2] != m[2] {
+		return "", false
+	}
+	return id.ARN, true
+}
+
+// Collect implements grants.ActivitySource: it reads the events of the grant's session (an
+// aws-sts session's key, an aws-identity-center grant's AWSReservedSSO session of the
+// person), from the grant's start (or Lateness before the previous scan's end) to w.To,
+// newest first, at most PagesPerCollect pages, resuming an unfinished scan from its
+// NextToken.
+func (s *CloudTrailSource) Collect(ctx context.Context, g grants.Grant, w grants.ActivityWindow, cursor string) (grants.ActivityBatch, error) {
 	var cur ctCursor
 	if cursor != "" {
 		if err := json.Unmarshal([]byte(cursor), &cur); err != nil {
 			cur = ctCursor{} // unreadable: start over; duplicates are dropped by event id
 		}
+	}
+	var q trailQuery
+	var err error
+	if g.Provider == KindIdentityCenter {
+		q, err = s.ssoQuery(ctx, g, &cur)
+	} else {
+		q, err = stsQuery(g)
+	}
+	if err != nil {
+		return grants.ActivityBatch{}, err
 	}
 	start, end := w.From.Add(-5*time.Minute), w.To // a little before issue: clocks differ
 	if cur.Token != "" {
@@ -185,8 +351,12 @@ func (s *CloudTrailSource) Collect(ctx context.Context, g grants.Grant, w grants
 	if !end.After(start) {
 		return grants.ActivityBatch{Cursor: cursor, Complete: true}, nil
 	}
+	client, err := s.clientFor(ctx, q.account)
+	if err != nil {
+		return grants.ActivityBatch{}, fmt.Errorf("cloudtrail look-up for grant %s: %w", g.ID, err)
+	}
 	in := &cloudtrail.LookupEventsInput{
-		LookupAttributes: []cttypes.LookupAttribute{{AttributeKey: cttypes.LookupAttributeKeyAccessKeyId, AttributeValue: aws.String(keyID)}},
+		LookupAttributes: []cttypes.LookupAttribute{q.attr},
 		StartTime:        aws.Time(start),
 		EndTime:          aws.Time(end),
 		MaxResults:       aws.Int32(50),
@@ -194,8 +364,8 @@ func (s *CloudTrailSource) Collect(ctx context.Context, g grants.Grant, w grants
 	if cur.Token != "" {
 		in.NextToken = aws.String(cur.Token)
 	}
-	lim := s.limiter(account)
-	pager := cloudtrail.NewLookupEventsPaginator(s.client, in)
+	lim := s.limiter(q.account)
+	pager := cloudtrail.NewLookupEventsPaginator(client, in)
 	var items []grants.ActivityItem
 	token := ""
 	for page := 0; page < s.opts.PagesPerCollect && pager.HasMorePages(); page++ {
@@ -213,14 +383,16 @@ func (s *CloudTrailSource) Collect(ctx context.Context, g grants.Grant, w grants
 		}
 		token = aws.ToString(out.NextToken)
 		for _, e := range out.Events {
-			items = append(items, trailItem(g, e, w.End))
+			if identity, ok := q.match(e); ok {
+				items = append(items, trailItem(g, e, w.End, identity))
+			}
 		}
 	}
-	next := ctCursor{Mark: end.UnixMilli()}
+	next := ctCursor{Mark: end.UnixMilli(), SSO: cur.SSO}
 	complete := true
 	if token != "" {
 		// The page budget ran out: the next Collect continues this scan.
-		next = ctCursor{Token: token, Start: start.UnixMilli(), End: end.UnixMilli(), Mark: cur.Mark}
+		next = ctCursor{Token: token, Start: start.UnixMilli(), End: end.UnixMilli(), Mark: cur.Mark, SSO: cur.SSO}
 		complete = false
 	}
 	raw, err := json.Marshal(next)
@@ -231,7 +403,8 @@ func (s *CloudTrailSource) Collect(ctx context.Context, g grants.Grant, w grants
 }
 
 // trailItem turns one looked-up event into an aws.activity audit event.
-func trailItem(g grants.Grant, e cttypes.Event, end time.Time) grants.ActivityItem {
+// identity, when not empty, is the matched session's ARN (aws-identity-center grants).
+func trailItem(g grants.Grant, e cttypes.Event, end time.Time, identity string) grants.ActivityItem {
 	var rec struct {
 		ErrorCode       string `json:"errorCode"`
 		SourceIPAddress string `json:"sourceIPAddress"`
@@ -265,6 +438,9 @@ func trailItem(g grants.Grant, e cttypes.Event, end time.Time) grants.ActivityIt
 			"region":                              rec.AWSRegion,
 			audit.EvidenceActivityAfterRevocation: strconv.FormatBool(after),
 		},
+	}
+	if identity != "" {
+		ev.Evidence["identity"] = identity
 	}
 	return grants.ActivityItem{Key: aws.ToString(e.EventId), Event: ev}
 }

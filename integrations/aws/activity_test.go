@@ -64,7 +64,7 @@ func newActivityEnv(t *testing.T, opts CloudTrailOptions) *activityEnv {
 	src := NewCloudTrailSource(e.cfg, e.clock, opts)
 	m := &upRecorder{}
 	c, err := grants.NewActivityCollector(st, st, e.clock, []grants.CollectorSource{{
-		Name: SourceCloudTrail, Providers: []string{KindSTS}, Source: src, AfterEnd: 20 * time.Minute, Poll: 5 * time.Minute,
+		Name: SourceCloudTrail, Providers: []string{KindSTS, KindIdentityCenter}, Source: src, AfterEnd: 20 * time.Minute, Poll: 5 * time.Minute,
 	}}, grants.CollectorOptions{Instance: "replica-1", Batch: 50, Metrics: m, Logger: e.logger})
 	if err != nil {
 		t.Fatal(err)

@@ -1,6 +1,9 @@
 package awsprov
 
-import "regexp"
+import (
+	"fmt"
+	"regexp"
+)
 
 // The ARN and id patterns of the AWS providers, in one place: the providers' Validate
 // methods use them, and config check calls those methods, so a file config check accepts is
@@ -24,3 +27,20 @@ var (
 	// accountIDRE is a twelve-digit AWS account id.
 	accountIDRE = regexp.MustCompile(`^\d{12}$`)
 )
+
+// ValidateActivityAccountRole checks one activity.aws.account_roles entry: a twelve-digit
+// account id and the ARN of a role in that account (the role the CloudTrail source assumes to
+// read the account's event history).
+func ValidateActivityAccountRole(account, roleARN string) error {
+	if !accountIDRE.MatchString(account) {
+		return fmt.Errorf("%q is not a twelve-digit AWS account id", account)
+	}
+	m := roleARNRE.FindStringSubmatch(roleARN)
+	if m == nil {
+		return fmt.Errorf("%q is not an IAM role ARN (arn:aws:iam::%s:role/NAME, in %s)", roleARN, account, roleARNPartitions)
+	}
+	if m[2] != account {
+		return fmt.Errorf("role %s is in account %s, not in %s: give the role in %s that may call cloudtrail:LookupEvents and trusts the broker", roleARN, m[2], account, account)
+	}
+	return nil
+}

@@ -411,3 +411,52 @@ func (p *IdentityCenterProvider) sleep(ctx context.Context) error {
 		return ctx.Err()
 	}
 }
+
+// SSOSession names the role sessions of an aws-identity-center grant as CloudTrail records
+// them in the grant's account: IAM Identity Center signs the person in to the role
+// AWSReservedSSO_<PermissionSetName>_<suffix> with a session named after their Identity
+// Center user name (userIdentity.arn
+// arn:aws:sts::<AccountID>:assumed-role/AWSReservedSSO_<PermissionSetName>_<suffix>/<UserName>).
+type SSOSession struct {
+	AccountID         string
+	PermissionSetName string
+	UserName          string
+}
+
+// SSOSession resolves the names CloudTrail shows for the sessions of the grant with handle h:
+// the permission set's name (ssoadmin DescribePermissionSet) and the user's name (identitystore
+// DescribeUser of the handle's principal id). A handle without an account, permission set or
+// principal, or a user or permission set that no longer exists, wraps
+// grants.ErrActivityNotCollectable.
+func (p *IdentityCenterProvider) SSOSession(ctx context.Context, h grants.Handle) (SSOSession, error) {
+	account, ps, principal := h.Data[DataAccountID], h.Data[DataPermissionSetARN], h.Data[DataPrincipalID]
+	if account == "" || ps == "" || principal == "" {
+		return SSOSession{}, fmt.Errorf("the grant's handle names no account, permission set or user (never issued): %w", grants.ErrActivityNotCollectable)
+	}
+	instance := h.Data[DataInstanceARN]
+	if instance == "" {
+		instance = p.cfg.InstanceARN
+	}
+	pso, err := p.sso.DescribePermissionSet(ctx, &ssoadmin.DescribePermissionSetInput{InstanceArn: aws.String(instance), PermissionSetArn: aws.String(ps)})
+	if apiCode(err) == "ResourceNotFoundException" {
+		return SSOSession{}, fmt.Errorf("permission set %s no longer exists: %w", ps, grants.ErrActivityNotCollectable)
+	}
+	if err != nil {
+		return SSOSession{}, wrap("describe permission set "+ps, err)
+	}
+	user, err := p.ids.DescribeUser(ctx, &identitystore.DescribeUserInput{IdentityStoreId: aws.String(p.cfg.IdentityStoreID), UserId: aws.String(principal)})
+	if apiCode(err) == "ResourceNotFoundException" {
+		return SSOSession{}, fmt.Errorf("user %s no longer exists in identity store %s: %w", principal, p.cfg.IdentityStoreID, grants.ErrActivityNotCollectable)
+	}
+	if err != nil {
+		return SSOSession{}, wrap("describe Identity Center user "+principal, err)
+	}
+	s := SSOSession{AccountID: account, UserName: aws.ToString(user.UserName)}
+	if pso.PermissionSet != nil {
+		s.PermissionSetName = aws.ToString(pso.PermissionSet.Name)
+	}
+	if s.PermissionSetName == "" || s.UserName == "" {
+		return SSOSession{}, fmt.Errorf("AWS answered without the permission set's name or the user's name")
+	}
+	return s, nil
+}

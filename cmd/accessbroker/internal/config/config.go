@@ -456,10 +456,19 @@ type ActivityGitHubConfig struct {
 // ActivityAWSConfig is the activity.aws section.
 type ActivityAWSConfig struct {
 	// Enabled (activity.aws.enabled) looks up every aws-sts grant's CloudTrail management
-	// events (LookupEvents by the session's AccessKeyId, in aws.region) as aws.activity
-	// events. The broker's credentials need cloudtrail:LookupEvents in the role's account.
-	// Needs the aws section. Default false.
+	// events (LookupEvents by the session's AccessKeyId, in aws.region), and every
+	// aws-identity-center grant's (the person's AWSReservedSSO_<permission set> session in the
+	// resource's account_id), as aws.activity events. The broker's credentials need
+	// cloudtrail:LookupEvents in each account, or a role there (account_roles). Needs the aws
+	// section. Default false.
 	Enabled bool `yaml:"enabled"`
+	// AccountRoles (activity.aws.account_roles) are roles the broker assumes to read other
+	// accounts' CloudTrail: CloudTrail's event history is per account, so grants in accounts
+	// other than the broker's own (Identity Center member accounts, aws-sts roles elsewhere)
+	// need one. An account without an entry is read with the broker's own credentials, which
+	// must be of that account (else the grant shows the source DOWN naming this key). Default
+	// empty.
+	AccountRoles []ActivityAccountRole `yaml:"account_roles"`
 	// LookbackAfterEnd (activity.aws.lookback_after_end) is how long after a grant ended its
 	// events are still looked up, and how far back each look-up re-reads: CloudTrail
 	// delivers events minutes late (typically within 15). Default 20m; 5m to 24h.
@@ -469,6 +478,16 @@ type ActivityAWSConfig struct {
 	// and region in all; with several replicas give each a share (e.g. 1 for two). Default
 	// 2; 1 or 2.
 	CallsPerSecond int `yaml:"calls_per_second"`
+}
+
+// ActivityAccountRole is one activity.aws.account_roles entry.
+type ActivityAccountRole struct {
+	// AccountID (activity.aws.account_roles[].account_id) is the twelve-digit account whose
+	// CloudTrail the role reads.
+	AccountID string `yaml:"account_id"`
+	// RoleARN (activity.aws.account_roles[].role_arn) is a role in that account allowed
+	// cloudtrail:LookupEvents whose trust policy lets the broker's principal assume it.
+	RoleARN string `yaml:"role_arn"`
 }
 
 // GitHubConfig is the github section.
@@ -1987,6 +2006,16 @@ func (c *Config) validate() []Problem {
 	v.duration("activity.poll_interval", c.Activity.PollInterval, time.Minute, time.Hour)
 	v.duration("activity.aws.lookback_after_end", c.Activity.AWS.LookbackAfterEnd, 5*time.Minute, 24*time.Hour)
 	v.intRange("activity.aws.calls_per_second", c.Activity.AWS.CallsPerSecond, 1, 2)
+	seenAccounts := map[string]bool{}
+	for i, r := range c.Activity.AWS.AccountRoles {
+		p := fmt.Sprintf("activity.aws.account_roles[%d]", i)
+		if err := awsprov.ValidateActivityAccountRole(r.AccountID, r.RoleARN); err != nil {
+			v.add(p, "%v", err)
+		} else if seenAccounts[r.AccountID] {
+			v.add(p+".account_id", "account %s has a role already (one role per account)", r.AccountID)
+		}
+		seenAccounts[r.AccountID] = true
+	}
 	if c.Activity.AWS.Enabled && (c.AWS == nil || c.AWS.Region == "") {
 		v.add("activity.aws.enabled", "needs the aws section with region (CloudTrail is looked up there); add aws.region or set activity.aws.enabled: false")
 	}
