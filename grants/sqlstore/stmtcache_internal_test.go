@@ -3,6 +3,7 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"testing"
@@ -245,5 +246,62 @@ func TestStatementCacheBoundAndFailures(t *testing.T) {
 	}
 	if d := nc.prepared.Load() - before; d != 4 {
 		t.Errorf("without a cache: %d prepares for 4 uses, want 4", d)
+	}
+}
+
+// TestRequestsCreatedInChunks: a change creating more requests than one multi-row INSERT
+// carries writes every one of them whole (the same as one at a time), and a duplicate in a
+// chunk refuses the whole change with ErrConflict, writing nothing.
+func TestRequestsCreatedInChunks(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	s, err := Open(ctx, "sqlite", "file:"+filepath.Join(t.TempDir(), "ab.db"), grants.RealClock{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	const n = 2*requestChunk + 5
+	merged := &grants.Change{}
+	var want []grants.Request
+	for i := range n {
+		c := pendingRequestChange(i, now)
+		r := c.Requests[0].Request
+		r.Reason, r.Stage, r.IncidentID, r.Notify = fmt.Sprintf("reason %d", i), "approval", "P1", fmt.Sprint("C", i)
+		r.Evidence = map[string]string{"k": fmt.Sprint(i)}
+		merged.Requests = append(merged.Requests, c.Requests...)
+		merged.Events = append(merged.Events, c.Events...)
+	}
+	if err := s.Apply(ctx, merged); err != nil {
+		t.Fatal(err)
+	}
+	for _, rw := range merged.Requests {
+		want = append(want, *rw.Request)
+	}
+	for _, w := range want {
+		got, err := s.GetRequest(ctx, w.ID)
+		if err != nil {
+			t.Fatalf("request %s: %v", w.ID, err)
+		}
+		if got.Version != 1 || got.Reason != w.Reason || got.Requester != w.Requester || got.Notify != w.Notify || got.Evidence["k"] != w.Evidence["k"] ||
+			got.ExternalKey != w.ExternalKey || got.IncidentID != "P1" || !got.ExpiresAt.Equal(w.ExpiresAt) || got.State != grants.RequestPending {
+			t.Errorf("request %s read back as %+v, want %+v", w.ID, got, w)
+		}
+	}
+
+	dup := &grants.Change{}
+	for i := range requestChunk {
+		c := pendingRequestChange(1000+i, now)
+		if i == requestChunk-1 {
+			c.Requests[0].Request.ID = want[0].ID // already stored
+		}
+		dup.Requests = append(dup.Requests, c.Requests...)
+		dup.Events = append(dup.Events, c.Events...)
+	}
+	if err := s.Apply(ctx, dup); !errors.Is(err, grants.ErrConflict) {
+		t.Fatalf("a chunk with an existing id = %v, want ErrConflict", err)
+	}
+	if _, err := s.GetRequest(ctx, "r-1000"); !errors.Is(err, grants.ErrNotFound) {
+		t.Errorf("the refused chunk's first request: %v, want not found", err)
 	}
 }
