@@ -54,6 +54,7 @@ type sqliteConn interface {
 	driver.ConnBeginTx
 	driver.ExecerContext
 	driver.QueryerContext
+	driver.Pinger
 	driver.SessionResetter
 	driver.Validator
 }
