@@ -305,3 +305,50 @@ func TestRequestsCreatedInChunks(t *testing.T) {
 		t.Errorf("the refused chunk's first request: %v, want not found", err)
 	}
 }
+
+// TestPendingCapOfABatchCountsEachRequesterApart: with one query for the whole change, each
+// request is still counted against its own requester (team and user) and resource only, and
+// the refusal names that requester's pending requests.
+func TestPendingCapOfABatchCountsEachRequesterApart(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	s, err := Open(ctx, "sqlite", "file:"+filepath.Join(t.TempDir(), "ab.db"), grants.RealClock{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	now := time.Now().UTC()
+	req := func(i int, team, user, resource string) *grants.Change {
+		c := pendingRequestChange(i, now)
+		r := c.Requests[0].Request
+		r.Requester, r.Resource = grants.Person{SlackTeamID: team, SlackUserID: user}, resource
+		return c
+	}
+	held := req(1, "T1", "U1", "db")
+	if err := s.Apply(ctx, held); err != nil {
+		t.Fatal(err)
+	}
+	merged := func(cs ...*grants.Change) *grants.Change {
+		m := &grants.Change{}
+		for _, c := range cs {
+			m.Requests = append(m.Requests, c.Requests...)
+			m.Events = append(m.Events, c.Events...)
+		}
+		return m
+	}
+	// Same user id in another team, same person for another resource, another user: all fit.
+	if err := s.Apply(ctx, merged(req(2, "T2", "U1", "db"), req(3, "T1", "U1", "aws"), req(4, "T1", "U2", "db"))); err != nil {
+		t.Fatalf("requests of other requesters or resources: %v", err)
+	}
+	err = s.Apply(ctx, merged(req(5, "T3", "U1", "db"), req(6, "T1", "U1", "db")))
+	var pl *grants.PendingLimitError
+	if !errors.As(err, &pl) {
+		t.Fatalf("T1/U1's second request for db = %v, want a *PendingLimitError", err)
+	}
+	if fmt.Sprint(pl.Pending) != "[r-0001]" {
+		t.Errorf("refusal names %v, want [r-0001] (T1/U1's pending request for db only)", pl.Pending)
+	}
+	if _, err := s.GetRequest(ctx, "r-0005"); !errors.Is(err, grants.ErrNotFound) {
+		t.Errorf("the refused change was written: %v", err)
+	}
+}
