@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sort"
 	"strings"
 	"time"
 
@@ -92,10 +93,8 @@ func (s *Store) applyOnce(ctx context.Context, c *grants.Change, now time.Time) 
 		}
 		return strings.Compare(a.Request.ID, b.Request.ID)
 	})
-	for _, rw := range reqs {
-		if err := s.writeRequest(ctx, tx, rw, now); err != nil {
-			return false, err
-		}
+	if err := s.writeRequests(ctx, tx, reqs, now); err != nil {
+		return false, err
 	}
 	if s.dialect == dialectPostgres {
 		if err := st.writeGrantsPostgres(ctx, c.Grants, now); err != nil {
@@ -111,10 +110,8 @@ func (s *Store) applyOnce(ctx context.Context, c *grants.Change, now time.Time) 
 	}
 	// Pending caps are counted under the chain lock (PostgreSQL) or the one writer (SQLite):
 	// every change that committed before this one is visible, and none can commit meanwhile.
-	for _, rw := range reqs {
-		if err := s.checkPending(ctx, tx, rw, now); err != nil {
-			return false, err
-		}
+	if err := s.checkPending(ctx, tx, reqs, now); err != nil {
+		return false, err
 	}
 	if err := st.appendEvents(ctx, c.Events); err != nil {
 		return false, err
@@ -213,8 +210,61 @@ const insertEventSQL = `INSERT OR FAIL INTO audit_events
 	(seq, id, time_ms, actor_kind, actor_id, actor_email, action, request_id, grant_id, resource, reason, evidence, prev_hash, hash)
 	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 
-func (s *Store) writeRequest(ctx context.Context, tx *sql.Tx, rw grants.RequestWrite, now time.Time) error {
-	r := rw.Request
+// writeRequests writes reqs in order; on SQLite the created ones go in full chunks of
+// requestChunk, one multi-row INSERT each (a group commit of 200 acknowledged commands would
+// otherwise run 200 statements), and the rest one by one.
+func (s *Store) writeRequests(ctx context.Context, tx *sql.Tx, reqs []grants.RequestWrite, now time.Time) error {
+	var creates []grants.RequestWrite
+	for _, rw := range reqs {
+		if rw.Create && s.dialect == dialectSQLite {
+			creates = append(creates, rw)
+			continue
+		}
+		if err := s.writeRequest(ctx, tx, rw, now); err != nil {
+			return err
+		}
+	}
+	i := 0
+	for ; i+requestChunk <= len(creates); i += requestChunk {
+		chunk := creates[i : i+requestChunk]
+		args := make([]any, 0, requestChunk*requestInsertCols)
+		for _, rw := range chunk {
+			if rw.Request.ID == "" {
+				return errors.New("create request: empty id")
+			}
+			args = append(args, requestInsertArgs(rw.Request, now)...)
+		}
+		first, last := chunk[0].Request.ID, chunk[len(chunk)-1].Request.ID
+		if _, err := tx.ExecContext(ctx, insertRequestChunkSQL, args...); err != nil {
+			if isUnique(err) {
+				return fmt.Errorf("create requests %s..%s: one already exists: %w", first, last, grants.ErrConflict)
+			}
+			return fmt.Errorf("create requests %s..%s: %w", first, last, err)
+		}
+	}
+	for _, rw := range creates[i:] {
+		if err := s.writeRequest(ctx, tx, rw, now); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// requestChunk is how many created requests one multi-row INSERT carries on SQLite
+// (requestInsertCols parameters each).
+const (
+	requestChunk      = 16
+	requestInsertCols = 19
+)
+
+const insertRequestSQL = `INSERT INTO requests (id, requester, slack_user, resource, duration_ms, reason, source, state, stage,
+	approvals, incident_id, evidence, external_key, notify, created_at, decided_at, expires_at, version, updated_at)
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+
+var insertRequestChunkSQL = insertRequestSQL + strings.Repeat(", (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", requestChunk-1)
+
+// requestInsertArgs are the values of insertRequestSQL for a new request r.
+func requestInsertArgs(r *grants.Request, now time.Time) []any {
 	requester, _ := json.Marshal(r.Requester)
 	approvals, _ := json.Marshal(nonNil(r.Approvals))
 	evidence, _ := json.Marshal(nonNilMap(r.Evidence))
@@ -222,15 +272,17 @@ func (s *Store) writeRequest(ctx context.Context, tx *sql.Tx, rw grants.RequestW
 	if r.ExternalKey != "" {
 		ext = r.ExternalKey
 	}
+	return []any{r.ID, string(requester), r.Requester.SlackUserID, r.Resource, r.Duration.Milliseconds(), r.Reason, string(r.Source), string(r.State), string(r.Stage),
+		string(approvals), r.IncidentID, string(evidence), ext, r.Notify, ms(r.CreatedAt), ms(r.DecidedAt), ms(r.ExpiresAt), r.Version + 1, ms(now)}
+}
+
+func (s *Store) writeRequest(ctx context.Context, tx *sql.Tx, rw grants.RequestWrite, now time.Time) error {
+	r := rw.Request
 	if rw.Create {
 		if r.ID == "" {
 			return errors.New("create request: empty id")
 		}
-		_, err := tx.ExecContext(ctx, s.q(`INSERT INTO requests (id, requester, slack_user, resource, duration_ms, reason, source, state, stage,
-			approvals, incident_id, evidence, external_key, notify, created_at, decided_at, expires_at, version, updated_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
-			r.ID, string(requester), r.Requester.SlackUserID, r.Resource, r.Duration.Milliseconds(), r.Reason, string(r.Source), string(r.State), string(r.Stage),
-			string(approvals), r.IncidentID, string(evidence), ext, r.Notify, ms(r.CreatedAt), ms(r.DecidedAt), ms(r.ExpiresAt), r.Version+1, ms(now))
+		_, err := tx.ExecContext(ctx, s.q(insertRequestSQL), requestInsertArgs(r, now)...)
 		if isUnique(err) {
 			return fmt.Errorf("create request %s: already exists: %w", r.ID, grants.ErrConflict)
 		}
@@ -238,6 +290,13 @@ func (s *Store) writeRequest(ctx context.Context, tx *sql.Tx, rw grants.RequestW
 			return fmt.Errorf("create request %s: %w", r.ID, err)
 		}
 		return nil
+	}
+	requester, _ := json.Marshal(r.Requester)
+	approvals, _ := json.Marshal(nonNil(r.Approvals))
+	evidence, _ := json.Marshal(nonNilMap(r.Evidence))
+	var ext any
+	if r.ExternalKey != "" {
+		ext = r.ExternalKey
 	}
 	res, err := tx.ExecContext(ctx, s.q(`UPDATE requests SET requester = ?, slack_user = ?, resource = ?, duration_ms = ?, reason = ?,
 		source = ?, state = ?, stage = ?, approvals = ?, incident_id = ?, evidence = ?, external_key = ?, notify = ?, created_at = ?,
@@ -258,42 +317,88 @@ func (s *Store) writeRequest(ctx context.Context, tx *sql.Tx, rw grants.RequestW
 	return nil
 }
 
-// checkPending enforces rw.MaxPending (see grants.RequestWrite) on a created request, which
-// is already written in tx: the others pending for the same requester and resource, not
-// expired, must number fewer than the cap.
-func (s *Store) checkPending(ctx context.Context, tx *sql.Tx, rw grants.RequestWrite, now time.Time) error {
-	r := rw.Request
-	if !rw.Create || rw.MaxPending <= 0 {
+// checkPending enforces the MaxPending of every created request in reqs (see
+// grants.RequestWrite), which are already written in tx: for each, the others pending for the
+// same requester and resource, not expired, must number fewer than its cap. The first request
+// over its cap, in the order of reqs, is refused. One query reads the pending requests of
+// every capped requester at once (a group commit of 200 requests would otherwise run 200).
+func (s *Store) checkPending(ctx context.Context, tx *sql.Tx, reqs []grants.RequestWrite, now time.Time) error {
+	var capped []grants.RequestWrite
+	users := map[string]bool{}
+	for _, rw := range reqs {
+		if rw.Create && rw.MaxPending > 0 {
+			capped = append(capped, rw)
+			users[rw.Request.Requester.SlackUserID] = true
+		}
+	}
+	if len(capped) == 0 {
 		return nil
 	}
-	rows, err := tx.QueryContext(ctx, s.q(`SELECT id, requester FROM requests
-		WHERE slack_user = ? AND resource = ? AND state = ? AND expires_at > ? AND id <> ?
-		ORDER BY created_at, id`),
-		r.Requester.SlackUserID, r.Resource, string(grants.RequestPending), ms(now), r.ID)
+	var list []string
+	for u := range users {
+		list = append(list, u)
+	}
+	sort.Strings(list)
+	arg, _ := json.Marshal(list)
+	query := pendingOfUsersSQL
+	if s.dialect == dialectPostgres {
+		query = pendingOfUsersPostgresSQL
+	}
+	first := capped[0].Request
+	fail := func(err error) error {
+		return fmt.Errorf("count pending requests of %s for %s: %w", first.Requester.SlackUserID, first.Resource, err)
+	}
+	rows, err := tx.QueryContext(ctx, s.q(query), string(arg), string(grants.RequestPending), ms(now))
 	if err != nil {
-		return fmt.Errorf("count pending requests of %s for %s: %w", r.Requester.SlackUserID, r.Resource, err)
+		return fail(err)
 	}
 	defer rows.Close()
-	var pending []string
+	type pendingOf struct{ user, resource string }
+	type pendingRow struct {
+		id, team  string
+		teamKnown bool // false: the requester column did not parse, and the row counts in every workspace
+	}
+	pending := map[pendingOf][]pendingRow{} // oldest first
 	for rows.Next() {
-		var id, requester string
-		if err := rows.Scan(&id, &requester); err != nil {
-			return fmt.Errorf("count pending requests of %s for %s: %w", r.Requester.SlackUserID, r.Resource, err)
+		var id, requester, user, resource string
+		if err := rows.Scan(&id, &requester, &user, &resource); err != nil {
+			return fail(err)
 		}
 		var p grants.Person
-		if json.Unmarshal([]byte(requester), &p) == nil && p.SlackTeamID != r.Requester.SlackTeamID {
-			continue // the same user id in another Slack workspace is another person
-		}
-		pending = append(pending, id)
+		known := json.Unmarshal([]byte(requester), &p) == nil
+		k := pendingOf{user, resource}
+		pending[k] = append(pending[k], pendingRow{id: id, team: p.SlackTeamID, teamKnown: known})
 	}
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("count pending requests of %s for %s: %w", r.Requester.SlackUserID, r.Resource, err)
+		return fail(err)
 	}
-	if len(pending) >= rw.MaxPending {
-		return &grants.PendingLimitError{Resource: r.Resource, Max: rw.MaxPending, Pending: pending}
+	for _, rw := range capped {
+		r := rw.Request
+		var others []string
+		for _, p := range pending[pendingOf{r.Requester.SlackUserID, r.Resource}] {
+			if p.id == r.ID || (p.teamKnown && p.team != r.Requester.SlackTeamID) {
+				continue // the same user id in another Slack workspace is another person
+			}
+			others = append(others, p.id)
+		}
+		if len(others) >= rw.MaxPending {
+			return &grants.PendingLimitError{Resource: r.Resource, Max: rw.MaxPending, Pending: others}
+		}
 	}
 	return nil
 }
+
+// pendingOfUsersSQL reads the pending requests, not expired, of the Slack user ids in a JSON
+// array (one statement text whatever their number, so it is prepared once). The user index
+// finds them: "+state" keeps SQLite from choosing the state index, which would read every
+// pending request of everybody.
+const pendingOfUsersSQL = `SELECT id, requester, slack_user, resource FROM requests
+	WHERE slack_user IN (SELECT value FROM json_each(?)) AND +state = ? AND expires_at > ?
+	ORDER BY created_at, id`
+
+const pendingOfUsersPostgresSQL = `SELECT id, requester, slack_user, resource FROM requests
+	WHERE slack_user IN (SELECT jsonb_array_elements_text(?::jsonb)) AND state = ? AND expires_at > ?
+	ORDER BY created_at, id`
 
 // writeGrantsSQLite updates full chunks of existing grants with one statement each and
 // writes the rest (and every new grant) one by one.

@@ -50,3 +50,35 @@ func TestLiveGrantsOfAHandleUseTheHandleIndex(t *testing.T) {
 		})
 	}
 }
+
+// TestPendingCapQueryUsesTheUserIndex: the pending-cap check of a group commit reads the
+// pending requests of all its requesters through the requests' user index, not by scanning
+// every request.
+func TestPendingCapQueryUsesTheUserIndex(t *testing.T) {
+	t.Parallel()
+	s, err := Open(t.Context(), "sqlite", "file:"+filepath.Join(t.TempDir(), "ab.db"), grants.RealClock{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	rows, err := s.r.QueryContext(t.Context(), "EXPLAIN QUERY PLAN "+pendingOfUsersSQL, `["U1","U2"]`, string(grants.RequestPending), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var id, parent, unused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, detail)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if p := strings.Join(plan, "; "); !strings.Contains(p, "USING INDEX requests_slack_user (slack_user=?)") {
+		t.Errorf("plan %q does not look the users up in requests_slack_user", p)
+	}
+}

@@ -69,6 +69,9 @@ type Store struct {
 	chainKey, migrKey int64
 
 	commits *groupCommit // every Apply
+
+	// SQLite only: the connectors of w and r, which cache prepared statements per connection.
+	wstmts, rstmts *stmtCacheConnector
 }
 
 var _ grants.Store = (*Store)(nil)
@@ -121,19 +124,22 @@ func openSQLite(ctx context.Context, dsn string, clock grants.Clock, logger *slo
 	// transaction changes (the grant, request and audit rows and their indexes), which it
 	// writes out at commit and need not keep; with the readers' 32 MiB it grew with the
 	// database to most of the process's memory (#16.6). The readers keep theirs for scans.
-	w, err := sql.Open("sqlite", withCacheSize(full, writerCacheKiB))
+	// Both keep their prepared statements per connection (stmtcache.go).
+	wc, err := sqlite.NewConnector(withCacheSize(full, writerCacheKiB))
 	if err != nil {
 		return nil, fmt.Errorf("open sqlite %s: %w", dsn, err)
 	}
-	w.SetMaxOpenConns(1)
-	w.SetConnMaxIdleTime(0)
-	r, err := sql.Open("sqlite", full)
+	rc, err := sqlite.NewConnector(full)
 	if err != nil {
-		w.Close()
 		return nil, fmt.Errorf("open sqlite %s: %w", dsn, err)
 	}
-	r.SetMaxOpenConns(4)
-	s := &Store{dialect: dialectSQLite, w: w, r: r, clock: clock, log: logger}
+	s := &Store{dialect: dialectSQLite, clock: clock, log: logger,
+		wstmts: newStmtCacheConnector(wc, stmtCacheSize), rstmts: newStmtCacheConnector(rc, stmtCacheSize)}
+	s.w = sql.OpenDB(s.wstmts)
+	s.w.SetMaxOpenConns(1)
+	s.w.SetConnMaxIdleTime(0)
+	s.r = sql.OpenDB(s.rstmts)
+	s.r.SetMaxOpenConns(4)
 	s.commits = &groupCommit{apply: s.applyTx}
 	if err := s.migrateSQLite(ctx); err != nil {
 		s.Close()
