@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"math"
 	"strings"
 	"time"
 )
@@ -11,6 +12,9 @@ import (
 // accessbroker's messages, reports and configuration problems.
 func FormatDuration(d time.Duration) string {
 	if d < 0 {
+		if d == math.MinInt64 { // -d would overflow (a time.Sub that saturated): one ns less
+			d++
+		}
 		return "-" + FormatDuration(-d)
 	}
 	if d < time.Second {

@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"math"
 	"testing"
 	"time"
 )
@@ -12,6 +13,7 @@ func TestFormatDuration(t *testing.T) {
 		want string
 	}{
 		{0, "0s"},
+		{math.MinInt64, "-2562047h47m16.854775807s"}, // a saturated time.Sub: once recursed without end
 		{350 * time.Millisecond, "350ms"},
 		{time.Second, "1s"},
 		{10 * time.Second, "10s"},

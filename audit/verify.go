@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"strings"
 	"time"
@@ -100,6 +101,10 @@ type VerifyOptions struct {
 	// recomputed chain at its seq, and be present among the database's checkpoints;
 	// otherwise DamageBadWitnessSignature or DamageBehindWitness.
 	Witnessed []WitnessedCheckpoint
+
+	// chunkPages is the size, in pages, of a chunk of the parallel check (tests make it
+	// small); 0 means defaultChunkPages.
+	chunkPages int
 }
 
 // WitnessedCheckpoint is a checkpoint as one witness returned it.
@@ -249,12 +254,26 @@ func Verify(ctx context.Context, r Reader, pub ed25519.PublicKey, opts VerifyOpt
 	if v.checkpointsUpTo(0) {
 		return v.res, nil
 	}
+	if pr, ok := r.(ParallelReader); ok {
+		if workers := min(pr.ParallelReads(), runtime.GOMAXPROCS(0)); workers > 1 {
+			switch end, err := v.parallel(ctx, r, workers); {
+			case err != nil:
+				return v.res, err
+			case end == parallelDamage:
+				return v.res, nil
+			case end == parallelEnd:
+				v.finish()
+				return v.res, nil
+			}
+			// parallelResume: the rows after v.res.LastSeq are checked below, one by one.
+		}
+	}
 	// The next page is read while this one is checked (a database read costs several times
 	// what hashing does, and the two overlap on another core). Pages are still checked one
 	// after the other, in seq order, so the outcome is that of reading them in turn.
-	pages, stop := prefetch(ctx, r, opts.PageSize)
+	pages, stop := prefetch(ctx, r, v.res.LastSeq, opts.PageSize)
 	defer stop()
-	after := int64(0)
+	after := v.res.LastSeq
 	for {
 		if err := ctx.Err(); err != nil {
 			return v.res, fmt.Errorf("verify audit log after seq %d: %w", after, err)
@@ -294,14 +313,13 @@ type readPage struct {
 // the events after the last seq of the page before (as Verify's loop would), and the reading
 // ends after an empty page or an error, which are delivered too. stop ends the reading and
 // waits for it; the channel is closed when reading ends.
-func prefetch(ctx context.Context, r Reader, size int) (<-chan readPage, func()) {
+func prefetch(ctx context.Context, r Reader, after int64, size int) (<-chan readPage, func()) {
 	ctx, cancel := context.WithCancel(ctx)
 	out := make(chan readPage) // unbuffered: the page being read is the only one ahead
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		defer close(out)
-		after := int64(0)
 		for {
 			page, err := r.ReadEvents(ctx, after, size)
 			select {

@@ -220,3 +220,15 @@ func (s *Store) seqAtOrAfter(ctx context.Context, t time.Time) (int64, bool, err
 	}
 	return seq, true, nil
 }
+
+var _ audit.ParallelReader = (*Store)(nil)
+
+// ParallelReads implements audit.ParallelReader: ReadEvents is safe to call from several
+// goroutines (each call takes a connection of the read pool), and returns fewer events than
+// asked only at the end of the log. It is the read pool's size (4 for SQLite).
+func (s *Store) ParallelReads() int {
+	if n := s.r.Stats().MaxOpenConnections; n > 0 {
+		return n
+	}
+	return 4
+}

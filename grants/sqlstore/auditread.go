@@ -121,25 +121,30 @@ func parseHash(s string) (audit.Hash, error) {
 	if len(s) != 2*audit.HashSize {
 		return audit.ParseHash(s) // for its error
 	}
+	bad := byte(0)
 	for i := range h {
-		hi, ok1 := unhex(s[2*i])
-		lo, ok2 := unhex(s[2*i+1])
-		if !ok1 || !ok2 {
-			return audit.ParseHash(s)
-		}
-		h[i] = hi<<4 | lo
+		hi, lo := hexVal[s[2*i]], hexVal[s[2*i+1]]
+		bad |= hi | lo
+		h[i] = hi<<4 | lo&0x0f
+	}
+	if bad&0xf0 != 0 { // a byte that is not a hex digit
+		return audit.ParseHash(s)
 	}
 	return h, nil
 }
 
-func unhex(c byte) (byte, bool) {
-	switch {
-	case '0' <= c && c <= '9':
-		return c - '0', true
-	case 'a' <= c && c <= 'f':
-		return c - 'a' + 10, true
-	case 'A' <= c && c <= 'F':
-		return c - 'A' + 10, true
+// hexVal maps a hex digit (either case) to its value and every other byte to 0xff: one load
+// per digit, where verify reads two hashes an event.
+var hexVal = func() (t [256]byte) {
+	for i := range t {
+		t[i] = 0xff
 	}
-	return 0, false
-}
+	for c := '0'; c <= '9'; c++ {
+		t[c] = byte(c - '0')
+	}
+	for c := 'a'; c <= 'f'; c++ {
+		t[c] = byte(c-'a') + 10
+		t[c-'a'+'A'] = byte(c-'a') + 10
+	}
+	return t
+}()

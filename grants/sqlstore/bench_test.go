@@ -62,12 +62,22 @@ var (
 func bigLog(b *testing.B) string {
 	b.Helper()
 	bigOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "ab-bench")
-		if err != nil {
-			bigErr = err
-			return
+		// $ACCESSBROKER_VERIFY_BENCH_DB: the log is kept there (its key beside it) and
+		// reused by later runs and other commits' binaries, for interleaved comparisons.
+		if p := os.Getenv("ACCESSBROKER_VERIFY_BENCH_DB"); p != "" {
+			if seed, err := os.ReadFile(p + ".key"); err == nil {
+				bigPath, bigKey = p, ed25519.NewKeyFromSeed(seed)
+				return
+			}
+			bigPath = p
+		} else {
+			dir, err := os.MkdirTemp("", "ab-bench")
+			if err != nil {
+				bigErr = err
+				return
+			}
+			bigPath = filepath.Join(dir, "big.db")
 		}
-		bigPath = filepath.Join(dir, "big.db")
 		s, err := sqlstore.Open(context.Background(), "sqlite", "file:"+bigPath, grants.RealClock{}, nil)
 		if err != nil {
 			bigErr = err
@@ -93,7 +103,9 @@ func bigLog(b *testing.B) string {
 			bigErr = err
 			return
 		}
-		bigErr = s.AppendCheckpoint(ctx, audit.SignCheckpoint(bigKey, seq, h, time.Now().UTC()))
+		if bigErr = s.AppendCheckpoint(ctx, audit.SignCheckpoint(bigKey, seq, h, time.Now().UTC())); bigErr == nil && os.Getenv("ACCESSBROKER_VERIFY_BENCH_DB") != "" {
+			bigErr = os.WriteFile(bigPath+".key", bigKey.Seed(), 0o600)
+		}
 	})
 	if bigErr != nil {
 		b.Fatal(bigErr)
