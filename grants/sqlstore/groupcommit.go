@@ -3,7 +3,11 @@ package sqlstore
 import (
 	"context"
 	"errors"
+	"runtime"
+	"strings"
 	"sync"
+
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/accessbroker/accessbroker/grants"
 )
@@ -15,7 +19,9 @@ import (
 // ErrConflict (a stale version, a duplicate key, two changes of one row) or ErrPendingLimit
 // (a requester over the pending cap) its changes are retried one by one in arrival order,
 // which is what committing them one after the other would have done, so each caller gets its
-// own answer.
+// own answer. The same holds for a batch that PostgreSQL refuses for a value in one change
+// (see changeAtFault). Errors of the database itself (unreachable, out of space, a COMMIT
+// whose outcome is unknown) are every caller's answer.
 type groupCommit struct {
 	apply func(context.Context, *grants.Change) error // one transaction
 
@@ -43,36 +49,47 @@ func (g *groupCommit) submit(ctx context.Context, c *grants.Change) error {
 		select {
 		case <-it.done:
 			return it.err
-		case <-it.lead: // the previous leader finished its own item and handed over
+		case <-it.lead: // the previous leader finished its batch and handed over
 		}
+		// The previous batch's callers were just woken: let those that go on writing queue
+		// up behind us before we take the batch. Without this the new leader runs first
+		// (Go runs the goroutine woken last first), takes only the callers that were already
+		// waiting, and the writers settle into two halves that alternate, each transaction
+		// carrying half of them (4.6 instead of 7 events per commit with 8 writers).
+		runtime.Gosched()
 	} else {
 		g.leading = true
 		g.mu.Unlock()
 	}
-	// Leader: commit batches until our own item is done, then hand over.
-	for {
-		g.mu.Lock()
-		n := min(len(g.queue), maxBatch)
-		batch := g.queue[:n:n]
-		g.queue = g.queue[n:]
-		g.mu.Unlock()
-		if len(batch) > 0 {
-			g.commit(ctx, batch)
-		}
-		select {
-		case <-it.done:
-		default:
-			continue
-		}
-		g.mu.Lock()
-		if len(g.queue) == 0 {
-			g.leading = false
-		} else {
-			close(g.queue[0].lead)
-		}
-		g.mu.Unlock()
-		return it.err
+	// Leader: our item is the queue's first (the queue was empty, or the previous leader
+	// handed over to its first waiter). Take it and those behind it, commit, hand over.
+	g.mu.Lock()
+	n := min(len(g.queue), maxBatch)
+	batch := g.queue[:n:n]
+	g.queue = g.queue[n:]
+	g.mu.Unlock()
+	g.commit(ctx, batch)
+	g.mu.Lock()
+	if len(g.queue) == 0 {
+		g.leading = false
+	} else {
+		close(g.queue[0].lead)
 	}
+	g.mu.Unlock()
+	return it.err
+}
+
+// changeAtFault reports that a batch failed because of what one of its changes holds, not
+// because of the database: a conflict (a stale version, a duplicate key, two changes of one
+// row), a pending limit, or a value PostgreSQL refuses (SQLSTATE class 22, data exception,
+// e.g. a NUL byte in a text; class 23, integrity constraint). Nothing of the batch was
+// written, and the other changes must not fail for it.
+func changeAtFault(err error) bool {
+	if errors.Is(err, grants.ErrConflict) || errors.Is(err, grants.ErrPendingLimit) {
+		return true
+	}
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (strings.HasPrefix(pe.Code, "22") || strings.HasPrefix(pe.Code, "23"))
 }
 
 // commit writes a batch in one transaction, or one by one after a conflict. The leader's
@@ -93,7 +110,7 @@ func (g *groupCommit) commit(ctx context.Context, batch []*commitItem) {
 		merged.Events = append(merged.Events, it.c.Events...)
 	}
 	err := g.apply(context.WithoutCancel(ctx), merged)
-	if errors.Is(err, grants.ErrConflict) || errors.Is(err, grants.ErrPendingLimit) {
+	if changeAtFault(err) {
 		// Apply wrote nothing; find the culprit(s) by committing each on its own. Versions
 		// were not incremented, so the changes are still as their callers built them.
 		for _, it := range batch {
