@@ -51,16 +51,17 @@ func (g *groupCommit) submit(ctx context.Context, c *grants.Change) error {
 			return it.err
 		case <-it.lead: // the previous leader finished its batch and handed over
 		}
-		// The previous batch's callers were just woken: let those that go on writing queue
-		// up behind us before we take the batch. Without this the new leader runs first
-		// (Go runs the goroutine woken last first), takes only the callers that were already
-		// waiting, and the writers settle into two halves that alternate, each transaction
-		// carrying half of them (4.6 instead of 7 events per commit with 8 writers).
-		runtime.Gosched()
 	} else {
 		g.leading = true
 		g.mu.Unlock()
 	}
+	// The previous batch's callers were just woken: let those that go on writing queue up
+	// behind us before we take the batch. Without this the new leader runs first (Go runs
+	// the goroutine woken last first), or, when no one was waiting, the first of them to
+	// come back leads alone; the writers then settle into groups that alternate (4.6
+	// instead of 7 events per commit with 8 writers on one store). Alone, this costs
+	// nothing: no other goroutine wants to run.
+	runtime.Gosched()
 	// Leader: our item is the queue's first (the queue was empty, or the previous leader
 	// handed over to its first waiter). Take it and those behind it, commit, hand over.
 	g.mu.Lock()
