@@ -64,11 +64,13 @@ func validateChange(c *grants.Change) error {
 	return validateEvents(c.Events)
 }
 
-// applyTx applies c in one transaction (retried where that is safe).
-func (s *Store) applyTx(ctx context.Context, c *grants.Change) error {
+// applyTx applies c in one transaction (retried where that is safe). On PostgreSQL, late
+// (if not nil) gives the events of waiting changes that join the transaction once it holds
+// the chain lock (see groupCommit).
+func (s *Store) applyTx(ctx context.Context, c *grants.Change, late func() []*audit.Event) error {
 	now := s.clock.Now().Truncate(time.Millisecond)
 	for attempt := 1; ; attempt++ {
-		committing, err := s.applyOnce(ctx, c, now)
+		committing, err := s.applyOnce(ctx, c, now, late)
 		if err == nil {
 			break
 		}
@@ -99,9 +101,9 @@ func (s *Store) applyTx(ctx context.Context, c *grants.Change) error {
 
 // applyOnce runs the change's transaction once. committing reports that the error came from
 // COMMIT itself, whose outcome is then unknown.
-func (s *Store) applyOnce(ctx context.Context, c *grants.Change, now time.Time) (committing bool, err error) {
+func (s *Store) applyOnce(ctx context.Context, c *grants.Change, now time.Time, late func() []*audit.Event) (committing bool, err error) {
 	if s.dialect == dialectPostgres {
-		return s.applyOncePostgres(ctx, c, now)
+		return s.applyOncePostgres(ctx, c, now, late)
 	}
 	tx, err := s.beginWrite(ctx)
 	if err != nil {

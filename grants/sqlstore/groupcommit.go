@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/accessbroker/accessbroker/audit"
 	"github.com/accessbroker/accessbroker/grants"
 )
 
@@ -23,7 +24,10 @@ import (
 // (see changeAtFault). Errors of the database itself (unreachable, out of space, a COMMIT
 // whose outcome is unknown) are every caller's answer.
 type groupCommit struct {
-	apply func(context.Context, *grants.Change) error // one transaction
+	// apply writes a change in one transaction. If late is not nil, apply may call it once
+	// the transaction holds the audit chain's lock, and then appends the events it returns
+	// after the change's own: those of waiting changes that write nothing else (see commit).
+	apply func(ctx context.Context, c *grants.Change, late func() []*audit.Event) error
 
 	mu      sync.Mutex
 	queue   []*commitItem
@@ -95,31 +99,60 @@ func changeAtFault(err error) bool {
 
 // commit writes a batch in one transaction, or one by one after a conflict. The leader's
 // context bounds the write; a waiter whose own context ended still gets the outcome.
+//
+// Changes that carry only events and wait at the head of the queue when the transaction
+// takes the chain lock join it there (see apply): they write no rows, so they need nothing
+// the lock's holder could wait for. Only the head of the queue joins, so changes still
+// commit in arrival order.
 func (g *groupCommit) commit(ctx context.Context, batch []*commitItem) {
 	finish := func(it *commitItem, err error) {
 		it.err = err
 		close(it.done)
 	}
-	if len(batch) == 1 {
-		finish(batch[0], g.apply(context.WithoutCancel(ctx), batch[0].c))
-		return
+	var joined []*commitItem
+	var joinedEvents []*audit.Event
+	pulled := false
+	late := func() []*audit.Event {
+		if pulled { // a retried transaction carries the same changes again
+			return joinedEvents
+		}
+		pulled = true
+		g.mu.Lock()
+		n := 0
+		for n < len(g.queue) && len(batch)+n < maxBatch && eventsOnly(g.queue[n].c) {
+			n++
+		}
+		joined = g.queue[:n:n]
+		g.queue = g.queue[n:]
+		g.mu.Unlock()
+		for _, it := range joined {
+			joinedEvents = append(joinedEvents, it.c.Events...)
+		}
+		return joinedEvents
 	}
-	merged := &grants.Change{}
-	for _, it := range batch {
-		merged.Requests = append(merged.Requests, it.c.Requests...)
-		merged.Grants = append(merged.Grants, it.c.Grants...)
-		merged.Events = append(merged.Events, it.c.Events...)
+	merged := batch[0].c
+	if len(batch) > 1 {
+		merged = &grants.Change{}
+		for _, it := range batch {
+			merged.Requests = append(merged.Requests, it.c.Requests...)
+			merged.Grants = append(merged.Grants, it.c.Grants...)
+			merged.Events = append(merged.Events, it.c.Events...)
+		}
 	}
-	err := g.apply(context.WithoutCancel(ctx), merged)
-	if changeAtFault(err) {
+	err := g.apply(context.WithoutCancel(ctx), merged, late)
+	all := append(batch, joined...)
+	if len(all) > 1 && changeAtFault(err) {
 		// Apply wrote nothing; find the culprit(s) by committing each on its own. Versions
 		// were not incremented, so the changes are still as their callers built them.
-		for _, it := range batch {
-			finish(it, g.apply(context.WithoutCancel(ctx), it.c))
+		for _, it := range all {
+			finish(it, g.apply(context.WithoutCancel(ctx), it.c, nil))
 		}
 		return
 	}
-	for _, it := range batch {
+	for _, it := range all {
 		finish(it, err)
 	}
 }
+
+// eventsOnly reports that c writes no request or grant.
+func eventsOnly(c *grants.Change) bool { return len(c.Requests) == 0 && len(c.Grants) == 0 }

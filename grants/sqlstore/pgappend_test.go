@@ -402,3 +402,73 @@ func TestPostgresAppendFailsClosed(t *testing.T) {
 	}
 	mustVerify(t, s, 5)
 }
+
+// txOfSeq returns, in seq order, the transaction (xmin) that wrote each audit event.
+func txOfSeq(t *testing.T, admin *pgx.Conn, schema string) []string {
+	t.Helper()
+	rows, err := admin.Query(context.Background(), `SELECT xmin::text FROM `+schema+`.audit_events ORDER BY seq`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	xs, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return xs
+}
+
+// TestPostgresWaitingEventsJoinAtTheLock: changes that carry only events and wait at the
+// head of the queue when a transaction of the store gets the chain lock are appended by
+// that transaction; the first change that writes rows, and every change behind it, wait for
+// the next one. Arrival order is the chain's order.
+func TestPostgresWaitingEventsJoinAtTheLock(t *testing.T) {
+	dsn := newPGSchema(t)
+	clock := clocktest.New(storetest.Start)
+	s := openPG(t, dsn, clock)
+	admin := pgConn(t, pgDSN(t))
+	now := clock.Now()
+
+	release := holdChain(t, dsn, s)
+	var wg sync.WaitGroup
+	var ids []string // event ids in arrival order
+	errs := make([]error, 12)
+	submit := func(i int, c *grants.Change) {
+		ids = append(ids, c.Events[0].ID)
+		wg.Go(func() { errs[i] = s.Apply(context.Background(), c) })
+	}
+	eventOnly := func(i int) *grants.Change {
+		g := storetest.NewGrant(now, fmt.Sprintf("db-%d", i), time.Hour)
+		return &grants.Change{Events: []*audit.Event{storetest.Event(now, audit.ActionGrantIssued, g)}}
+	}
+	submit(0, eventOnly(0))
+	waitForLockWaiter(t, admin, s.Schema())
+	for i := 1; i < 12; i++ {
+		c := eventOnly(i)
+		if i == 6 { // writes a grant: cannot join a transaction that holds the lock
+			c.Grants = []grants.GrantWrite{{Grant: storetest.NewGrant(now, "db-6", time.Hour), Create: true}}
+		}
+		submit(i, c)
+		waitQueued(t, s, i) // one at a time, so that the arrival order is known
+	}
+	release()
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("caller %d: %v", i, err)
+		}
+	}
+	evs := readAll(t, s)
+	for i, e := range evs {
+		if e.ID != ids[i] {
+			t.Fatalf("seq %d holds %s; the caller that came %d-th appended %s", e.Seq, e.ID, i+1, ids[i])
+		}
+	}
+	xs := txOfSeq(t, admin, s.Schema())
+	for i, x := range xs {
+		first := i < 6 // the lock holder's own event and the five that waited behind it
+		if same := x == xs[0]; same != first {
+			t.Fatalf("transactions by seq = %v; want seqs 1-6 in the first (the five events joined at the lock), 7-12 in the second", xs)
+		}
+	}
+	mustVerify(t, s, 12)
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -24,7 +25,9 @@ import (
 // The chain lock is held from its statement in the first trip to the end of the second: one
 // round trip, the sealing and the commit's flush, where it used to span four round trips
 // (lock, head, insert, commit). That time, not the rows, bounds how many appends replicas
-// together make per second.
+// together make per second. Between the two trips, changes of other callers that carry only
+// events join the transaction (see groupCommit.commit): while it waited for the lock (held by
+// another replica, say), they queued behind it.
 
 // pgPipeline is a batch of statements sent in one round trip (pgx pipelines them with one
 // Sync at the end). The server runs them in order and, after an error, skips the rest: the
@@ -95,9 +98,10 @@ func noErr(what string) func(pgconn.CommandTag, error) error {
 	}
 }
 
-// applyOncePostgres is applyOnce on PostgreSQL (see the top of this file). committing reports that COMMIT may have been
+// applyOncePostgres is applyOnce on PostgreSQL (see the top of this file); once the chain
+// lock is held, the events late returns (if late is not nil) are appended after c's. committing reports that COMMIT may have been
 // run, so the outcome is unknown and the change must not be retried.
-func (s *Store) applyOncePostgres(ctx context.Context, c *grants.Change, now time.Time) (committing bool, err error) {
+func (s *Store) applyOncePostgres(ctx context.Context, c *grants.Change, now time.Time, late func() []*audit.Event) (committing bool, err error) {
 	pc, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return false, fmt.Errorf("begin: %w", err)
@@ -163,7 +167,12 @@ func (s *Store) applyOncePostgres(ctx context.Context, c *grants.Change, now tim
 		return false, err
 	}
 
-	rows, err := sealEvents(head, c.Events)
+	events := c.Events
+	if late != nil {
+		// The chain lock is held: waiting changes with nothing but events join here.
+		events = append(slices.Clip(events), late()...)
+	}
+	rows, err := sealEvents(head, events)
 	if err != nil {
 		return false, err
 	}
