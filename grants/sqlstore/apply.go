@@ -35,14 +35,43 @@ func (s *Store) Apply(ctx context.Context, c *grants.Change) error {
 	if len(c.Events) == 0 {
 		return errors.New("apply change: no audit event; every change must explain itself")
 	}
+	// A change that cannot be written is refused before it joins a group, so that it
+	// cannot fail the changes of other callers.
+	if err := validateChange(c); err != nil {
+		return err
+	}
 	return s.commits.submit(ctx, c)
 }
 
-// applyTx applies c in one transaction (retried where that is safe).
-func (s *Store) applyTx(ctx context.Context, c *grants.Change) error {
+// validateChange checks what writing needs of a change that the database would not check
+// (or, on PostgreSQL, would check only as part of the whole group's transaction).
+func validateChange(c *grants.Change) error {
+	for _, rw := range c.Requests {
+		if rw.Request == nil {
+			return errors.New("write request: no request")
+		}
+		if rw.Create && rw.Request.ID == "" {
+			return errors.New("create request: empty id")
+		}
+	}
+	for _, gw := range c.Grants {
+		if gw.Grant == nil {
+			return errors.New("write grant: no grant")
+		}
+		if gw.Create && gw.Grant.ID == "" {
+			return errors.New("create grant: empty id")
+		}
+	}
+	return validateEvents(c.Events)
+}
+
+// applyTx applies c in one transaction (retried where that is safe). On PostgreSQL, late
+// (if not nil) gives the events of waiting changes that join the transaction once it holds
+// the chain lock (see groupCommit).
+func (s *Store) applyTx(ctx context.Context, c *grants.Change, late func() []*audit.Event) error {
 	now := s.clock.Now().Truncate(time.Millisecond)
 	for attempt := 1; ; attempt++ {
-		committing, err := s.applyOnce(ctx, c, now)
+		committing, err := s.applyOnce(ctx, c, now, late)
 		if err == nil {
 			break
 		}
@@ -73,7 +102,10 @@ func (s *Store) applyTx(ctx context.Context, c *grants.Change) error {
 
 // applyOnce runs the change's transaction once. committing reports that the error came from
 // COMMIT itself, whose outcome is then unknown.
-func (s *Store) applyOnce(ctx context.Context, c *grants.Change, now time.Time) (committing bool, err error) {
+func (s *Store) applyOnce(ctx context.Context, c *grants.Change, now time.Time, late func() []*audit.Event) (committing bool, err error) {
+	if s.dialect == dialectPostgres {
+		return s.applyOncePostgres(ctx, c, now, late)
+	}
 	tx, err := s.beginWrite(ctx)
 	if err != nil {
 		return false, fmt.Errorf("begin: %w", err)
@@ -82,35 +114,16 @@ func (s *Store) applyOnce(ctx context.Context, c *grants.Change, now time.Time) 
 
 	st := &txStmts{s: s, tx: tx}
 	defer st.close()
-	// Rows are written in id order, so that two changes touching the same rows lock them in
-	// the same order and cannot deadlock.
-	// Requests are ordered by their dedupe key first: two replicas inserting the same keys
-	// (a replayed command on each) then wait on the unique index in one order, never a cycle.
-	reqs := slices.Clone(c.Requests)
-	slices.SortStableFunc(reqs, func(a, b grants.RequestWrite) int {
-		if c := strings.Compare(a.Request.ExternalKey, b.Request.ExternalKey); c != 0 {
-			return c
-		}
-		return strings.Compare(a.Request.ID, b.Request.ID)
-	})
+	reqs := sortedRequests(c)
 	if err := s.writeRequests(ctx, tx, reqs, now); err != nil {
 		return false, err
 	}
-	if s.dialect == dialectPostgres {
-		if err := st.writeGrantsPostgres(ctx, c.Grants, now); err != nil {
-			return false, err
-		}
-	} else {
-		if err := st.writeGrantsSQLite(ctx, c.Grants, now); err != nil {
-			return false, err
-		}
-	}
-	if err := s.lockChain(ctx, tx); err != nil {
+	if err := st.writeGrantsSQLite(ctx, c.Grants, now); err != nil {
 		return false, err
 	}
-	// Pending caps are counted under the chain lock (PostgreSQL) or the one writer (SQLite):
+	// Pending caps are counted under the one writer:
 	// every change that committed before this one is visible, and none can commit meanwhile.
-	if err := s.checkPending(ctx, tx, reqs, now); err != nil {
+	if err := s.checkPendingBatch(ctx, tx, reqs, now); err != nil {
 		return false, err
 	}
 	if err := st.appendEvents(ctx, c.Events); err != nil {
@@ -122,51 +135,42 @@ func (s *Store) applyOnce(ctx context.Context, c *grants.Change, now time.Time) 
 	return false, nil
 }
 
+// sortedRequests returns the change's request writes in the order they are written. Rows are
+// written in id order, so that two changes touching the same rows lock them in the same order
+// and cannot deadlock. Requests are ordered by their dedupe key first: two replicas inserting
+// the same keys (a replayed command on each) then wait on the unique index in one order,
+// never a cycle.
+func sortedRequests(c *grants.Change) []grants.RequestWrite {
+	reqs := slices.Clone(c.Requests)
+	slices.SortStableFunc(reqs, func(a, b grants.RequestWrite) int {
+		if c := strings.Compare(a.Request.ExternalKey, b.Request.ExternalKey); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Request.ID, b.Request.ID)
+	})
+	return reqs
+}
+
 // appendEvents chains events after the current head. The caller holds the chain lock
 // (lockChain), so the head read here stays the head until this transaction ends.
 func (st *txStmts) appendEvents(ctx context.Context, events []*audit.Event) error {
 	tx := st.tx
-	var seq, headMS int64
-	prev := audit.Genesis
+	var h chainHead
 	var prevHex string
-	err := tx.QueryRowContext(ctx, `SELECT seq, hash, time_ms FROM audit_events ORDER BY seq DESC LIMIT 1`).Scan(&seq, &prevHex, &headMS)
+	err := tx.QueryRowContext(ctx, `SELECT seq, hash, time_ms FROM audit_events ORDER BY seq DESC LIMIT 1`).Scan(&h.seq, &prevHex, &h.timeMS)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
+		h.hash = audit.Genesis
 	case err != nil:
 		return fmt.Errorf("read audit head: %w", err)
 	default:
-		if prev, err = audit.ParseHash(prevHex); err != nil {
-			return fmt.Errorf("audit head seq %d: %w", seq, err)
+		if h.hash, err = audit.ParseHash(prevHex); err != nil {
+			return fmt.Errorf("audit head seq %d: %w", h.seq, err)
 		}
 	}
-	rows := make([][]any, 0, len(events))
-	for _, e := range events {
-		if e.ID == "" || e.Time.IsZero() || e.Action == "" || e.Actor.Kind == "" {
-			return fmt.Errorf("audit event %q (%s): id, time, action and actor are required", e.ID, e.Action)
-		}
-		e.Time = e.Time.UTC().Truncate(time.Millisecond)
-		// Event times never go backwards along the chain: an event stamped a moment before a
-		// concurrent one that committed first (or on a replica whose clock lags) takes the
-		// head's time. This keeps "time ≥ t" equivalent to "seq ≥ s", which search relies on.
-		if head := fromMS(headMS); headMS != 0 && e.Time.Before(head) {
-			e.Time = head
-		}
-		headMS = ms(e.Time)
-		seq++
-		e.Seq = seq
-		if err := audit.Seal(prev, e); err != nil {
-			return fmt.Errorf("seal audit event %d: %w", seq, err)
-		}
-		var ev string
-		if len(e.Evidence) > 0 {
-			var err error
-			if ev, err = encodeEvidence(e.Evidence); err != nil {
-				return err
-			}
-		}
-		rows = append(rows, []any{e.Seq, e.ID, ms(e.Time), string(e.Actor.Kind), e.Actor.ID, e.Actor.Email,
-			string(e.Action), e.RequestID, e.GrantID, e.Resource, e.Reason, ev, e.PrevHash.String(), e.Hash.String()})
-		prev = e.Hash
+	rows, err := sealEvents(h, events)
+	if err != nil {
+		return err
 	}
 	if st.s.dialect == dialectPostgres {
 		return st.insertEventsPostgres(ctx, rows)
@@ -197,6 +201,64 @@ func (st *txStmts) appendEvents(ctx context.Context, events []*audit.Event) erro
 	return nil
 }
 
+// chainHead is the last event of the chain: its seq, hash and time (0, Genesis, 0 when the
+// log is empty).
+type chainHead struct {
+	seq    int64
+	hash   audit.Hash
+	timeMS int64
+}
+
+// validateEvents checks what sealing needs of each event, before any of it is written.
+func validateEvents(events []*audit.Event) error {
+	for i, e := range events {
+		if e == nil {
+			return fmt.Errorf("audit event %d of the change is missing", i)
+		}
+		if e.ID == "" || e.Time.IsZero() || e.Action == "" || e.Actor.Kind == "" {
+			return fmt.Errorf("audit event %q (%s): id, time, action and actor are required", e.ID, e.Action)
+		}
+	}
+	return nil
+}
+
+// sealEvents chains events after h: it sets each event's seq, time (never before the one
+// ahead of it), prev hash and hash, and returns the rows to insert (insertEventSQL's
+// arguments).
+func sealEvents(h chainHead, events []*audit.Event) ([][]any, error) {
+	if err := validateEvents(events); err != nil {
+		return nil, err
+	}
+	seq, headMS, prev := h.seq, h.timeMS, h.hash
+	rows := make([][]any, 0, len(events))
+	for _, e := range events {
+		e.Time = e.Time.UTC().Truncate(time.Millisecond)
+		// Event times never go backwards along the chain: an event stamped a moment before a
+		// concurrent one that committed first (or on a replica whose clock lags) takes the
+		// head's time. This keeps "time ≥ t" equivalent to "seq ≥ s", which search relies on.
+		if head := fromMS(headMS); headMS != 0 && e.Time.Before(head) {
+			e.Time = head
+		}
+		headMS = ms(e.Time)
+		seq++
+		e.Seq = seq
+		if err := audit.Seal(prev, e); err != nil {
+			return nil, fmt.Errorf("seal audit event %d: %w", seq, err)
+		}
+		var ev string
+		if len(e.Evidence) > 0 {
+			var err error
+			if ev, err = encodeEvidence(e.Evidence); err != nil {
+				return nil, err
+			}
+		}
+		rows = append(rows, []any{e.Seq, e.ID, ms(e.Time), string(e.Actor.Kind), e.Actor.ID, e.Actor.Email,
+			string(e.Action), e.RequestID, e.GrantID, e.Resource, e.Reason, ev, e.PrevHash.String(), e.Hash.String()})
+		prev = e.Hash
+	}
+	return rows, nil
+}
+
 // eventChunk is how many events one multi-row INSERT carries on SQLite (14 parameters each,
 // well under SQLite's limit of 32766).
 const eventChunk = 32
@@ -209,6 +271,67 @@ var insertEventChunkSQL = insertEventSQL + strings.Repeat(", (?, ?, ?, ?, ?, ?, 
 const insertEventSQL = `INSERT OR FAIL INTO audit_events
 	(seq, id, time_ms, actor_kind, actor_id, actor_email, action, request_id, grant_id, resource, reason, evidence, prev_hash, hash)
 	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+
+// insertRequestSQL and updateRequestSQL write a request; their arguments come from
+// requestArgs.
+const insertRequestSQL = `INSERT INTO requests (id, requester, slack_user, resource, duration_ms, reason, source, state, stage,
+	approvals, incident_id, evidence, external_key, notify, created_at, decided_at, expires_at, version, updated_at)
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+
+const updateRequestSQL = `UPDATE requests SET requester = ?, slack_user = ?, resource = ?, duration_ms = ?, reason = ?,
+	source = ?, state = ?, stage = ?, approvals = ?, incident_id = ?, evidence = ?, external_key = ?, notify = ?, created_at = ?,
+	decided_at = ?, expires_at = ?, version = version + 1, updated_at = ?
+	WHERE id = ? AND version = ?`
+
+// requestArgs returns the statement (insertRequestSQL or updateRequestSQL) and arguments
+// that write rw.
+func requestArgs(rw grants.RequestWrite, now time.Time) (string, []any, error) {
+	r := rw.Request
+	requester, _ := json.Marshal(r.Requester)
+	approvals, _ := json.Marshal(nonNil(r.Approvals))
+	evidence, _ := json.Marshal(nonNilMap(r.Evidence))
+	var ext any
+	if r.ExternalKey != "" {
+		ext = r.ExternalKey
+	}
+	if rw.Create {
+		if r.ID == "" {
+			return "", nil, errors.New("create request: empty id")
+		}
+		return insertRequestSQL, []any{r.ID, string(requester), r.Requester.SlackUserID, r.Resource, r.Duration.Milliseconds(), r.Reason,
+			string(r.Source), string(r.State), string(r.Stage), string(approvals), r.IncidentID, string(evidence), ext, r.Notify,
+			ms(r.CreatedAt), ms(r.DecidedAt), ms(r.ExpiresAt), r.Version + 1, ms(now)}, nil
+	}
+	return updateRequestSQL, []any{string(requester), r.Requester.SlackUserID, r.Resource, r.Duration.Milliseconds(), r.Reason,
+		string(r.Source), string(r.State), string(r.Stage), string(approvals), r.IncidentID, string(evidence), ext, r.Notify,
+		ms(r.CreatedAt), ms(r.DecidedAt), ms(r.ExpiresAt), ms(now), r.ID, r.Version}, nil
+}
+
+// requestWritten turns the outcome of requestArgs' statement into the change's answer: a
+// duplicate id or dedupe key, or an update that found the request at another version, is
+// grants.ErrConflict.
+func requestWritten(rw grants.RequestWrite, affected int64, err error) error {
+	r := rw.Request
+	if rw.Create {
+		if isUnique(err) {
+			return fmt.Errorf("create request %s: already exists: %w", r.ID, grants.ErrConflict)
+		}
+		if err != nil {
+			return fmt.Errorf("create request %s: %w", r.ID, err)
+		}
+		return nil
+	}
+	if err != nil {
+		if isUnique(err) {
+			return fmt.Errorf("update request %s: %w", r.ID, grants.ErrConflict)
+		}
+		return fmt.Errorf("update request %s: %w", r.ID, err)
+	}
+	if affected != 1 {
+		return fmt.Errorf("update request %s at version %d: %w", r.ID, r.Version, grants.ErrConflict)
+	}
+	return nil
+}
 
 // writeRequests writes reqs in order; on SQLite the created ones go in full chunks of
 // requestChunk, one multi-row INSERT each (a group commit of 200 acknowledged commands would
@@ -229,10 +352,7 @@ func (s *Store) writeRequests(ctx context.Context, tx *sql.Tx, reqs []grants.Req
 		chunk := creates[i : i+requestChunk]
 		args := make([]any, 0, requestChunk*requestInsertCols)
 		for _, rw := range chunk {
-			if rw.Request.ID == "" {
-				return errors.New("create request: empty id")
-			}
-			args = append(args, requestInsertArgs(rw.Request, now)...)
+			args = append(args, requestInsertArgs(rw, now)...)
 		}
 		first, last := chunk[0].Request.ID, chunk[len(chunk)-1].Request.ID
 		if _, err := tx.ExecContext(ctx, insertRequestChunkSQL, args...); err != nil {
@@ -257,72 +377,34 @@ const (
 	requestInsertCols = 19
 )
 
-const insertRequestSQL = `INSERT INTO requests (id, requester, slack_user, resource, duration_ms, reason, source, state, stage,
-	approvals, incident_id, evidence, external_key, notify, created_at, decided_at, expires_at, version, updated_at)
-	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
-
 var insertRequestChunkSQL = insertRequestSQL + strings.Repeat(", (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", requestChunk-1)
 
-// requestInsertArgs are the values of insertRequestSQL for a new request r.
-func requestInsertArgs(r *grants.Request, now time.Time) []any {
-	requester, _ := json.Marshal(r.Requester)
-	approvals, _ := json.Marshal(nonNil(r.Approvals))
-	evidence, _ := json.Marshal(nonNilMap(r.Evidence))
-	var ext any
-	if r.ExternalKey != "" {
-		ext = r.ExternalKey
-	}
-	return []any{r.ID, string(requester), r.Requester.SlackUserID, r.Resource, r.Duration.Milliseconds(), r.Reason, string(r.Source), string(r.State), string(r.Stage),
-		string(approvals), r.IncidentID, string(evidence), ext, r.Notify, ms(r.CreatedAt), ms(r.DecidedAt), ms(r.ExpiresAt), r.Version + 1, ms(now)}
+// requestInsertArgs are the values of insertRequestSQL for a created request (its id is
+// checked by validateChange before the change joins a group).
+func requestInsertArgs(rw grants.RequestWrite, now time.Time) []any {
+	_, args, _ := requestArgs(rw, now)
+	return args
 }
 
 func (s *Store) writeRequest(ctx context.Context, tx *sql.Tx, rw grants.RequestWrite, now time.Time) error {
-	r := rw.Request
-	if rw.Create {
-		if r.ID == "" {
-			return errors.New("create request: empty id")
-		}
-		_, err := tx.ExecContext(ctx, s.q(insertRequestSQL), requestInsertArgs(r, now)...)
-		if isUnique(err) {
-			return fmt.Errorf("create request %s: already exists: %w", r.ID, grants.ErrConflict)
-		}
-		if err != nil {
-			return fmt.Errorf("create request %s: %w", r.ID, err)
-		}
-		return nil
-	}
-	requester, _ := json.Marshal(r.Requester)
-	approvals, _ := json.Marshal(nonNil(r.Approvals))
-	evidence, _ := json.Marshal(nonNilMap(r.Evidence))
-	var ext any
-	if r.ExternalKey != "" {
-		ext = r.ExternalKey
-	}
-	res, err := tx.ExecContext(ctx, s.q(`UPDATE requests SET requester = ?, slack_user = ?, resource = ?, duration_ms = ?, reason = ?,
-		source = ?, state = ?, stage = ?, approvals = ?, incident_id = ?, evidence = ?, external_key = ?, notify = ?, created_at = ?,
-		decided_at = ?, expires_at = ?, version = version + 1, updated_at = ?
-		WHERE id = ? AND version = ?`),
-		string(requester), r.Requester.SlackUserID, r.Resource, r.Duration.Milliseconds(), r.Reason, string(r.Source), string(r.State), string(r.Stage),
-		string(approvals), r.IncidentID, string(evidence), ext, r.Notify, ms(r.CreatedAt), ms(r.DecidedAt), ms(r.ExpiresAt), ms(now),
-		r.ID, r.Version)
+	q, args, err := requestArgs(rw, now)
 	if err != nil {
-		if isUnique(err) {
-			return fmt.Errorf("update request %s: %w", r.ID, grants.ErrConflict)
-		}
-		return fmt.Errorf("update request %s: %w", r.ID, err)
+		return err
 	}
-	if n, _ := res.RowsAffected(); n != 1 {
-		return fmt.Errorf("update request %s at version %d: %w", r.ID, r.Version, grants.ErrConflict)
+	res, err := tx.ExecContext(ctx, s.q(q), args...)
+	var n int64
+	if err == nil {
+		n, _ = res.RowsAffected()
 	}
-	return nil
+	return requestWritten(rw, n, err)
 }
 
-// checkPending enforces the MaxPending of every created request in reqs (see
+// checkPendingBatch enforces, on SQLite, the MaxPending of every created request in reqs (see
 // grants.RequestWrite), which are already written in tx: for each, the others pending for the
 // same requester and resource, not expired, must number fewer than its cap. The first request
 // over its cap, in the order of reqs, is refused. One query reads the pending requests of
 // every capped requester at once (a group commit of 200 requests would otherwise run 200).
-func (s *Store) checkPending(ctx context.Context, tx *sql.Tx, reqs []grants.RequestWrite, now time.Time) error {
+func (s *Store) checkPendingBatch(ctx context.Context, tx *sql.Tx, reqs []grants.RequestWrite, now time.Time) error {
 	var capped []grants.RequestWrite
 	users := map[string]bool{}
 	for _, rw := range reqs {
@@ -340,15 +422,11 @@ func (s *Store) checkPending(ctx context.Context, tx *sql.Tx, reqs []grants.Requ
 	}
 	sort.Strings(list)
 	arg, _ := json.Marshal(list)
-	query := pendingOfUsersSQL
-	if s.dialect == dialectPostgres {
-		query = pendingOfUsersPostgresSQL
-	}
 	first := capped[0].Request
 	fail := func(err error) error {
 		return fmt.Errorf("count pending requests of %s for %s: %w", first.Requester.SlackUserID, first.Resource, err)
 	}
-	rows, err := tx.QueryContext(ctx, s.q(query), string(arg), string(grants.RequestPending), ms(now))
+	rows, err := tx.QueryContext(ctx, pendingOfUsersSQL, string(arg), string(grants.RequestPending), ms(now))
 	if err != nil {
 		return fail(err)
 	}
@@ -396,9 +474,52 @@ const pendingOfUsersSQL = `SELECT id, requester, slack_user, resource FROM reque
 	WHERE slack_user IN (SELECT value FROM json_each(?)) AND +state = ? AND expires_at > ?
 	ORDER BY created_at, id`
 
-const pendingOfUsersPostgresSQL = `SELECT id, requester, slack_user, resource FROM requests
-	WHERE slack_user IN (SELECT jsonb_array_elements_text(?::jsonb)) AND state = ? AND expires_at > ?
-	ORDER BY created_at, id`
+// pendingSQL lists the other requests pending for a created request's requester and
+// resource (arguments: pendingArgs).
+const pendingSQL = `SELECT id, requester FROM requests
+		WHERE slack_user = ? AND resource = ? AND state = ? AND expires_at > ? AND id <> ?
+		ORDER BY created_at, id`
+
+func pendingArgs(rw grants.RequestWrite, now time.Time) []any {
+	r := rw.Request
+	return []any{r.Requester.SlackUserID, r.Resource, string(grants.RequestPending), ms(now), r.ID}
+}
+
+func pendingFailed(rw grants.RequestWrite, err error) error {
+	return fmt.Errorf("count pending requests of %s for %s: %w", rw.Request.Requester.SlackUserID, rw.Request.Resource, err)
+}
+
+// rowReader is what pendingChecked needs of database/sql's and pgx's rows.
+type rowReader interface {
+	Next() bool
+	Scan(dest ...any) error
+	Err() error
+}
+
+// pendingChecked reads pendingSQL's rows and refuses the request with a
+// *grants.PendingLimitError when the requester already has rw.MaxPending pending.
+func pendingChecked(rw grants.RequestWrite, rows rowReader) error {
+	r := rw.Request
+	var pending []string
+	for rows.Next() {
+		var id, requester string
+		if err := rows.Scan(&id, &requester); err != nil {
+			return pendingFailed(rw, err)
+		}
+		var p grants.Person
+		if json.Unmarshal([]byte(requester), &p) == nil && p.SlackTeamID != r.Requester.SlackTeamID {
+			continue // the same user id in another Slack workspace is another person
+		}
+		pending = append(pending, id)
+	}
+	if err := rows.Err(); err != nil {
+		return pendingFailed(rw, err)
+	}
+	if len(pending) >= rw.MaxPending {
+		return &grants.PendingLimitError{Resource: r.Resource, Max: rw.MaxPending, Pending: pending}
+	}
+	return nil
+}
 
 // writeGrantsSQLite updates full chunks of existing grants with one statement each and
 // writes the rest (and every new grant) one by one.

@@ -29,7 +29,7 @@ func TestGroupCommitBatchesWaiters(t *testing.T) {
 	var mu sync.Mutex
 	var txSizes []int
 	seen := map[string]bool{}
-	g := &groupCommit{apply: func(_ context.Context, c *grants.Change) error {
+	g := &groupCommit{apply: func(_ context.Context, c *grants.Change, _ func() []*audit.Event) error {
 		mu.Lock()
 		first := len(txSizes) == 0
 		txSizes = append(txSizes, len(c.Requests))

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/accessbroker/accessbroker/grants"
@@ -96,11 +97,11 @@ func (a *grantArrays) args(now time.Time) []any {
 		a.claimedBy, a.claimedTo, a.version, ms(now), a.accessMissing}
 }
 
-// writeGrantsPostgres inserts the change's new grants in one statement and updates the others
-// in one more (plus one that locks them in id order when there are several). An update whose
-// version no longer matches, or an insert whose id exists, makes the whole change fail with
-// grants.ErrConflict.
-func (t *txStmts) writeGrantsPostgres(ctx context.Context, gws []grants.GrantWrite, now time.Time) error {
+// queueGrantsPostgres queues the change's grant writes on p: new grants in one insert,
+// the others in one update (after a statement that locks them in id order when there are
+// several). An update whose version no longer matches, or an insert whose id exists, makes
+// the whole change fail with grants.ErrConflict.
+func queueGrantsPostgres(p *pgPipeline, gws []grants.GrantWrite, now time.Time) error {
 	var ins, upd grantArrays
 	var updates []*grants.Grant
 	for _, gw := range gws {
@@ -116,51 +117,57 @@ func (t *txStmts) writeGrantsPostgres(ctx context.Context, gws []grants.GrantWri
 		}
 	}
 	if len(ins.id) > 0 {
-		if _, err := t.tx.ExecContext(ctx, pgInsertGrantsSQL, ins.args(now)...); err != nil {
+		p.exec(func(_ pgconn.CommandTag, err error) error {
 			if isUnique(err) {
 				return fmt.Errorf("create grant %s: already exists: %w", conflictingKey(err, ins.id), grants.ErrConflict)
 			}
-			return fmt.Errorf("create grants %s: %w", idList(ins.id), err)
-		}
+			if err != nil {
+				return fmt.Errorf("create grants %s: %w", idList(ins.id), err)
+			}
+			return nil
+		}, pgInsertGrantsSQL, ins.args(now)...)
 	}
 	if len(updates) == 0 {
 		return nil
 	}
 	if len(updates) > 1 {
-		if _, err := t.tx.ExecContext(ctx, pgLockGrantsSQL, upd.id); err != nil {
-			return fmt.Errorf("lock grants %s: %w", idList(upd.id), err)
-		}
+		p.exec(func(_ pgconn.CommandTag, err error) error {
+			if err != nil {
+				return fmt.Errorf("lock grants %s: %w", idList(upd.id), err)
+			}
+			return nil
+		}, pgLockGrantsSQL, upd.id)
 	}
-	rows, err := t.tx.QueryContext(ctx, pgUpdateGrantsSQL, upd.args(now)...)
-	if err != nil {
+	p.query(func(rows pgx.Rows) error {
+		done := make(map[string]bool, len(updates))
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				return fmt.Errorf("update grants: %w", err)
+			}
+			done[id] = true
+		}
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("update grants %s: %w", idList(upd.id), err)
+		}
+		for _, g := range updates {
+			if !done[g.ID] {
+				return fmt.Errorf("update grant %s at version %d: %w", g.ID, g.Version, grants.ErrConflict)
+			}
+		}
+		if len(done) != len(updates) { // the same grant twice in one change
+			return fmt.Errorf("update grants %s: a grant appears twice in one change: %w", idList(upd.id), grants.ErrConflict)
+		}
+		return nil
+	}, func(err error) error {
 		return fmt.Errorf("update grants %s: %w", idList(upd.id), err)
-	}
-	defer rows.Close()
-	done := make(map[string]bool, len(updates))
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return fmt.Errorf("update grants: %w", err)
-		}
-		done[id] = true
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("update grants %s: %w", idList(upd.id), err)
-	}
-	for _, g := range updates {
-		if !done[g.ID] {
-			return fmt.Errorf("update grant %s at version %d: %w", g.ID, g.Version, grants.ErrConflict)
-		}
-	}
-	if len(done) != len(updates) { // the same grant twice in one change
-		return fmt.Errorf("update grants %s: a grant appears twice in one change: %w", idList(upd.id), grants.ErrConflict)
-	}
+	}, pgUpdateGrantsSQL, upd.args(now)...)
 	return nil
 }
 
-// insertEventsPostgres inserts sealed events (rows of insertEventSQL's arguments) in one
-// statement.
-func (t *txStmts) insertEventsPostgres(ctx context.Context, rows [][]any) error {
+// eventColumns turns sealed event rows (insertEventSQL's arguments) into pgInsertEventsSQL's
+// column arrays.
+func eventColumns(rows [][]any) []any {
 	cols := make([]any, 14)
 	for c := range cols {
 		switch c {
@@ -178,14 +185,28 @@ func (t *txStmts) insertEventsPostgres(ctx context.Context, rows [][]any) error 
 			cols[c] = v
 		}
 	}
-	if _, err := t.tx.ExecContext(ctx, pgInsertEventsSQL, cols...); err != nil {
-		ids := cols[1].([]string)
-		if isUnique(err) {
-			return fmt.Errorf("append audit event %s: %w", conflictingKey(err, ids), grants.ErrConflict)
-		}
-		return fmt.Errorf("append audit events %s: %w", idList(ids), err)
+	return cols
+}
+
+// eventsInserted names what went wrong with pgInsertEventsSQL: an id that exists is
+// grants.ErrConflict.
+func eventsInserted(cols []any, err error) error {
+	if err == nil {
+		return nil
 	}
-	return nil
+	ids := cols[1].([]string)
+	if isUnique(err) {
+		return fmt.Errorf("append audit event %s: %w", conflictingKey(err, ids), grants.ErrConflict)
+	}
+	return fmt.Errorf("append audit events %s: %w", idList(ids), err)
+}
+
+// insertEventsPostgres inserts sealed events (rows of insertEventSQL's arguments) in one
+// statement.
+func (t *txStmts) insertEventsPostgres(ctx context.Context, rows [][]any) error {
+	cols := eventColumns(rows)
+	_, err := t.tx.ExecContext(ctx, pgInsertEventsSQL, cols...)
+	return eventsInserted(cols, err)
 }
 
 // conflictingKey names the key a unique violation is about when PostgreSQL says which one of

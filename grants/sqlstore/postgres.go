@@ -54,7 +54,7 @@ func openPostgres(ctx context.Context, dsn string, clock grants.Clock, logger *s
 	}
 	db := stdlib.OpenDBFromPool(pool)
 	s := &Store{dialect: dialectPostgres, w: db, r: db, pool: pool, clock: clock, log: logger}
-	s.commits = &groupCommit{apply: s.applyTx}
+	s.commits = &groupCommit{apply: s.applyTx, gather: true}
 	var schema sql.NullString
 	if err := db.QueryRowContext(ctx, `SELECT current_schema()`).Scan(&schema); err != nil {
 		s.Close()
