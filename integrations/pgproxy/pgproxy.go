@@ -345,15 +345,38 @@ func (p *Proxy) unregister(s *session) {
 }
 
 func (p *Proxy) event(action audit.Action, actor audit.Actor, g grants.Grant, ev map[string]string) *audit.Event {
+	now := p.cfg.Clock.Now().Truncate(time.Millisecond)
 	return &audit.Event{
-		ID:       grants.NewID("e"),
-		Time:     p.cfg.Clock.Now().Truncate(time.Millisecond),
+		ID:       eventID(now),
+		Time:     now,
 		Actor:    actor,
 		Action:   action,
 		GrantID:  g.ID,
 		Resource: g.Resource,
 		Evidence: ev,
 	}
+}
+
+// sortedDigits are grants.NewID's base32 digits in byte order, so that numbers written with
+// them sort as strings in numeric order.
+const sortedDigits = "234567abcdefghijklmnopqrstuvwxyz"
+
+// eventID is the id of a proxy event at t: "e_", t's Unix milliseconds in 10 digits that sort
+// as the time does, then the 16 random digits of a grants.NewID (unique as those are).
+// Events the proxy records at a high rate then append at the end of the audit table's unique
+// index on id, instead of each landing on a random page of it: on SQLite a random id costs a
+// page write per event at commit once the index outgrows a batch (half the CPU time of a
+// recorded statement against a 100,000-event table; BenchmarkRecordStatements).
+func eventID(t time.Time) string {
+	ms := uint64(t.UnixMilli())
+	var b [2 + 10 + 16]byte
+	b[0], b[1] = 'e', '_'
+	for i := 11; i >= 2; i-- {
+		b[i] = sortedDigits[ms&31]
+		ms >>= 5
+	}
+	copy(b[12:], grants.NewID("e")[2:])
+	return string(b[:])
 }
 
 func personActor(g grants.Grant) audit.Actor {

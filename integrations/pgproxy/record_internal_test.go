@@ -4,12 +4,14 @@ import (
 	"context"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/accessbroker/accessbroker/audit"
 	"github.com/accessbroker/accessbroker/grants"
+	"github.com/accessbroker/accessbroker/grants/clocktest"
 )
 
 // batchTap records the size of each batch written and signals each write.
@@ -97,7 +99,41 @@ func TestRecorderBatches(t *testing.T) {
 		t.Fatalf("batch sizes %v, want %v", got, want)
 	}
 	st := tap.batches[1][1]
-	if st.Action != ActionSessionStatement || st.GrantID != "g_1" || st.Evidence["session_id"] != "s_1" || st.Evidence["text"] != "SELECT 1" || !st.Time.Equal(end) || st.ID != "" {
+	if st.Action != ActionSessionStatement || st.GrantID != "g_1" || st.Evidence["session_id"] != "s_1" || st.Evidence["text"] != "SELECT 1" || !st.Time.Equal(end) || !strings.HasPrefix(st.ID, eventID(end)[:12]) {
 		t.Fatalf("statement event %+v", st)
+	}
+}
+
+// TestEventIDsSortByTime: the proxy's events (built by the proxy and by the recorder) carry
+// ids that sort as their times do, across digit carries, and stay unique within one
+// millisecond, so that a busy proxy's events append at the end of the audit table's unique
+// id index.
+func TestEventIDsSortByTime(t *testing.T) {
+	t.Parallel()
+	g := grants.Grant{ID: "g_aaaaaaaaaaaaaaaa", Resource: "prod-db"}
+	base := time.Date(2026, 12, 3, 14, 0, 0, 0, time.UTC)
+	clock := clocktest.New(base)
+	p := &Proxy{cfg: Config{TextLimit: DefaultTextLimit, Clock: clock}}
+	var ids []string
+	seen := map[string]bool{}
+	for i, d := range []time.Duration{0, 0, time.Millisecond, 31 * time.Millisecond, 32 * time.Millisecond, 1023 * time.Millisecond,
+		1024 * time.Millisecond, time.Hour, 24 * 365 * time.Hour} {
+		at := base.Add(d)
+		st := p.statementEvent(&queuedStatement{sessionID: "s_x", grant: &g, st: Statement{Seq: i + 1, Start: at, End: at}})
+		clock.Set(at)
+		ev := p.event(ActionSessionEnded, personActor(g), g, nil)
+		for _, e := range []*audit.Event{st, ev} {
+			if !strings.HasPrefix(e.ID, "e_") || len(e.ID) != 28 {
+				t.Fatalf("event id %q: want e_ and 26 digits", e.ID)
+			}
+			if seen[e.ID] {
+				t.Fatalf("event id %q twice", e.ID)
+			}
+			seen[e.ID] = true
+			ids = append(ids, e.ID[:12]) // the time digits
+		}
+	}
+	if !slices.IsSorted(ids) {
+		t.Errorf("event ids do not sort by time: %v", ids)
 	}
 }
