@@ -50,6 +50,8 @@ func TestRecorderBatches(t *testing.T) {
 	p := &Proxy{cfg: Config{TextLimit: DefaultTextLimit}}
 	r := newRecorder(tap, slog.New(slog.DiscardHandler), 3, time.Minute, func(error) { t.Error("fail called") }, p.statementEvent)
 	r.linger = time.Hour
+	lingering := make(chan struct{}, 16)
+	r.lingering = func() { lingering <- struct{}{} }
 	stop := make(chan struct{})
 	go r.run(stop)
 	wait := func() {
@@ -58,11 +60,6 @@ func TestRecorderBatches(t *testing.T) {
 		case <-tap.wrote:
 		case <-time.After(20 * time.Second):
 			t.Fatalf("no write; batches so far %v", tap.sizes())
-		}
-	}
-	taken := func() { // the recorder took everything queued
-		for len(r.ch) > 0 {
-			time.Sleep(time.Millisecond)
 		}
 	}
 	g := &grants.Grant{ID: "g_1", Resource: "prod-db"}
@@ -80,14 +77,23 @@ func TestRecorderBatches(t *testing.T) {
 	add(ActionSessionEnded)
 	wait()
 
-	// One event: the recorder takes it and waits for more; what comes meanwhile goes in the
-	// same write, made at once when the recorder is stopped.
+	// One event: the recorder takes it and waits for more; what comes meanwhile stays
+	// queued (no wake-up of the recorder per event) and goes in the same write, made at once
+	// when the recorder is stopped.
+	for len(lingering) > 0 { // from the first batch
+		<-lingering
+	}
 	add(ActionSessionStarted)
-	taken()
+	<-lingering
 	if err := r.addStatement(ctx, &queuedStatement{sessionID: "s_1", grant: g, st: Statement{Seq: 1, Protocol: "simple", Text: "SELECT 1", Start: end, End: end}}); err != nil {
 		t.Fatal(err)
 	}
-	taken()
+	for range 50 { // a recorder taking events one by one takes it within this
+		if len(r.ch) != 1 {
+			t.Fatalf("the lingering recorder took a queued event before its batch was due (queue %d)", len(r.ch))
+		}
+		time.Sleep(time.Millisecond)
+	}
 	if got := tap.sizes(); len(got) != 1 {
 		t.Fatalf("written before the linger ended: batches %v", got)
 	}
