@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -158,7 +159,10 @@ var tpsRE = regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection tim
 
 // BenchmarkPgbench runs pgbench -S -c 8 -T 20 (select-only) directly and through the proxy,
 // with -M simple and -M extended, and reports tps, the proxy/direct ratio and the p99 latency
-// per transaction from pgbench's per-transaction log. Run it once: -benchtime 1x.
+// per transaction from pgbench's per-transaction log. Beside them, CPU time per transaction,
+// steadier than wall time on a loaded machine: pgbench's own (-pgbench-cpu-us) and, through
+// the proxy, this process's (the proxy relaying and recording: -proxy-cpu-us). Run it once:
+// -benchtime 1x.
 func BenchmarkPgbench(b *testing.B) {
 	pgbench, err := exec.LookPath("pgbench")
 	if err != nil {
@@ -197,16 +201,23 @@ func BenchmarkPgbench(b *testing.B) {
 				dir := b.TempDir()
 				cmd := exec.Command(pgbench, "-S", "-n", "-c", "8", "-j", "2", "-T", seconds, "-M", mode, "-l", "--log-prefix", filepath.Join(dir, "tx"), e.db)
 				cmd.Env = append(os.Environ(), "PGHOST="+path.host, "PGPORT="+path.port, "PGUSER="+g.Handle.Key, "PGPASSWORD="+path.password, "PGSSLMODE=require")
+				cpu0 := processCPU(b)
 				out, err := cmd.CombinedOutput()
 				if err != nil {
 					b.Fatalf("pgbench %s %s: %v\n%s", mode, path.name, err, out)
 				}
+				proxyCPU := processCPU(b) - cpu0
+				pgbenchCPU := cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 				m := tpsRE.FindSubmatch(out)
 				if m == nil {
 					b.Fatalf("no tps in pgbench output:\n%s", out)
 				}
 				tps[path.name], _ = strconv.ParseFloat(string(m[1]), 64)
 				lat := pgbenchLatencies(b, dir)
+				b.ReportMetric(float64(pgbenchCPU.Microseconds())/float64(len(lat)), mode+"-"+path.name+"-pgbench-cpu-us")
+				if path.name == "proxy" {
+					b.ReportMetric(float64(proxyCPU.Microseconds())/float64(len(lat)), mode+"-proxy-cpu-us")
+				}
 				b.ReportMetric(tps[path.name], mode+"-"+path.name+"-tps")
 				b.ReportMetric(percentile(lat, 0.50), mode+"-"+path.name+"-p50-ms")
 				b.ReportMetric(percentile(lat, 0.99), mode+"-"+path.name+"-p99-ms")
@@ -246,4 +257,14 @@ func pgbenchLatencies(b *testing.B, dir string) []time.Duration {
 	}
 	slices.Sort(d)
 	return d
+}
+
+// processCPU is this process's CPU time so far (user + system, every goroutine).
+func processCPU(b *testing.B) time.Duration {
+	b.Helper()
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

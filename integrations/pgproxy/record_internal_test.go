@@ -4,12 +4,14 @@ import (
 	"context"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/accessbroker/accessbroker/audit"
 	"github.com/accessbroker/accessbroker/grants"
+	"github.com/accessbroker/accessbroker/grants/clocktest"
 )
 
 // batchTap records the size of each batch written and signals each write.
@@ -48,6 +50,8 @@ func TestRecorderBatches(t *testing.T) {
 	p := &Proxy{cfg: Config{TextLimit: DefaultTextLimit}}
 	r := newRecorder(tap, slog.New(slog.DiscardHandler), 3, time.Minute, func(error) { t.Error("fail called") }, p.statementEvent)
 	r.linger = time.Hour
+	lingering := make(chan struct{}, 16)
+	r.lingering = func() { lingering <- struct{}{} }
 	stop := make(chan struct{})
 	go r.run(stop)
 	wait := func() {
@@ -56,11 +60,6 @@ func TestRecorderBatches(t *testing.T) {
 		case <-tap.wrote:
 		case <-time.After(20 * time.Second):
 			t.Fatalf("no write; batches so far %v", tap.sizes())
-		}
-	}
-	taken := func() { // the recorder took everything queued
-		for len(r.ch) > 0 {
-			time.Sleep(time.Millisecond)
 		}
 	}
 	g := &grants.Grant{ID: "g_1", Resource: "prod-db"}
@@ -78,14 +77,23 @@ func TestRecorderBatches(t *testing.T) {
 	add(ActionSessionEnded)
 	wait()
 
-	// One event: the recorder takes it and waits for more; what comes meanwhile goes in the
-	// same write, made at once when the recorder is stopped.
+	// One event: the recorder takes it and waits for more; what comes meanwhile stays
+	// queued (no wake-up of the recorder per event) and goes in the same write, made at once
+	// when the recorder is stopped.
+	for len(lingering) > 0 { // from the first batch
+		<-lingering
+	}
 	add(ActionSessionStarted)
-	taken()
+	<-lingering
 	if err := r.addStatement(ctx, &queuedStatement{sessionID: "s_1", grant: g, st: Statement{Seq: 1, Protocol: "simple", Text: "SELECT 1", Start: end, End: end}}); err != nil {
 		t.Fatal(err)
 	}
-	taken()
+	for range 50 { // a recorder taking events one by one takes it within this
+		if len(r.ch) != 1 {
+			t.Fatalf("the lingering recorder took a queued event before its batch was due (queue %d)", len(r.ch))
+		}
+		time.Sleep(time.Millisecond)
+	}
 	if got := tap.sizes(); len(got) != 1 {
 		t.Fatalf("written before the linger ended: batches %v", got)
 	}
@@ -97,7 +105,41 @@ func TestRecorderBatches(t *testing.T) {
 		t.Fatalf("batch sizes %v, want %v", got, want)
 	}
 	st := tap.batches[1][1]
-	if st.Action != ActionSessionStatement || st.GrantID != "g_1" || st.Evidence["session_id"] != "s_1" || st.Evidence["text"] != "SELECT 1" || !st.Time.Equal(end) || st.ID != "" {
+	if st.Action != ActionSessionStatement || st.GrantID != "g_1" || st.Evidence["session_id"] != "s_1" || st.Evidence["text"] != "SELECT 1" || !st.Time.Equal(end) || !strings.HasPrefix(st.ID, eventID(end)[:12]) {
 		t.Fatalf("statement event %+v", st)
+	}
+}
+
+// TestEventIDsSortByTime: the proxy's events (built by the proxy and by the recorder) carry
+// ids that sort as their times do, across digit carries, and as they were made within one
+// millisecond (a frozen clock too), unique, so that a busy proxy's events append at the end
+// of the audit table's unique id index.
+func TestEventIDsSortByTime(t *testing.T) {
+	t.Parallel()
+	g := grants.Grant{ID: "g_aaaaaaaaaaaaaaaa", Resource: "prod-db"}
+	base := time.Date(2026, 12, 3, 14, 0, 0, 0, time.UTC)
+	clock := clocktest.New(base)
+	p := &Proxy{cfg: Config{TextLimit: DefaultTextLimit, Clock: clock}}
+	var ids []string
+	seen := map[string]bool{}
+	for i, d := range []time.Duration{0, 0, 0, time.Millisecond, 31 * time.Millisecond, 32 * time.Millisecond, 1023 * time.Millisecond,
+		1024 * time.Millisecond, time.Hour, 24 * 365 * time.Hour} {
+		at := base.Add(d)
+		st := p.statementEvent(&queuedStatement{sessionID: "s_x", grant: &g, st: Statement{Seq: i + 1, Start: at, End: at}})
+		clock.Set(at)
+		ev := p.event(ActionSessionEnded, personActor(g), g, nil)
+		for _, e := range []*audit.Event{st, ev} {
+			if !strings.HasPrefix(e.ID, "e_") || len(e.ID) != 28 {
+				t.Fatalf("event id %q: want e_ and 26 digits", e.ID)
+			}
+			if seen[e.ID] {
+				t.Fatalf("event id %q twice", e.ID)
+			}
+			seen[e.ID] = true
+			ids = append(ids, e.ID)
+		}
+	}
+	if !slices.IsSorted(ids) {
+		t.Errorf("event ids do not sort by time: %v", ids)
 	}
 }

@@ -406,14 +406,15 @@ func (p *Proxy) recordStatement(ctx context.Context, sessionID string, g *grants
 
 // statementEvent is the session.statement event of a queued statement.
 func (p *Proxy) statementEvent(q *queuedStatement) *audit.Event {
+	t := q.st.End.Truncate(time.Millisecond)
 	return &audit.Event{
-		Time:     q.st.End.Truncate(time.Millisecond),
+		ID:       eventID(t),
+		Time:     t,
 		Actor:    personActor(*q.grant),
 		Action:   ActionSessionStatement,
 		GrantID:  q.grant.ID,
 		Resource: q.grant.Resource,
 		Evidence: statementEvidence(q.sessionID, q.st, p.cfg.TextLimit),
-		// No ID: the recorder's Record (grants.Manager) assigns it.
 	}
 }
 
