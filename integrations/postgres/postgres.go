@@ -203,6 +203,7 @@ type Provider struct {
 	proxy *ProxyConfig // postgres.proxy: role passwords derived for the session proxy
 
 	secrets *secretPool // passwords and verifiers made ahead (not proxied)
+	spares  *sparePool  // spare roles made ahead (not proxied; spares.go)
 
 	checkMu sync.Mutex                 // one server check at a time
 	server  atomic.Pointer[serverInfo] // nil until a server check has passed
@@ -352,6 +353,10 @@ func Open(ctx context.Context, cfg Config, clock grants.Clock, logger *slog.Logg
 		adminPassword: pcfg.ConnConfig.Password,
 		proxy:         cfg.Proxy,
 		secrets:       newSecretPool(),
+	}
+	p.spares = newSparePool(p, sparesAhead)
+	if cfg.Proxy != nil {
+		p.spares.target = 0 // a proxied role's password is known only at issue
 	}
 	if p.limit == 0 {
 		p.limit = DefaultConnectionLimit
@@ -569,9 +574,11 @@ func (p *Provider) checkAdmin(ctx context.Context) (*serverInfo, error) {
 // Kind returns "postgres".
 func (p *Provider) Kind() string { return Kind }
 
-// Close releases the admin connections.
+// Close stops making spare roles, drops this provider's (best effort) and releases the
+// admin connections.
 func (p *Provider) Close() {
 	p.secrets.close()
+	p.spares.close()
 	p.pool.Close()
 }
 
