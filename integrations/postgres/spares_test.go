@@ -360,6 +360,7 @@ func TestAbortedSpareIssueLeavesASpare(t *testing.T) {
 	oid := e.roleOID(t, sp)
 	id := grants.NewID("g")
 	pi := p.PrepareIssue(ctx, issueReq(id, time.Hour)).(*preparedRole)
+	defer pi.Abort(ctx) // on a failure below: never leave the transaction open
 	if pi.err != nil || pi.st.spare == nil || pi.st.spare.name != sp {
 		t.Fatalf("prepare: %v, spare %+v", pi.err, pi.st.spare)
 	}
@@ -443,7 +444,7 @@ func TestProxiedRolesUseFewIterations(t *testing.T) {
 		t.Fatal(err)
 	}
 	role := iss.Handle.Key
-	if v := parseVerifier(t, e.storedVerifier(t, role)); v.iterations != proxyIterations {
+	if v := parseVerifier(t, e.storedVerifier(t, role)); v.iterations != proxyIterations || v.iterations >= scramIterations {
 		t.Errorf("upstream verifier has %d iterations, want %d", v.iterations, proxyIterations)
 	}
 	sess, err := pgx.Connect(ctx, connString("127.0.0.1", p.port, e.db, "disable", role, pw.Upstream(id, role)))
