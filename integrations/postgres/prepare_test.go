@@ -167,6 +167,7 @@ func TestPreparedIssueIsTwoRoundTrips(t *testing.T) {
 		writes.Store(0)
 		pi := p.PrepareIssue(ctx, issueReq(grants.NewID("g"), time.Hour)).(*preparedRole)
 		if (pi.st.spare != nil) != withSpare {
+			pi.Abort(ctx)
 			t.Fatalf("with a spare ready = %v, but the issue used one = %v", withSpare, pi.st.spare != nil)
 		}
 		if _, err := pi.Commit(ctx); err != nil {
