@@ -21,8 +21,12 @@
 // sent only once that record is durable, so nobody can see or use the role before. This
 // matters because PostgreSQL itself spends the verifier's 4096 PBKDF2 iterations on every
 // CREATE ROLE … PASSWORD 'SCRAM-SHA-256$…' (it checks the verifier is not the empty
-// password's): the largest step of an issue. The passwords of non-proxied roles and their
-// verifiers are made ahead by one goroutine (at most 8, in memory only, each used once).
+// password's): the largest step of an issue. For a non-proxied resource the provider
+// therefore keeps a few spare roles (NOLOGIN, no membership, password in memory only) made
+// ahead, and an issue renames one into the grant's role instead (spares.go); with none ready
+// the role is created as above, its password and verifier made ahead by one goroutine (at
+// most 8, in memory only, each used once). A proxied role's verifier has 16 iterations
+// (proxyIterations).
 //
 // Revoke is idempotent and works from the grant id alone (a role is found by its suffix).
 // On one admin connection, in one round trip (one implicit transaction):
