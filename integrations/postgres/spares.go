@@ -193,17 +193,18 @@ func (s *sparePool) fill(ctx context.Context) error {
 	due := s.lastSweep.IsZero() || now.Sub(s.lastSweep) >= spareCheckEvery ||
 		len(s.ready) > 0 && now.Sub(s.ready[0].made) >= spareMaxUse
 	s.mu.Unlock()
+	var sweepErr error
 	if due {
-		if err := s.sweep(ctx); err != nil {
-			return err
-		}
+		// A spare this admin may not drop (on 16+, one another admin role made) must not
+		// stop the making of new ones; the next sweep is spareCheckEvery later.
+		sweepErr = s.sweep(ctx)
 	}
 	for s.count() < s.target && !s.stopped() {
 		if err := s.make(ctx); err != nil {
-			return err
+			return errors.Join(sweepErr, err)
 		}
 	}
-	return nil
+	return sweepErr
 }
 
 // make creates one spare role and adds it to the pool.

@@ -456,3 +456,24 @@ func TestProxiedRolesUseFewIterations(t *testing.T) {
 		t.Errorf("a proxied provider keeps spares (%d, target %d)", n, p.spares.target)
 	}
 }
+
+// TestSpareSweepFailureStillMakesSpares: a stale spare the admin cannot drop (here one that
+// owns a table, as a superuser made it) is reported, and the pool is filled all the same.
+func TestSpareSweepFailureStillMakesSpares(t *testing.T) {
+	e := newEnv(t)
+	p := e.provider(t, Config{})
+	p.spares.manual = true
+	ctx := context.Background()
+	stuck := e.spares + "stuck"
+	mustExec(t, ctx, e.super, "CREATE ROLE "+quoteIdent(stuck)+" NOLOGIN VALID UNTIL '2000-01-01 00:00:00+00'")
+	mustExec(t, ctx, e.super, "CREATE TABLE spare_owned (id int)")
+	mustExec(t, ctx, e.super, "ALTER TABLE spare_owned OWNER TO "+quoteIdent(stuck))
+	t.Cleanup(func() { mustExec(t, ctx, e.super, "DROP TABLE spare_owned") })
+	err := p.spares.fill(ctx)
+	if err == nil || !strings.Contains(err.Error(), stuck) {
+		t.Errorf("fill = %v, want an error naming %s", err, stuck)
+	}
+	if n := p.spares.count(); n != sparesAhead {
+		t.Errorf("the pool holds %d spares after a failed sweep, want %d", n, sparesAhead)
+	}
+}
