@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"time"
@@ -161,14 +162,23 @@ func (s *sparePool) count() int {
 func (s *sparePool) run() {
 	defer close(s.done)
 	ctx := s.ctx
+	failing := false
 	for !s.stopped() {
 		wait := spareCheckEvery
 		if err := s.fill(ctx); err != nil {
 			if s.stopped() {
 				return
 			}
-			s.p.log.Warn("postgres spare roles: cannot make or drop spares; issues create their roles meanwhile", "error", err)
-			wait = spareRetry
+			// Once per failure, not every spareRetry (an outage is reported by the
+			// readiness check already).
+			level := slog.LevelWarn
+			if failing {
+				level = slog.LevelDebug
+			}
+			s.p.log.Log(ctx, level, "postgres spare roles: cannot make or drop spares; issues create their roles meanwhile", "error", err)
+			failing, wait = true, spareRetry
+		} else {
+			failing = false
 		}
 		t := s.p.clock.NewTimer(wait)
 		select {
