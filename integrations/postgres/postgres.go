@@ -248,6 +248,9 @@ func (cfg Config) Validate() error {
 		if strings.TrimSpace(r) == "" || len(r) > 63 {
 			return fmt.Errorf("postgres provider: role name %q in roles is empty or longer than 63 bytes: %w", r, grants.ErrInvalid)
 		}
+		if strings.HasPrefix(r, sparePrefix) {
+			return fmt.Errorf("postgres provider: role %q in roles starts with %q, the prefix of the provider's spare roles; rename the role: %w", r, sparePrefix, grants.ErrInvalid)
+		}
 	}
 	if cfg.ConnectionLimit < 0 {
 		return fmt.Errorf("postgres provider: connection_limit %d is negative; use a positive number or 0 for the default %d: %w", cfg.ConnectionLimit, DefaultConnectionLimit, grants.ErrInvalid)
@@ -339,6 +342,8 @@ func Open(ctx context.Context, cfg Config, clock grants.Clock, logger *slog.Logg
 		return nil, fmt.Errorf("postgres provider: orphan_owner %q is longer than 63 bytes or has surrounding spaces: %w", orphan, grants.ErrInvalid)
 	case strings.HasPrefix(orphan, rolePrefix):
 		return nil, fmt.Errorf("postgres provider: orphan_owner %q starts with %q, the prefix of temporary roles; choose another name, e.g. %s: %w", orphan, rolePrefix, DefaultOrphanOwner, grants.ErrInvalid)
+	case strings.HasPrefix(orphan, sparePrefix):
+		return nil, fmt.Errorf("postgres provider: orphan_owner %q starts with %q, the prefix of spare roles; choose another name, e.g. %s: %w", orphan, sparePrefix, DefaultOrphanOwner, grants.ErrInvalid)
 	case slices.Contains(cfg.Roles, orphan):
 		return nil, fmt.Errorf("postgres provider: orphan_owner %q is also in roles; it must be a role of its own that nobody is granted: %w", orphan, grants.ErrInvalid)
 	}

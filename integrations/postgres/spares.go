@@ -232,7 +232,7 @@ func (s *sparePool) make(ctx context.Context) error {
 	until := sp.made.Add(spareMaxAge)
 	script := "CREATE ROLE " + role + " NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT" +
 		" VALID UNTIL '" + sqlTime(until) + "' PASSWORD '" + sp.verifier + "';\n" +
-		"COMMENT ON ROLE " + role + " IS 'accessbroker spare role, made " + grants.Timestamp(sp.made) +
+		"COMMENT ON ROLE " + role + " IS '" + spareComment + ", made " + grants.Timestamp(sp.made) +
 		": no login, no membership, its password only in the memory of the broker that made it; it becomes a grant role at issue, or is dropped after " + grants.Timestamp(until) + "'"
 	if err := s.p.execScript(ctx, script); err != nil {
 		return s.p.scrub(fmt.Errorf("make spare role %s: %w", sp.name, classify(err)), sp.password, sp.verifier)
@@ -262,9 +262,12 @@ func (s *sparePool) sweep(ctx context.Context) error {
 	s.ready = keep
 	s.mu.Unlock()
 
+	// Only what make makes: the name, NOLOGIN, a VALID UNTIL, the comment. A role someone
+	// else named alike is never touched.
 	rows, err := s.p.pool.Query(ctx, `SELECT rolname FROM pg_roles
-		WHERE starts_with(rolname, $1) AND NOT rolcanlogin AND (rolvaliduntil IS NULL OR rolvaliduntil <= $2)
-		ORDER BY rolname`, s.prefix, now)
+		WHERE starts_with(rolname, $1) AND NOT rolcanlogin AND rolvaliduntil <= $2
+			AND starts_with(shobj_description(oid, 'pg_authid'), $3)
+		ORDER BY rolname`, s.prefix, now, spareComment)
 	if err != nil {
 		return s.p.scrub(fmt.Errorf("find stale spare roles: %w", classify(err)))
 	}
@@ -273,11 +276,25 @@ func (s *sparePool) sweep(ctx context.Context) error {
 		return s.p.scrub(fmt.Errorf("find stale spare roles: %w", classify(err)))
 	}
 	for _, name := range stale {
-		if !own[name] && strings.HasPrefix(name, s.prefix) {
+		if !own[name] && s.spareName(name) {
 			drop = append(drop, name)
 		}
 	}
 	return s.drop(ctx, drop)
+}
+
+// spareComment starts the comment of every spare role.
+const spareComment = "accessbroker spare role"
+
+// spareName reports whether name is one make could have given: the prefix and 16 lowercase
+// hex digits.
+func (s *sparePool) spareName(name string) bool {
+	rest, ok := strings.CutPrefix(name, s.prefix)
+	if !ok || len(rest) != 16 {
+		return false
+	}
+	_, err := hex.DecodeString(rest)
+	return err == nil && strings.ToLower(rest) == rest
 }
 
 // drop drops the named spare roles, in one statement, else one by one.

@@ -244,9 +244,23 @@ func TestStaleSparesAreDroppedByAge(t *testing.T) {
 	dead.spares.ready = nil
 	dead.spares.mu.Unlock()
 
+	// Roles named alike that make did not make (no VALID UNTIL, no comment, not 16 hex
+	// digits) are never dropped, however old.
+	lookalikes := []string{e.spares + "readonly", e.spares + "00000000000000ab", e.spares + "00000000000000cd"}
+	mustExec(t, ctx, e.super, "CREATE ROLE "+quoteIdent(lookalikes[0])+" NOLOGIN VALID UNTIL '2000-01-01 00:00:00+00'")
+	mustExec(t, ctx, e.super, "COMMENT ON ROLE "+quoteIdent(lookalikes[0])+" IS '"+spareComment+"'")
+	mustExec(t, ctx, e.super, "CREATE ROLE "+quoteIdent(lookalikes[1])+" NOLOGIN")
+	mustExec(t, ctx, e.super, "COMMENT ON ROLE "+quoteIdent(lookalikes[1])+" IS '"+spareComment+"'")
+	mustExec(t, ctx, e.super, "CREATE ROLE "+quoteIdent(lookalikes[2])+" NOLOGIN VALID UNTIL '2000-01-01 00:00:00+00'")
+
 	own := manualSpare(t, e, p)
 	if err := p.spares.sweep(ctx); err != nil {
 		t.Fatal(err)
+	}
+	for _, r := range lookalikes {
+		if _, ok := e.spareRole(t, r); !ok {
+			t.Errorf("the sweep dropped %s, a role it did not make", r)
+		}
 	}
 	if _, ok := e.spareRole(t, old); ok {
 		t.Error("a dead replica's spare past its VALID UNTIL was not dropped")
@@ -464,8 +478,9 @@ func TestSpareSweepFailureStillMakesSpares(t *testing.T) {
 	p := e.provider(t, Config{})
 	p.spares.manual = true
 	ctx := context.Background()
-	stuck := e.spares + "stuck"
+	stuck := e.spares + "5707c4000000000f"
 	mustExec(t, ctx, e.super, "CREATE ROLE "+quoteIdent(stuck)+" NOLOGIN VALID UNTIL '2000-01-01 00:00:00+00'")
+	mustExec(t, ctx, e.super, "COMMENT ON ROLE "+quoteIdent(stuck)+" IS '"+spareComment+", made 1999-12-31T23:00:00.000Z'")
 	mustExec(t, ctx, e.super, "CREATE TABLE spare_owned (id int)")
 	mustExec(t, ctx, e.super, "ALTER TABLE spare_owned OWNER TO "+quoteIdent(stuck))
 	t.Cleanup(func() { mustExec(t, ctx, e.super, "DROP TABLE spare_owned") })
