@@ -275,6 +275,13 @@ type IssueStats struct {
 	P50MS     float64 `json:"p50_ms"`
 	P99MS     float64 `json:"p99_ms"`
 	PerSecond float64 `json:"per_second"`
+	// GapMS is -issue-gap: each client's pause after each issue.
+	GapMS float64 `json:"gap_ms"`
+	// PostgresCPUMSPerIssue is the CPU time (user + system, /proc/<pid>/stat) the admin
+	// role's PostgreSQL backends spent during the phase, per issue: the issue's statements
+	// and any spare roles made meanwhile. Absent when the server's processes cannot be read
+	// (another machine).
+	PostgresCPUMSPerIssue *float64 `json:"postgres_cpu_ms_per_issue,omitempty"`
 }
 
 // RevokeStats is the lag from each grant's deadline to its role's absence from pg_roles.
@@ -486,6 +493,7 @@ func (b *bench) issuePhase(ctx context.Context, clients, n int, in func(i int) g
 		errs []error
 		wg   sync.WaitGroup
 	)
+	cpu0, cpuErr := b.backendCPU(ctx)
 	sw := grants.StartStopwatch()
 	for range clients {
 		wg.Add(1)
@@ -502,6 +510,12 @@ func (b *bench) issuePhase(ctx context.Context, clients, n int, in func(i int) g
 					lat, out = append(lat, d), append(out, g)
 				}
 				mu.Unlock()
+				if b.o.issueGap > 0 {
+					select {
+					case <-time.After(b.o.issueGap):
+					case <-ctx.Done():
+					}
+				}
 			}
 		}()
 	}
@@ -524,8 +538,54 @@ func (b *bench) issuePhase(ctx context.Context, clients, n int, in func(i int) g
 		return IssueStats{}, out, fmt.Errorf("issue with %d clients: %w", clients, err)
 	}
 	slices.Sort(lat)
-	return IssueStats{Clients: clients, N: n, P50MS: ms(quantile(lat, 0.50)), P99MS: ms(quantile(lat, 0.99)),
-		PerSecond: round(float64(n) / elapsed.Seconds())}, out, nil
+	st := IssueStats{Clients: clients, N: n, P50MS: ms(quantile(lat, 0.50)), P99MS: ms(quantile(lat, 0.99)),
+		PerSecond: round(float64(n) / elapsed.Seconds()), GapMS: ms(b.o.issueGap)}
+	if cpu1, err := b.backendCPU(ctx); err == nil && cpuErr == nil {
+		var ticks int64
+		for pid, t := range cpu1 {
+			ticks += t - cpu0[pid] // a backend started during the phase: all of its time
+		}
+		per := round(float64(ticks) * 1000 / clockTicks / float64(n))
+		st.PostgresCPUMSPerIssue = &per
+	}
+	return st, out, nil
+}
+
+// clockTicks is USER_HZ, the unit of /proc/<pid>/stat's utime and stime (100 on Linux).
+const clockTicks = 100
+
+// backendCPU returns the CPU time (utime + stime, in clock ticks) of every PostgreSQL
+// backend of the admin role, by pid, read from /proc: the server must run on this machine.
+func (b *bench) backendCPU(ctx context.Context) (map[int]int64, error) {
+	rows, err := b.root.Query(ctx, `SELECT pid FROM pg_stat_activity WHERE usename = $1`, b.admin)
+	if err != nil {
+		return nil, fmt.Errorf("admin backends: %w", err)
+	}
+	pids, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+	if err != nil {
+		return nil, fmt.Errorf("admin backends: %w", err)
+	}
+	out := make(map[int]int64, len(pids))
+	for _, pid := range pids {
+		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return nil, err
+		}
+		// pid (comm) state ppid … : fields after the closing parenthesis; utime and stime
+		// are the 14th and 15th fields of the line.
+		_, rest, ok := strings.Cut(string(raw), ") ")
+		f := strings.Fields(rest)
+		if !ok || len(f) < 13 {
+			return nil, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+		}
+		ut, err1 := strconv.ParseInt(f[11], 10, 64)
+		stime, err2 := strconv.ParseInt(f[12], 10, 64)
+		if err1 != nil || err2 != nil {
+			return nil, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+		}
+		out[int(pid)] = ut + stime
+	}
+	return out, nil
 }
 
 // storeCheck waits (up to -timeout) until the store has recorded want revocations (a role

@@ -67,9 +67,10 @@ type options struct {
 	cpuprofile string // write a CPU profile of the whole run here
 	memprofile string // write a heap profile when the issue phases' grants are live
 
-	prefillGrants int  // past (revoked) grants written into the store before measuring
-	prefillEvents int  // audit events in all written before measuring
-	issueOnly     bool // stop after the two issue phases
+	prefillGrants int           // past (revoked) grants written into the store before measuring
+	prefillEvents int           // audit events in all written before measuring
+	issueOnly     bool          // stop after the two issue phases
+	issueGap      time.Duration // each client's pause after each issue in the two issue phases
 
 	progress io.Writer // where progress lines go (nil: nowhere)
 }
@@ -86,6 +87,7 @@ func (o *options) register(fs *flag.FlagSet) {
 	fs.IntVar(&o.prefillGrants, "prefill-grants", 0, "past grants (revoked, with their requests and 4 events each) written into the store before measuring")
 	fs.IntVar(&o.prefillEvents, "prefill-events", 0, "audit events in all written into the store before measuring (the past grants' and filler); at least 4 × -prefill-grants")
 	fs.BoolVar(&o.issueOnly, "issue-only", false, "stop after the two issue phases (issue figures and RSS with 2 × -grants live)")
+	fs.DurationVar(&o.issueGap, "issue-gap", 0, "each client's pause after each issue in the two issue phases (e.g. 20ms: issues as people make them, not back to back; 0: back to back); latency is per issue, per_second includes the pauses")
 }
 
 func (o options) validate() error {
@@ -100,6 +102,8 @@ func (o options) validate() error {
 		return fmt.Errorf("-burst %d: must be 0 (skip) or more", o.burst)
 	case o.wait < time.Second || o.wait > time.Hour:
 		return fmt.Errorf("-wait %s: must be between 1s and 1h", o.wait)
+	case o.issueGap < 0 || o.issueGap > time.Minute:
+		return fmt.Errorf("-issue-gap %s: must be between 0 and 1m", o.issueGap)
 	case o.timeout <= 0:
 		return fmt.Errorf("-timeout %s: must be positive", o.timeout)
 	case o.prefillGrants < 0:

@@ -24,7 +24,7 @@ func TestSmoke(t *testing.T) {
 		t.Skipf("abbench needs a PostgreSQL server: set %s=postgres://postgres@127.0.0.1:5432/test?sslmode=disable (a superuser DSN)", dsnEnv)
 	}
 	ctx := context.Background()
-	o := options{dsn: dsn, clients: 4, grants: 20, burst: 20, wait: 2 * time.Second, timeout: time.Minute}
+	o := options{dsn: dsn, clients: 4, grants: 20, burst: 20, wait: 2 * time.Second, timeout: time.Minute, issueGap: time.Millisecond}
 	rep, err := measure(ctx, o, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatalf("measure: %v", err)
@@ -41,6 +41,10 @@ func TestSmoke(t *testing.T) {
 	for _, s := range []IssueStats{rep.Issue1, rep.IssueN} {
 		if s.N != 20 || s.P50MS <= 0 || s.P99MS < s.P50MS || s.PerSecond <= 0 {
 			t.Errorf("issue phase %+v: want 20 grants with positive figures", s)
+		}
+		// The test server runs on this machine: its backends' CPU time is readable.
+		if s.GapMS != 1 || s.PostgresCPUMSPerIssue == nil || *s.PostgresCPUMSPerIssue < 0 {
+			t.Errorf("issue phase %+v: want gap_ms 1 and the server's CPU time per issue", s)
 		}
 	}
 	if rep.Issue1.Clients != 1 || rep.IssueN.Clients != 4 {
@@ -92,6 +96,7 @@ func TestFlagsRefuseBadInput(t *testing.T) {
 		{"negative burst", func(o *options) { o.burst = -1 }, "-burst"},
 		{"wait too short", func(o *options) { o.wait = time.Millisecond }, "-wait"},
 		{"no timeout", func(o *options) { o.timeout = 0 }, "-timeout"},
+		{"negative issue gap", func(o *options) { o.issueGap = -time.Millisecond }, "-issue-gap"},
 		{"negative prefill grants", func(o *options) { o.prefillGrants = -1 }, "-prefill-grants"},
 		{"too few prefill events", func(o *options) { o.prefillGrants, o.prefillEvents = 100, 399 }, "-prefill-events"},
 		{"prefill grants without events", func(o *options) { o.prefillGrants = 1 }, "-prefill-events"},

@@ -29,6 +29,7 @@ type testEnv struct {
 	admin    string // least-privilege admin role
 	adminDSN string
 	orphan   string // the orphan owner the test's providers use (created by New)
+	spares   string // the prefix of the test's providers' spare roles
 }
 
 func randomName(tb testing.TB) string {
@@ -77,7 +78,7 @@ func newEnv(tb testing.TB) *testEnv {
 	defer root.Close(ctx)
 
 	r := randomName(tb)
-	e := &testEnv{db: "ab_test_" + r, ro: "abtest_ro_" + r, rw: "abtest_rw_" + r, admin: "abtest_admin_" + r, orphan: "abtest_orphans_" + r}
+	e := &testEnv{db: "ab_test_" + r, ro: "abtest_ro_" + r, rw: "abtest_rw_" + r, admin: "abtest_admin_" + r, orphan: "abtest_orphans_" + r, spares: sparePrefix + "t" + r + "_"}
 	if _, err := root.Exec(ctx, "CREATE DATABASE "+quoteIdent(e.db)); err != nil {
 		tb.Fatalf("create database: %v", err)
 	}
@@ -137,6 +138,17 @@ func (e *testEnv) cleanup(tb testing.TB, dsn string) {
 	if err != nil {
 		tb.Errorf("cleanup: list roles: %v", err)
 	}
+	// Spare roles a provider did not drop at Close (one made while it closed).
+	rows, err = root.Query(ctx, `SELECT rolname FROM pg_roles WHERE starts_with(rolname, $1)`, e.spares)
+	if err != nil {
+		tb.Errorf("cleanup: list spare roles: %v", err)
+		return
+	}
+	spares, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		tb.Errorf("cleanup: list spare roles: %v", err)
+	}
+	left = append(left, spares...)
 	for _, r := range append(left, e.ro, e.rw, e.orphan, e.admin) {
 		if _, err := root.Exec(ctx, "DROP ROLE IF EXISTS "+quoteIdent(r)); err != nil {
 			tb.Errorf("cleanup: drop role %s: %v", r, err)
@@ -147,6 +159,13 @@ func (e *testEnv) cleanup(tb testing.TB, dsn string) {
 // provider builds a provider on the least-privilege admin role.
 func (e *testEnv) provider(tb testing.TB, cfg Config) *Provider {
 	tb.Helper()
+	return e.providerWithClock(tb, cfg, grants.RealClock{})
+}
+
+// providerWithClock is provider on the given clock. Its spare roles are named with the
+// test's own prefix (e.spares), so that it never sweeps another test's spares.
+func (e *testEnv) providerWithClock(tb testing.TB, cfg Config, clock grants.Clock) *Provider {
+	tb.Helper()
 	if cfg.AdminDSN == "" {
 		cfg.AdminDSN = e.adminDSN
 	}
@@ -156,10 +175,11 @@ func (e *testEnv) provider(tb testing.TB, cfg Config) *Provider {
 	if cfg.OrphanOwner == "" {
 		cfg.OrphanOwner = e.orphan
 	}
-	p, err := New(context.Background(), cfg, grants.RealClock{}, slog.New(slog.DiscardHandler))
+	p, err := New(context.Background(), cfg, clock, slog.New(slog.DiscardHandler))
 	if err != nil {
 		tb.Fatalf("New: %v", err)
 	}
+	p.spares.prefix = e.spares // before the first issue starts the spare goroutine
 	tb.Cleanup(p.Close)
 	return p
 }

@@ -186,6 +186,7 @@ func TestOrphanOwnerMustBeHarmless(t *testing.T) {
 		{"can log in", withLogin, "has LOGIN or a role attribute", grants.ErrNeedsOperator},
 		{"member of a role", inRole, "is a member of", grants.ErrNeedsOperator},
 		{"temporary role prefix", "ab_orphans", "prefix of temporary roles", grants.ErrInvalid},
+		{"spare role prefix", sparePrefix + "orphans", "prefix of spare roles", grants.ErrInvalid},
 		{"one of the granted roles", e.ro, "is also in roles", grants.ErrInvalid},
 		{"the admin itself", e.admin, "has LOGIN or a role attribute", grants.ErrNeedsOperator},
 	} {

@@ -21,8 +21,12 @@
 // sent only once that record is durable, so nobody can see or use the role before. This
 // matters because PostgreSQL itself spends the verifier's 4096 PBKDF2 iterations on every
 // CREATE ROLE … PASSWORD 'SCRAM-SHA-256$…' (it checks the verifier is not the empty
-// password's): the largest step of an issue. The passwords of non-proxied roles and their
-// verifiers are made ahead by one goroutine (at most 8, in memory only, each used once).
+// password's): the largest step of an issue. For a non-proxied resource the provider
+// therefore keeps a few spare roles (NOLOGIN, no membership, password in memory only) made
+// ahead, and an issue renames one into the grant's role instead (spares.go); with none ready
+// the role is created as above, its password and verifier made ahead by one goroutine (at
+// most 8, in memory only, each used once). A proxied role's verifier has 16 iterations
+// (proxyIterations).
 //
 // Revoke is idempotent and works from the grant id alone (a role is found by its suffix).
 // On one admin connection, in one round trip (one implicit transaction):
@@ -203,6 +207,7 @@ type Provider struct {
 	proxy *ProxyConfig // postgres.proxy: role passwords derived for the session proxy
 
 	secrets *secretPool // passwords and verifiers made ahead (not proxied)
+	spares  *sparePool  // spare roles made ahead (not proxied; spares.go)
 
 	checkMu sync.Mutex                 // one server check at a time
 	server  atomic.Pointer[serverInfo] // nil until a server check has passed
@@ -242,6 +247,9 @@ func (cfg Config) Validate() error {
 	for _, r := range cfg.Roles {
 		if strings.TrimSpace(r) == "" || len(r) > 63 {
 			return fmt.Errorf("postgres provider: role name %q in roles is empty or longer than 63 bytes: %w", r, grants.ErrInvalid)
+		}
+		if strings.HasPrefix(r, sparePrefix) {
+			return fmt.Errorf("postgres provider: role %q in roles starts with %q, the prefix of the provider's spare roles; rename the role: %w", r, sparePrefix, grants.ErrInvalid)
 		}
 	}
 	if cfg.ConnectionLimit < 0 {
@@ -334,6 +342,8 @@ func Open(ctx context.Context, cfg Config, clock grants.Clock, logger *slog.Logg
 		return nil, fmt.Errorf("postgres provider: orphan_owner %q is longer than 63 bytes or has surrounding spaces: %w", orphan, grants.ErrInvalid)
 	case strings.HasPrefix(orphan, rolePrefix):
 		return nil, fmt.Errorf("postgres provider: orphan_owner %q starts with %q, the prefix of temporary roles; choose another name, e.g. %s: %w", orphan, rolePrefix, DefaultOrphanOwner, grants.ErrInvalid)
+	case strings.HasPrefix(orphan, sparePrefix):
+		return nil, fmt.Errorf("postgres provider: orphan_owner %q starts with %q, the prefix of spare roles; choose another name, e.g. %s: %w", orphan, sparePrefix, DefaultOrphanOwner, grants.ErrInvalid)
 	case slices.Contains(cfg.Roles, orphan):
 		return nil, fmt.Errorf("postgres provider: orphan_owner %q is also in roles; it must be a role of its own that nobody is granted: %w", orphan, grants.ErrInvalid)
 	}
@@ -352,6 +362,10 @@ func Open(ctx context.Context, cfg Config, clock grants.Clock, logger *slog.Logg
 		adminPassword: pcfg.ConnConfig.Password,
 		proxy:         cfg.Proxy,
 		secrets:       newSecretPool(),
+	}
+	p.spares = newSparePool(p, sparesAhead)
+	if cfg.Proxy != nil {
+		p.spares.target = 0 // a proxied role's password is known only at issue
 	}
 	if p.limit == 0 {
 		p.limit = DefaultConnectionLimit
@@ -569,9 +583,11 @@ func (p *Provider) checkAdmin(ctx context.Context) (*serverInfo, error) {
 // Kind returns "postgres".
 func (p *Provider) Kind() string { return Kind }
 
-// Close releases the admin connections.
+// Close stops making spare roles, drops this provider's (best effort) and releases the
+// admin connections.
 func (p *Provider) Close() {
 	p.secrets.close()
+	p.spares.close()
 	p.pool.Close()
 }
 

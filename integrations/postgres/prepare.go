@@ -51,21 +51,41 @@ func (pi *preparedRole) prepare(ctx context.Context) error {
 	pi.st = st
 	conn, err := pi.p.pool.Acquire(ctx)
 	if err != nil {
+		if st.spare != nil {
+			pi.p.spares.giveBack(*st.spare)
+		}
 		return st.failed(pi.p, err)
 	}
-	res, err := conn.Conn().PgConn().Exec(ctx, "BEGIN;\n"+st.create).ReadAll()
+	for {
+		err = pi.begin(ctx, conn)
+		if err == nil {
+			pi.conn = conn
+			return nil
+		}
+		// The spare could not become the role: it is a spare again (or gone); with a new
+		// password, CREATE ROLE instead, unless the grant's role exists (Commit reissues).
+		if retry, e := pi.st.spareFailed(pi.p, err); e != nil {
+			err = e
+		} else if retry && conn.Conn().PgConn().TxStatus() == 'I' {
+			continue
+		}
+		conn.Release()
+		return err
+	}
+}
+
+// begin sends BEGIN and the role's statements in one round trip, leaving the transaction
+// open. On failure it ends the transaction: the pool destroys a connection released inside
+// a transaction, should ROLLBACK fail too.
+func (pi *preparedRole) begin(ctx context.Context, conn *pgxpool.Conn) error {
+	res, err := conn.Conn().PgConn().Exec(ctx, "BEGIN;\n"+pi.st.create).ReadAll()
 	if err == nil {
 		err = resultErr(res)
 	}
 	if err != nil {
-		// The transaction is open but failed (or the connection is broken): end it. The pool
-		// destroys a connection released inside a transaction, should ROLLBACK fail too.
 		_, _ = conn.Conn().PgConn().Exec(ctx, "ROLLBACK").ReadAll()
-		conn.Release()
-		return err
 	}
-	pi.conn = conn
-	return nil
+	return err
 }
 
 // Commit implements grants.PreparedIssue: it commits the role's transaction. When preparing
@@ -104,7 +124,10 @@ func (pi *preparedRole) Abort(ctx context.Context) {
 	}
 	conn := pi.conn
 	pi.conn = nil
-	_, _ = conn.Conn().PgConn().Exec(ctx, "ROLLBACK").ReadAll()
+	_, err := conn.Conn().PgConn().Exec(ctx, "ROLLBACK").ReadAll()
+	if sp := pi.st.spare; sp != nil && err == nil {
+		pi.p.spares.giveBack(*sp) // rolled back: still a spare, its password unused
+	}
 	conn.Release() // destroyed by the pool if the ROLLBACK did not end the transaction
 }
 

@@ -148,7 +148,8 @@ func TestPreparedIssueFailureIsCommitsError(t *testing.T) {
 }
 
 // TestPreparedIssueIsTwoRoundTrips: on a warm connection a prepared issue is one round trip
-// for BEGIN, CREATE ROLE and COMMENT, and one for COMMIT.
+// for BEGIN, CREATE ROLE and COMMENT (or a spare's rename, attributes, GRANT and COMMENT),
+// and one for COMMIT.
 func TestPreparedIssueIsTwoRoundTrips(t *testing.T) {
 	e := newEnv(t)
 	p := e.provider(t, Config{})
@@ -157,13 +158,25 @@ func TestPreparedIssueIsTwoRoundTrips(t *testing.T) {
 	if _, err := p.PrepareIssue(ctx, issueReq(grants.NewID("g"), time.Hour)).Commit(ctx); err != nil { // connects
 		t.Fatal(err)
 	}
-	writes.Store(0)
-	if _, err := p.PrepareIssue(ctx, issueReq(grants.NewID("g"), time.Hour)).Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
-	// Two, and the pool may ping an idle connection.
-	if n := writes.Load(); n > 3 {
-		t.Errorf("a prepared issue took %d round trips, want at most 3", n)
+	for _, withSpare := range []bool{false, true} {
+		if withSpare {
+			if err := p.spares.make(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		writes.Store(0)
+		pi := p.PrepareIssue(ctx, issueReq(grants.NewID("g"), time.Hour)).(*preparedRole)
+		if (pi.st.spare != nil) != withSpare {
+			pi.Abort(ctx)
+			t.Fatalf("with a spare ready = %v, but the issue used one = %v", withSpare, pi.st.spare != nil)
+		}
+		if _, err := pi.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		// Two, and the pool may ping an idle connection.
+		if n := writes.Load(); n > 3 {
+			t.Errorf("a prepared issue (from a spare: %v) took %d round trips, want at most 3", withSpare, n)
+		}
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -108,6 +109,15 @@ func (p *Provider) Issue(ctx context.Context, req grants.IssueRequest) (grants.I
 	// Each change is one round trip: a multi-statement query runs as one implicit
 	// transaction, all of it or none.
 	err = p.execScript(ctx, st.create)
+	if err != nil && st.spare != nil {
+		retry, e := st.spareFailed(p, err)
+		if e != nil {
+			return grants.Issued{}, st.failed(p, e)
+		}
+		if retry {
+			err = p.execScript(ctx, st.create)
+		}
+	}
 	if pgCode(err) == "42710" { // duplicate_object: this grant's role exists; issue again
 		reissued = true
 		err = p.execScript(ctx, st.reissue)
@@ -121,8 +131,10 @@ func (p *Provider) Issue(ctx context.Context, req grants.IssueRequest) (grants.I
 // roleSQL is one issue's role, password and the statements that make it.
 type roleSQL struct {
 	grantID                  string
+	req                      grants.IssueRequest
 	name, password, verifier string
-	create                   string // CREATE ROLE …; COMMENT ON ROLE …
+	spare                    *spare // the spare role create renames, if any
+	create                   string // CREATE ROLE …; COMMENT ON ROLE … (or a spare's rename, useSpare)
 	reissue                  string // ALTER ROLE …; GRANT … (the role exists already)
 }
 
@@ -138,34 +150,93 @@ func (p *Provider) roleStatements(ctx context.Context, req grants.IssueRequest) 
 	if _, err := p.ready(ctx); err != nil {
 		return roleSQL{}, fmt.Errorf("postgres issue grant %s: %w", req.GrantID, err)
 	}
-	st := roleSQL{grantID: req.GrantID, name: RoleName(req.GrantID, req.Person)}
+	st := roleSQL{grantID: req.GrantID, name: RoleName(req.GrantID, req.Person), req: req}
+	if p.proxy == nil {
+		if sp, ok := p.spares.take(); ok {
+			st.useSpare(p, sp)
+			return st, nil
+		}
+	}
+	if err := st.useNewPassword(p); err != nil {
+		return roleSQL{}, err
+	}
+	return st, nil
+}
+
+// Only CREATE states the attributes a temporary role must not have: a CREATEROLE admin may
+// not even mention SUPERUSER, REPLICATION or BYPASSRLS in ALTER ROLE.
+const safeAttributes = "NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT"
+
+// useNewPassword makes st create its role with CREATE ROLE and a fresh password (derived
+// for the proxy, or made ahead by the secret pool).
+func (st *roleSQL) useNewPassword(p *Provider) error {
+	st.spare = nil
 	var err error
 	if p.proxy != nil {
-		// Proxied: the role's password is derived for the proxy and never delivered.
-		st.password = p.proxy.Passwords.Upstream(req.GrantID, st.name)
-		st.verifier, err = scramVerifier(st.password)
+		// Proxied: the role's password is derived for the proxy and never delivered; only
+		// the proxy's own client logs in with it (proxyVerifier says why few iterations).
+		st.password = p.proxy.Passwords.Upstream(st.grantID, st.name)
+		st.verifier, err = proxyVerifier(st.password)
 	} else {
 		st.password, st.verifier, err = p.secrets.take()
 	}
 	if err != nil {
-		return roleSQL{}, fmt.Errorf("postgres issue grant %s: %w", req.GrantID, err)
+		return fmt.Errorf("postgres issue grant %s: %w", st.grantID, err)
 	}
-	role := quoteIdent(st.name)
-	granted := make([]string, len(p.roles))
-	for i, r := range p.roles {
-		granted[i] = quoteIdent(r)
-	}
+	role, granted, comment := st.parts(p)
 	// DDL takes no bind parameters. Every piece below is either quoted by pgx.Identifier or
 	// built here from a restricted alphabet (time, integer, base64 verifier).
-	login := fmt.Sprintf("LOGIN CONNECTION LIMIT %d VALID UNTIL '%s' PASSWORD '%s'", p.limit, sqlTime(req.ExpiresAt), st.verifier)
-	// Only CREATE states the attributes a temporary role must not have: a CREATEROLE admin
-	// may not even mention SUPERUSER, REPLICATION or BYPASSRLS in ALTER ROLE.
-	const safe = "NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT"
-	comment := fmt.Sprintf("accessbroker grant %s for %s, valid until %s", safeText(req.GrantID), safeText(req.Person.Label()), grants.Timestamp(req.ExpiresAt))
-	st.create = "CREATE ROLE " + role + " " + safe + " " + login + " IN ROLE " + strings.Join(granted, ", ") + ";\n" +
+	login := fmt.Sprintf("LOGIN CONNECTION LIMIT %d VALID UNTIL '%s' PASSWORD '%s'", p.limit, sqlTime(st.req.ExpiresAt), st.verifier)
+	st.create = "CREATE ROLE " + role + " " + safeAttributes + " " + login + " IN ROLE " + granted + ";\n" +
 		"COMMENT ON ROLE " + role + " IS '" + comment + "'"
-	st.reissue = "ALTER ROLE " + role + " " + login + ";\n" + "GRANT " + strings.Join(granted, ", ") + " TO " + role
-	return st, nil
+	st.reissue = "ALTER ROLE " + role + " " + login + ";\n" + "GRANT " + granted + " TO " + role
+	return nil
+}
+
+// useSpare makes st turn spare role sp into its role: rename, LOGIN with the grant's limit
+// and expiry, membership, comment. None of these hashes a password (a rename keeps a SCRAM
+// verifier), so the server does no PBKDF2. st.reissue (the grant's role exists already)
+// does not use the spare.
+func (st *roleSQL) useSpare(p *Provider, sp spare) {
+	st.spare = &sp
+	st.password, st.verifier = sp.password, sp.verifier
+	role, granted, comment := st.parts(p)
+	st.create = "ALTER ROLE " + quoteIdent(sp.name) + " RENAME TO " + role + ";\n" +
+		fmt.Sprintf("ALTER ROLE %s LOGIN CONNECTION LIMIT %d VALID UNTIL '%s';\n", role, p.limit, sqlTime(st.req.ExpiresAt)) +
+		"GRANT " + granted + " TO " + role + ";\n" +
+		"COMMENT ON ROLE " + role + " IS '" + comment + "'"
+	st.reissue = ""
+}
+
+// parts are the quoted role, the quoted granted roles and the role's comment.
+func (st *roleSQL) parts(p *Provider) (role, granted, comment string) {
+	quoted := make([]string, len(p.roles))
+	for i, r := range p.roles {
+		quoted[i] = quoteIdent(r)
+	}
+	comment = fmt.Sprintf("accessbroker grant %s for %s, valid until %s", safeText(st.req.GrantID), safeText(st.req.Person.Label()), grants.Timestamp(st.req.ExpiresAt))
+	return quoteIdent(st.name), strings.Join(quoted, ", "), comment
+}
+
+// spareFailed handles a failed attempt to turn st's spare into the role: the server refused
+// (so the transaction rolled back and the spare is still a spare) gives the spare back, and
+// makes st create its role instead; an unknown outcome (a broken connection) forgets the
+// spare (it is dropped by age if it still exists). It reports whether st was changed and
+// should be tried again: not for duplicate_object, the grant's role existing already (a
+// retried issue, handled as Issue handles it).
+func (st *roleSQL) spareFailed(p *Provider, err error) (retry bool, _ error) {
+	sp := st.spare
+	if sp == nil {
+		return false, nil
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code != "42704" { // not undefined_object: the spare exists
+		p.spares.giveBack(*sp)
+	}
+	if e := st.useNewPassword(p); e != nil {
+		return false, e
+	}
+	return pgCode(err) != "42710", nil
 }
 
 // failed is the error of a failed creation of st's role, without its password or verifier.

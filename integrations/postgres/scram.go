@@ -29,6 +29,28 @@ func scramVerifier(password string) (string, error) {
 	return scramVerifierWithSalt(password, salt, scramIterations)
 }
 
+// proxyIterations is the PBKDF2 iteration count of a proxied role's verifier.
+//
+// A proxied role's password is ProxyPasswords.Upstream: 256 bits of HMAC-SHA-256 output,
+// never delivered to anyone, used only by the session proxy's own client (pgconn, which
+// accepts any positive count). Iterations slow down guessing a password from its stored
+// verifier; for a uniformly random 256-bit value guessing is hopeless at one iteration as at
+// a million, so they add nothing, while 4096 of them cost the broker (making the verifier),
+// PostgreSQL (CREATE ROLE checks it is not the empty password's, the largest step of an
+// issue) and the proxy's upstream login alike. The delivered passwords of non-proxied roles
+// keep 4096 (scramIterations): some clients refuse fewer.
+const proxyIterations = 16
+
+// proxyVerifier is the SCRAM-SHA-256 verifier of a proxied role's upstream password, with
+// proxyIterations iterations.
+func proxyVerifier(password string) (string, error) {
+	salt := make([]byte, 16)
+	if _, err := rand.Read(salt); err != nil {
+		return "", fmt.Errorf("random salt: %w", err)
+	}
+	return scramVerifierWithSalt(password, salt, proxyIterations)
+}
+
 func scramVerifierWithSalt(password string, salt []byte, iterations int) (string, error) {
 	salted, err := pbkdf2.Key(sha256.New, password, salt, iterations, sha256.Size)
 	if err != nil {

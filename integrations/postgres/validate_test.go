@@ -24,6 +24,7 @@ func TestValidateWithoutServer(t *testing.T) {
 		{"dsn pgx refuses", Config{AdminDSN: dsn + "?connect_timeout=soon", Roles: []string{"readonly"}}, "not a valid PostgreSQL connection string"},
 		{"no roles", Config{AdminDSN: dsn}, "roles is empty"},
 		{"long role", Config{AdminDSN: dsn, Roles: []string{strings.Repeat("r", 64)}}, "longer than 63 bytes"},
+		{"spare role prefix", Config{AdminDSN: dsn, Roles: []string{"accessbroker_spare_readonly"}}, "prefix of the provider's spare roles"},
 		{"unlimited connections", Config{AdminDSN: dsn, Roles: []string{"readonly"}, ConnectionLimit: -1}, "connection_limit -1 is negative"},
 		{"bad port", Config{AdminDSN: dsn, Roles: []string{"readonly"}, Port: "0"}, "port"},
 		{"bad sslmode", Config{AdminDSN: dsn, Roles: []string{"readonly"}, SSLMode: "sometimes"}, "sslmode"},
