@@ -1,10 +1,13 @@
 package sqlstore
 
 import (
+	"context"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/accessbroker/accessbroker/audit"
 	"github.com/accessbroker/accessbroker/grants"
 )
 
@@ -43,4 +46,47 @@ func TestClaimWalksTheDueIndexInOrder(t *testing.T) {
 	if strings.Contains(p, "TEMP B-TREE") {
 		t.Errorf("claim plan %q sorts the due grants", p)
 	}
+}
+
+// TestClaimLeavesTheWriterSynchronous: a claim commits without waiting for the disk, but
+// every other write on the one SQLite writer (outcomes, write-ahead records) stays
+// synchronous=FULL: the connection is back at FULL after a claim, also one that claimed
+// nothing and one whose context was cancelled.
+func TestClaimLeavesTheWriterSynchronous(t *testing.T) {
+	t.Parallel()
+	s, err := Open(t.Context(), "sqlite", "file:"+filepath.Join(t.TempDir(), "ab.db"), grants.RealClock{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	g := &grants.Grant{ID: "g1", Resource: "prod-db", Provider: "fake", State: grants.StateActive, Person: grants.Person{SlackUserID: "U1"},
+		Reason: "test", CreatedAt: now, IssuedAt: now, ExpiresAt: now.Add(time.Minute), DueAt: now.Add(time.Minute)}
+	if err := s.Apply(t.Context(), &grants.Change{Grants: []grants.GrantWrite{{Grant: g, Create: true}},
+		Events: []*audit.Event{grants.NewGrantEvent(now, audit.Actor{Kind: audit.ActorSystem, ID: "test"}, audit.ActionGrantIssued, g, "", nil)}}); err != nil {
+		t.Fatal(err)
+	}
+	sync := func(when string) {
+		t.Helper()
+		var v int
+		if err := s.w.QueryRowContext(t.Context(), `PRAGMA synchronous`).Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		if v != 2 {
+			t.Fatalf("%s: the writer's synchronous is %d, want 2 (FULL)", when, v)
+		}
+	}
+	sync("after open")
+	if gs, err := s.ClaimDue(t.Context(), "i-test", now, 10, time.Minute); err != nil || len(gs) != 0 {
+		t.Fatalf("claim before the deadline: %d grants, %v", len(gs), err)
+	}
+	sync("after an empty claim")
+	if gs, err := s.ClaimDue(t.Context(), "i-test", now.Add(time.Minute), 10, time.Minute); err != nil || len(gs) != 1 {
+		t.Fatalf("claim at the deadline: %d grants, %v", len(gs), err)
+	}
+	sync("after a claim")
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	_, _ = s.ClaimDue(ctx, "i-test", now.Add(time.Hour), 10, time.Minute)
+	sync("after a cancelled claim")
 }
