@@ -303,6 +303,7 @@ func (r *Revoker) sweep(ctx context.Context, keepGoing bool) error {
 		// wall-step renewal ran, e.g. the renewal failed) is not called twice at once. The
 		// claim moved its version, so the attempt under way cannot record its outcome; the
 		// grant is claimed again once that claim lapses and revoked idempotently.
+		partial := len(batch) < limit
 		batch = held.add(batch)
 		for i := range batch {
 			g := batch[i]
@@ -313,6 +314,12 @@ func (r *Revoker) sweep(ctx context.Context, keepGoing bool) error {
 				defer func() { <-inflight }()
 				outs.push(r.revokeOne(jobCtx, &g))
 			}()
+		}
+		// A claim that came back short took every grant due at its now: the next one can
+		// only be due later, so the loop sleeps until then rather than claiming again at once
+		// (a claim is a write: with deadlines spread out, every grant paid for an empty one).
+		if partial && keepGoing && !r.sleepUntilNext(ctx, held) {
+			break
 		}
 	}
 	outs.setClaiming(false)
