@@ -173,7 +173,8 @@ func setup(ctx context.Context, o options, log *slog.Logger) (b *bench, err erro
 	// The revoker's store is timed (and its lags collected) for the breakdown of each
 	// revocation phase; the wrapper adds a stopwatch reading per call.
 	b.timed = &timedStore{Store: b.store}
-	b.revoker = grants.NewRevoker(b.timed, providers, grants.RealClock{}, log, grants.RevokerOptions{IdleWait: 15 * time.Second, Metrics: b.timed})
+	b.revoker = grants.NewRevoker(b.timed, map[string]grants.Provider{resourceName: timedProvider{b.provider, b.timed}},
+		grants.RealClock{}, log, grants.RevokerOptions{IdleWait: 15 * time.Second, Metrics: b.timed})
 	b.manager = grants.NewManager(b.store, providers, []grants.Resource{{
 		Name: resourceName, Provider: postgres.Kind, DefaultDuration: time.Hour, MaxDuration: 4 * time.Hour,
 	}}, b.clock, log, grants.ManagerOptions{Wake: b.revoker.Wake, WakeAt: b.revoker.WakeAt, IssueTimeout: time.Minute + b.clock.offset})

@@ -19,8 +19,14 @@ type Breakdown struct {
 	RevokerLagP50MS float64 `json:"revoker_lag_p50_ms"`
 	RevokerLagP99MS float64 `json:"revoker_lag_p99_ms"`
 	RevokerLagMaxMS float64 `json:"revoker_lag_max_ms"`
-	Claims          Writes  `json:"claims"`
-	Records         Writes  `json:"records"`
+	// ClaimedLag is each grant's time from its deadline to the return of the claim that
+	// took it (the revoker's wake-up and the claim itself).
+	ClaimedLag Writes `json:"claimed_lag"`
+	Claims     Writes `json:"claims"`
+	Records    Writes `json:"records"`
+	// Provider is the time of each provider call the revoker made (RevokeBatch and the
+	// read-back after it).
+	Provider Writes `json:"provider_calls"`
 }
 
 // Writes is the time of one kind of store write.
@@ -35,11 +41,13 @@ type Writes struct {
 // timedStore times the revoker's claims and records and collects its lags (RevokerMetrics).
 type timedStore struct {
 	grants.Store
-	mu      sync.Mutex
-	on      bool
-	lags    []time.Duration
-	claims  []time.Duration
-	records []time.Duration
+	mu       sync.Mutex
+	on       bool
+	lags     []time.Duration
+	claimed  []time.Duration
+	claims   []time.Duration
+	records  []time.Duration
+	provider []time.Duration
 }
 
 func (s *timedStore) ClaimDue(ctx context.Context, owner string, now time.Time, limit int, lease time.Duration) ([]grants.Grant, error) {
@@ -47,6 +55,10 @@ func (s *timedStore) ClaimDue(ctx context.Context, owner string, now time.Time, 
 	gs, err := s.Store.ClaimDue(ctx, owner, now, limit, lease)
 	if len(gs) > 0 {
 		s.note(&s.claims, sw.Elapsed())
+		at := wall()
+		for _, g := range gs {
+			s.note(&s.claimed, at.Sub(g.DueAt))
+		}
 	}
 	return gs, err
 }
@@ -76,7 +88,7 @@ func (s *timedStore) note(to *[]time.Duration, d time.Duration) {
 func (s *timedStore) start() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.on, s.lags, s.claims, s.records = true, nil, nil, nil
+	s.on, s.lags, s.claimed, s.claims, s.records, s.provider = true, nil, nil, nil, nil, nil
 }
 
 // stop ends the phase and summarises it.
@@ -89,7 +101,7 @@ func (s *timedStore) stop() Breakdown {
 	if len(lags) > 0 {
 		b.RevokerLagP50MS, b.RevokerLagP99MS, b.RevokerLagMaxMS = ms(quantile(lags, 0.5)), ms(quantile(lags, 0.99)), ms(lags[len(lags)-1])
 	}
-	b.Claims, b.Records = writes(s.claims), writes(s.records)
+	b.ClaimedLag, b.Claims, b.Records, b.Provider = writes(s.claimed), writes(s.claims), writes(s.records), writes(s.provider)
 	return b
 }
 
@@ -106,4 +118,36 @@ func writes(d []time.Duration) Writes {
 		}
 	}
 	return w
+}
+
+// revokeProvider is the revoker's view of the postgres provider: the abilities the revoker
+// uses (batch revoke, batch read-back), each call timed into the breakdown.
+type revokeProvider interface {
+	grants.Provider
+	grants.BatchRevoker
+	grants.AccessChecker
+	grants.BatchAccessChecker
+}
+
+type timedProvider struct {
+	revokeProvider
+	s *timedStore
+}
+
+func (p timedProvider) RevokeBatch(ctx context.Context, reqs []grants.RevokeRequest) []grants.BatchResult {
+	sw := grants.StartStopwatch()
+	defer func() { p.s.note(&p.s.provider, sw.Elapsed()) }()
+	return p.revokeProvider.RevokeBatch(ctx, reqs)
+}
+
+func (p timedProvider) HasAccess(ctx context.Context, req grants.RevokeRequest) (bool, error) {
+	sw := grants.StartStopwatch()
+	defer func() { p.s.note(&p.s.provider, sw.Elapsed()) }()
+	return p.revokeProvider.HasAccess(ctx, req)
+}
+
+func (p timedProvider) HasAccessBatch(ctx context.Context, reqs []grants.RevokeRequest) ([]bool, error) {
+	sw := grants.StartStopwatch()
+	defer func() { p.s.note(&p.s.provider, sw.Elapsed()) }()
+	return p.revokeProvider.HasAccessBatch(ctx, reqs)
 }
