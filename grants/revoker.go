@@ -236,7 +236,7 @@ func (r *Revoker) sweep(ctx context.Context, keepGoing bool) error {
 	// Claims are renewed while their grants wait for a provider slot or a provider answer, so
 	// that a slow provider never lets them lapse into another claimer's hands (one provider
 	// call per grant, on one replica or several).
-	held := &heldClaims{ids: map[string]struct{}{}, changed: make(chan struct{}, 1)}
+	held := &heldClaims{ids: map[string]struct{}{}, changed: make(chan struct{}, 1), freed: make(chan struct{}, 1)}
 	renewCtx, stopRenewing := context.WithCancel(jobCtx)
 	renewed := make(chan struct{})
 	go func() {
@@ -245,30 +245,43 @@ func (r *Revoker) sweep(ctx context.Context, keepGoing bool) error {
 	}()
 	defer func() { stopRenewing(); <-renewed }()
 
-	results := make(chan outcome, r.opts.Batch)
+	// Finished revocations wait in outs for the recorder, never in a provider slot: a burst's
+	// claims go on while earlier outcomes are still being written.
+	outs := newOutcomeQueue()
 	var collectErr error
 	collected := make(chan struct{})
 	go func() {
 		defer close(collected)
-		collectErr = r.collect(jobCtx, results, held)
+		collectErr = r.collect(jobCtx, outs, held)
 	}()
 
 	var wg sync.WaitGroup
 	inflight := make(chan struct{}, 2*r.opts.Batch)
+	maxHeld := heldPerBatch * r.opts.Batch
 	var err error
 	for ctx.Err() == nil {
-		room := cap(inflight) - len(inflight)
-		if room == 0 {
-			// Wait for one to finish before claiming more.
-			inflight <- struct{}{}
-			<-inflight
+		room := min(cap(inflight)-len(inflight), maxHeld-held.count())
+		if room <= 0 {
+			// Wait for a revocation to finish (or, with too many claims held, for outcomes
+			// to be recorded) before claiming more; meanwhile the recorder has the writer.
+			outs.setClaiming(false)
+			if held.count() >= maxHeld {
+				select {
+				case <-held.freed:
+				case <-ctx.Done():
+				}
+			} else {
+				inflight <- struct{}{}
+				<-inflight
+			}
 			continue
 		}
 		// A step of the wall clock is handled (held claims renewed) before claiming, so that
 		// this process never claims again what it is revoking.
 		r.checkWall(ctx, held)
+		limit := min(room, r.opts.Batch)
 		r.watch.mu.Lock()
-		batch, cerr := r.store.ClaimDue(ctx, r.opts.Instance, r.clock.Now(), min(room, r.opts.Batch), r.opts.ClaimLease)
+		batch, cerr := r.store.ClaimDue(ctx, r.opts.Instance, r.clock.Now(), limit, r.opts.ClaimLease)
 		r.watch.mu.Unlock()
 		if cerr != nil {
 			if ctx.Err() == nil {
@@ -276,6 +289,10 @@ func (r *Revoker) sweep(ctx context.Context, keepGoing bool) error {
 			}
 			break
 		}
+		// A full claim means more may be due: the next claim goes first, before the outcomes
+		// wait for the writer (recording them is what the grants that are still unclaimed
+		// would otherwise wait behind).
+		outs.setClaiming(len(batch) == limit)
 		if len(batch) == 0 {
 			if keepGoing && r.sleepUntilNext(ctx, held) {
 				continue
@@ -286,6 +303,7 @@ func (r *Revoker) sweep(ctx context.Context, keepGoing bool) error {
 		// wall-step renewal ran, e.g. the renewal failed) is not called twice at once. The
 		// claim moved its version, so the attempt under way cannot record its outcome; the
 		// grant is claimed again once that claim lapses and revoked idempotently.
+		partial := len(batch) < limit
 		batch = held.add(batch)
 		for i := range batch {
 			g := batch[i]
@@ -294,34 +312,99 @@ func (r *Revoker) sweep(ctx context.Context, keepGoing bool) error {
 			go func() {
 				defer wg.Done()
 				defer func() { <-inflight }()
-				results <- r.revokeOne(jobCtx, &g)
+				outs.push(r.revokeOne(jobCtx, &g))
 			}()
 		}
+		// A claim that came back short took every grant due at its now: the next one can
+		// only be due later, so the loop sleeps until then rather than claiming again at once
+		// (a claim is a write: with deadlines spread out, every grant paid for an empty one).
+		if partial && keepGoing && !r.sleepUntilNext(ctx, held) {
+			break
+		}
 	}
+	outs.setClaiming(false)
 	wg.Wait()
-	close(results)
+	outs.close()
 	<-collected
 	return errors.Join(err, collectErr)
+}
+
+// heldPerBatch bounds a sweep's claims held at once (claimed, not yet recorded) to this many
+// times RevokerOptions.Batch: enough for a burst of 10,000 grants due at once to be claimed
+// and revoked before its outcomes are recorded.
+const heldPerBatch = 64
+
+// recordGroup is the most outcomes one record transaction writes, in Batches.
+const recordGroup = 4
+
+// outcomeQueue holds finished revocations until they are recorded. While the sweep is
+// claiming a burst (its last claim came back full), the recorder waits: the claims and the
+// records share one writer, and a grant's revocation waits for its claim, not for the
+// records of others. The wait is bounded by the sweep's cap on held claims.
+type outcomeQueue struct {
+	mu       sync.Mutex
+	cond     *sync.Cond
+	items    []outcome
+	claiming bool
+	closed   bool
+}
+
+func newOutcomeQueue() *outcomeQueue {
+	q := &outcomeQueue{}
+	q.cond = sync.NewCond(&q.mu)
+	return q
+}
+
+func (q *outcomeQueue) push(o outcome) {
+	q.mu.Lock()
+	q.items = append(q.items, o)
+	q.mu.Unlock()
+	q.cond.Broadcast()
+}
+
+func (q *outcomeQueue) setClaiming(v bool) {
+	q.mu.Lock()
+	changed := q.claiming != v
+	q.claiming = v
+	q.mu.Unlock()
+	if changed {
+		q.cond.Broadcast()
+	}
+}
+
+func (q *outcomeQueue) close() {
+	q.mu.Lock()
+	q.closed = true
+	q.mu.Unlock()
+	q.cond.Broadcast()
+}
+
+// take waits for outcomes to record and returns up to max of them, oldest first; ok is
+// false once the queue is closed and empty.
+func (q *outcomeQueue) take(max int) (group []outcome, ok bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for len(q.items) == 0 || q.claiming && !q.closed {
+		if q.closed && len(q.items) == 0 {
+			return nil, false
+		}
+		q.cond.Wait()
+	}
+	n := min(len(q.items), max)
+	group = append([]outcome(nil), q.items[:n]...)
+	q.items = append(q.items[:0], q.items[n:]...)
+	return group, true
 }
 
 // collect records outcomes in groups: one transaction for as many as have arrived, so a
 // burst of revocations costs a few commits, not one each. Every grant's state change commits
 // with its own audit event.
-func (r *Revoker) collect(ctx context.Context, results <-chan outcome, held *heldClaims) error {
+func (r *Revoker) collect(ctx context.Context, outs *outcomeQueue, held *heldClaims) error {
 	var firstErr error
-	for o := range results {
-		group := []outcome{o}
-	drain:
-		for len(group) < r.opts.Batch {
-			select {
-			case more, ok := <-results:
-				if !ok {
-					break drain
-				}
-				group = append(group, more)
-			default:
-				break drain
-			}
+	for {
+		group, ok := outs.take(recordGroup * r.opts.Batch)
+		if !ok {
+			return firstErr
 		}
 		if err := r.record(ctx, group); err != nil && firstErr == nil {
 			firstErr = err
@@ -330,7 +413,6 @@ func (r *Revoker) collect(ctx context.Context, results <-chan outcome, held *hel
 		// could not be recorded is retried after its claim lapses).
 		held.remove(group)
 	}
-	return firstErr
 }
 
 // heldClaims are the ids of the grants this sweep has claimed and not yet recorded.
@@ -338,6 +420,7 @@ type heldClaims struct {
 	mu      sync.Mutex
 	ids     map[string]struct{}
 	changed chan struct{} // signalled when the set becomes empty or stops being empty
+	freed   chan struct{} // signalled when claims are removed
 }
 
 // add holds gs and returns those not held already.
@@ -369,6 +452,16 @@ func (h *heldClaims) remove(outs []outcome) {
 	if was > 0 && len(h.ids) == 0 {
 		h.signal()
 	}
+	select {
+	case h.freed <- struct{}{}:
+	default:
+	}
+}
+
+func (h *heldClaims) count() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.ids)
 }
 
 func (h *heldClaims) signal() {

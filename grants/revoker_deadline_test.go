@@ -189,3 +189,63 @@ func TestClaimsWhileRevocationsAreInFlight(t *testing.T) {
 		recv(t, obs.revoked, "both revocations")
 	}
 }
+
+// claimCountingStore counts ClaimDue and NextDue calls.
+type claimCountingStore struct {
+	grants.Store
+	mu           sync.Mutex
+	claims, next int
+}
+
+func (s *claimCountingStore) ClaimDue(ctx context.Context, owner string, now time.Time, limit int, lease time.Duration) ([]grants.Grant, error) {
+	s.mu.Lock()
+	s.claims++
+	s.mu.Unlock()
+	return s.Store.ClaimDue(ctx, owner, now, limit, lease)
+}
+
+func (s *claimCountingStore) NextDue(ctx context.Context) (time.Time, bool, error) {
+	s.mu.Lock()
+	s.next++
+	s.mu.Unlock()
+	return s.Store.NextDue(ctx)
+}
+
+func (s *claimCountingStore) counts() (claims, next int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.claims, s.next
+}
+
+// TestOneClaimPerDeadline: when a claim comes back with fewer grants than it asked for, it
+// took all that were due, and the revoker goes back to sleep until the next deadline without
+// claiming again at once: one claim (one write transaction) per deadline, not two (#16.3:
+// with deadlines spread out, every grant paid for an empty claim on the one SQLite writer).
+func TestOneClaimPerDeadline(t *testing.T) {
+	e := newEnv(t)
+	e.issue(t, time.Hour)
+	st := &claimCountingStore{Store: e.store}
+	obs := newObserver()
+	r := grants.NewRevoker(st, map[string]grants.Provider{"prod-db": e.prov}, e.clock, nil, grants.RevokerOptions{Observer: obs})
+	runRevoker(t, r)
+	waitSleeping(t, e)
+	if claims, next := st.counts(); claims != 1 || next != 1 {
+		t.Fatalf("before the deadline: %d claims, %d next-deadline reads; want 1 and 1", claims, next)
+	}
+	e.clock.Advance(time.Hour)
+	recv(t, obs.revoked, "the revocation")
+	deadline := time.Now().Add(10 * time.Second) // a hang guard, not a timing assertion
+	for {
+		claims, next := st.counts()
+		if next >= 2 { // the revoker read the next deadline to sleep until it
+			if claims != 2 {
+				t.Fatalf("%d claims for one deadline (with the one at start); want 2", claims)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the revoker never read the next deadline after revoking")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}

@@ -67,6 +67,7 @@ type bench struct {
 	made     []string // the temporary roles issued
 
 	prefilled *PrefillStats
+	timed     *timedStore // the revoker's view of the store
 }
 
 func randomHex() (string, error) {
@@ -169,7 +170,11 @@ func setup(ctx context.Context, o options, log *slog.Logger) (b *bench, err erro
 	}
 	providers := map[string]grants.Provider{resourceName: b.provider}
 	// As cmd/accessbroker wires them, with the default revoker settings.
-	b.revoker = grants.NewRevoker(b.store, providers, grants.RealClock{}, log, grants.RevokerOptions{IdleWait: 15 * time.Second})
+	// The revoker's store is timed (and its lags collected) for the breakdown of each
+	// revocation phase; the wrapper adds a stopwatch reading per call.
+	b.timed = &timedStore{Store: b.store}
+	b.revoker = grants.NewRevoker(b.timed, map[string]grants.Provider{resourceName: timedProvider{b.provider, b.timed}},
+		grants.RealClock{}, log, grants.RevokerOptions{IdleWait: 15 * time.Second, Metrics: b.timed})
 	b.manager = grants.NewManager(b.store, providers, []grants.Resource{{
 		Name: resourceName, Provider: postgres.Kind, DefaultDuration: time.Hour, MaxDuration: 4 * time.Hour,
 	}}, b.clock, log, grants.ManagerOptions{Wake: b.revoker.Wake, WakeAt: b.revoker.WakeAt, IssueTimeout: time.Minute + b.clock.offset})
@@ -293,6 +298,8 @@ type RevokeStats struct {
 	MaxMS float64 `json:"lag_max_ms"`
 	// Early counts roles seen gone before their deadline (must be 0).
 	Early int `json:"early"`
+	// Breakdown is the revoker's own view of the phase.
+	Breakdown Breakdown `json:"breakdown"`
 }
 
 // BurstStats is -burst grants due at the same instant.
@@ -407,6 +414,7 @@ func (b *bench) measure(ctx context.Context) (rep Report, _ error) {
 	// after it was issued, so that later issues overlap earlier expiries.
 	err = watching(ctx, b.watch, func(w *watcher) error {
 		ttl := max(b.o.wait, grants.MinDuration)
+		b.timed.start()
 		_, gs, err := b.issuePhase(ctx, 1, b.o.grants, func(int) grants.IssueInput { return b.input(ttl, time.Time{}) })
 		for _, g := range gs {
 			w.add(g.Handle.Key, g.ExpiresAt)
@@ -419,6 +427,7 @@ func (b *bench) measure(ctx context.Context) (rep Report, _ error) {
 			return err
 		}
 		rep.Spread = w.stats()
+		rep.Spread.Breakdown = b.timed.stop()
 		b.progress("spread revocations done", "stats", rep.Spread)
 		return nil
 	})
@@ -448,6 +457,7 @@ func (b *bench) burstPhase(ctx context.Context, perSecond float64) (BurstStats, 
 	var bs BurstStats
 	err := watching(ctx, b.watch, func(w *watcher) error {
 		sw := grants.StartStopwatch()
+		b.timed.start()
 		_, gs, err := b.issuePhase(ctx, b.o.clients, b.o.burst, func(int) grants.IssueInput { return b.input(4*time.Hour, deadline) })
 		issued := sw.Elapsed()
 		for _, g := range gs {
@@ -460,6 +470,7 @@ func (b *bench) burstPhase(ctx context.Context, perSecond float64) (BurstStats, 
 			return err
 		}
 		bs = BurstStats{RevokeStats: w.stats(), IssueS: round(issued.Seconds())}
+		bs.Breakdown = b.timed.stop()
 		first, all := w.span()
 		bs.FirstGoneMS, bs.AllGoneMS = ms(first.Sub(deadline)), ms(all.Sub(deadline))
 		return nil
