@@ -73,6 +73,7 @@ func (p *Provider) RevokeBatch(ctx context.Context, reqs []grants.RevokeRequest)
 		fail(pending, fmt.Errorf("find role: %w", classify(err)))
 		return out
 	}
+	p.afterBatchStep("found")
 	var batch []grantRole
 	owner := map[uint32]int{} // role oid → request index
 	for _, i := range pending {
@@ -91,6 +92,7 @@ func (p *Provider) RevokeBatch(ctx context.Context, reqs []grants.RevokeRequest)
 		if err != nil {
 			return err
 		}
+		p.afterBatchStep("logins ended")
 		for oid := range dirty {
 			single[owner[oid]] = true
 		}
@@ -107,6 +109,7 @@ func (p *Provider) RevokeBatch(ctx context.Context, reqs []grants.RevokeRequest)
 		if err != nil {
 			return err
 		}
+		p.afterBatchStep("terminated")
 		var drop []grantRole
 		for _, r := range clean {
 			if alive[r.oid] > 0 {
@@ -150,6 +153,14 @@ func (p *Provider) RevokeBatch(ctx context.Context, reqs []grants.RevokeRequest)
 		}
 	}
 	return out
+}
+
+// afterBatchStep calls the test hook p.batchStep, if set, once RevokeBatch's step (found,
+// logins ended, terminated) has run.
+func (p *Provider) afterBatchStep(step string) {
+	if p.batchStep != nil {
+		p.batchStep(step)
+	}
 }
 
 // findRolesBatchSQL finds the roles of many grants by their suffixes ($3): the first

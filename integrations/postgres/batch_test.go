@@ -162,3 +162,66 @@ func TestRevokeBatchPartialFailure(t *testing.T) {
 		t.Error("the once-locked role survived its retry")
 	}
 }
+
+// TestRevokeBatchRoleDroppedMeanwhile: a role that RevokeBatch found in step 1 and that
+// someone else drops before a later step (NOLOGIN fails the whole step with 42704, or the
+// role is missing at terminate/DROP ROLE time) is reported revoked (nil error, nothing left
+// behind, as Revoke reports a grant already gone), and every other grant of the batch is
+// revoked with its own success; no role of the batch is left, with LOGIN or without.
+func TestRevokeBatchRoleDroppedMeanwhile(t *testing.T) {
+	for _, step := range []string{"found", "logins ended", "terminated"} {
+		t.Run(step, func(t *testing.T) {
+			e := newEnv(t)
+			p := e.provider(t, Config{})
+			ctx := context.Background()
+			reqs, iss := issueMany(t, p, 4)
+			// loginMembers counts the roles granted e.ro, other than the admin, that can log in.
+			loginMembers := func() int {
+				t.Helper()
+				var n int
+				if err := e.super.QueryRow(ctx, `SELECT count(*) FROM pg_roles r
+					JOIN pg_auth_members m ON m.member = r.oid JOIN pg_roles g ON g.oid = m.roleid
+					WHERE g.rolname = $1 AND r.rolname <> $2 AND r.rolcanlogin`, e.ro, e.admin).Scan(&n); err != nil {
+					t.Fatal(err)
+				}
+				return n
+			}
+			if n := loginMembers(); n != len(iss) {
+				t.Fatalf("%d login roles before the batch, want %d", n, len(iss))
+			}
+			const vanished = 1
+			fired := 0
+			p.batchStep = func(s string) {
+				if s != step {
+					return
+				}
+				fired++
+				mustExec(t, ctx, e.super, "DROP ROLE "+quoteIdent(iss[vanished].Handle.Key))
+			}
+
+			res := p.RevokeBatch(ctx, reqs)
+			if fired != 1 {
+				t.Fatalf("the hook at step %q ran %d times, want once", step, fired)
+			}
+			if len(res) != len(reqs) {
+				t.Fatalf("%d results for %d requests", len(res), len(reqs))
+			}
+			for i, r := range res {
+				if r.Err != nil {
+					t.Errorf("grant %d (vanished %v): %v", i, i == vanished, r.Err)
+				}
+				if len(r.Evidence) != 0 {
+					t.Errorf("grant %d (vanished %v): evidence %v, want none", i, i == vanished, r.Evidence)
+				}
+			}
+			for i, is := range iss {
+				if e.role(t, is.Handle.Key).exists {
+					t.Errorf("role %d (%s) survived the batch", i, is.Handle.Key)
+				}
+			}
+			if n := loginMembers(); n != 0 {
+				t.Errorf("%d roles granted %s (besides the admin) still have LOGIN", n, e.ro)
+			}
+		})
+	}
+}
