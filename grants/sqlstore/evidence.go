@@ -26,10 +26,26 @@ func decodeEvidence(s string) (map[string]string, error) {
 // (no whitespace either, as json.Marshal writes it); ok=false means
 // "not that simple form", never a wrong answer.
 func decodeFlatObject(s string) (map[string]string, bool) {
-	if len(s) < 2 || s[0] != '{' || s[len(s)-1] != '}' || strings.IndexByte(s, '\\') >= 0 || !utf8.ValidString(s) {
+	m := make(map[string]string, 4)
+	ok := scanFlatObject(s, func(k, v string) bool {
+		if _, dup := m[k]; dup {
+			return false
+		}
+		m[k] = v
+		return true
+	})
+	if !ok {
 		return nil, false
 	}
-	m := make(map[string]string, 4)
+	return m, true
+}
+
+// scanFlatObject walks s when it is decodeFlatObject's simple form, calling each with every
+// key and value in order; it reports false when s is not in that form or each returned false.
+func scanFlatObject(s string, each func(k, v string) bool) bool {
+	if len(s) < 2 || s[0] != '{' || s[len(s)-1] != '}' || strings.IndexByte(s, '\\') >= 0 || !utf8.ValidString(s) {
+		return false
+	}
 	i := 1
 	str := func() (string, bool) {
 		if i >= len(s) || s[i] != '"' {
@@ -49,29 +65,25 @@ func decodeFlatObject(s string) (map[string]string, bool) {
 		return v, true
 	}
 	if s[i] == '}' {
-		return m, i == len(s)-1
+		return i == len(s)-1
 	}
 	for {
 		k, ok := str()
 		if !ok || i >= len(s) || s[i] != ':' {
-			return nil, false
+			return false
 		}
 		i++
 		v, ok := str()
-		if !ok || i >= len(s) {
-			return nil, false
+		if !ok || i >= len(s) || !each(k, v) {
+			return false
 		}
-		if _, dup := m[k]; dup {
-			return nil, false
-		}
-		m[k] = v
 		switch s[i] {
 		case ',':
 			i++
 		case '}':
-			return m, i == len(s)-1
+			return i == len(s)-1
 		default:
-			return nil, false
+			return false
 		}
 	}
 }

@@ -68,3 +68,37 @@ func FuzzEncodeEvidence(f *testing.F) {
 		}
 	})
 }
+
+// FuzzDecodeEvidenceKeys: the report's filtered decoding keeps exactly the wanted keys of what
+// decodeEvidence decodes, and refuses what it refuses.
+func FuzzDecodeEvidenceKeys(f *testing.F) {
+	for _, s := range []string{`{}`, `{"a":"b"}`, `{"a":"b","c":"d"}`, `{"c":"d","c":"e"}`, `{"a":"b","a":"c"}`, `{"a":"\u00e9"}`, `{"a":1}`, `{"a":"b"}x`} {
+		f.Add(s)
+	}
+	keys := []string{"a", "tag"}
+	f.Fuzz(func(t *testing.T, s string) {
+		got, err := decodeEvidenceKeys(s, keys)
+		all, wantErr := decodeEvidence(s)
+		if (err == nil) != (wantErr == nil) {
+			t.Fatalf("%q: decodeEvidenceKeys error %v, decodeEvidence error %v", s, err, wantErr)
+		}
+		if err != nil {
+			return
+		}
+		var want map[string]string
+		for _, k := range keys {
+			if v, ok := all[k]; ok {
+				if want == nil {
+					want = map[string]string{}
+				}
+				want[k] = v
+			}
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Fatalf("%q (-decodeEvidence filtered +decodeEvidenceKeys):\n%s", s, diff)
+		}
+		if checkEvidence(s) != nil {
+			t.Fatalf("%q: checkEvidence refuses what decodeEvidence accepts", s)
+		}
+	})
+}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/accessbroker/accessbroker/audit"
 )
@@ -203,41 +202,8 @@ func checkEvidence(s string) error {
 // flatObjectKeys parses what decodeFlatObject parses, with the same rules (ok=false means
 // "not that simple form", never a wrong answer), and returns the entries of keys only.
 func flatObjectKeys(s string, keys []string) (map[string]string, bool) {
-	if len(s) < 2 || s[0] != '{' || s[len(s)-1] != '}' || strings.IndexByte(s, '\\') >= 0 || !utf8.ValidString(s) {
-		return nil, false
-	}
 	var m map[string]string
-	i := 1
-	str := func() (string, bool) {
-		if i >= len(s) || s[i] != '"' {
-			return "", false
-		}
-		j := strings.IndexByte(s[i+1:], '"')
-		if j < 0 {
-			return "", false
-		}
-		v := s[i+1 : i+1+j]
-		for k := 0; k < len(v); k++ {
-			if v[k] < 0x20 {
-				return "", false
-			}
-		}
-		i += j + 2
-		return v, true
-	}
-	if s[i] == '}' {
-		return nil, i == len(s)-1
-	}
-	for {
-		k, ok := str()
-		if !ok || i >= len(s) || s[i] != ':' {
-			return nil, false
-		}
-		i++
-		v, ok := str()
-		if !ok || i >= len(s) {
-			return nil, false
-		}
+	ok := scanFlatObject(s, func(k, v string) bool {
 		for _, w := range keys {
 			if w != k {
 				continue
@@ -245,7 +211,7 @@ func flatObjectKeys(s string, keys []string) (map[string]string, bool) {
 			if _, dup := m[k]; dup {
 				// decodeFlatObject refuses duplicates and encoding/json keeps the last;
 				// only a wanted key's duplicate can change what is kept.
-				return nil, false
+				return false
 			}
 			if m == nil {
 				m = make(map[string]string, len(keys))
@@ -253,13 +219,10 @@ func flatObjectKeys(s string, keys []string) (map[string]string, bool) {
 			m[k] = v
 			break
 		}
-		switch s[i] {
-		case ',':
-			i++
-		case '}':
-			return m, i == len(s)-1
-		default:
-			return nil, false
-		}
+		return true
+	})
+	if !ok {
+		return nil, false
 	}
+	return m, true
 }
