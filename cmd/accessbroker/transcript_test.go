@@ -25,8 +25,9 @@ var (
 		with string
 	}{
 		// A checkpoint is signed when the checkpointer's timer fires, before or after the
-		// narrator's next move of the clock.
-		{regexp.MustCompile(`(checkpoints verified \(last at seq \d+), T0\S*\)`), "$1, T0+…)"},
+		// narrator's next move of the clock, and so before or after the events committed
+		// meanwhile: both its time and the seq it covers vary.
+		{regexp.MustCompile(`(checkpoints verified \(last at seq )\d+, T0\S*\)`), "${1}N, T0+…)"},
 		{regexp.MustCompile(`\b\d\d:\d\d UTC\b`), "HH:MM UTC"},
 		{regexp.MustCompile(`127\.0\.0\.1:\d+`), "127.0.0.1:PORT"},
 		{regexp.MustCompile(`\bport \d+ ·`), "port PORT ·"},
