@@ -2,7 +2,6 @@ package sqlstore
 
 import (
 	"context"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -17,29 +16,8 @@ import (
 // of 256 read all 10,000 (#16.3).
 func TestClaimWalksTheDueIndexInOrder(t *testing.T) {
 	t.Parallel()
-	s, err := Open(t.Context(), "sqlite", "file:"+filepath.Join(t.TempDir(), "ab.db"), grants.RealClock{}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	rows, err := s.w.QueryContext(t.Context(), "EXPLAIN QUERY PLAN "+claimSQLiteSQL, "i-test", 2000, 1000, 1000, 256)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	var plan []string
-	for rows.Next() {
-		var id, parent, unused int
-		var detail string
-		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
-			t.Fatal(err)
-		}
-		plan = append(plan, detail)
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	p := strings.Join(plan, "; ")
+	s := openPlanStore(t)
+	p := queryPlan(t, s.w, claimSQLiteSQL, "i-test", 2000, 1000, 1000, 256)
 	if !strings.Contains(p, "INDEX grants_due") {
 		t.Errorf("claim plan %q does not read grants_due", p)
 	}
@@ -54,11 +32,7 @@ func TestClaimWalksTheDueIndexInOrder(t *testing.T) {
 // nothing and one whose context was cancelled.
 func TestClaimLeavesTheWriterSynchronous(t *testing.T) {
 	t.Parallel()
-	s, err := Open(t.Context(), "sqlite", "file:"+filepath.Join(t.TempDir(), "ab.db"), grants.RealClock{}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s := openPlanStore(t)
 	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
 	g := &grants.Grant{ID: "g1", Resource: "prod-db", Provider: "fake", State: grants.StateActive, Person: grants.Person{SlackUserID: "U1"},
 		Reason: "test", CreatedAt: now, IssuedAt: now, ExpiresAt: now.Add(time.Minute), DueAt: now.Add(time.Minute)}

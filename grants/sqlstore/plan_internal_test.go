@@ -1,6 +1,7 @@
 package sqlstore
 
 import (
+	"database/sql"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,11 +14,7 @@ import (
 // not by reading every live grant (grants_state), whose number grows with the live grants.
 func TestLiveGrantsOfAHandleUseTheHandleIndex(t *testing.T) {
 	t.Parallel()
-	s, err := Open(t.Context(), "sqlite", "file:"+filepath.Join(t.TempDir(), "ab.db"), grants.RealClock{}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s := openPlanStore(t)
 	for _, tc := range []struct {
 		name string
 		f    grants.GrantFilter
@@ -27,24 +24,7 @@ func TestLiveGrantsOfAHandleUseTheHandleIndex(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			w := grantsWhere(tc.f)
-			rows, err := s.r.QueryContext(t.Context(), "EXPLAIN QUERY PLAN "+listQuery("grants", grantCols, w, 0), w.args...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer rows.Close()
-			var plan []string
-			for rows.Next() {
-				var id, parent, unused int
-				var detail string
-				if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
-					t.Fatal(err)
-				}
-				plan = append(plan, detail)
-			}
-			if err := rows.Err(); err != nil {
-				t.Fatal(err)
-			}
-			if p := strings.Join(plan, "; "); !strings.Contains(p, "INDEX grants_handle_key") {
+			if p := queryPlan(t, s.r, listQuery("grants", grantCols, w, 0), w.args...); !strings.Contains(p, "INDEX grants_handle_key") {
 				t.Errorf("plan %q does not use grants_handle_key", p)
 			}
 		})
@@ -56,12 +36,27 @@ func TestLiveGrantsOfAHandleUseTheHandleIndex(t *testing.T) {
 // every request.
 func TestPendingCapQueryUsesTheUserIndex(t *testing.T) {
 	t.Parallel()
+	s := openPlanStore(t)
+	if p := queryPlan(t, s.r, pendingOfUsersSQL, `["U1","U2"]`, string(grants.RequestPending), 0); !strings.Contains(p, "USING INDEX requests_slack_user (slack_user=?)") {
+		t.Errorf("plan %q does not look the users up in requests_slack_user", p)
+	}
+}
+
+// openPlanStore opens an empty SQLite store for a query-plan test.
+func openPlanStore(t *testing.T) *Store {
+	t.Helper()
 	s, err := Open(t.Context(), "sqlite", "file:"+filepath.Join(t.TempDir(), "ab.db"), grants.RealClock{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	rows, err := s.r.QueryContext(t.Context(), "EXPLAIN QUERY PLAN "+pendingOfUsersSQL, `["U1","U2"]`, string(grants.RequestPending), 0)
+	return s
+}
+
+// queryPlan is SQLite's EXPLAIN QUERY PLAN of query with args: its steps' details joined by "; ".
+func queryPlan(t *testing.T, db *sql.DB, query string, args ...any) string {
+	t.Helper()
+	rows, err := db.QueryContext(t.Context(), "EXPLAIN QUERY PLAN "+query, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +73,5 @@ func TestPendingCapQueryUsesTheUserIndex(t *testing.T) {
 	if err := rows.Err(); err != nil {
 		t.Fatal(err)
 	}
-	if p := strings.Join(plan, "; "); !strings.Contains(p, "USING INDEX requests_slack_user (slack_user=?)") {
-		t.Errorf("plan %q does not look the users up in requests_slack_user", p)
-	}
+	return strings.Join(plan, "; ")
 }
