@@ -48,8 +48,14 @@ func (s *Store) packedEventCols() string {
 // rows whose joined text is ambiguous are read again by seq, column by column, once rows
 // are closed (so that a store's last free connection is never needed twice at once).
 func (s *Store) scanPackedEvents(ctx context.Context, rows *sql.Rows, sizeHint int) ([]audit.Event, error) {
+	return s.readPacked(ctx, rows, make([]audit.Event, 0, sizeHint), unpackEvent)
+}
+
+// readPacked appends to out the events of rows (seq, time, packed text), built by unpack,
+// and closes rows; a row unpack cannot split (ok=false) is read again whole by its seq once
+// rows are closed.
+func (s *Store) readPacked(ctx context.Context, rows *sql.Rows, out []audit.Event, unpack func(seq, t int64, packed string) (audit.Event, bool, error)) ([]audit.Event, error) {
 	defer rows.Close()
-	out := make([]audit.Event, 0, sizeHint)
 	var again []int // indexes in out of the rows to read column by column
 	for rows.Next() {
 		var seq, t int64
@@ -57,7 +63,7 @@ func (s *Store) scanPackedEvents(ctx context.Context, rows *sql.Rows, sizeHint i
 		if err := rows.Scan(&seq, &t, &packed); err != nil {
 			return nil, err
 		}
-		e, ok, err := unpackEvent(seq, t, packed)
+		e, ok, err := unpack(seq, t, packed)
 		if err != nil {
 			return nil, err
 		}

@@ -92,40 +92,16 @@ func (s *Store) ScanReportEvents(ctx context.Context, from, until time.Time, fn 
 
 // reportPage reads one page of report rows into page. Rows whose joined text is ambiguous
 // (a column holds the separator) are read again column by column once the page's rows are
-// closed, as scanPackedEvents does.
+// closed (readPacked).
 func (s *Store) reportPage(ctx context.Context, query string, args []any, page []audit.Event) ([]audit.Event, error) {
 	rows, err := s.r.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("read audit events: %w", err)
 	}
-	defer rows.Close()
-	var again []int
-	for rows.Next() {
-		var seq, t int64
-		var packed string
-		if err := rows.Scan(&seq, &t, &packed); err != nil {
-			return nil, fmt.Errorf("read audit events: %w", err)
-		}
-		e, ok, err := unpackReportEvent(seq, t, packed)
-		if err != nil {
-			return nil, fmt.Errorf("read audit events: %w", err)
-		}
-		if !ok {
-			again = append(again, len(page))
-		}
-		page = append(page, e)
-	}
-	if err := rows.Err(); err != nil {
+	// A row read again is read whole: its evidence is a superset of what the report reads.
+	page, err = s.readPacked(ctx, rows, page, unpackReportEvent)
+	if err != nil {
 		return nil, fmt.Errorf("read audit events: %w", err)
-	}
-	rows.Close()
-	for _, i := range again {
-		// The whole event: its evidence is a superset of what the report reads.
-		e, err := scanEvent(s.r.QueryRowContext(ctx, s.q(`SELECT `+eventCols+` FROM audit_events WHERE seq = ?`), page[i].Seq))
-		if err != nil {
-			return nil, fmt.Errorf("read audit events: audit event %d: %w", page[i].Seq, err)
-		}
-		page[i] = e
 	}
 	return page, nil
 }
