@@ -34,16 +34,13 @@ package pgproxy
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"sort"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -350,7 +347,7 @@ func (p *Proxy) unregister(s *session) {
 func (p *Proxy) event(action audit.Action, actor audit.Actor, g grants.Grant, ev map[string]string) *audit.Event {
 	now := p.cfg.Clock.Now().Truncate(time.Millisecond)
 	return &audit.Event{
-		ID:       eventID(now),
+		ID:       grants.NewOrderedID("e", now),
 		Time:     now,
 		Actor:    actor,
 		Action:   action,
@@ -358,40 +355,6 @@ func (p *Proxy) event(action audit.Action, actor audit.Actor, g grants.Grant, ev
 		Resource: g.Resource,
 		Evidence: ev,
 	}
-}
-
-// sortedDigits are grants.NewID's base32 digits in byte order, so that numbers written with
-// them sort as strings in numeric order.
-const sortedDigits = "234567abcdefghijklmnopqrstuvwxyz"
-
-// eventSeq numbers this process's proxy events, for eventID.
-var eventSeq atomic.Uint64
-
-// eventID is the id of a proxy event at t: "e_", t's Unix milliseconds in 10 digits that sort
-// as the time does, a number counting this process's proxy events in 6 (30 bits, so ids made
-// in one millisecond sort as they were made), then 10 random digits (50 bits: another
-// replica's id of the same millisecond and count differs there). Events the proxy records at
-// a high rate then append at the end of the audit table's unique index on id, instead of
-// each landing on a random page of it: on SQLite a random id costs a page write per event at
-// commit once the index outgrows a batch (half the CPU time of a recorded statement against
-// a 100,000-event table; BenchmarkRecordStatements).
-func eventID(t time.Time) string {
-	var b [2 + 10 + 6 + 10]byte
-	b[0], b[1] = 'e', '_'
-	put := func(v uint64, from, to int) { // v's low 5*(to-from) bits into b[from:to]
-		for i := to - 1; i >= from; i-- {
-			b[i] = sortedDigits[v&31]
-			v >>= 5
-		}
-	}
-	put(uint64(t.UnixMilli()), 2, 12)
-	put(eventSeq.Add(1), 12, 18)
-	var r [8]byte
-	if _, err := rand.Read(r[:]); err != nil {
-		panic(fmt.Sprintf("crypto/rand: %v", err))
-	}
-	put(binary.BigEndian.Uint64(r[:]), 18, 28)
-	return string(b[:])
 }
 
 func personActor(g grants.Grant) audit.Actor {

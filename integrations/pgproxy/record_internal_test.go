@@ -105,7 +105,7 @@ func TestRecorderBatches(t *testing.T) {
 		t.Fatalf("batch sizes %v, want %v", got, want)
 	}
 	st := tap.batches[1][1]
-	if st.Action != ActionSessionStatement || st.GrantID != "g_1" || st.Evidence["session_id"] != "s_1" || st.Evidence["text"] != "SELECT 1" || !st.Time.Equal(end) || !strings.HasPrefix(st.ID, eventID(end)[:12]) {
+	if st.Action != ActionSessionStatement || st.GrantID != "g_1" || st.Evidence["session_id"] != "s_1" || st.Evidence["text"] != "SELECT 1" || !st.Time.Equal(end) || !strings.HasPrefix(st.ID, grants.NewOrderedID("e", end)[:12]) {
 		t.Fatalf("statement event %+v", st)
 	}
 }

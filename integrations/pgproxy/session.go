@@ -408,7 +408,7 @@ func (p *Proxy) recordStatement(ctx context.Context, sessionID string, g *grants
 func (p *Proxy) statementEvent(q *queuedStatement) *audit.Event {
 	t := q.st.End.Truncate(time.Millisecond)
 	return &audit.Event{
-		ID:       eventID(t),
+		ID:       grants.NewOrderedID("e", t),
 		Time:     t,
 		Actor:    personActor(*q.grant),
 		Action:   ActionSessionStatement,
