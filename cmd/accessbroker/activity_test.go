@@ -26,14 +26,7 @@ func TestActivityCollectedAndListed(t *testing.T) {
 	fake := awsfake.New(awsfake.Options{AccessKeyID: "AKIDACTIVITY", SecretAccessKey: secret, Region: "us-east-1"})
 	t.Cleanup(fake.Close)
 	role := fake.AddRole("oncall-admin", 0)
-	for k, v := range map[string]string{
-		"AWS_ACCESS_KEY_ID": "AKIDACTIVITY", "AWS_SECRET_ACCESS_KEY": secret, "AWS_EC2_METADATA_DISABLED": "true",
-		"AWS_CONFIG_FILE": filepath.Join(dir, "none"), "AWS_SHARED_CREDENTIALS_FILE": filepath.Join(dir, "none"),
-	} {
-		t.Setenv(k, v)
-	}
-	t.Setenv("AWS_PROFILE", "")
-	os.Unsetenv("AWS_PROFILE")
+	useFakeAWSCredentials(t, dir, "AKIDACTIVITY", secret)
 	config := filepath.Join(dir, "accessbroker.yaml")
 	if err := os.WriteFile(config, []byte(`listen: "127.0.0.1:0"
 store: {driver: sqlite, dsn: "file:`+filepath.Join(dir, "ab.db")+`"}
@@ -146,14 +139,7 @@ func TestActivityIdentityCenterCollected(t *testing.T) {
 	fake.AddNamedPermissionSet(permSet, "DatabaseAdministrator")
 	fake.AddUser(awsfake.User{UserName: "alice@example.com", Email: "alice@example.com"})
 	reader := fake.AddAccountRole(member, "accessbroker-activity")
-	for k, v := range map[string]string{
-		"AWS_ACCESS_KEY_ID": "AKIDACTIVITY", "AWS_SECRET_ACCESS_KEY": secret, "AWS_EC2_METADATA_DISABLED": "true",
-		"AWS_CONFIG_FILE": filepath.Join(dir, "none"), "AWS_SHARED_CREDENTIALS_FILE": filepath.Join(dir, "none"),
-	} {
-		t.Setenv(k, v)
-	}
-	t.Setenv("AWS_PROFILE", "")
-	os.Unsetenv("AWS_PROFILE")
+	useFakeAWSCredentials(t, dir, "AKIDACTIVITY", secret)
 	config := filepath.Join(dir, "accessbroker.yaml")
 	if err := os.WriteFile(config, []byte(`listen: "127.0.0.1:0"
 store: {driver: sqlite, dsn: "file:`+filepath.Join(dir, "ab.db")+`"}

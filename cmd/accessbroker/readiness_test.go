@@ -151,16 +151,10 @@ func newDepsEnv(t *testing.T) *depsEnv {
 		"AB_GITHUB_API_URL": e.gh.URL(), "AB_GITHUB_TOKEN": depsGHToken, "AB_GITHUB_TEAM": "infra-admins",
 		"AB_PG_ADMIN_DSN": admURL.String() + "&application_name=abdeps", "AB_PG_ROLE": e.pgRole,
 		"AB_WEBHOOK_URL": e.web.URL(), "AB_WEBHOOK_TOKEN": e2eToken,
-		// The SDK's default chain finds these; nothing on the machine is read.
-		"AWS_ACCESS_KEY_ID": "AKIDDEPS", "AWS_SECRET_ACCESS_KEY": depsAWSSecret, "AWS_EC2_METADATA_DISABLED": "true",
-		"AWS_CONFIG_FILE": filepath.Join(e.dir, "no-aws-config"), "AWS_SHARED_CREDENTIALS_FILE": filepath.Join(e.dir, "no-aws-credentials"),
 	} {
 		t.Setenv(k, v)
 	}
-	t.Setenv("AWS_PROFILE", "")
-	os.Unsetenv("AWS_PROFILE")
-	t.Setenv("AWS_SESSION_TOKEN", "")
-	os.Unsetenv("AWS_SESSION_TOKEN")
+	useFakeAWSCredentials(t, e.dir, "AKIDDEPS", depsAWSSecret)
 	if code := run(context.Background(), []string{"audit", "keygen", "--out", filepath.Join(e.dir, "audit.key")}, &bytes.Buffer{}, &bytes.Buffer{}); code != 0 {
 		t.Fatalf("keygen exit %d", code)
 	}

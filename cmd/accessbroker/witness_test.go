@@ -60,13 +60,7 @@ func newS3Witnessed(t *testing.T) (*inProcess, *awsfake.Server, string) {
 	t.Cleanup(fake.Close)
 	fake.CreateBucket(s3WitnessBucket, true)
 	t.Setenv("AB_AWS_URL", fake.URL())
-	t.Setenv("AWS_ACCESS_KEY_ID", key)
-	t.Setenv("AWS_SECRET_ACCESS_KEY", secret)
-	t.Setenv("AWS_SESSION_TOKEN", "")
-	t.Setenv("AWS_PROFILE", "")
-	t.Setenv("AWS_CONFIG_FILE", filepath.Join(p.dir, "no-aws-config"))
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(p.dir, "no-aws-credentials"))
-	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	useFakeAWSCredentials(t, p.dir, key, secret)
 	return p, fake, "s3://" + s3WitnessBucket + "/e2e/"
 }
 
