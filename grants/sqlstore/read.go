@@ -156,26 +156,39 @@ func (s *Store) ClaimDue(ctx context.Context, owner string, now time.Time, limit
 // setting is put back before the connection returns to the pool, and a connection on which
 // that fails is discarded. With deadlines spread out this halves the fsyncs per revocation
 // (one claim and one record each) on the one writer (#16.3).
-func (s *Store) claimSQLite(ctx context.Context, owner string, until, nowMS int64, limit int) (_ []grants.Grant, err error) {
-	conn, err := s.w.Conn(ctx)
+func (s *Store) claimSQLite(ctx context.Context, owner string, until, nowMS int64, limit int) ([]grants.Grant, error) {
+	var out []grants.Grant
+	err := withSynchronousNormal(ctx, s.w, "claim due grants", func(conn *sql.Conn) error {
+		rows, err := conn.QueryContext(ctx, claimSQLiteSQL, owner, until, nowMS, nowMS, limit)
+		if err != nil {
+			return fmt.Errorf("claim due grants: %w", err)
+		}
+		out, err = scanClaimed(rows)
+		return err
+	})
+	return out, err // what was claimed, with the error if FULL could not be set again
+}
+
+// withSynchronousNormal runs f on a connection of db set to synchronous=NORMAL (its commits
+// do not wait for the disk) and sets synchronous=FULL again before the connection goes back
+// to the pool; a connection on which that fails is discarded, never reused. what names the
+// operation in its errors; f's errors are returned as they are.
+func withSynchronousNormal(ctx context.Context, db *sql.DB, what string, f func(*sql.Conn) error) (err error) {
+	conn, err := db.Conn(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("claim due grants: %w", err)
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	defer conn.Close()
 	if _, err := conn.ExecContext(ctx, `PRAGMA synchronous = NORMAL`); err != nil {
-		return nil, fmt.Errorf("claim due grants: %w", err)
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	defer func() {
 		if _, rerr := conn.ExecContext(context.WithoutCancel(ctx), `PRAGMA synchronous = FULL`); rerr != nil {
 			_ = conn.Raw(func(any) error { return driver.ErrBadConn }) // never reused
-			err = errors.Join(err, fmt.Errorf("claim due grants: restore synchronous=FULL: %w", rerr))
+			err = errors.Join(err, fmt.Errorf("%s: restore synchronous=FULL: %w", what, rerr))
 		}
 	}()
-	rows, err := conn.QueryContext(ctx, claimSQLiteSQL, owner, until, nowMS, nowMS, limit)
-	if err != nil {
-		return nil, fmt.Errorf("claim due grants: %w", err)
-	}
-	return scanClaimed(rows)
+	return f(conn)
 }
 
 // scanClaimed reads and closes a claim's rows, oldest due first.
