@@ -116,6 +116,12 @@ func list[T any](ctx context.Context, s *Store, table, cols string, f filter, li
 	if err != nil {
 		return nil, fmt.Errorf("list %s: %w", table, err)
 	}
+	return scanAll(rows, scan)
+}
+
+// scanAll reads every row of rows with scan and closes them. Its error is scan's or
+// rows.Err(), unwrapped; what was read before rows.Err() failed is returned with it.
+func scanAll[T any](rows *sql.Rows, scan func(scanner) (T, error)) ([]T, error) {
 	defer rows.Close()
 	var out []T
 	for rows.Next() {
@@ -193,16 +199,8 @@ func withSynchronousNormal(ctx context.Context, db *sql.DB, what string, f func(
 
 // scanClaimed reads and closes a claim's rows, oldest due first.
 func scanClaimed(rows *sql.Rows) ([]grants.Grant, error) {
-	defer rows.Close()
-	var out []grants.Grant
-	for rows.Next() {
-		g, err := scanGrant(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, g)
-	}
-	if err := rows.Err(); err != nil {
+	out, err := scanAll(rows, scanGrant)
+	if err != nil {
 		return nil, fmt.Errorf("claim due grants: %w", err)
 	}
 	sort.Slice(out, func(i, j int) bool {
