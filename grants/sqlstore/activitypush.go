@@ -19,16 +19,8 @@ func (s *Store) ActivityGrants(ctx context.Context, provider string, since time.
 	if err != nil {
 		return nil, fmt.Errorf("read %s grants for activity: %w", provider, err)
 	}
-	defer rows.Close()
-	var out []grants.Grant
-	for rows.Next() {
-		g, err := scanGrant(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, g)
-	}
-	if err := rows.Err(); err != nil {
+	out, err := scanAll(rows, scanGrant)
+	if err != nil {
 		return nil, fmt.Errorf("read %s grants for activity: %w", provider, err)
 	}
 	return out, nil

@@ -92,19 +92,9 @@ func (s *Store) readPacked(ctx context.Context, rows *sql.Rows, out []audit.Even
 func unpackEvent(seq, t int64, packed string) (e audit.Event, ok bool, err error) {
 	e.Seq = seq // also for ok=false: the seq to read the row again by
 	var f [packedFields]string
-	n := 0
-	for n < len(f)-1 {
-		i := strings.IndexByte(packed, packedSep)
-		if i < 0 {
-			return e, false, nil
-		}
-		f[n], packed = packed[:i], packed[i+1:]
-		n++
-	}
-	if strings.IndexByte(packed, packedSep) >= 0 {
+	if !splitPacked(packed, f[:]) {
 		return e, false, nil
 	}
-	f[n] = packed
 	e = audit.Event{Seq: seq, Time: fromMS(t), ID: f[0], Actor: audit.Actor{Kind: audit.ActorKind(f[1]), ID: f[2], Email: f[3]},
 		Action: audit.Action(f[4]), RequestID: f[5], GrantID: f[6], Resource: f[7], Reason: f[8]}
 	if f[9] != "" {
@@ -119,6 +109,25 @@ func unpackEvent(seq, t int64, packed string) (e audit.Event, ok bool, err error
 		return e, true, fmt.Errorf("audit event %d hash: %w", seq, err)
 	}
 	return e, true, nil
+}
+
+// splitPacked splits packed at packedSep into exactly len(f) parts (substrings of packed)
+// and reports whether it holds that many: not when a column contains the separator.
+func splitPacked(packed string, f []string) bool {
+	n := 0
+	for n < len(f)-1 {
+		i := strings.IndexByte(packed, packedSep)
+		if i < 0 {
+			return false
+		}
+		f[n], packed = packed[:i], packed[i+1:]
+		n++
+	}
+	if strings.IndexByte(packed, packedSep) >= 0 {
+		return false
+	}
+	f[n] = packed
+	return true
 }
 
 // parseHash is audit.ParseHash without its allocations: 64 hex digits, either case.

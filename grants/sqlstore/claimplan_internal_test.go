@@ -2,6 +2,8 @@ package sqlstore
 
 import (
 	"context"
+	"database/sql"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -63,4 +65,89 @@ func TestClaimLeavesTheWriterSynchronous(t *testing.T) {
 	cancel()
 	_, _ = s.ClaimDue(ctx, "i-test", now.Add(time.Hour), 10, time.Minute)
 	sync("after a cancelled claim")
+}
+
+// TestClaimCommitsAtSynchronousNormal: the claim's own statement runs at synchronous=NORMAL
+// (a trigger records the setting in force as the claim updates the grant), the writes
+// before and after it at FULL.
+func TestClaimCommitsAtSynchronousNormal(t *testing.T) {
+	t.Parallel()
+	s := openPlanStore(t)
+	ctx := t.Context()
+	for _, q := range []string{
+		`CREATE TABLE sync_probe (what TEXT NOT NULL, level INTEGER NOT NULL)`,
+		`CREATE TRIGGER sync_probe_claim AFTER UPDATE OF claimed_by ON grants
+			BEGIN INSERT INTO sync_probe SELECT 'claim', synchronous FROM pragma_synchronous; END`,
+		`CREATE TRIGGER sync_probe_insert AFTER INSERT ON grants
+			BEGIN INSERT INTO sync_probe SELECT 'insert', synchronous FROM pragma_synchronous; END`,
+	} {
+		if _, err := s.w.ExecContext(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	create := func(id string) {
+		t.Helper()
+		g := &grants.Grant{ID: id, Resource: "prod-db", Provider: "fake", State: grants.StateActive, Person: grants.Person{SlackUserID: "U1"},
+			Reason: "test", CreatedAt: now, IssuedAt: now, ExpiresAt: now.Add(time.Minute), DueAt: now.Add(time.Minute)}
+		if err := s.Apply(ctx, &grants.Change{Grants: []grants.GrantWrite{{Grant: g, Create: true}},
+			Events: []*audit.Event{grants.NewGrantEvent(now, audit.Actor{Kind: audit.ActorSystem, ID: "test"}, audit.ActionGrantIssued, g, "", nil)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	create("g1")
+	if gs, err := s.ClaimDue(ctx, "i-test", now.Add(time.Minute), 10, time.Minute); err != nil || len(gs) != 1 {
+		t.Fatalf("claim at the deadline: %d grants, %v", len(gs), err)
+	}
+	create("g2")
+	rows, err := s.w.QueryContext(ctx, `SELECT what || '=' || level FROM sync_probe ORDER BY rowid`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var got []string
+	for rows.Next() {
+		var v string
+		if err := rows.Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, v)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	// PRAGMA synchronous: 1 is NORMAL, 2 is FULL.
+	if want := []string{"insert=2", "claim=1", "insert=2"}; !slices.Equal(got, want) {
+		t.Fatalf("synchronous during the writes = %v, want %v (the claim at NORMAL, every other write at FULL)", got, want)
+	}
+}
+
+// TestSynchronousNotRestoredDiscardsTheConnection: when synchronous=FULL cannot be set again
+// after the work at NORMAL (here because the work left a transaction open, where SQLite
+// refuses to change it), the error says so and the connection is discarded: the next user
+// of the writer gets a new connection, at FULL and outside any transaction.
+func TestSynchronousNotRestoredDiscardsTheConnection(t *testing.T) {
+	t.Parallel()
+	s := openPlanStore(t)
+	ctx := t.Context()
+	err := withSynchronousNormal(ctx, s.w, "test work", func(conn *sql.Conn) error {
+		_, err := conn.ExecContext(ctx, `BEGIN`)
+		return err
+	})
+	if err == nil || !strings.Contains(err.Error(), "test work: restore synchronous=FULL") {
+		t.Fatalf("withSynchronousNormal = %v, want the failure to restore FULL", err)
+	}
+	var level int
+	if err := s.w.QueryRowContext(ctx, `PRAGMA synchronous`).Scan(&level); err != nil {
+		t.Fatal(err)
+	}
+	if level != 2 {
+		t.Fatalf("the writer's next connection has synchronous %d, want 2 (FULL): the connection left at NORMAL was reused", level)
+	}
+	if _, err := s.w.ExecContext(ctx, `BEGIN`); err != nil {
+		t.Fatalf("the writer's next connection is inside a transaction: %v", err)
+	}
+	if _, err := s.w.ExecContext(ctx, `ROLLBACK`); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -116,6 +116,12 @@ func list[T any](ctx context.Context, s *Store, table, cols string, f filter, li
 	if err != nil {
 		return nil, fmt.Errorf("list %s: %w", table, err)
 	}
+	return scanAll(rows, scan)
+}
+
+// scanAll reads every row of rows with scan and closes them. Its error is scan's or
+// rows.Err(), unwrapped; what was read before rows.Err() failed is returned with it.
+func scanAll[T any](rows *sql.Rows, scan func(scanner) (T, error)) ([]T, error) {
 	defer rows.Close()
 	var out []T
 	for rows.Next() {
@@ -156,40 +162,45 @@ func (s *Store) ClaimDue(ctx context.Context, owner string, now time.Time, limit
 // setting is put back before the connection returns to the pool, and a connection on which
 // that fails is discarded. With deadlines spread out this halves the fsyncs per revocation
 // (one claim and one record each) on the one writer (#16.3).
-func (s *Store) claimSQLite(ctx context.Context, owner string, until, nowMS int64, limit int) (_ []grants.Grant, err error) {
-	conn, err := s.w.Conn(ctx)
+func (s *Store) claimSQLite(ctx context.Context, owner string, until, nowMS int64, limit int) ([]grants.Grant, error) {
+	var out []grants.Grant
+	err := withSynchronousNormal(ctx, s.w, "claim due grants", func(conn *sql.Conn) error {
+		rows, err := conn.QueryContext(ctx, claimSQLiteSQL, owner, until, nowMS, nowMS, limit)
+		if err != nil {
+			return fmt.Errorf("claim due grants: %w", err)
+		}
+		out, err = scanClaimed(rows)
+		return err
+	})
+	return out, err // what was claimed, with the error if FULL could not be set again
+}
+
+// withSynchronousNormal runs f on a connection of db set to synchronous=NORMAL (its commits
+// do not wait for the disk) and sets synchronous=FULL again before the connection goes back
+// to the pool; a connection on which that fails is discarded, never reused. what names the
+// operation in its errors; f's errors are returned as they are.
+func withSynchronousNormal(ctx context.Context, db *sql.DB, what string, f func(*sql.Conn) error) (err error) {
+	conn, err := db.Conn(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("claim due grants: %w", err)
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	defer conn.Close()
 	if _, err := conn.ExecContext(ctx, `PRAGMA synchronous = NORMAL`); err != nil {
-		return nil, fmt.Errorf("claim due grants: %w", err)
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	defer func() {
 		if _, rerr := conn.ExecContext(context.WithoutCancel(ctx), `PRAGMA synchronous = FULL`); rerr != nil {
 			_ = conn.Raw(func(any) error { return driver.ErrBadConn }) // never reused
-			err = errors.Join(err, fmt.Errorf("claim due grants: restore synchronous=FULL: %w", rerr))
+			err = errors.Join(err, fmt.Errorf("%s: restore synchronous=FULL: %w", what, rerr))
 		}
 	}()
-	rows, err := conn.QueryContext(ctx, claimSQLiteSQL, owner, until, nowMS, nowMS, limit)
-	if err != nil {
-		return nil, fmt.Errorf("claim due grants: %w", err)
-	}
-	return scanClaimed(rows)
+	return f(conn)
 }
 
 // scanClaimed reads and closes a claim's rows, oldest due first.
 func scanClaimed(rows *sql.Rows) ([]grants.Grant, error) {
-	defer rows.Close()
-	var out []grants.Grant
-	for rows.Next() {
-		g, err := scanGrant(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, g)
-	}
-	if err := rows.Err(); err != nil {
+	out, err := scanAll(rows, scanGrant)
+	if err != nil {
 		return nil, fmt.Errorf("claim due grants: %w", err)
 	}
 	sort.Slice(out, func(i, j int) bool {

@@ -111,19 +111,9 @@ func (s *Store) reportPage(ctx context.Context, query string, args []any, page [
 func unpackReportEvent(seq, t int64, packed string) (e audit.Event, ok bool, err error) {
 	e.Seq = seq
 	var f [reportFields]string
-	n := 0
-	for n < len(f)-1 {
-		i := strings.IndexByte(packed, packedSep)
-		if i < 0 {
-			return e, false, nil
-		}
-		f[n], packed = packed[:i], packed[i+1:]
-		n++
-	}
-	if strings.IndexByte(packed, packedSep) >= 0 {
+	if !splitPacked(packed, f[:]) {
 		return e, false, nil
 	}
-	f[n] = packed
 	e = audit.Event{Seq: seq, Time: fromMS(t), Actor: audit.Actor{Kind: audit.ActorKind(f[0]), ID: f[1], Email: f[2]},
 		Action: audit.Action(f[3]), RequestID: f[4], GrantID: f[5], Resource: f[6], Reason: f[7]}
 	if f[8] != "" {

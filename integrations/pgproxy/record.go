@@ -72,8 +72,9 @@ type recorder struct {
 	full    chan struct{} // a batch is queued: the linger may end
 	held    atomic.Int64  // events a lingering recorder holds, for queued
 	done    chan struct{}
-	// lingering, when set (tests), is called as the recorder starts to wait for a batch.
-	lingering func()
+	// lingerClock times the linger: the wall clock (grants.RealClock), not Config.Clock (see
+	// run); tests give it a fake clock.
+	lingerClock grants.Clock
 }
 
 // queued is an event to write, or a finished statement to make one of.
@@ -100,7 +101,7 @@ const defaultLinger = 25 * time.Millisecond
 
 func newRecorder(rec Recorder, log *slog.Logger, batch int, timeout time.Duration, fail func(error), build func(*queuedStatement) *audit.Event) *recorder {
 	return &recorder{rec: rec, log: log, batch: batch, linger: defaultLinger, timeout: timeout, fail: fail, build: build,
-		ch: make(chan queued, 4*batch), full: make(chan struct{}, 1), done: make(chan struct{})}
+		ch: make(chan queued, 4*batch), full: make(chan struct{}, 1), done: make(chan struct{}), lingerClock: grants.RealClock{}}
 }
 
 // errAuditBacklog: the recorder did not accept an event in time.
@@ -179,19 +180,17 @@ func (r *recorder) run(stop <-chan struct{}) {
 			// the queue meanwhile, taken at once when the linger ends or a batch is queued
 			// (put signals full), not one wake-up of this goroutine per event.
 			// Wall time, not Config.Clock: the linger bounds how late an event is written,
-			// it is no time of the record (a fake clock would hold events back).
+			// it is no time of the record (a fake clock of the proxy's would hold events
+			// back); only the recorder's own tests give lingerClock a fake one.
 			select {
 			case <-r.full: // from before this batch: the queue was drained since
 			default:
 			}
 			r.held.Store(int64(len(buf)))
 			if len(r.ch) < r.batch-len(buf) {
-				if r.lingering != nil {
-					r.lingering()
-				}
-				linger := time.NewTimer(r.linger)
+				linger := r.lingerClock.NewTimer(r.linger)
 				select {
-				case <-linger.C:
+				case <-linger.C():
 				case <-r.full:
 				case <-stop:
 				}

@@ -22,11 +22,7 @@ const scramIterations = 4096
 // quotes the statement. (RFC 5802, RFC 7677; PostgreSQL's scram_build_secret.) The password
 // must be ASCII without control characters, for which SASLprep is the identity.
 func scramVerifier(password string) (string, error) {
-	salt := make([]byte, 16)
-	if _, err := rand.Read(salt); err != nil {
-		return "", fmt.Errorf("random salt: %w", err)
-	}
-	return scramVerifierWithSalt(password, salt, scramIterations)
+	return saltedVerifier(password, scramIterations)
 }
 
 // proxyIterations is the PBKDF2 iteration count of a proxied role's verifier.
@@ -44,11 +40,16 @@ const proxyIterations = 16
 // proxyVerifier is the SCRAM-SHA-256 verifier of a proxied role's upstream password, with
 // proxyIterations iterations.
 func proxyVerifier(password string) (string, error) {
+	return saltedVerifier(password, proxyIterations)
+}
+
+// saltedVerifier is password's SCRAM-SHA-256 verifier with a fresh random 16-byte salt.
+func saltedVerifier(password string, iterations int) (string, error) {
 	salt := make([]byte, 16)
 	if _, err := rand.Read(salt); err != nil {
 		return "", fmt.Errorf("random salt: %w", err)
 	}
-	return scramVerifierWithSalt(password, salt, proxyIterations)
+	return scramVerifierWithSalt(password, salt, iterations)
 }
 
 func scramVerifierWithSalt(password string, salt []byte, iterations int) (string, error) {

@@ -118,6 +118,8 @@ func TestIssueFromASpareLogsIn(t *testing.T) {
 			if v := parseVerifier(t, e.storedVerifier(t, role)); v.iterations != scramIterations {
 				t.Errorf("stored verifier has %d iterations, want %d", v.iterations, scramIterations)
 			}
+			// The server trusts 127.0.0.1: logging in alone does not prove the password.
+			checkPasswordMatchesVerifier(t, fields(iss.Credential)["password"], e.storedVerifier(t, iss.Handle.Key))
 			sess, err := pgx.Connect(ctx, fields(iss.Credential)["connection_string"])
 			if err != nil {
 				t.Fatalf("the delivered password does not log in: %v", err)
@@ -351,6 +353,8 @@ func TestIssueWithoutASpare(t *testing.T) {
 			if err != nil {
 				t.Fatalf("issue: %v", err)
 			}
+			// The server trusts 127.0.0.1: logging in alone does not prove the password.
+			checkPasswordMatchesVerifier(t, fields(iss.Credential)["password"], e.storedVerifier(t, iss.Handle.Key))
 			sess, err := pgx.Connect(ctx, fields(iss.Credential)["connection_string"])
 			if err != nil {
 				t.Fatalf("the delivered password does not log in: %v", err)
@@ -399,6 +403,8 @@ func TestAbortedSpareIssueLeavesASpare(t *testing.T) {
 	if e.roleOID(t, RoleName(id, alice)) != oid {
 		t.Error("the issue after Abort did not use the spare given back")
 	}
+	// The server trusts 127.0.0.1: logging in alone does not prove the password.
+	checkPasswordMatchesVerifier(t, fields(iss.Credential)["password"], e.storedVerifier(t, iss.Handle.Key))
 	sess, err := pgx.Connect(ctx, fields(iss.Credential)["connection_string"])
 	if err != nil {
 		t.Fatalf("the delivered password does not log in: %v", err)
@@ -408,7 +414,8 @@ func TestAbortedSpareIssueLeavesASpare(t *testing.T) {
 
 // TestRetriedIssueWithASpareReissues: a grant whose role exists already (a retried issue)
 // fails the spare's rename; the spare stays a spare, back in the pool, and the role gets a
-// new password that logs in.
+// new password (the one delivered: the verifier the server stored is the password's) that
+// logs in.
 func TestRetriedIssueWithASpareReissues(t *testing.T) {
 	e := newEnv(t)
 	p := e.provider(t, Config{})
@@ -430,6 +437,8 @@ func TestRetriedIssueWithASpareReissues(t *testing.T) {
 		if err != nil {
 			t.Fatalf("reissue (prepared %v): %v", prepared, err)
 		}
+		// The server trusts 127.0.0.1: logging in alone does not prove the password.
+		checkPasswordMatchesVerifier(t, fields(iss.Credential)["password"], e.storedVerifier(t, iss.Handle.Key))
 		sess, err := pgx.Connect(ctx, fields(iss.Credential)["connection_string"])
 		if err != nil {
 			t.Fatalf("the reissued password does not log in: %v", err)

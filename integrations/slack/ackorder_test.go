@@ -10,29 +10,46 @@ import (
 	"testing"
 	"time"
 
+	"github.com/accessbroker/accessbroker/audit"
 	"github.com/accessbroker/accessbroker/broker"
 	"github.com/accessbroker/accessbroker/grants"
 	"github.com/accessbroker/accessbroker/grants/sqlstore"
 )
 
-// gatedStore holds every Apply until released, then commits it, and numbers the commits in
-// the sequence shared with the answer's writes.
+// gatedStore holds every Apply until released, then commits it, and numbers the commit of
+// the change that creates a request in the sequence shared with the answer's writes.
 type gatedStore struct {
 	*sqlstore.Store
-	entered   chan struct{}
+	entered   chan *grants.Change // each change as its Apply is held
 	release   chan struct{}
 	seq       *atomic.Int64
-	committed atomic.Int64 // seq at the moment the commit returned (0: not yet)
+	committed atomic.Int64 // seq at the moment the request's change committed (0: not yet)
 }
 
 func (g *gatedStore) Apply(ctx context.Context, c *grants.Change) error {
-	g.entered <- struct{}{}
+	g.entered <- c
 	<-g.release
 	err := g.Store.Apply(ctx, c)
-	if err == nil {
-		g.committed.Store(g.seq.Add(1))
+	if err == nil && createsRequest(c) {
+		// The request's commit, not a later one of the background work: that one may
+		// come before the test looks, after the answer.
+		g.committed.CompareAndSwap(0, g.seq.Add(1))
 	}
 	return err
+}
+
+// createsRequest reports that c creates a request with its request.created event.
+func createsRequest(c *grants.Change) bool {
+	created := false
+	for _, e := range c.Events {
+		created = created || e.Action == audit.ActionRequestCreated
+	}
+	for _, rw := range c.Requests {
+		if rw.Create && created {
+			return true
+		}
+	}
+	return false
 }
 
 // orderedRecorder is a ResponseWriter that numbers its first write in the shared sequence.
@@ -40,7 +57,8 @@ type orderedRecorder struct {
 	*httptest.ResponseRecorder
 	seq     *atomic.Int64
 	mu      sync.Mutex
-	written int64 // seq of the first WriteHeader or Write (0: nothing written)
+	written int64  // seq of the first WriteHeader or Write (0: nothing written)
+	atFirst func() // if set, called as the first write begins, before it goes out
 }
 
 func (r *orderedRecorder) mark() {
@@ -48,7 +66,16 @@ func (r *orderedRecorder) mark() {
 	defer r.mu.Unlock()
 	if r.written == 0 {
 		r.written = r.seq.Add(1)
+		if r.atFirst != nil {
+			r.atFirst()
+		}
 	}
+}
+
+func (r *orderedRecorder) setAtFirst(f func()) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.atFirst = f
 }
 
 func (r *orderedRecorder) first() int64 {
@@ -65,12 +92,13 @@ func (r *orderedRecorder) Write(b []byte) (int, error) {
 
 // TestAckOnlyAfterTheRequestIsDurable: while the store holds the request's write, nothing of
 // the answer is written; the answer comes after the request row and its request.created
-// event are committed.
+// event are committed: the store's Apply has returned, and the row is in the database for
+// another connection to read as the answer's first byte goes out.
 func TestAckOnlyAfterTheRequestIsDurable(t *testing.T) {
 	t.Parallel()
 	e := newE2E(t)
 	var seq atomic.Int64
-	gs := &gatedStore{Store: e.store, entered: make(chan struct{}), release: make(chan struct{}), seq: &seq}
+	gs := &gatedStore{Store: e.store, entered: make(chan *grants.Change), release: make(chan struct{}), seq: &seq}
 	b := broker.New(broker.Deps{Manager: e.mgr, Store: gs, Clock: e.clock, Leases: e.store, Once: e.store, OnCall: e.oncall,
 		Directory: e.dir, Notifier: e.n})
 	v, err := NewVerifier(e.clock, 0, signingSecret)
@@ -88,11 +116,19 @@ func TestAckOnlyAfterTheRequestIsDurable(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second) // a hang guard, not a timing
 	defer cancel()
+	var held string   // the id of the request whose write is held
+	var readErr error // GetRequest(held) as the answer began (set once, under rec.mu)
 	select {
-	case <-gs.entered:
+	case c := <-gs.entered:
+		if !createsRequest(c) {
+			t.Fatalf("the first write held is not the request's: %d requests, %d events", len(c.Requests), len(c.Events))
+		}
+		held = c.Requests[0].Request.ID
 	case <-ctx.Done():
 		t.Fatal("the request was never written")
 	}
+	// The store's readers see committed rows only.
+	rec.setAtFirst(func() { _, readErr = e.store.GetRequest(context.WithoutCancel(ctx), held) })
 	if n := rec.first(); n != 0 {
 		t.Fatalf("the answer was written (%q) while the request's write was held", rec.Body.String())
 	}
@@ -115,12 +151,20 @@ func TestAckOnlyAfterTheRequestIsDurable(t *testing.T) {
 	if c, w := gs.committed.Load(), rec.first(); c == 0 || w == 0 || w < c {
 		t.Fatalf("commit #%d, first write of the answer #%d: the answer must come after the commit", c, w)
 	}
+	rec.mu.Lock()
+	err = readErr
+	rec.mu.Unlock()
+	if err != nil {
+		t.Fatalf("as the answer began, request %s was not committed: %v", held, err)
+	}
 	if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), "received") {
 		t.Fatalf("answer = %d %s", rec.Code, rec.Body.String())
 	}
-	id := requestIDIn(rec.Body.String())
-	if _, err := e.store.GetRequest(t.Context(), id); err != nil {
-		t.Fatalf("request %q named in the answer: %v", id, err)
+	if id := requestIDIn(rec.Body.String()); id != held {
+		t.Fatalf("the answer names request %q, the held write was %s's", id, held)
+	}
+	if _, err := e.store.GetRequest(t.Context(), held); err != nil {
+		t.Fatalf("request %q named in the answer: %v", held, err)
 	}
 	if err := h.Wait(ctx); err != nil {
 		t.Fatal(err)
