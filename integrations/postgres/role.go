@@ -357,32 +357,12 @@ func (p *Provider) RevokeWithResult(ctx context.Context, req grants.RevokeReques
 	if req.Handle.Preexisting {
 		return grants.RevokeResult{}, nil // never set by this provider; honoured per the contract
 	}
-	if name := req.Handle.Data["role"]; name != "" && req.GrantID != "" && ownRole(name, req.GrantID) {
-		// The handle names the role: no lookup of its own, dropRole finds it by name (an
-		// index lookup, in its first round trip). Only if that role is gone does a scan by
-		// the grant id suffix look for another role of the grant (as the read-back does).
-		if _, err := p.ready(ctx); err != nil {
-			return grants.RevokeResult{}, fmt.Errorf("postgres revoke grant %s: %w", req.GrantID, err)
-		}
-		var left leftBehind
-		err := p.dropRole(ctx, grantRole{name: name}, &left)
-		if !errors.Is(err, errVanished) {
-			if err != nil {
-				return left.result(p.orphan), p.scrub(fmt.Errorf("postgres revoke grant %s: role %s: %w", req.GrantID, name, err))
-			}
-			return left.result(p.orphan), nil
-		}
-	}
 	found, err := p.findRoles(ctx, "revoke", req)
 	if err != nil {
 		return grants.RevokeResult{}, err
 	}
 	return p.revokeFound(ctx, req, found)
 }
-
-// errVanished is dropRole's answer for a role given by name only (no oid) that does not
-// exist.
-var errVanished = errors.New("the role does not exist")
 
 // revokeFound drops the grant's roles found already (RevokeWithResult after its lookup).
 func (p *Provider) revokeFound(ctx context.Context, req grants.RevokeRequest, found []grantRole) (grants.RevokeResult, error) {
@@ -485,37 +465,20 @@ func (p *Provider) dropRole(ctx context.Context, r grantRole, left *leftBehind) 
 		}
 		grant += ";\n"
 	}
-	// A role found by findRoles has its oid; one named by the handle only is looked up by
-	// name (regrole, an index lookup) in the same round trip, which also returns its oid.
-	oid := strconv.FormatUint(uint64(r.oid), 10)
-	if r.oid == 0 {
-		oid = "'" + role + "'::regrole::oid" // role: [a-z0-9_] (ownRole), quoted
-	}
-	// One implicit transaction; the oid is a number or the lookup, the role name is quoted.
-	res, err := pc.Exec(ctx, "ALTER ROLE "+role+" NOLOGIN;\n"+grant+"SELECT "+oid+";\n"+terminateSQL(oid)+`;
+	// One implicit transaction; the oid is a number, the role name is quoted.
+	res, err := pc.Exec(ctx, "ALTER ROLE "+role+" NOLOGIN;\n"+grant+terminateSQL(r.oid)+fmt.Sprintf(`;
 		SELECT DISTINCT d.datname, d.datallowconn FROM pg_shdepend s
 			JOIN pg_database d ON d.oid = s.dbid
-			WHERE s.refclassid = 'pg_authid'::regclass AND s.refobjid = `+oid+` ORDER BY 1`).ReadAll()
+			WHERE s.refclassid = 'pg_authid'::regclass AND s.refobjid = %d ORDER BY 1`, r.oid)).ReadAll()
 	if err == nil {
 		err = resultErr(res)
 	}
 	if pgCode(err) == "42704" { // undefined_object: dropped meanwhile
-		if r.oid == 0 {
-			return errVanished
-		}
 		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("take the role's login, end its sessions, find where it owns objects: %w", classify(err))
 	}
-	if len(res) < 5 || len(res[len(res)-5].Rows) != 1 {
-		return fmt.Errorf("take the role's login: unexpected answer (%d results)", len(res))
-	}
-	id, err := strconv.ParseUint(string(res[len(res)-5].Rows[0][0]), 10, 32)
-	if err != nil {
-		return fmt.Errorf("take the role's login: read its oid: %w", err)
-	}
-	r.oid = uint32(id)
 	last := res[len(res)-4:] // terminate, clear snapshot, count, databases
 	n, err := terminated1(last[:3])
 	terminated += n
@@ -563,7 +526,7 @@ func (p *Provider) dropRole(ctx context.Context, r grantRole, left *leftBehind) 
 // if any is (a division by zero: the implicit transaction ends there, so DROP ROLE does
 // not run) and drops the role: five statements, one round trip, one implicit transaction.
 func finalDropSQL(r grantRole) string {
-	return terminateSQL(strconv.FormatUint(uint64(r.oid), 10)) + fmt.Sprintf(`;
+	return terminateSQL(r.oid) + fmt.Sprintf(`;
 		SELECT 1 / (count(*) = 0)::int FROM pg_stat_activity WHERE usesysid = %d;
 		DROP ROLE IF EXISTS %s`, r.oid, quoteIdent(r.name))
 }
@@ -734,14 +697,13 @@ func (p *Provider) cleanDatabase(ctx context.Context, tx pgx.Tx, r grantRole) (r
 	return reassigned, dropped, nil
 }
 
-// terminateSQL ends every session of the role (oid: a number, or an expression of one),
-// drops the statistics snapshot of the
+// terminateSQL ends every session of the role, drops the statistics snapshot of the
 // transaction (pg_stat_activity is read once per transaction otherwise) and counts the
 // sessions left: three statements for a multi-statement round trip.
-func terminateSQL(oid string) string {
-	return fmt.Sprintf(`SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, %d)) FROM pg_stat_activity WHERE usesysid = %s AND pid <> pg_backend_pid();
+func terminateSQL(oid uint32) string {
+	return fmt.Sprintf(`SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, %d)) FROM pg_stat_activity WHERE usesysid = %d AND pid <> pg_backend_pid();
 		SELECT pg_stat_clear_snapshot();
-		SELECT count(*) FROM pg_stat_activity WHERE usesysid = %s`, terminateWait.Milliseconds(), oid, oid)
+		SELECT count(*) FROM pg_stat_activity WHERE usesysid = %d`, terminateWait.Milliseconds(), oid, oid)
 }
 
 // terminated1 reads terminateSQL's three results: sessions ended, and an error if any is left.
