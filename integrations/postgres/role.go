@@ -434,9 +434,10 @@ func (p *Provider) inDatabase(ctx context.Context, db string, fn func(execer) er
 // multi-statement round trip takes away its login, gives the admin the right to act as it,
 // ends its sessions and asks pg_shdepend where it owns objects or holds privileges; when it
 // has none anywhere (the common case) the owned-objects steps are skipped and one more round
-// trip ends any late session before DROP ROLE. Otherwise every such database (and always
-// the configured one) is cleaned first (cleanDatabase). Should anything come to depend on the
-// role meanwhile, DROP ROLE fails (2BP01) and the attempt is retried, then with the cleaning.
+// trip ends any late session and, only if none is left, drops the role (finalDropSQL).
+// Otherwise every such database (and always the configured one) is cleaned first
+// (cleanDatabase). Should anything come to depend on the role meanwhile, DROP ROLE fails
+// (2BP01) and the attempt is retried, then with the cleaning.
 func (p *Provider) dropRole(ctx context.Context, r grantRole, left *leftBehind) error {
 	role := quoteIdent(r.name)
 	var (
@@ -508,25 +509,51 @@ func (p *Provider) dropRole(ctx context.Context, r grantRole, left *leftBehind) 
 		}
 		pc = conn.Conn().PgConn()
 	}
-	// A second sweep, for a session that authenticated just before NOLOGIN and was not yet
-	// visible: once the role is dropped, a non-superuser admin can no longer signal it.
-	n, err = terminate(ctx, pc, r.oid)
+	// A second sweep, for a session that authenticated just before NOLOGIN was committed and
+	// was not yet visible (once the role is dropped, a non-superuser admin can no longer
+	// signal it), and the drop, in one round trip: the drop runs only if no session is left.
+	n, err = finalDrop(ctx, pc, r)
 	terminated += n
 	if err != nil {
-		return classify(err)
-	}
-	if _, err := pc.Exec(ctx, "DROP ROLE IF EXISTS "+role).ReadAll(); err != nil {
-		switch pgCode(err) {
-		case "42704":
-			return nil
-		case "2BP01": // dependent_objects_still_exist
-			return classify(fmt.Errorf("DROP ROLE: objects still depend on the role (created meanwhile?); will retry: %w", err))
-		}
-		return classify(fmt.Errorf("DROP ROLE: %w", err))
+		return err
 	}
 	p.log.InfoContext(ctx, "postgres role dropped", "role", r.name, "sessions_terminated", terminated, "databases_cleaned", dbs,
 		"objects_reassigned", len(left.reassigned), "objects_dropped", len(left.dropped), "orphan_owner", p.orphan)
 	return nil
+}
+
+// finalDropSQL ends the role's sessions once more, counts those left (terminateSQL), stops
+// if any is (a division by zero: the implicit transaction ends there, so DROP ROLE does
+// not run) and drops the role: five statements, one round trip, one implicit transaction.
+func finalDropSQL(r grantRole) string {
+	return terminateSQL(r.oid) + fmt.Sprintf(`;
+		SELECT 1 / (count(*) = 0)::int FROM pg_stat_activity WHERE usesysid = %d;
+		DROP ROLE IF EXISTS %s`, r.oid, quoteIdent(r.name))
+}
+
+// finalDrop runs finalDropSQL: the sessions ended, and an error (to retry) if one survived
+// or the drop failed. A role dropped meanwhile is success.
+func finalDrop(ctx context.Context, pc *pgconn.PgConn, r grantRole) (int, error) {
+	res, err := pc.Exec(ctx, finalDropSQL(r)).ReadAll()
+	if err == nil {
+		err = resultErr(res)
+	}
+	if len(res) >= 3 && res[0].Err == nil && res[1].Err == nil && res[2].Err == nil {
+		if n, aliveErr := terminated1(res[:3]); aliveErr != nil {
+			return n, aliveErr // the guard stopped the drop
+		} else if err == nil {
+			return n, nil
+		}
+	}
+	switch pgCode(err) {
+	case "42704":
+		return 0, nil
+	case "2BP01": // dependent_objects_still_exist
+		return 0, classify(fmt.Errorf("DROP ROLE: objects still depend on the role (created meanwhile?); will retry: %w", err))
+	case "22012": // the guard, though the count said none was left
+		return 0, fmt.Errorf("terminate sessions: a session is still alive; will retry")
+	}
+	return 0, classify(fmt.Errorf("terminate sessions and DROP ROLE: %w", err))
 }
 
 // cleanDatabases runs cleanDatabase, in a transaction, in each of dbs and in the configured
@@ -677,18 +704,6 @@ func terminateSQL(oid uint32) string {
 	return fmt.Sprintf(`SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, %d)) FROM pg_stat_activity WHERE usesysid = %d AND pid <> pg_backend_pid();
 		SELECT pg_stat_clear_snapshot();
 		SELECT count(*) FROM pg_stat_activity WHERE usesysid = %d`, terminateWait.Milliseconds(), oid, oid)
-}
-
-// terminate ends every session of the role and checks that none is left, in one round trip.
-func terminate(ctx context.Context, pc *pgconn.PgConn, oid uint32) (int, error) {
-	res, err := pc.Exec(ctx, terminateSQL(oid)).ReadAll()
-	if err == nil {
-		err = resultErr(res)
-	}
-	if err != nil {
-		return 0, fmt.Errorf("terminate sessions: %w", err)
-	}
-	return terminated1(res)
 }
 
 // terminated1 reads terminateSQL's three results: sessions ended, and an error if any is left.
