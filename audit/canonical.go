@@ -81,6 +81,8 @@ type encoder struct {
 	strict bool
 	err    error      // first error; encoding goes on but the output is discarded
 	kvs    []keyValue // scratch space for sorting evidence entries
+	// evStart and evEnd delimit the evidence object in b after event (equal when none).
+	evStart, evEnd int
 }
 
 // event appends e. withHashes adds hash and prev_hash (export form, never hashed).
@@ -98,9 +100,12 @@ func (w *encoder) event(e *Event, withHashes bool) {
 	w.b = append(w.b, `,"kind":`...)
 	w.str("actor.kind", string(e.Actor.Kind))
 	w.b = append(w.b, '}')
+	w.evStart, w.evEnd = 0, 0
 	if len(e.Evidence) > 0 {
 		w.b = append(w.b, `,"evidence":`...)
+		w.evStart = len(w.b)
 		w.stringMap(e.Evidence)
+		w.evEnd = len(w.b)
 	}
 	w.optional(`,"grant_id":`, "grant_id", e.GrantID)
 	if withHashes {

@@ -283,3 +283,43 @@ func TestNeedsEscapeOrDecode(t *testing.T) {
 		}
 	}
 }
+
+// TestSealEvidence: SealEvidence seals as Seal does and returns the evidence object of the
+// canonical encoding: encoding/json's, HTML escaping off; "" for no evidence.
+func TestSealEvidence(t *testing.T) {
+	prev := Hash{7}
+	for _, ev := range []map[string]string{nil, {}, {"a": "b"}, {"text": "SELECT 1 WHERE a < 2 & b > 1", "order": "3", "q": `"\` + "\n\u2028é"},
+		{"z": "", "": "empty key"}, nil} {
+		e := minimalEvent()
+		e.Evidence = ev
+		want := e
+		if err := Seal(prev, &want); err != nil {
+			t.Fatal(err)
+		}
+		got, err := SealEvidence(prev, &e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Hash != want.Hash || e.PrevHash != prev {
+			t.Errorf("evidence %q: sealed %v after %v, want %v after %v", ev, e.Hash, e.PrevHash, want.Hash, prev)
+		}
+		wantEv := ""
+		if len(ev) > 0 {
+			var buf bytes.Buffer
+			enc := json.NewEncoder(&buf)
+			enc.SetEscapeHTML(false)
+			if err := enc.Encode(ev); err != nil {
+				t.Fatal(err)
+			}
+			wantEv = strings.TrimSuffix(buf.String(), "\n")
+		}
+		if got != wantEv {
+			t.Errorf("evidence %q: got %s, want %s", ev, got, wantEv)
+		}
+	}
+	e := minimalEvent()
+	e.Evidence = map[string]string{"bad": "\xff"}
+	if _, err := SealEvidence(prev, &e); err == nil || e.Hash != (Hash{}) {
+		t.Errorf("invalid UTF-8: err %v, hash %v; want an error and the event unsealed", err, e.Hash)
+	}
+}

@@ -42,6 +42,29 @@ func Seal(prev Hash, e *Event) error {
 	return nil
 }
 
+// SealEvidence is Seal that also returns e's evidence as the chain hashed it: the evidence
+// object of Canonical(*e), "" when e has none. For evidence whose strings hold no '<', '>'
+// or '&' (which encoding/json escapes and the canonical form does not) that is json.Marshal
+// of the map, byte for byte, so a store that keeps evidence as JSON need not encode it a
+// second time (the session proxy appends thousands of events a second).
+func SealEvidence(prev Hash, e *Event) (string, error) {
+	h := hasherPool.Get().(*hasher)
+	sum, err := h.hash(prev, e)
+	var ev string
+	if err == nil && h.w.evEnd > h.w.evStart {
+		ev = string(h.w.b[h.w.evStart:h.w.evEnd])
+	}
+	if cap(h.w.b) <= 64<<10 {
+		hasherPool.Put(h)
+	}
+	if err != nil {
+		return "", fmt.Errorf("audit chain seq %d: %w", e.Seq, err)
+	}
+	e.PrevHash = prev
+	e.Hash = sum
+	return ev, nil
+}
+
 // hasher recomputes chain hashes with one reusable buffer; Verify's inner loop.
 type hasher struct {
 	w encoder

@@ -179,10 +179,9 @@ func (st *txStmts) appendEvents(ctx context.Context, events []*audit.Event) erro
 	// rest one by one through the prepared single-row statement.
 	i := 0
 	for ; i+eventChunk <= len(rows); i += eventChunk {
-		args := make([]any, 0, eventChunk*14)
-		for _, row := range rows[i : i+eventChunk] {
-			args = append(args, row...)
-		}
+		// sealEvents' rows are consecutive in one array: the chunk's arguments are the
+		// first row's slice of it, extended over the chunk.
+		args := rows[i][:eventChunk*eventArgs]
 		if _, err := st.exec(ctx, &st.eventChunk, insertEventChunkSQL, args...); err != nil {
 			if isUnique(err) {
 				return fmt.Errorf("append audit events %d..%d: %w", events[i].Seq, events[i+eventChunk-1].Seq, grants.ErrConflict)
@@ -230,6 +229,10 @@ func sealEvents(h chainHead, events []*audit.Event) ([][]any, error) {
 		return nil, err
 	}
 	seq, headMS, prev := h.seq, h.timeMS, h.hash
+	prevHex := prev.String() // each row's prev_hash is the row before's hash, encoded once
+	// The rows share one backing array, in order, so that SQLite's multi-row INSERT takes
+	// a chunk of them as its arguments without a copy (see appendEvents).
+	flat := make([]any, 0, len(events)*eventArgs)
 	rows := make([][]any, 0, len(events))
 	for _, e := range events {
 		e.Time = e.Time.UTC().Truncate(time.Millisecond)
@@ -242,26 +245,26 @@ func sealEvents(h chainHead, events []*audit.Event) ([][]any, error) {
 		headMS = ms(e.Time)
 		seq++
 		e.Seq = seq
-		if err := audit.Seal(prev, e); err != nil {
+		ev, err := sealEvidence(prev, e)
+		if err != nil {
 			return nil, fmt.Errorf("seal audit event %d: %w", seq, err)
 		}
-		var ev string
-		if len(e.Evidence) > 0 {
-			var err error
-			if ev, err = encodeEvidence(e.Evidence); err != nil {
-				return nil, err
-			}
-		}
-		rows = append(rows, []any{e.Seq, e.ID, ms(e.Time), string(e.Actor.Kind), e.Actor.ID, e.Actor.Email,
-			string(e.Action), e.RequestID, e.GrantID, e.Resource, e.Reason, ev, e.PrevHash.String(), e.Hash.String()})
-		prev = e.Hash
+		hashHex := e.Hash.String()
+		at := len(flat)
+		flat = append(flat, e.Seq, e.ID, ms(e.Time), string(e.Actor.Kind), e.Actor.ID, e.Actor.Email,
+			string(e.Action), e.RequestID, e.GrantID, e.Resource, e.Reason, ev, prevHex, hashHex)
+		rows = append(rows, flat[at:]) // its capacity runs on over the rows after it
+		prev, prevHex = e.Hash, hashHex
 	}
 	return rows, nil
 }
 
-// eventChunk is how many events one multi-row INSERT carries on SQLite (14 parameters each,
-// well under SQLite's limit of 32766).
+// eventChunk is how many events one multi-row INSERT carries on SQLite (eventArgs parameters
+// each, well under SQLite's limit of 32766).
 const eventChunk = 32
+
+// eventArgs is the number of insertEventSQL's arguments: the columns of an audit event.
+const eventArgs = 14
 
 var insertEventChunkSQL = insertEventSQL + strings.Repeat(", (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", eventChunk-1)
 

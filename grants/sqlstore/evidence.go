@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/accessbroker/accessbroker/audit"
 )
 
 // decodeEvidence decodes an audit event's evidence column: a flat JSON object of strings, as
@@ -86,6 +88,22 @@ func scanFlatObject(s string, each func(k, v string) bool) bool {
 			return false
 		}
 	}
+}
+
+// sealEvidence seals e after prev (audit.Seal) and returns its evidence column: json.Marshal
+// of e.Evidence, byte for byte, "" when it has none. The canonical encoding the chain hashes
+// already holds that object for evidence without '<', '>' or '&' (the session proxy's
+// statements), so it is taken from there rather than encoded twice; evidence with any of them
+// is encoded by encodeEvidence, as encoding/json escapes them.
+func sealEvidence(prev audit.Hash, e *audit.Event) (string, error) {
+	ev, err := audit.SealEvidence(prev, e)
+	if err != nil {
+		return "", err
+	}
+	if strings.ContainsAny(ev, "<>&") {
+		return encodeEvidence(e.Evidence)
+	}
+	return ev, nil
 }
 
 // encodeEvidence is json.Marshal of an audit event's evidence, byte for byte: keys sorted,

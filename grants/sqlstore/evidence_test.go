@@ -3,8 +3,12 @@ package sqlstore
 import (
 	"encoding/json"
 	"testing"
+	"time"
+	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/accessbroker/accessbroker/audit"
 )
 
 func TestDecodeEvidenceMatchesEncodingJSON(t *testing.T) {
@@ -64,6 +68,48 @@ func FuzzEncodeEvidence(f *testing.F) {
 			}
 			if got != string(want) {
 				t.Fatalf("encodeEvidence(%q) = %s, json.Marshal = %s", m, got, want)
+			}
+		}
+	})
+}
+
+// FuzzSealEvidence: the evidence column sealEvidence returns is what json.Marshal writes
+// ("" for no evidence), whether it comes from the canonical encoding or from encodeEvidence,
+// and the event is sealed as audit.Seal seals it.
+func FuzzSealEvidence(f *testing.F) {
+	for _, kv := range [][2]string{{"a", "b"}, {"reason", `quotes " and \ backslash`}, {"html", "<b>&</b>"}, {"gt", "a > b"},
+		{"unicode", "é ✓ \u2028"}, {"", ""}, {"ctl", "a\x01b\b\f\t"}, {"text", "SELECT 1 FROM t WHERE a = 'x'"}} {
+		f.Add(kv[0], kv[1], "session_id", "s_1")
+	}
+	prev := audit.Hash{1, 2, 3}
+	f.Fuzz(func(t *testing.T, k1, v1, k2, v2 string) {
+		if !utf8.ValidString(k1) || !utf8.ValidString(v1) || !utf8.ValidString(k2) || !utf8.ValidString(v2) {
+			t.Skip("the chain refuses invalid UTF-8")
+		}
+		for _, m := range []map[string]string{nil, {}, {k1: v1}, {k1: v1, k2: v2}, {k1: v1, k2: v2, "order": "7"}} {
+			want := ""
+			if len(m) > 0 {
+				b, err := json.Marshal(m)
+				if err != nil {
+					t.Fatal(err)
+				}
+				want = string(b)
+			}
+			e := &audit.Event{Seq: 9, ID: "e_1", Time: time.UnixMilli(1764763200000), Actor: audit.Actor{Kind: audit.ActorUser, ID: "U1"},
+				Action: audit.ActionSessionStatement, Evidence: m}
+			wantHash, err := audit.Next(prev, *e)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := sealEvidence(prev, e)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != want {
+				t.Fatalf("sealEvidence(%q) = %s, json.Marshal = %s", m, got, want)
+			}
+			if e.Hash != wantHash || e.PrevHash != prev {
+				t.Fatalf("sealed %v after %v, want %v after %v", e.Hash, e.PrevHash, wantHash, prev)
 			}
 		}
 	})
