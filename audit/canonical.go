@@ -86,7 +86,12 @@ type encoder struct {
 }
 
 // event appends e. withHashes adds hash and prev_hash (export form, never hashed).
-func (w *encoder) event(e *Event, withHashes bool) {
+func (w *encoder) event(e *Event, withHashes bool) { w.eventWith(e, withHashes, "") }
+
+// eventWith is event with the evidence given as its canonical encoding when evidenceJSON is
+// not empty (see StoredEvent; the caller has checked it with CanonicalEvidence), in place of
+// e.Evidence.
+func (w *encoder) eventWith(e *Event, withHashes bool, evidenceJSON string) {
 	w.b = append(w.b, `{"action":`...)
 	w.str("action", string(e.Action))
 	w.b = append(w.b, `,"actor":{`...)
@@ -101,7 +106,12 @@ func (w *encoder) event(e *Event, withHashes bool) {
 	w.str("actor.kind", string(e.Actor.Kind))
 	w.b = append(w.b, '}')
 	w.evStart, w.evEnd = 0, 0
-	if len(e.Evidence) > 0 {
+	if evidenceJSON != "" {
+		w.b = append(w.b, `,"evidence":`...)
+		w.evStart = len(w.b)
+		w.b = append(w.b, evidenceJSON...)
+		w.evEnd = len(w.b)
+	} else if len(e.Evidence) > 0 {
 		w.b = append(w.b, `,"evidence":`...)
 		w.evStart = len(w.b)
 		w.stringMap(e.Evidence)

@@ -99,8 +99,9 @@ func (v *verifier) parallel(ctx context.Context, r Reader, workers int) (paralle
 		go func() {
 			defer wg.Done()
 			h := hasher{w: encoder{b: make([]byte, 0, 1024)}}
+			var buf []StoredEvent // the worker's page, reused
 			for k := range jobs {
-				res := checkChunk(ctx, r, &h, k*size, size, v.opts.PageSize, need)
+				res := checkChunk(ctx, r, &h, &buf, k*size, size, v.opts.PageSize, need)
 				select {
 				case results <- done{k, res}:
 				case <-ctx.Done():
@@ -153,14 +154,16 @@ func (v *verifier) parallel(ctx context.Context, r Reader, workers int) (paralle
 
 // checkChunk reads the rows (from, from+size] in pages of pageSize, as Verify reads them,
 // and checks that they follow each other, link and hash, from the prev_hash the first one
-// claims. It records the chain hash at each seq of need in the chunk.
-func checkChunk(ctx context.Context, r Reader, h *hasher, from, size int64, pageSize int, need []int64) chunkResult {
+// claims. It records the chain hash at each seq of need in the chunk. Pages are read into
+// *buf (through StoredReader when r has it).
+func checkChunk(ctx context.Context, r Reader, h *hasher, buf *[]StoredEvent, from, size int64, pageSize int, need []int64) chunkResult {
 	res := chunkResult{clean: true}
 	var head Hash
 	last := from
 	ni, _ := slices.BinarySearch(need, from+1) // need[ni] is the next seq to record at
 	for last < from+size {
-		page, err := r.ReadEvents(ctx, last, int(min(int64(pageSize), from+size-last)))
+		page, err := readStored(ctx, r, last, int(min(int64(pageSize), from+size-last)), *buf)
+		*buf = page
 		if err != nil {
 			res.err = fmt.Errorf("read events after seq %d: %w", last, err)
 			return res
@@ -178,7 +181,7 @@ func checkChunk(ctx context.Context, r Reader, h *hasher, from, size int64, page
 				res.clean = false
 				return res
 			}
-			sum, err := h.hash(head, e)
+			sum, err := h.hashStored(head, e)
 			if err != nil || sum != e.Hash {
 				res.clean = false
 				return res

@@ -2,11 +2,13 @@ package audit
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -46,8 +48,41 @@ func (g *gatedLog) ReadEvents(ctx context.Context, after int64, limit int) ([]Ev
 	return g.MemLog.ReadEvents(ctx, after, limit)
 }
 
-// verifyBoth verifies m one row after the other (a plain MemLog) and in parallel chunks, and
-// fails unless both give the same Result, to the word.
+// storedLog is a parallelLog that is also a StoredReader, as grants/sqlstore is: the
+// evidence of each event comes back as the text json.Marshal writes for it when that text is
+// canonical (CanonicalEvidence), and decoded otherwise.
+type storedLog struct {
+	*parallelLog
+	stored, asText atomic.Int64 // events read through ReadStored; of them, with EvidenceJSON
+}
+
+func (s *storedLog) ReadStored(ctx context.Context, after int64, limit int, buf []StoredEvent) ([]StoredEvent, error) {
+	page, err := s.parallelLog.ReadEvents(ctx, after, limit)
+	if err != nil {
+		return buf[:0], err
+	}
+	buf = buf[:0]
+	for _, e := range page {
+		se := StoredEvent{Event: e}
+		if len(e.Evidence) > 0 {
+			b, err := json.Marshal(e.Evidence)
+			if err != nil {
+				return buf, err
+			}
+			if CanonicalEvidence(string(b)) {
+				se.Evidence, se.EvidenceJSON = nil, string(b)
+				s.asText.Add(1)
+			}
+		}
+		s.stored.Add(1)
+		buf = append(buf, se)
+	}
+	return buf, nil
+}
+
+// verifyBoth verifies m one row after the other (a plain MemLog) and in parallel chunks,
+// through ReadEvents and through ReadStored, and fails unless all give the same Result, to
+// the word.
 func verifyBoth(t *testing.T, m *MemLog, opts VerifyOptions, reads, chunkPages int) Result {
 	t.Helper()
 	pub := PublicKeyOf(testKey())
@@ -67,7 +102,135 @@ func verifyBoth(t *testing.T, m *MemLog, opts VerifyOptions, reads, chunkPages i
 	if p.running != 0 {
 		t.Errorf("%d reads still running after Verify returned", p.running)
 	}
+	sl := &storedLog{parallelLog: &parallelLog{MemLog: m, reads: reads}}
+	stored, err := Verify(t.Context(), sl, pub, opts)
+	if err != nil {
+		t.Fatalf("parallel Verify through ReadStored: %v", err)
+	}
+	if d := cmp.Diff(want, stored); d != "" {
+		t.Fatalf("parallel Verify through ReadStored (reads %d, chunks of %d pages of %d) differs (-one by one +parallel):\n%s", reads, chunkPages, opts.PageSize, d)
+	}
+	if sl.running != 0 {
+		t.Errorf("%d reads still running after Verify returned", sl.running)
+	}
 	return got
+}
+
+// TestVerifyParallelReadsStored: an intact log is checked through ReadStored, every event of
+// it, and the evidence of every event that has some is hashed as its stored text.
+func TestVerifyParallelReadsStored(t *testing.T) {
+	t.Parallel()
+	m := buildLog(t, 3000, 100)
+	withEvidence := int64(0)
+	for _, e := range m.Events {
+		if len(e.Evidence) > 0 {
+			withEvidence++
+		}
+	}
+	sl := &storedLog{parallelLog: &parallelLog{MemLog: m, reads: 2}}
+	opts := VerifyOptions{PageSize: 50, RequireCheckpoint: true, CheckpointEvery: 100, chunkPages: 2}
+	res, err := Verify(t.Context(), sl, PublicKeyOf(testKey()), opts)
+	if err != nil || !res.OK || res.Events != 3000 {
+		t.Fatalf("Verify = %s, %v", res, err)
+	}
+	if runtime.GOMAXPROCS(0) == 1 {
+		t.Skip("one core: Verify reads row by row")
+	}
+	if got := sl.stored.Load(); got != 3000 {
+		t.Errorf("%d events read through ReadStored, want all 3000", got)
+	}
+	if got := sl.asText.Load(); withEvidence == 0 || got != withEvidence {
+		t.Errorf("%d events with evidence as text, want the %d that have evidence", got, withEvidence)
+	}
+}
+
+// TestCanonicalEvidence: CanonicalEvidence accepts exactly the texts that are the canonical
+// encoding of the map they denote. For random texts built from pieces that make them
+// almost canonical, every accepted one decodes (encoding/json) to a map whose canonical
+// encoding is that very text.
+func TestCanonicalEvidence(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		s    string
+		want bool
+	}{
+		{`{"a":"1"}`, true},
+		{`{"a":"1","b":""}`, true},
+		{`{"":"x","a":"y"}`, true},
+		{`{"caf\u00e9":"1"}`, false},
+		{`{"café":"日本 😀"}`, true},
+		{`{"a":"<&>"}`, true},
+		{`{}`, false},
+		{``, false},
+		{`{"b":"1","a":"2"}`, false}, // not sorted
+		{`{"a":"1","a":"2"}`, false}, // duplicate key
+		{`{"a":"1",}`, false},
+		{`{"a":"1"} `, false},
+		{`{ "a":"1"}`, false},
+		{`{"a": "1"}`, false},
+		{`{"a":1}`, false},
+		{`{"a":"x\"y"}`, false},
+		{`{"a":"x\ny"}`, false},
+		{"{\"a\":\"x\ny\"}", false},
+		{"{\"a\":\"x\x1fy\"}", false},
+		{"{\"a\":\"\u2028\"}", false},
+		{"{\"a\":\"\u2029\"}", false},
+		{"{\"a\":\"\xff\"}", false},
+		{"{\"\xc3\":\"1\"}", false},
+		{`{"a":"1""b":"2"}`, false},
+		{`{"a""1"}`, false},
+		{`{"a":"1"`, false},
+		{`{"a`, false},
+	} {
+		if got := CanonicalEvidence(tc.s); got != tc.want {
+			t.Errorf("CanonicalEvidence(%q) = %v, want %v", tc.s, got, tc.want)
+		}
+	}
+	pieces := []string{`{`, `}`, `"`, `:`, `,`, `a`, `b`, `ab`, `é`, "\u2028", "\x1f", `\`, `\"`, "\xff", ` `, `1`}
+	rng := rand.New(rand.NewPCG(16, 5))
+	accepted := 0
+	for range 200000 {
+		var b []byte
+		switch rng.IntN(2) {
+		case 0: // pieces anywhere
+			for range 1 + rng.IntN(12) {
+				b = append(b, pieces[rng.IntN(len(pieces))]...)
+			}
+		default: // an object of a few entries made of pieces
+			b = append(b, '{')
+			for i := range 1 + rng.IntN(3) {
+				if i > 0 {
+					b = append(b, ',')
+				}
+				for range 2 {
+					b = append(b, '"')
+					for range rng.IntN(3) {
+						b = append(b, pieces[5+rng.IntN(len(pieces)-5)]...)
+					}
+					b = append(b, '"', ':')
+				}
+				b = b[:len(b)-1]
+			}
+			b = append(b, '}')
+		}
+		s := string(b)
+		if !CanonicalEvidence(s) {
+			continue
+		}
+		accepted++
+		var m map[string]string
+		if err := json.Unmarshal(b, &m); err != nil {
+			t.Fatalf("CanonicalEvidence(%q) = true, but it is not a JSON object of strings: %v", s, err)
+		}
+		w := encoder{strict: true}
+		w.stringMap(m)
+		if w.err != nil || len(m) == 0 || string(w.b) != s {
+			t.Fatalf("CanonicalEvidence(%q) = true, but its map encodes to %q (%v)", s, w.b, w.err)
+		}
+	}
+	if accepted < 1000 {
+		t.Fatalf("only %d random texts were canonical: the generator no longer tests much", accepted)
+	}
 }
 
 // TestVerifyParallelMatchesSequential: every tamper probe gives the same verdict, first bad
@@ -174,4 +337,63 @@ func TestVerifyParallelRandomTamper(t *testing.T) {
 			}
 		})
 	}
+}
+
+// evidenceTextLog is a StoredReader that returns, for one seq, evidence text that is not
+// canonical but makes the event's encoding that of another event.
+type evidenceTextLog struct {
+	*parallelLog
+	seq  int64
+	text string
+}
+
+func (l *evidenceTextLog) ReadStored(ctx context.Context, after int64, limit int, buf []StoredEvent) ([]StoredEvent, error) {
+	page, err := l.parallelLog.ReadEvents(ctx, after, limit)
+	buf = buf[:0]
+	for _, e := range page {
+		se := StoredEvent{Event: e}
+		if e.Seq == l.seq {
+			se.Evidence, se.EvidenceJSON = nil, l.text
+		}
+		buf = append(buf, se)
+	}
+	return buf, err
+}
+
+// TestVerifyStoredChecksEvidenceText: evidence text is hashed as it is only when it is
+// canonical. Text that carries another field after the object (what a store reading a
+// column an attacker wrote could pass on, were it not checked) would hash to the genuine
+// event whose grant id was blanked; the row is checked again through ReadEvents instead,
+// which sees the edit.
+func TestVerifyStoredChecksEvidenceText(t *testing.T) {
+	t.Parallel()
+	m := buildLog(t, 300, 100)
+	const seq = 151
+	e := at(t, m, seq)
+	if e.GrantID == "" || len(e.Evidence) == 0 {
+		t.Fatalf("seq %d: want an event with a grant id and evidence, have %+v", seq, e)
+	}
+	w := encoder{strict: true}
+	w.stringMap(e.Evidence)
+	text := string(w.b) + `,"grant_id":` + jsonString(e.GrantID)
+	e.GrantID = "" // the edit: ReadEvents returns the event without its grant id
+	opts := VerifyOptions{PageSize: 10, RequireCheckpoint: true, chunkPages: 2}
+	pub := PublicKeyOf(testKey())
+	want, err := Verify(t.Context(), m, pub, opts)
+	if err != nil || want.OK {
+		t.Fatalf("one by one: %s, %v; want damage", want, err)
+	}
+	got, err := Verify(t.Context(), &evidenceTextLog{parallelLog: &parallelLog{MemLog: m, reads: 2}, seq: seq, text: text}, pub, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Fatalf("through ReadStored (-one by one +stored):\n%s", d)
+	}
+}
+
+func jsonString(s string) string {
+	w := encoder{strict: true}
+	w.str("test", s)
+	return string(w.b)
 }

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/accessbroker/accessbroker/audit"
 	"github.com/accessbroker/accessbroker/grants"
 	"github.com/accessbroker/accessbroker/grants/sqlstore"
@@ -115,15 +117,37 @@ func bigLog(b *testing.B) string {
 
 // pgBigLog fills a fresh PostgreSQL schema with the same 1,000,000 events as bigLog (read
 // back from it, sealed again as the store appends them) and a final signed checkpoint.
+// With $ACCESSBROKER_VERIFY_BENCH_PG_SCHEMA (and $ACCESSBROKER_VERIFY_BENCH_DB) the schema
+// of that name is kept, and reused by later runs and other commits' binaries once it holds
+// the log (filling it takes minutes).
 func pgBigLog(b *testing.B) *sqlstore.Store {
 	b.Helper()
-	src, err := sqlstore.Open(context.Background(), "sqlite", "file:"+bigLog(b), grants.RealClock{}, nil)
+	path := bigLog(b)
+	ctx := context.Background()
+	var s *sqlstore.Store
+	if name := os.Getenv("ACCESSBROKER_VERIFY_BENCH_PG_SCHEMA"); name != "" && os.Getenv("ACCESSBROKER_VERIFY_BENCH_DB") != "" {
+		c := pgConn(b, pgDSN(b))
+		if _, err := c.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+pgx.Identifier{name}.Sanitize()); err != nil {
+			b.Fatal(err)
+		}
+		s = openPG(b, withParams(b, pgDSN(b), map[string]string{"search_path": name, "pool_max_conns": "4"}), grants.RealClock{})
+		if seq, _, _, err := s.Head(ctx); err != nil {
+			b.Fatal(err)
+		} else if seq == 1_000_000 {
+			if _, ok, err := s.LastCheckpoint(ctx); err == nil && ok {
+				return s
+			}
+		} else if seq != 0 {
+			b.Fatalf("schema %s holds %d events: drop it (DROP SCHEMA %s CASCADE) to fill it again", name, seq, name)
+		}
+	} else {
+		s = openPG(b, withParams(b, newPGSchema(b), map[string]string{"pool_max_conns": "4"}), grants.RealClock{})
+	}
+	src, err := sqlstore.Open(context.Background(), "sqlite", "file:"+path, grants.RealClock{}, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer src.Close()
-	s := openPG(b, withParams(b, newPGSchema(b), map[string]string{"pool_max_conns": "4"}), grants.RealClock{})
-	ctx := context.Background()
 	for after := int64(0); ; {
 		evs, err := src.ReadEvents(ctx, after, 5000)
 		if err != nil {
