@@ -203,10 +203,24 @@ var breaks = []struct {
 		failing: []string{"github-team:infra-admins"}, says: "neither an owner of acme nor a maintainer"},
 	{name: "github unreachable", brk: func(t *testing.T, e *depsEnv) { t.Setenv("AB_GITHUB_API_URL", "http://127.0.0.1:1/") },
 		failing: []string{"github-team:infra-admins"}, says: "connection refused"},
-	{name: "postgres unreachable", brk: func(t *testing.T, e *depsEnv) { e.pg.Down() },
+	// Port 1, not the proxy taken down: a port given back to the system can be bound by
+	// another test's listener meanwhile, which then answers ("unexpected EOF", seen in a run
+	// under load) where nothing should.
+	{name: "postgres unreachable", brk: func(t *testing.T, e *depsEnv) { t.Setenv("AB_PG_ADMIN_DSN", unreachableDSN(t)) },
 		failing: []string{"postgres:prod-db"}, says: "connection refused"},
 	{name: "postgres role missing", brk: func(t *testing.T, e *depsEnv) { t.Setenv("AB_PG_ROLE", "abdeps_no_such_role") },
 		failing: []string{"postgres:prod-db"}, says: `roles ["abdeps_no_such_role"] do not exist`},
+}
+
+// unreachableDSN is AB_PG_ADMIN_DSN pointed at 127.0.0.1:1, where nothing listens.
+func unreachableDSN(t *testing.T) string {
+	t.Helper()
+	u, err := url.Parse(os.Getenv("AB_PG_ADMIN_DSN"))
+	if err != nil || u.Host == "" {
+		t.Fatalf("AB_PG_ADMIN_DSN %v: not a URL with a host", err)
+	}
+	u.Host = "127.0.0.1:1"
+	return u.String()
 }
 
 // secretsOf are the values no output may contain.
