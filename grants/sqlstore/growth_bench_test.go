@@ -23,16 +23,24 @@ var (
 
 // pastStore builds (once per run, through Store.Apply) a SQLite store with a past: 100,000
 // revoked grants of one resource, each with its grant.revoked event, and filler events up to
-// 1,000,000 events in all (#16.7).
+// 1,000,000 events in all (#16.7). With ACCESSBROKER_GROWTH_BENCH_DB=FILE it is kept in FILE
+// and reused by later runs (and other commits' test binaries) when FILE exists.
 func pastStore(b *testing.B) string {
 	b.Helper()
 	pastOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "ab-growth")
-		if err != nil {
-			pastErr = err
-			return
+		if keep := os.Getenv("ACCESSBROKER_GROWTH_BENCH_DB"); keep != "" {
+			pastPath = keep
+			if _, err := os.Stat(keep); err == nil {
+				return
+			}
+		} else {
+			dir, err := os.MkdirTemp("", "ab-growth")
+			if err != nil {
+				pastErr = err
+				return
+			}
+			pastPath = filepath.Join(dir, "past.db")
 		}
-		pastPath = filepath.Join(dir, "past.db")
 		s, err := sqlstore.Open(context.Background(), "sqlite", "file:"+pastPath, grants.RealClock{}, nil)
 		if err != nil {
 			pastErr = err
@@ -125,7 +133,7 @@ func BenchmarkGrantLifecycle(b *testing.B) {
 			for b.Loop() {
 				i++
 				now := time.Now().UTC().Truncate(time.Millisecond)
-				g := &grants.Grant{ID: grants.NewID("g"), Resource: "prod-db", Provider: "fake", State: grants.StateIssuing,
+				g := &grants.Grant{ID: grants.NewCompactOrderedID("g", now), Resource: "prod-db", Provider: "fake", State: grants.StateIssuing,
 					Person: grants.Person{SlackUserID: fmt.Sprintf("U%04d", i%500)}, Reason: "bench",
 					CreatedAt: now, ExpiresAt: now.Add(-time.Millisecond), DueAt: now.Add(-time.Millisecond)}
 				if err := s.Apply(ctx, &grants.Change{Grants: []grants.GrantWrite{{Grant: g, Create: true}},
