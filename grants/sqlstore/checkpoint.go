@@ -6,6 +6,7 @@ import (
 	"database/sql/driver"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"sync/atomic"
 
@@ -31,10 +32,11 @@ import (
 //     checkpoint that copied every frame. So once the WAL holds walHardPages frames (what
 //     the last checkpoint reported, plus what was appended since), the checkpointer runs
 //     wal_checkpoint(RESTART): it waits for the writer's transaction in flight and for
-//     readers (up to walTruncateWaitMS), copies the rest (what the passive ones left, little)
-//     and makes the next commit write the WAL from its beginning again. The file keeps its
-//     length, so commits overwrite it in place rather than grow it (growing a file makes
-//     each fsync also write the file system's metadata).
+//     readers (new writes wait meanwhile, so at most walRestartWaitMS; past that it copies
+//     what it can, as a passive one does, and the next attempt tries again), copies the rest
+//     (what the passive ones left, little) and makes the next commit write the WAL from its
+//     beginning again. The file keeps its length, so commits overwrite it in place rather
+//     than grow it (growing a file makes each fsync also write the file system's metadata).
 //   - A writer that finds twice walHardPages frames in the WAL after its commit (the
 //     RESTART could not finish: a reader held it up) waits for the next attempt before it
 //     returns, so writes cannot outrun checkpoints; that attempt is a TRUNCATE, which also
@@ -51,6 +53,7 @@ import (
 const (
 	walSoftPages      = 1000 // SQLite's own automatic checkpoint threshold
 	walHardPages      = 4000 // 16 MiB of WAL with 4 KiB pages
+	walRestartWaitMS  = 50
 	walTruncateWaitMS = 2000
 )
 
@@ -153,8 +156,25 @@ func (c *checkpointer) run() {
 // checkpoint runs one checkpoint and returns the frames in the WAL it saw (0 after a
 // RESTART or TRUNCATE that copied them all: the WAL starts over).
 func (c *checkpointer) checkpoint(mode string) (walFrames int, err error) {
+	ctx := context.Background()
+	conn, err := c.db.Conn(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("wal_checkpoint(%s): %w", mode, err)
+	}
+	defer conn.Close()
+	// How long it waits for the writer and for readers (its busy handler) while it blocks
+	// new writes: briefly for a RESTART (past that it copies what it can, as a passive one
+	// does, and the next attempt tries again), longer for a TRUNCATE, which the writer waits
+	// for anyway.
+	wait := walRestartWaitMS
+	if mode == "TRUNCATE" {
+		wait = walTruncateWaitMS
+	}
+	if _, err := conn.ExecContext(ctx, "PRAGMA busy_timeout = "+strconv.Itoa(wait)); err != nil {
+		return 0, fmt.Errorf("wal_checkpoint(%s): %w", mode, err)
+	}
 	var busy, log, copied int
-	if err := c.db.QueryRowContext(context.Background(), "PRAGMA wal_checkpoint("+mode+")").Scan(&busy, &log, &copied); err != nil {
+	if err := conn.QueryRowContext(ctx, "PRAGMA wal_checkpoint("+mode+")").Scan(&busy, &log, &copied); err != nil {
 		return 0, fmt.Errorf("wal_checkpoint(%s): %w", mode, err)
 	}
 	switch mode {
@@ -171,7 +191,9 @@ func (c *checkpointer) checkpoint(mode string) (walFrames int, err error) {
 	case mode == "PASSIVE":
 		return log, nil
 	case busy != 0:
-		c.log.Warn("sqlite WAL checkpoint could not start the WAL over: a read transaction is open", "mode", mode, "frames", log, "copied", copied)
+		if mode == "TRUNCATE" {
+			c.log.Warn("sqlite WAL checkpoint could not empty the WAL: a read transaction stayed open", "frames", log, "copied", copied)
+		}
 		return log, nil
 	default:
 		return 0, nil // copied everything: the next commit writes the WAL from its start
