@@ -315,7 +315,7 @@ func (c *ActivityCollector) collectOne(ctx context.Context, src *CollectorSource
 	}
 	for _, it := range batch.Items {
 		if it.Event.ID == "" {
-			it.Event.ID = NewID("e")
+			it.Event.ID = NewOrderedID("e", now)
 		}
 		if it.Event.Time.IsZero() {
 			it.Event.Time = now

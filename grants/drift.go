@@ -494,7 +494,7 @@ func (d *DriftReconciler) checkGrant(ctx context.Context, p Provider, g Grant, l
 func (d *DriftReconciler) event(now time.Time, action audit.Action, f *DriftFinding, reason string, extra map[string]string) *audit.Event {
 	it := f.Access
 	return &audit.Event{
-		ID: NewID("e"), Time: now, Actor: systemActor, Action: action, GrantID: it.GrantID, Resource: f.Resource, Reason: reason,
+		ID: NewOrderedID("e", now), Time: now, Actor: systemActor, Action: action, GrantID: it.GrantID, Resource: f.Resource, Reason: reason,
 		Evidence: mergeEvidence(extra, map[string]string{
 			"key": it.Key, "access": it.Name, "person": it.Person.Label(), "drift_action": string(d.opts.Action),
 		}),

@@ -144,7 +144,7 @@ func (m *Manager) Issue(ctx context.Context, in IssueInput) (Grant, Credential, 
 	}
 	lease := now.Add(m.opts.IssueTimeout)
 	g := &Grant{
-		ID: NewID("g"), Resource: res.Name, Provider: res.Provider, Person: in.Person,
+		ID: NewCompactOrderedID("g", now), Resource: res.Name, Provider: res.Provider, Person: in.Person,
 		State: StateIssuing, Reason: in.Reason, IncidentID: in.IncidentID,
 		CreatedAt: now, ExpiresAt: exp,
 		DueAt: lease, ClaimedBy: m.opts.Instance, ClaimedTo: lease,
@@ -499,7 +499,7 @@ func (m *Manager) event(now time.Time, actor audit.Actor, action audit.Action, g
 // NewGrantEvent builds the audit event for a change to g.
 func NewGrantEvent(now time.Time, actor audit.Actor, action audit.Action, g *Grant, reason string, evidence map[string]string) *audit.Event {
 	return &audit.Event{
-		ID: NewID("e"), Time: now.UTC().Truncate(time.Millisecond), Actor: actor, Action: action,
+		ID: NewOrderedID("e", now), Time: now.UTC().Truncate(time.Millisecond), Actor: actor, Action: action,
 		RequestID: g.RequestID, GrantID: g.ID, Resource: g.Resource, Reason: reason,
 		Evidence: mergeEvidence(evidence, map[string]string{"person": g.Person.Label()}),
 	}
@@ -507,7 +507,7 @@ func NewGrantEvent(now time.Time, actor audit.Actor, action audit.Action, g *Gra
 
 func (m *Manager) stamp(now time.Time, e *audit.Event) {
 	if e.ID == "" {
-		e.ID = NewID("e")
+		e.ID = NewOrderedID("e", now)
 	}
 	if e.Time.IsZero() {
 		e.Time = now

@@ -2,6 +2,7 @@ package sqlstore
 
 import (
 	"database/sql"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -31,14 +32,34 @@ func TestLiveGrantsOfAHandleUseTheHandleIndex(t *testing.T) {
 	}
 }
 
-// TestPendingCapQueryUsesTheUserIndex: the pending-cap check of a group commit reads the
-// pending requests of all its requesters through the requests' user index, not by scanning
-// every request.
-func TestPendingCapQueryUsesTheUserIndex(t *testing.T) {
+// TestPendingCapQueryUsesTheUserStateIndex: the pending-cap check of a group commit reads
+// the pending requests of its requesters through requests_user_state (slack_user, state),
+// not every request the person ever made (requests_slack_user) nor every pending request of
+// everybody (requests_state): on an empty store, and on one where the requesters have a long
+// history of decided requests and the planner has statistics (#16.7).
+func TestPendingCapQueryUsesTheUserStateIndex(t *testing.T) {
 	t.Parallel()
-	s := openPlanStore(t)
-	if p := queryPlan(t, s.r, pendingOfUsersSQL, `["U1","U2"]`, string(grants.RequestPending), 0); !strings.Contains(p, "USING INDEX requests_slack_user (slack_user=?)") {
-		t.Errorf("plan %q does not look the users up in requests_slack_user", p)
+	for _, history := range []bool{false, true} {
+		t.Run(fmt.Sprintf("history=%v", history), func(t *testing.T) {
+			t.Parallel()
+			s := openPlanStore(t)
+			if history {
+				// 20,000 requests of 20 people, all but 40 decided, then ANALYZE.
+				if _, err := s.w.ExecContext(t.Context(), `WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i+1 FROM n WHERE i < 19999)
+					INSERT INTO requests(id, requester, slack_user, resource, duration_ms, reason, source, state, approvals,
+						incident_id, evidence, external_key, notify, created_at, decided_at, expires_at, version, updated_at)
+					SELECT 'r_' || i, '{}', 'U' || (i % 20), 'prod-db', 3600000, 'x', 'slack',
+						CASE WHEN i % 500 = 0 THEN 'pending' ELSE 'approved' END, '[]', '', '', NULL, '', i, i, i + 3600000, 1, i FROM n`); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := s.w.ExecContext(t.Context(), `ANALYZE`); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if p := queryPlan(t, s.r, pendingOfUsersSQL, `["U1","U2"]`, string(grants.RequestPending), 0); !strings.Contains(p, "USING INDEX requests_user_state (slack_user=? AND state=?)") {
+				t.Errorf("plan %q does not look the users' pending requests up in requests_user_state", p)
+			}
+		})
 	}
 }
 

@@ -70,8 +70,10 @@ type Store struct {
 
 	commits *groupCommit // every Apply
 
-	// SQLite only: the connectors of w and r, which cache prepared statements per connection.
+	// SQLite only: the connectors of w and r, which cache prepared statements per connection,
+	// and the WAL checkpointer (nil when read-only).
 	wstmts, rstmts *stmtCacheConnector
+	ckpt           *checkpointer
 }
 
 var _ grants.Store = (*Store)(nil)
@@ -109,6 +111,11 @@ func Open(ctx context.Context, driver, dsn string, clock grants.Clock, logger *s
 }
 
 func openSQLite(ctx context.Context, dsn string, clock grants.Clock, logger *slog.Logger) (*Store, error) {
+	return openSQLiteWith(ctx, dsn, clock, logger, defaultWALLimits)
+}
+
+// openSQLiteWith is openSQLite with the WAL checkpointer's limits (see checkpoint.go).
+func openSQLiteWith(ctx context.Context, dsn string, clock grants.Clock, logger *slog.Logger, lim walLimits) (*Store, error) {
 	full, err := sqliteDSN(dsn)
 	if err != nil {
 		return nil, err
@@ -124,8 +131,9 @@ func openSQLite(ctx context.Context, dsn string, clock grants.Clock, logger *slo
 	// transaction changes (the grant, request and audit rows and their indexes), which it
 	// writes out at commit and need not keep; with the readers' 32 MiB it grew with the
 	// database to most of the process's memory (#16.6). The readers keep theirs for scans.
-	// Both keep their prepared statements per connection (stmtcache.go).
-	wc, err := sqlite.NewConnector(withCacheSize(full, writerCacheKiB))
+	// Both keep their prepared statements per connection (stmtcache.go). The writer never
+	// checkpoints the WAL: the checkpointer does, on a connection of its own (checkpoint.go).
+	wc, err := sqlite.NewConnector(withPragma(withCacheSize(full, writerCacheKiB), "wal_autocheckpoint(0)"))
 	if err != nil {
 		return nil, fmt.Errorf("open sqlite %s: %w", dsn, err)
 	}
@@ -135,6 +143,17 @@ func openSQLite(ctx context.Context, dsn string, clock grants.Clock, logger *slo
 	}
 	s := &Store{dialect: dialectSQLite, clock: clock, log: logger,
 		wstmts: newStmtCacheConnector(wc, stmtCacheSize), rstmts: newStmtCacheConnector(rc, stmtCacheSize)}
+	if lim.soft > 0 && !readOnly {
+		cc, err := sqlite.NewConnector(withBusyTimeout(withCacheSize(full, checkpointerCacheKiB), walTruncateWaitMS))
+		if err != nil {
+			return nil, fmt.Errorf("open sqlite %s: %w", dsn, err)
+		}
+		cdb := sql.OpenDB(cc)
+		cdb.SetMaxOpenConns(1)
+		cdb.SetConnMaxIdleTime(0)
+		s.ckpt = newCheckpointer(cdb, lim, logger)
+		s.wstmts.afterWrite = s.ckpt.wrote
+	}
 	s.w = sql.OpenDB(s.wstmts)
 	s.w.SetMaxOpenConns(1)
 	s.w.SetConnMaxIdleTime(0)
@@ -155,14 +174,28 @@ func openSQLite(ctx context.Context, dsn string, clock grants.Clock, logger *slo
 
 // Page cache sizes (KiB) of SQLite's connections.
 const (
-	readerCacheKiB = 32768
-	writerCacheKiB = 4096
+	readerCacheKiB       = 32768
+	writerCacheKiB       = 4096
+	checkpointerCacheKiB = 256 // a checkpoint copies WAL frames to the file, not through the cache
 )
 
 // withCacheSize returns a DSN made by sqliteDSN with another cache_size.
 func withCacheSize(full string, kib int) string {
 	return strings.Replace(full, url.QueryEscape(fmt.Sprintf("cache_size(-%d)", readerCacheKiB)), url.QueryEscape(fmt.Sprintf("cache_size(-%d)", kib)), 1)
 }
+
+// withBusyTimeout returns a DSN made by sqliteDSN with another busy_timeout.
+func withBusyTimeout(full string, ms int) string {
+	return strings.Replace(full, url.QueryEscape(fmt.Sprintf("busy_timeout(%d)", busyTimeoutMS)), url.QueryEscape(fmt.Sprintf("busy_timeout(%d)", ms)), 1)
+}
+
+// withPragma returns a DSN made by sqliteDSN with one more pragma, run after the others.
+func withPragma(full, pragma string) string {
+	return full + "&_pragma=" + url.QueryEscape(pragma)
+}
+
+// busyTimeoutMS is how long a SQLite connection waits for a lock before it fails.
+const busyTimeoutMS = 10000
 
 func sqliteDSN(dsn string) (string, error) {
 	if strings.TrimSpace(dsn) == "" {
@@ -181,7 +214,7 @@ func sqliteDSN(dsn string) (string, error) {
 	q := u.Query()
 	q.Add("_pragma", "journal_mode(WAL)")
 	q.Add("_pragma", "synchronous(FULL)")
-	q.Add("_pragma", "busy_timeout(10000)")
+	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", busyTimeoutMS))
 	q.Add("_pragma", "foreign_keys(ON)")
 	q.Add("_pragma", fmt.Sprintf("cache_size(-%d)", readerCacheKiB)) // 32 MiB of pages per reading connection: fewer reads for scans
 	q.Add("_pragma", "mmap_size(268435456)")
@@ -201,7 +234,11 @@ func (s *Store) Close() error {
 		s.pool.Close()
 		return err
 	}
-	return errors.Join(s.w.Close(), s.r.Close())
+	var cerr error
+	if s.ckpt != nil {
+		cerr = s.ckpt.close()
+	}
+	return errors.Join(cerr, s.w.Close(), s.r.Close())
 }
 
 // Driver returns "sqlite" or "postgres".

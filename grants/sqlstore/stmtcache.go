@@ -41,6 +41,10 @@ type stmtCacheConnector struct {
 	size int // statements cached per connection; 0 caches none (every use prepares)
 
 	prepared atomic.Int64 // statements the driver prepared, for tests and diagnostics
+
+	// afterWrite, if set, is called with the driver's connection after each commit and each
+	// statement run outside a transaction (the WAL checkpointer counts the pages written).
+	afterWrite func(driver.Conn)
 }
 
 func newStmtCacheConnector(base driver.Connector, size int) *stmtCacheConnector {
@@ -83,6 +87,7 @@ type cachingConn struct {
 	stmts  map[string]*cachedStmt // by query text
 	tick   uint64                 // use counter, for eviction
 	closed bool
+	inTx   bool // a transaction begun through BeginTx is open
 }
 
 // cachedStmt is a driver statement and who holds it: the caller that checked it out, and
@@ -171,8 +176,45 @@ func (st *cachedStmt) finalize() error {
 	return st.ds.Close()
 }
 
+// BeginTx implements driver.ConnBeginTx; with afterWrite set, the transaction reports its
+// commit.
+func (c *cachingConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
+	tx, err := c.sqliteConn.BeginTx(ctx, opts)
+	if err != nil || c.owner.afterWrite == nil {
+		return tx, err
+	}
+	c.inTx = true
+	return &reportingTx{Tx: tx, c: c}, nil
+}
+
+// reportingTx is a transaction that calls its connector's afterWrite once committed.
+type reportingTx struct {
+	driver.Tx
+	c *cachingConn
+}
+
+func (t *reportingTx) Commit() error {
+	err := t.Tx.Commit()
+	t.c.inTx = false
+	t.c.owner.afterWrite(t.c.sqliteConn)
+	return err
+}
+
+func (t *reportingTx) Rollback() error {
+	t.c.inTx = false
+	return t.Tx.Rollback()
+}
+
 // ExecContext implements driver.ExecerContext through the cache.
 func (c *cachingConn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
+	res, err := c.execContext(ctx, query, args)
+	if c.owner.afterWrite != nil && !c.inTx {
+		c.owner.afterWrite(c.sqliteConn)
+	}
+	return res, err
+}
+
+func (c *cachingConn) execContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
 	if !cacheable(query) {
 		return c.sqliteConn.ExecContext(ctx, query, args)
 	}
