@@ -134,7 +134,7 @@ func (p *Pages) grantOne(ctx context.Context, ack PageAck, rule AutoGrantRule, n
 	}
 	now := b.now()
 	r := grants.Request{
-		ID: grants.NewID("r"), Requester: person, Resource: name, Duration: rule.Duration, Reason: reason,
+		ID: grants.NewCompactOrderedID("r", now), Requester: person, Resource: name, Duration: rule.Duration, Reason: reason,
 		Source: grants.SourcePagerDuty, State: grants.RequestPending, IncidentID: ack.IncidentID,
 		ExternalKey: "pagerduty:" + ack.EventID + ":" + name, CreatedAt: now, ExpiresAt: now.Add(b.opts.PendingTTL),
 		Stage: grants.StageDecided, Evidence: map[string]string{},

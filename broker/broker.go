@@ -216,8 +216,9 @@ func (b *Broker) requestEvent(action audit.Action, actor audit.Actor, r *grants.
 	if len(ev) == 0 {
 		ev = nil
 	}
+	now := b.now()
 	return &audit.Event{
-		ID: grants.NewID("e"), Time: b.now(), Actor: actor, Action: action,
+		ID: grants.NewOrderedID("e", now), Time: now, Actor: actor, Action: action,
 		RequestID: r.ID, Resource: r.Resource, Reason: reason, Evidence: ev,
 	}
 }

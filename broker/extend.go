@@ -99,7 +99,7 @@ func (b *Broker) SubmitExtension(ctx context.Context, in ExtensionInput) (grants
 	}
 	now := b.now()
 	r := &grants.Request{
-		ID:          grants.NewID("r"),
+		ID:          grants.NewCompactOrderedID("r", now),
 		Requester:   grants.Person{SlackTeamID: in.TeamID, SlackUserID: in.UserID},
 		Resource:    res.Name,
 		Duration:    in.By,

@@ -116,8 +116,9 @@ func (c *IdentityConflict) evidence() map[string]string {
 // conflictEvent is the identity.conflict audit event for c, tied to a request when there
 // is one.
 func (b *Broker) conflictEvent(c *IdentityConflict, actor audit.Actor, r *grants.Request) *audit.Event {
+	now := b.now()
 	ev := &audit.Event{
-		ID: grants.NewID("e"), Time: b.now(), Actor: actor, Action: audit.ActionIdentityConflict,
+		ID: grants.NewOrderedID("e", now), Time: now, Actor: actor, Action: audit.ActionIdentityConflict,
 		Reason:   truncate(c.Error(), 500),
 		Evidence: c.evidence(),
 	}

@@ -67,7 +67,7 @@ func (b *Broker) Submit(ctx context.Context, in RequestInput) (grants.Request, e
 	}
 	now := b.now()
 	r := &grants.Request{
-		ID:          grants.NewID("r"),
+		ID:          grants.NewCompactOrderedID("r", now),
 		Requester:   grants.Person{SlackTeamID: in.TeamID, SlackUserID: in.UserID},
 		Resource:    res.Name,
 		Duration:    in.Duration,

@@ -182,13 +182,15 @@ func NewOrderedID(prefix string, t time.Time) string {
 // digits: ValidID accepts it, and whatever derives names from NewID's ids, such as the
 // PostgreSQL provider's role names, takes it unchanged) that sorts as t does to the
 // millisecond: t's Unix milliseconds in 9 digits (45 bits, until the year 3084), then 7
-// random digits (35 bits). It is for grant ids (#16.7): the grants table and the audit
-// log's grant index are keyed by them, and a random key costs a write of a random page of
-// each B-tree per grant once they outgrow the page cache. Two ids collide only if made in
-// the same millisecond with the same 35 random bits (about 1 in 34 billion for two ids of
-// one millisecond); the store's unique key refuses the second, which then fails closed.
-// Nothing relies on a grant id being unguessable: every action on a grant is authorised
-// by who asks, and a role's secret is its password, not its name.
+// random digits (35 bits). It is for grant and request ids (#16.7, #16.4): the grants and
+// requests tables and the audit log's grant and request indexes are keyed by them, and a
+// random key costs a write of a random page of each B-tree per row once they outgrow the
+// page cache. Two ids collide only if made in the same millisecond with the same 35 random
+// bits (about 1 in 34 billion for two ids of one millisecond); the store's unique key
+// refuses the second, which then fails closed. Nothing relies on a grant or request id
+// being unguessable: every action on a grant is authorised by who asks, a role's secret is
+// its password, not its name, a Slack button counts only with Slack's signature and an
+// approver's click, and the console checks who may read a request.
 func NewCompactOrderedID(prefix string, t time.Time) string {
 	var b [16]byte
 	v := uint64(max(t.UnixMilli(), 0))
