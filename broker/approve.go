@@ -133,7 +133,8 @@ func (b *Broker) deny(ctx context.Context, r grants.Request, in DecisionInput) (
 	if err != nil {
 		return true, fmt.Errorf("deny request %s: %w", r.ID, err)
 	}
-	b.Wake()
+	// No wake-up: a denied request has no deadline left. A scheduler armed for its expiry
+	// wakes then, finds nothing due, and sleeps until the next one.
 	b.updateApproval(ctx, r, ApprovalOutcome{State: grants.RequestDenied, By: []string{in.UserID}})
 	b.tell(ctx, Recipient{Person: r.Requester}, fmt.Sprintf("Your request %s for %s was denied by %s. No access was granted.", r.ID, r.Resource, Mention(in.UserID)))
 	b.auditLine(ctx, fmt.Sprintf("Request %s by %s for %s denied by %s.", r.ID, r.Requester.Label(), r.Resource, Mention(in.UserID)))

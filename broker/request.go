@@ -277,7 +277,10 @@ func (b *Broker) askApprovers(ctx context.Context, r grants.Request, res grants.
 	if err != nil {
 		return fmt.Errorf("record approval request %s: %w", r.ID, err)
 	}
-	b.Wake()
+	// Its expiry is the only deadline the scheduler has of it, as when it was submitted:
+	// wake a scheduler that sleeps past it (Wake made it list every pending request and
+	// active grant for each request that needs approval).
+	b.WakeAt(r.ExpiresAt)
 	what := fmt.Sprintf("Your request %s for %s (%s)", r.ID, res.Name, audit.FormatDuration(r.Duration))
 	if grantID, ok := ExtensionOf(r); ok {
 		what = fmt.Sprintf("Your request %s to extend grant %s (%s) by %s (%s)", r.ID, grantID, res.Name, audit.FormatDuration(r.Duration), d.Reason)
