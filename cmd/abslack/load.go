@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"net/http"
 	"regexp"
@@ -50,6 +49,7 @@ type Report struct {
 // Setup says what was measured.
 type Setup struct {
 	Concurrent int    `json:"concurrent"`
+	Client     string `json:"client"`
 	Rounds     int    `json:"rounds"`
 	GoVersion  string `json:"go_version"`
 	CPUs       int    `json:"cpus"`
@@ -89,14 +89,15 @@ func (w *world) progress(msg string, args ...any) {
 }
 
 func (w *world) measure(ctx context.Context) (rep Report, err error) {
-	rep.Setup = Setup{Concurrent: w.o.concurrent, Rounds: w.o.rounds, GoVersion: runtime.Version(), CPUs: runtime.NumCPU()}
+	rep.Setup = Setup{Concurrent: w.o.concurrent, Client: w.o.client, Rounds: w.o.rounds, GoVersion: runtime.Version(), CPUs: runtime.NumCPU()}
 	if rep.RSS.Ready, err = w.rssMiB(); err != nil {
 		return rep, err
 	}
-	// Slack keeps connections to the app alive; so does this client.
-	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
-		MaxIdleConns: w.o.concurrent, MaxIdleConnsPerHost: w.o.concurrent, IdleConnTimeout: time.Minute}}
-	defer client.CloseIdleConnections()
+	client, err := newSender(w.o.client, w.base, w.o.concurrent)
+	if err != nil {
+		return rep, err
+	}
+	defer client.close()
 
 	next := 0                                           // the next unused user
 	warm, _, err := w.round(ctx, client, "help", &next) // opens the connections
@@ -193,9 +194,9 @@ var requestID = regexp.MustCompile(`\br_[a-z2-7]{16}\b`)
 
 // round sends -concurrent commands at once ("help", or a request each from a new user) and
 // returns their latencies and, for requests, the request ids the answers named.
-func (w *world) round(ctx context.Context, client *http.Client, kind string, next *int) (batch, []string, error) {
+func (w *world) round(ctx context.Context, client sender, kind string, next *int) (batch, []string, error) {
 	n := w.o.concurrent
-	reqs := make([]*http.Request, n)
+	reqs := make([]prepared, n)
 	for i := range reqs {
 		id, _, _ := user(*next)
 		*next++
@@ -209,7 +210,11 @@ func (w *world) round(ctx context.Context, client *http.Client, kind string, nex
 			return batch{}, nil, err
 		}
 		// Signed as Slack signs: v0=HMAC-SHA256("v0:" + timestamp + ":" + body), now.
-		if reqs[i], err = slackfake.SignedRequest(ctx, w.base+slackapp.CommandsPath, w.signing, wall(), []byte(form.Encode())); err != nil {
+		r, err := slackfake.SignedRequest(ctx, w.base+slackapp.CommandsPath, w.signing, wall(), []byte(form.Encode()))
+		if err != nil {
+			return batch{}, nil, err
+		}
+		if reqs[i], err = client.prepare(r); err != nil {
 			return batch{}, nil, err
 		}
 	}
@@ -228,15 +233,8 @@ func (w *world) round(ctx context.Context, client *http.Client, kind string, nex
 			defer wg.Done()
 			<-gate
 			sw := grants.StartStopwatch()
-			resp, err := client.Do(r)
-			if err != nil {
-				outs[i] = outcome{d: sw.Elapsed(), err: err}
-				return
-			}
-			raw, err := io.ReadAll(resp.Body)
-			d := sw.Elapsed()
-			resp.Body.Close()
-			outs[i] = outcome{d: d, body: string(raw), err: err, code: resp.StatusCode}
+			code, raw, err := client.send(i, r)
+			outs[i] = outcome{d: sw.Elapsed(), body: string(raw), err: err, code: code}
 		}()
 	}
 	close(gate)

@@ -49,6 +49,7 @@ func main() {
 type options struct {
 	accessbroker string        // the accessbroker binary to run
 	concurrent   int           // commands sent at once in each round
+	client       string        // clientRaw or clientNetHTTP
 	rounds       int           // rounds of -concurrent commands
 	settle       time.Duration // longest wait for a round's background work before the next
 	serverLog    string        // where serve's log goes ("" discards it)
@@ -59,6 +60,7 @@ type options struct {
 func (o *options) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.accessbroker, "accessbroker", "", "the accessbroker binary to run (go build -o /tmp/accessbroker ./cmd/accessbroker)")
 	fs.IntVar(&o.concurrent, "concurrent", 200, "slash commands sent at once in each round, each from a distinct user")
+	fs.StringVar(&o.client, "client", clientRaw, "how commands are sent: raw (pre-serialised requests written on one kept-alive connection each, as wrk does) or net/http (Go's http.Client and its connection pool)")
 	fs.IntVar(&o.rounds, "rounds", 5, "rounds of -concurrent commands; before each the previous round's background work (on-call check, issue, answer) is awaited")
 	fs.DurationVar(&o.settle, "settle", 2*time.Minute, "longest wait for one round's background work")
 	fs.StringVar(&o.serverLog, "server-log", "", "append the server's log (JSON lines) to this file; default: discarded")
@@ -70,6 +72,8 @@ func (o options) validate() error {
 		return errors.New("-accessbroker: the accessbroker binary to run is required (go build -o /tmp/accessbroker ./cmd/accessbroker)")
 	case o.concurrent < 1 || o.concurrent > 5000:
 		return fmt.Errorf("-concurrent %d: must be between 1 and 5000", o.concurrent)
+	case o.client != clientRaw && o.client != clientNetHTTP:
+		return fmt.Errorf("-client %q: must be %q or %q", o.client, clientRaw, clientNetHTTP)
 	case o.rounds < 1:
 		return fmt.Errorf("-rounds %d: must be at least 1", o.rounds)
 	case o.settle <= 0:
