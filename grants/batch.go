@@ -158,13 +158,20 @@ func (b *revokeBatcher) call(ctx context.Context, jobs []*batchJob) {
 }
 
 // readBack confirms that the access of the revoked jobs is gone (see Revoker.attempt), in one
-// call when the provider is a BatchAccessChecker.
+// call when the provider is a BatchAccessChecker; jobs the provider read back itself
+// (RevokeResult.ReadBack) need no call.
 func (b *revokeBatcher) readBack(ctx context.Context, jobs []*batchJob) {
-	if len(jobs) == 0 {
-		return
+	unread := jobs[:0:0]
+	for _, j := range jobs {
+		if j.res.ReadBack {
+			j.res.Evidence = mergeEvidence(map[string]string{"read_back": "gone"}, j.res.Evidence)
+		} else {
+			unread = append(unread, j)
+		}
 	}
+	jobs = unread
 	c, ok := b.p.(AccessChecker)
-	if !ok {
+	if !ok || len(jobs) == 0 {
 		return
 	}
 	has := make([]bool, len(jobs))

@@ -76,6 +76,12 @@ type RevokeResult struct {
 	// failed). It never replaces the revoker's own keys (cause, attempt, attempts, class,
 	// retry_at, person). Values must be bounded in size and hold no secret.
 	Evidence map[string]string
+	// ReadBack says the provider read the grant's access back itself, after removing it and
+	// in the same call, and found none, as its HasAccess would have answered at that moment
+	// (PostgreSQL: in the round trip whose transaction dropped the role). The revoker then
+	// makes no read-back call of its own; it still records read_back=gone. Leave it false
+	// unless the check is at least as strong as HasAccess.
+	ReadBack bool
 }
 
 // IssueRequest is what a provider needs to create access.

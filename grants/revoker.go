@@ -691,7 +691,7 @@ func (r *Revoker) attempt(ctx context.Context, g *Grant) (string, RevokeResult, 
 	if err != nil {
 		return "", res, fmt.Errorf("revoke grant %s: %w", g.ID, err)
 	}
-	if c, ok := p.(AccessChecker); ok {
+	if c, ok := p.(AccessChecker); ok && !res.ReadBack {
 		// Read back: the revocation counts only once the provider says the access is gone
 		// (an Identity Center deletion still IN_PROGRESS, a role that survived, a membership
 		// re-added meanwhile are retried as any failed attempt).
@@ -702,6 +702,9 @@ func (r *Revoker) attempt(ctx context.Context, g *Grant) (string, RevokeResult, 
 		if has {
 			return "", res, fmt.Errorf("revoke grant %s: read back after revoke: the access is still there", g.ID)
 		}
+		res.ReadBack = true
+	}
+	if res.ReadBack {
 		res.Evidence = mergeEvidence(map[string]string{"read_back": "gone"}, res.Evidence)
 	}
 	return "", res, nil

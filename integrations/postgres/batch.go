@@ -73,7 +73,7 @@ func (p *Provider) RevokeBatch(ctx context.Context, reqs []grants.RevokeRequest)
 		fail(pending, fmt.Errorf("find role: %w", classify(err)))
 		return out
 	}
-	p.afterBatchStep("found")
+	p.afterRevokeStep("found")
 	var batch []grantRole
 	owner := map[uint32]int{} // role oid → request index
 	for _, i := range pending {
@@ -92,7 +92,7 @@ func (p *Provider) RevokeBatch(ctx context.Context, reqs []grants.RevokeRequest)
 		if err != nil {
 			return err
 		}
-		p.afterBatchStep("logins ended")
+		p.afterRevokeStep("logins ended")
 		for oid := range dirty {
 			single[owner[oid]] = true
 		}
@@ -109,7 +109,7 @@ func (p *Provider) RevokeBatch(ctx context.Context, reqs []grants.RevokeRequest)
 		if err != nil {
 			return err
 		}
-		p.afterBatchStep("terminated")
+		p.afterRevokeStep("terminated")
 		var drop []grantRole
 		for _, r := range clean {
 			if alive[r.oid] > 0 {
@@ -155,9 +155,10 @@ func (p *Provider) RevokeBatch(ctx context.Context, reqs []grants.RevokeRequest)
 	return out
 }
 
-// afterBatchStep calls the test hook p.batchStep, if set, once RevokeBatch's step (found,
-// logins ended, terminated) has run.
-func (p *Provider) afterBatchStep(step string) {
+// afterRevokeStep calls the test hook p.batchStep, if set, once a revocation step has run:
+// RevokeBatch's "found", "logins ended", "terminated", and a single role's "role logins
+// ended" (dropRole, before its final round trip).
+func (p *Provider) afterRevokeStep(step string) {
 	if p.batchStep != nil {
 		p.batchStep(step)
 	}

@@ -212,7 +212,7 @@ type Provider struct {
 	checkMu sync.Mutex                 // one server check at a time
 	server  atomic.Pointer[serverInfo] // nil until a server check has passed
 
-	batchStep func(step string) // tests only: called by RevokeBatch between its steps
+	batchStep func(step string) // tests only: called between revocation steps (afterRevokeStep)
 }
 
 // serverInfo is what a passed server check learnt about the admin role and the server.

@@ -367,12 +367,18 @@ func (p *Provider) RevokeWithResult(ctx context.Context, req grants.RevokeReques
 // revokeFound drops the grant's roles found already (RevokeWithResult after its lookup).
 func (p *Provider) revokeFound(ctx context.Context, req grants.RevokeRequest, found []grantRole) (grants.RevokeResult, error) {
 	var left leftBehind
+	readBack := false
 	for _, r := range found {
-		if err := p.dropRole(ctx, r, &left); err != nil {
+		var err error
+		if readBack, err = p.dropRole(ctx, req.GrantID, r, &left); err != nil {
 			return left.result(p.orphan), p.scrub(fmt.Errorf("postgres revoke grant %s: role %s: %w", req.GrantID, r.name, err))
 		}
 	}
-	return left.result(p.orphan), nil
+	res := left.result(p.orphan)
+	// The last drop's round trip read back every role of the grant (as HasAccess without a
+	// handle looks them up) and found none left.
+	res.ReadBack = readBack
+	return res, nil
 }
 
 // maxListed bounds each object list in the audit evidence.
@@ -434,11 +440,12 @@ func (p *Provider) inDatabase(ctx context.Context, db string, fn func(execer) er
 // multi-statement round trip takes away its login, gives the admin the right to act as it,
 // ends its sessions and asks pg_shdepend where it owns objects or holds privileges; when it
 // has none anywhere (the common case) the owned-objects steps are skipped and one more round
-// trip ends any late session and, only if none is left, drops the role (finalDropSQL).
+// trip ends any late session and, only if none is left, drops the role and reads back the
+// grant's roles (finalDropSQL): readBack says that round trip committed and found none left.
 // Otherwise every such database (and always the configured one) is cleaned first
 // (cleanDatabase). Should anything come to depend on the role meanwhile, DROP ROLE fails
 // (2BP01) and the attempt is retried, then with the cleaning.
-func (p *Provider) dropRole(ctx context.Context, r grantRole, left *leftBehind) error {
+func (p *Provider) dropRole(ctx context.Context, grantID string, r grantRole, left *leftBehind) (readBack bool, _ error) {
 	role := quoteIdent(r.name)
 	var (
 		terminated int
@@ -447,7 +454,7 @@ func (p *Provider) dropRole(ctx context.Context, r grantRole, left *leftBehind) 
 	info := p.server.Load() // set: findRoles ran the server check
 	conn, err := p.pool.Acquire(ctx)
 	if err != nil {
-		return classify(err)
+		return false, classify(err)
 	}
 	defer func() {
 		if conn != nil {
@@ -474,16 +481,16 @@ func (p *Provider) dropRole(ctx context.Context, r grantRole, left *leftBehind) 
 		err = resultErr(res)
 	}
 	if pgCode(err) == "42704" { // undefined_object: dropped meanwhile
-		return nil
+		return false, nil
 	}
 	if err != nil {
-		return fmt.Errorf("take the role's login, end its sessions, find where it owns objects: %w", classify(err))
+		return false, fmt.Errorf("take the role's login, end its sessions, find where it owns objects: %w", classify(err))
 	}
 	last := res[len(res)-4:] // terminate, clear snapshot, count, databases
 	n, err := terminated1(last[:3])
 	terminated += n
 	if err != nil {
-		return err
+		return false, err
 	}
 	var blocked []string
 	for _, row := range last[3].Rows {
@@ -494,67 +501,90 @@ func (p *Provider) dropRole(ctx context.Context, r grantRole, left *leftBehind) 
 		dbs = append(dbs, db)
 	}
 	if len(blocked) > 0 {
-		return fmt.Errorf("the role owns objects in databases %q that accept no connections; allow connections or run REASSIGN OWNED/DROP OWNED there by hand: %w", blocked, grants.ErrNeedsOperator)
+		return false, fmt.Errorf("the role owns objects in databases %q that accept no connections; allow connections or run REASSIGN OWNED/DROP OWNED there by hand: %w", blocked, grants.ErrNeedsOperator)
 	}
 	if len(dbs) > 0 {
 		conn.Release() // cleaning takes a connection per database
 		conn = nil
 		if err := p.cleanDatabases(ctx, r, dbs, left); pgCode(err) == "42704" {
-			return nil // dropped meanwhile
+			return false, nil // dropped meanwhile
 		} else if err != nil {
-			return err
+			return false, err
 		}
 		if conn, err = p.pool.Acquire(ctx); err != nil {
-			return classify(err)
+			return false, classify(err)
 		}
 		pc = conn.Conn().PgConn()
 	}
+	p.afterRevokeStep("role logins ended")
 	// A second sweep, for a session that authenticated just before NOLOGIN was committed and
 	// was not yet visible (once the role is dropped, a non-superuser admin can no longer
 	// signal it), and the drop, in one round trip: the drop runs only if no session is left.
-	n, err = finalDrop(ctx, pc, r)
+	n, readBack, err = finalDrop(ctx, pc, grantID, r)
 	terminated += n
 	if err != nil {
-		return err
+		return false, err
 	}
 	p.log.InfoContext(ctx, "postgres role dropped", "role", r.name, "sessions_terminated", terminated, "databases_cleaned", dbs,
 		"objects_reassigned", len(left.reassigned), "objects_dropped", len(left.dropped), "orphan_owner", p.orphan)
-	return nil
+	return readBack, nil
 }
 
 // finalDropSQL ends the role's sessions once more, counts those left (terminateSQL), stops
 // if any is (a division by zero: the implicit transaction ends there, so DROP ROLE does
-// not run) and drops the role: five statements, one round trip, one implicit transaction.
-func finalDropSQL(r grantRole) string {
+// not run), drops the role and reads back the roles of the grant still there, looked up by
+// the grant id suffix as findRoles looks them up: six statements, one round trip, one
+// implicit transaction.
+func finalDropSQL(grantID string, r grantRole) string {
+	suffix := "_" + grantSuffix(grantID)
 	return terminateSQL(r.oid) + fmt.Sprintf(`;
 		SELECT 1 / (count(*) = 0)::int FROM pg_stat_activity WHERE usesysid = %d;
-		DROP ROLE IF EXISTS %s`, r.oid, quoteIdent(r.name))
+		DROP ROLE IF EXISTS %s;
+		SELECT rolname FROM pg_roles WHERE starts_with(rolname, %s) AND right(rolname, %d) = %s`,
+		r.oid, quoteIdent(r.name), quoteLiteral(rolePrefix), len(suffix), quoteLiteral(suffix))
 }
 
-// finalDrop runs finalDropSQL: the sessions ended, and an error (to retry) if one survived
-// or the drop failed. A role dropped meanwhile is success.
-func finalDrop(ctx context.Context, pc *pgconn.PgConn, r grantRole) (int, error) {
-	res, err := pc.Exec(ctx, finalDropSQL(r)).ReadAll()
+// finalDrop runs finalDropSQL: the sessions ended, whether the read-back after the drop found
+// no role of the grant left (the answer arrives only once the transaction committed), and an
+// error (to retry) if a session survived or the drop failed. A role dropped meanwhile is
+// success, not read back.
+func finalDrop(ctx context.Context, pc *pgconn.PgConn, grantID string, r grantRole) (terminated int, readBack bool, _ error) {
+	res, err := pc.Exec(ctx, finalDropSQL(grantID, r)).ReadAll()
 	if err == nil {
 		err = resultErr(res)
 	}
 	if len(res) >= 3 && res[0].Err == nil && res[1].Err == nil && res[2].Err == nil {
 		if n, aliveErr := terminated1(res[:3]); aliveErr != nil {
-			return n, aliveErr // the guard stopped the drop
+			return n, false, aliveErr // the guard stopped the drop
 		} else if err == nil {
-			return n, nil
+			return n, len(res) == 6 && noneOwn(res[5], grantID), nil
 		}
 	}
 	switch pgCode(err) {
 	case "42704":
-		return 0, nil
+		return 0, false, nil
 	case "2BP01": // dependent_objects_still_exist
-		return 0, classify(fmt.Errorf("DROP ROLE: objects still depend on the role (created meanwhile?); will retry: %w", err))
+		return 0, false, classify(fmt.Errorf("DROP ROLE: objects still depend on the role (created meanwhile?); will retry: %w", err))
 	case "22012": // the guard, though the count said none was left
-		return 0, fmt.Errorf("terminate sessions: a session is still alive; will retry")
+		return 0, false, fmt.Errorf("terminate sessions: a session is still alive; will retry")
 	}
-	return 0, classify(fmt.Errorf("terminate sessions and DROP ROLE: %w", err))
+	return 0, false, classify(fmt.Errorf("terminate sessions and DROP ROLE: %w", err))
 }
+
+// noneOwn says no row of res (role names) is a role this provider makes for the grant.
+func noneOwn(res *pgconn.Result, grantID string) bool {
+	for _, row := range res.Rows {
+		if ownRole(string(row[0]), grantID) {
+			return false
+		}
+	}
+	return true
+}
+
+// quoteLiteral quotes s as an SQL string literal. s must hold no backslash (it is the role
+// prefix or a grant id suffix: letters, digits and underscores), so the literal means the
+// same whatever standard_conforming_strings says.
+func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
 // cleanDatabases runs cleanDatabase, in a transaction, in each of dbs and in the configured
 // database, and notes what it reassigned and dropped.
