@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -85,7 +86,8 @@ func (p *Provider) RevokeBatch(ctx context.Context, reqs []grants.RevokeRequest)
 	if len(batch) == 0 {
 		return out // every role is gone already
 	}
-	single := map[int]bool{} // requests to revoke one by one
+	single := map[int]bool{}   // requests to revoke one by one
+	readBack := map[int]bool{} // requests whose roles the drop's round trip found gone
 	err = p.pool.AcquireFunc(ctx, func(c *pgxpool.Conn) error {
 		pc := c.Conn().PgConn()
 		dirty, err := p.endLogins(ctx, pc, info, batch)
@@ -125,11 +127,26 @@ func (p *Provider) RevokeBatch(ctx context.Context, reqs []grants.RevokeRequest)
 			return nil
 		}
 		names := make([]string, len(drop))
+		var dropped []int // request indexes of the dropped roles, once each
 		for i, r := range drop {
 			names[i] = quoteIdent(r.name)
+			if o := owner[r.oid]; !slices.Contains(dropped, o) {
+				dropped = append(dropped, o)
+			}
 		}
-		if _, err := pc.Exec(ctx, "DROP ROLE IF EXISTS "+strings.Join(names, ", ")).ReadAll(); err != nil {
+		// The drop, then the read-back of the dropped grants' roles (as HasAccessBatch looks
+		// them up), in one implicit transaction: the answer comes once it has committed.
+		res, err := pc.Exec(ctx, "DROP ROLE IF EXISTS "+strings.Join(names, ", ")+";\n"+readBackLiteralSQL(reqs, dropped)).ReadAll()
+		if err == nil {
+			err = resultErr(res)
+		}
+		if err != nil {
 			return fmt.Errorf("DROP ROLE: %w", err)
+		}
+		if len(res) == 2 {
+			for _, i := range dropped {
+				readBack[i] = noneOwn(res[1], reqs[i].GrantID)
+			}
 		}
 		for _, r := range drop {
 			p.log.InfoContext(ctx, "postgres role dropped", "grant_id", reqs[owner[r.oid]].GrantID, "role", r.name, "batch", len(drop))
@@ -150,9 +167,23 @@ func (p *Provider) RevokeBatch(ctx context.Context, reqs []grants.RevokeRequest)
 		if single[i] {
 			// The roles were found above: no second lookup for this grant.
 			out[i].RevokeResult, out[i].Err = p.revokeFound(ctx, reqs[i], roles[i])
+		} else if err == nil {
+			out[i].ReadBack = readBack[i]
 		}
 	}
 	return out
+}
+
+// readBackLiteralSQL is readBackBatchSQL's lookup of the roles of reqs[idx...] with the
+// suffixes written as literals, for a multi-statement round trip (which takes no parameters).
+// Every grant suffix has the same length (grantSuffix), as findRolesBatch assumes too.
+func readBackLiteralSQL(reqs []grants.RevokeRequest, idx []int) string {
+	lits := make([]string, len(idx))
+	for k, i := range idx {
+		lits[k] = quoteLiteral("_" + grantSuffix(reqs[i].GrantID))
+	}
+	return fmt.Sprintf(`SELECT rolname FROM pg_roles WHERE starts_with(rolname, %s) AND right(rolname, %d) = ANY(ARRAY[%s]::text[])`,
+		quoteLiteral(rolePrefix), len(grantSuffix(reqs[idx[0]].GrantID))+1, strings.Join(lits, ", "))
 }
 
 // afterRevokeStep calls the test hook p.batchStep, if set, once a revocation step has run:

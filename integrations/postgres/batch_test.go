@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -267,6 +268,49 @@ func TestRevokeReadsBackInItsLastRoundTrip(t *testing.T) {
 			}
 			if has, err := p.HasAccess(ctx, grants.RevokeRequest{GrantID: reqs[0].GrantID}); err != nil || has != tc.lateRole {
 				t.Errorf("HasAccess after the revocation = %v, %v; want %v", has, err, tc.lateRole)
+			}
+		})
+	}
+}
+
+// TestRevokeBatchReadsBackInItsDrop: RevokeBatch reads the dropped grants' roles back in the
+// round trip of its DROP ROLE (RevokeResult.ReadBack for each), so the revoker makes no
+// HasAccessBatch call; a grant whose role of the same grant appeared after the lookup is not
+// reported read back, the others are.
+func TestRevokeBatchReadsBackInItsDrop(t *testing.T) {
+	for _, late := range []bool{false, true} {
+		t.Run(fmt.Sprintf("late role %v", late), func(t *testing.T) {
+			e := newEnv(t)
+			p := e.provider(t, Config{})
+			ctx := context.Background()
+			reqs, _ := issueMany(t, p, 4)
+			lateRole := rolePrefix + "late_" + grantSuffix(reqs[0].GrantID)
+			if late {
+				p.batchStep = func(s string) {
+					if s == "terminated" {
+						mustExec(t, ctx, e.super, "CREATE ROLE "+quoteIdent(lateRole)+" LOGIN")
+					}
+				}
+				t.Cleanup(func() { mustExec(t, context.Background(), e.super, "DROP ROLE IF EXISTS "+quoteIdent(lateRole)) })
+			}
+			res := p.RevokeBatch(ctx, reqs)
+			for i, r := range res {
+				if r.Err != nil {
+					t.Fatalf("grant %d: %v", i, r.Err)
+				}
+				want := !(late && i == 0)
+				if r.ReadBack != want {
+					t.Errorf("grant %d: ReadBack = %v, want %v", i, r.ReadBack, want)
+				}
+			}
+			has, err := p.HasAccessBatch(ctx, reqs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, h := range has {
+				if h != (late && i == 0) {
+					t.Errorf("grant %d: HasAccessBatch after the batch = %v", i, h)
+				}
 			}
 		})
 	}
