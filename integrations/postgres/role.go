@@ -370,13 +370,13 @@ func (p *Provider) revokeFound(ctx context.Context, req grants.RevokeRequest, fo
 	readBack := false
 	for _, r := range found {
 		var err error
-		if readBack, err = p.dropRole(ctx, req.GrantID, r, &left); err != nil {
+		if readBack, err = p.dropRole(ctx, req, r, &left); err != nil {
 			return left.result(p.orphan), p.scrub(fmt.Errorf("postgres revoke grant %s: role %s: %w", req.GrantID, r.name, err))
 		}
 	}
 	res := left.result(p.orphan)
-	// The last drop's round trip read back every role of the grant (as HasAccess without a
-	// handle looks them up) and found none left.
+	// The last drop's round trip read the grant's access back, as HasAccess does, and found
+	// none left.
 	res.ReadBack = readBack
 	return res, nil
 }
@@ -445,7 +445,7 @@ func (p *Provider) inDatabase(ctx context.Context, db string, fn func(execer) er
 // Otherwise every such database (and always the configured one) is cleaned first
 // (cleanDatabase). Should anything come to depend on the role meanwhile, DROP ROLE fails
 // (2BP01) and the attempt is retried, then with the cleaning.
-func (p *Provider) dropRole(ctx context.Context, grantID string, r grantRole, left *leftBehind) (readBack bool, _ error) {
+func (p *Provider) dropRole(ctx context.Context, req grants.RevokeRequest, r grantRole, left *leftBehind) (readBack bool, _ error) {
 	role := quoteIdent(r.name)
 	var (
 		terminated int
@@ -520,7 +520,7 @@ func (p *Provider) dropRole(ctx context.Context, grantID string, r grantRole, le
 	// A second sweep, for a session that authenticated just before NOLOGIN was committed and
 	// was not yet visible (once the role is dropped, a non-superuser admin can no longer
 	// signal it), and the drop, in one round trip: the drop runs only if no session is left.
-	n, readBack, err = finalDrop(ctx, pc, grantID, r)
+	n, readBack, err = finalDrop(ctx, pc, req, r)
 	terminated += n
 	if err != nil {
 		return false, err
@@ -532,24 +532,28 @@ func (p *Provider) dropRole(ctx context.Context, grantID string, r grantRole, le
 
 // finalDropSQL ends the role's sessions once more, counts those left (terminateSQL), stops
 // if any is (a division by zero: the implicit transaction ends there, so DROP ROLE does
-// not run), drops the role and reads back the roles of the grant still there, looked up by
-// the grant id suffix as findRoles looks them up: six statements, one round trip, one
-// implicit transaction.
-func finalDropSQL(grantID string, r grantRole) string {
-	suffix := "_" + grantSuffix(grantID)
+// not run), drops the role and reads the grant's access back as HasAccess does (the role the
+// handle names, else every role with the grant id suffix): six statements, one round trip,
+// one implicit transaction.
+func finalDropSQL(req grants.RevokeRequest, r grantRole) string {
+	readBack := fmt.Sprintf(`SELECT rolname FROM pg_roles WHERE rolname = %s`, quoteLiteral(req.Handle.Data["role"]))
+	if name := req.Handle.Data["role"]; name == "" || !ownRole(name, req.GrantID) {
+		suffix := "_" + grantSuffix(req.GrantID)
+		readBack = fmt.Sprintf(`SELECT rolname FROM pg_roles WHERE starts_with(rolname, %s) AND right(rolname, %d) = %s`,
+			quoteLiteral(rolePrefix), len(suffix), quoteLiteral(suffix))
+	}
 	return terminateSQL(r.oid) + fmt.Sprintf(`;
 		SELECT 1 / (count(*) = 0)::int FROM pg_stat_activity WHERE usesysid = %d;
 		DROP ROLE IF EXISTS %s;
-		SELECT rolname FROM pg_roles WHERE starts_with(rolname, %s) AND right(rolname, %d) = %s`,
-		r.oid, quoteIdent(r.name), quoteLiteral(rolePrefix), len(suffix), quoteLiteral(suffix))
+		`, r.oid, quoteIdent(r.name)) + readBack
 }
 
 // finalDrop runs finalDropSQL: the sessions ended, whether the read-back after the drop found
-// no role of the grant left (the answer arrives only once the transaction committed), and an
-// error (to retry) if a session survived or the drop failed. A role dropped meanwhile is
-// success, not read back.
-func finalDrop(ctx context.Context, pc *pgconn.PgConn, grantID string, r grantRole) (terminated int, readBack bool, _ error) {
-	res, err := pc.Exec(ctx, finalDropSQL(grantID, r)).ReadAll()
+// no access left (the answer arrives only once the transaction committed), and an error (to
+// retry) if a session survived or the drop failed. A role dropped meanwhile is success, not
+// read back.
+func finalDrop(ctx context.Context, pc *pgconn.PgConn, req grants.RevokeRequest, r grantRole) (terminated int, readBack bool, _ error) {
+	res, err := pc.Exec(ctx, finalDropSQL(req, r)).ReadAll()
 	if err == nil {
 		err = resultErr(res)
 	}
@@ -557,7 +561,7 @@ func finalDrop(ctx context.Context, pc *pgconn.PgConn, grantID string, r grantRo
 		if n, aliveErr := terminated1(res[:3]); aliveErr != nil {
 			return n, false, aliveErr // the guard stopped the drop
 		} else if err == nil {
-			return n, len(res) == 6 && noneOwn(res[5], grantID), nil
+			return n, len(res) == 6 && noneOwn(res[5], req.GrantID), nil
 		}
 	}
 	switch pgCode(err) {

@@ -190,7 +190,7 @@ func TestFinalDropWaitsForTheLastSession(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, _, err = finalDrop(ctx, conn.Conn().PgConn(), id, grantRole{oid: oid, name: iss.Handle.Key})
+	_, _, err = finalDrop(ctx, conn.Conn().PgConn(), revokeReq(id, iss.Handle), grantRole{oid: oid, name: iss.Handle.Key})
 	conn.Release()
 	if err == nil || !strings.Contains(err.Error(), "still alive") {
 		t.Errorf("final drop with a session that survived: err = %v, want a session still alive", err)
