@@ -21,8 +21,9 @@ import (
 //
 //   - lookups: Bind of the provider's "find the grant's roles" query (the first thing each
 //     Revoke call does, also when the role is already gone), keyed by the grant-id suffix
-//     parameter ("_<suffix>"): one per provider Revoke call; a RevokeBatch's lookup of many
-//     grants counts one for each suffix in its array;
+//     parameter ("_<suffix>"), or by the suffix of the role name when it looks the handle's
+//     role up by name: one per provider Revoke call; a RevokeBatch's lookup of many grants
+//     counts one for each suffix in its array;
 //   - nologins: "ALTER ROLE … NOLOGIN" in a simple Query, keyed by the same suffix (the role
 //     name ends with it): one per call that found the role and started to remove it.
 //
@@ -53,6 +54,10 @@ type watch struct {
 
 // findRolesSQL is the start of the provider's role lookup (integrations/postgres findRoles).
 const findRolesSQL = "SELECT oid, rolname FROM pg_roles WHERE starts_with(rolname,"
+
+// findRoleByNameSQL is the provider's lookup of the role a grant's handle names
+// (integrations/postgres findRoleByNameSQL); its one parameter is the role name.
+const findRoleByNameSQL = "SELECT oid, rolname FROM pg_roles WHERE rolname = $1"
 
 // findRolesBatchSQL is the start of the lookup of many grants' roles that begins each
 // RevokeBatch (integrations/postgres findRolesBatchSQL); its third parameter is a text[] of
@@ -252,21 +257,31 @@ func (p *pgCounter) look(typ byte, body []byte, stmts map[string]string) error {
 		}
 		q := strings.TrimSpace(stmts[name])
 		batch := strings.HasPrefix(q, findRolesBatchSQL)
-		if !batch && !strings.HasPrefix(q, findRolesSQL) {
+		byName := q == findRoleByNameSQL
+		if !batch && !byName && !strings.HasPrefix(q, findRolesSQL) {
 			return nil
 		}
 		params, err := bindParams(rest)
 		if err != nil {
 			return err
 		}
-		if len(params) != 3 {
-			return fmt.Errorf("role lookup with %d parameters, want 3", len(params))
+		want := 3
+		if byName {
+			want = 1
 		}
-		suffixes := []string{string(params[2])}
-		if batch {
+		if len(params) != want {
+			return fmt.Errorf("role lookup with %d parameters, want %d", len(params), want)
+		}
+		var suffixes []string
+		switch {
+		case byName:
+			suffixes = []string{roleSuffix(string(params[0]))}
+		case batch:
 			if suffixes, err = textArray(params[2]); err != nil {
 				return fmt.Errorf("batch role lookup: %w", err)
 			}
+		default:
+			suffixes = []string{string(params[2])}
 		}
 		p.mu.Lock()
 		for _, s := range suffixes {

@@ -322,3 +322,59 @@ func TestRevokeBatchReadsBackInItsDrop(t *testing.T) {
 		})
 	}
 }
+
+// TestRevokeLooksUpTheHandlesRoleByName: with a handle, Revoke looks up the role it names
+// (findRoleByNameSQL, an index lookup on pg_authid however many roles it holds) and drops it;
+// another role with the grant's suffix is then left to the drift reconciler. Without a handle
+// (an issue interrupted before the provider answered), every role with the grant's suffix is
+// found by the scan and dropped; so is the grant's role renamed away from the handle's name.
+func TestRevokeLooksUpTheHandlesRoleByName(t *testing.T) {
+	for _, handle := range []bool{true, false} {
+		t.Run(fmt.Sprintf("handle %v", handle), func(t *testing.T) {
+			e := newEnv(t)
+			p := e.provider(t, Config{})
+			ctx := context.Background()
+			reqs, iss := issueMany(t, p, 1)
+			req := reqs[0]
+			if !handle {
+				req.Handle = grants.Handle{}
+			}
+			stray := rolePrefix + "stray_" + grantSuffix(req.GrantID)
+			mustExec(t, ctx, e.super, "CREATE ROLE "+quoteIdent(stray)+" NOLOGIN")
+			t.Cleanup(func() { mustExec(t, context.Background(), e.super, "DROP ROLE IF EXISTS "+quoteIdent(stray)) })
+			if err := p.Revoke(ctx, req); err != nil {
+				t.Fatal(err)
+			}
+			exists := func(name string) bool {
+				t.Helper()
+				var ok bool
+				if err := e.super.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", name).Scan(&ok); err != nil {
+					t.Fatal(err)
+				}
+				return ok
+			}
+			if exists(iss[0].Handle.Key) {
+				t.Errorf("the grant's role %s survived the revocation", iss[0].Handle.Key)
+			}
+			if got := exists(stray); got != handle {
+				t.Errorf("the other role with the grant's suffix exists = %v, want %v", got, handle)
+			}
+		})
+	}
+	t.Run("the handle's role renamed", func(t *testing.T) {
+		e := newEnv(t)
+		p := e.provider(t, Config{})
+		ctx := context.Background()
+		reqs, iss := issueMany(t, p, 1)
+		renamed := rolePrefix + "renamed_" + grantSuffix(reqs[0].GrantID)
+		mustExec(t, ctx, e.super, "ALTER ROLE "+quoteIdent(iss[0].Handle.Key)+" RENAME TO "+quoteIdent(renamed))
+		t.Cleanup(func() { mustExec(t, context.Background(), e.super, "DROP ROLE IF EXISTS "+quoteIdent(renamed)) })
+		if err := p.Revoke(ctx, reqs[0]); err != nil {
+			t.Fatal(err)
+		}
+		var ok bool
+		if err := e.super.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", renamed).Scan(&ok); err != nil || ok {
+			t.Errorf("the grant's role under another name survived the revocation (%v, %v)", ok, err)
+		}
+	})
+}

@@ -299,13 +299,22 @@ func safeText(s string) string {
 	}, s)
 }
 
+// findRolesSQL finds a grant's roles by its suffix ($3, of length $2), a scan of pg_authid;
+// findRoleByNameSQL finds the role a handle names, an index lookup.
+const (
+	findRolesSQL      = `SELECT oid, rolname FROM pg_roles WHERE starts_with(rolname, $1) AND right(rolname, $2) = $3 ORDER BY rolname`
+	findRoleByNameSQL = `SELECT oid, rolname FROM pg_roles WHERE rolname = $1`
+)
+
 type grantRole struct {
 	oid  uint32
 	name string
 }
 
-// findRoles returns the roles that exist for the grant: found by the grant id suffix (so an
-// empty Handle works), checked against the Handle's role when there is one.
+// findRoles returns the roles that exist for the grant: the role its Handle names (refused
+// unless it is one this provider makes for the grant), or, with an empty Handle (an issue
+// interrupted before the provider answered) or when the named role is gone, every role with
+// the grant id suffix.
 func (p *Provider) findRoles(ctx context.Context, op string, req grants.RevokeRequest) ([]grantRole, error) {
 	if req.GrantID == "" {
 		return nil, fmt.Errorf("postgres %s: empty grant id: %w", op, grants.ErrInvalid)
@@ -316,17 +325,20 @@ func (p *Provider) findRoles(ctx context.Context, op string, req grants.RevokeRe
 	if _, err := p.ready(ctx); err != nil {
 		return nil, fmt.Errorf("postgres %s grant %s: %w", op, req.GrantID, err)
 	}
-	suffix := "_" + grantSuffix(req.GrantID)
-	rows, err := p.pool.Query(ctx, `SELECT oid, rolname FROM pg_roles WHERE starts_with(rolname, $1) AND right(rolname, $2) = $3 ORDER BY rolname`,
-		rolePrefix, len(suffix), suffix)
-	if err != nil {
-		return nil, p.scrub(fmt.Errorf("postgres %s grant %s: find role: %w", op, req.GrantID, classify(err)))
+	var (
+		found []grantRole
+		err   error
+	)
+	if name := req.Handle.Data["role"]; name != "" {
+		// The role the issue made (checked above to be one of the grant's): an index lookup,
+		// whatever pg_authid holds. HasAccess reads back the same role.
+		found, err = p.queryRoles(ctx, findRoleByNameSQL, name)
 	}
-	found, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (grantRole, error) {
-		var r grantRole
-		err := row.Scan(&r.oid, &r.name)
-		return r, err
-	})
+	if err == nil && len(found) == 0 {
+		// No handle, or its role is gone: any role of the grant, under whatever name.
+		suffix := "_" + grantSuffix(req.GrantID)
+		found, err = p.queryRoles(ctx, findRolesSQL, rolePrefix, len(suffix), suffix)
+	}
 	if err != nil {
 		return nil, p.scrub(fmt.Errorf("postgres %s grant %s: find role: %w", op, req.GrantID, classify(err)))
 	}
@@ -337,6 +349,19 @@ func (p *Provider) findRoles(ctx context.Context, op string, req grants.RevokeRe
 		}
 	}
 	return out, nil
+}
+
+// queryRoles runs a lookup of roles (oid, name).
+func (p *Provider) queryRoles(ctx context.Context, sql string, args ...any) ([]grantRole, error) {
+	rows, err := p.pool.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (grantRole, error) {
+		var r grantRole
+		err := row.Scan(&r.oid, &r.name)
+		return r, err
+	})
 }
 
 // Revoke drops the grant's role: no new logins, live sessions terminated, routines it owns
