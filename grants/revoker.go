@@ -406,12 +406,9 @@ func (r *Revoker) collect(ctx context.Context, outs *outcomeQueue, held *heldCla
 		if !ok {
 			return firstErr
 		}
-		if err := r.record(ctx, group); err != nil && firstErr == nil {
+		if err := r.record(ctx, group, held); err != nil && firstErr == nil {
 			firstErr = err
 		}
-		// Recorded, or not: either way the claims are no longer renewed (an outcome that
-		// could not be recorded is retried after its claim lapses).
-		held.remove(group)
 	}
 }
 
@@ -531,7 +528,9 @@ func (r *Revoker) renewClaims(ctx context.Context, held *heldClaims) {
 	}
 }
 
-func (r *Revoker) record(ctx context.Context, group []outcome) error {
+// record commits a group of outcomes and releases their claims, then tells the scheduler of
+// the retries and the observer of the outcomes.
+func (r *Revoker) record(ctx context.Context, group []outcome, held *heldClaims) error {
 	c := &Change{}
 	for _, o := range group {
 		c.Grants = append(c.Grants, GrantWrite{Grant: o.g})
@@ -542,12 +541,17 @@ func (r *Revoker) record(ctx context.Context, group []outcome) error {
 		// One row changed under us; record the others one by one.
 		var firstErr error
 		for _, o := range group {
-			if err := r.record(ctx, []outcome{o}); err != nil && firstErr == nil {
+			if err := r.record(ctx, []outcome{o}, held); err != nil && firstErr == nil {
 				firstErr = err
 			}
 		}
 		return firstErr
 	}
+	// Recorded, or not: either way the claims are no longer renewed (an outcome that could not
+	// be recorded is retried after its claim lapses). They are released before anyone learns
+	// of a retry's due time: a claim that returns the grant from then on must find it not held,
+	// or held.add would drop it as still in flight and the retry would wait a whole lease.
+	held.remove(group)
 	if err != nil {
 		// Not recorded: the claims lapse and the grants are revoked (idempotently) again.
 		r.log.ErrorContext(ctx, "record revocation outcomes", "count", len(group), "error", err)

@@ -16,13 +16,19 @@ import (
 type observer struct {
 	revoked chan grants.Grant
 	failed  chan grants.Grant
+	gate    chan struct{} // if set, RevokeFailed returns only once it is closed
 }
 
 func newObserver() *observer {
 	return &observer{revoked: make(chan grants.Grant, 100), failed: make(chan grants.Grant, 100)}
 }
-func (o *observer) GrantRevoked(_ context.Context, g grants.Grant)          { o.revoked <- g }
-func (o *observer) RevokeFailed(_ context.Context, g grants.Grant, _ error) { o.failed <- g }
+func (o *observer) GrantRevoked(_ context.Context, g grants.Grant) { o.revoked <- g }
+func (o *observer) RevokeFailed(_ context.Context, g grants.Grant, _ error) {
+	o.failed <- g
+	if o.gate != nil {
+		<-o.gate
+	}
+}
 
 func mustJSON(t *testing.T, v any) string {
 	t.Helper()
@@ -130,6 +136,32 @@ func TestRevokeRetriesUntilItSucceeds(t *testing.T) {
 	}
 	if acts[len(acts)-1] != "grant.revoked" {
 		t.Errorf("last event %s, want grant.revoked", acts[len(acts)-1])
+	}
+}
+
+// A retry that falls due while its failure is still being announced (the observer tells the
+// owner in Slack, which can take seconds) is claimed then, and must be revoked then: not
+// dropped as a claim still in flight, to wait out the lease it was just given.
+func TestRetryClaimedWhileItsFailureIsAnnounced(t *testing.T) {
+	e := newEnv(t)
+	obs := newObserver()
+	obs.gate = make(chan struct{})
+	e.prov.failRevokes = 1
+	g := e.issue(t, time.Hour)
+	startRevoker(t, e, obs)
+	waitSleeping(t, e)
+	e.clock.Advance(time.Hour)
+	recv(t, obs.failed, "the failure") // the observer now holds on to it
+	waitSleeping(t, e)
+	e.clock.Advance(time.Minute) // the backoff cap: the retry is due
+	waitFor(t, "the retry's claim", func() bool {
+		got, err := e.store.GetGrant(context.Background(), g.ID)
+		return err == nil && got.ClaimedBy != "" && got.ClaimedTo.After(e.clock.Now())
+	})
+	close(obs.gate)
+	// No further clock step: the claim just taken is the one that revokes.
+	if got := recv(t, obs.revoked, "the retry's revocation"); got.ID != g.ID || got.Attempts != 1 {
+		t.Fatalf("revoked %+v", got)
 	}
 }
 
@@ -315,4 +347,16 @@ func (h hangingProvider) Issue(ctx context.Context, req grants.IssueRequest) (gr
 	h.mu.Unlock()
 	<-ctx.Done()
 	return grants.Issued{}, ctx.Err()
+}
+
+// waitFor polls cond until it holds; the bound is a hang guard, not a timing assertion.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
