@@ -255,7 +255,10 @@ func Verify(ctx context.Context, r Reader, pub ed25519.PublicKey, opts VerifyOpt
 		return v.res, nil
 	}
 	if pr, ok := r.(ParallelReader); ok {
-		if workers := min(pr.ParallelReads(), runtime.GOMAXPROCS(0)); workers > 1 {
+		// A read waits on a database (its server, or pages of the file) as well as using a
+		// core, so up to twice as many reads as cores keep the cores busy; more would only
+		// hold more pages in memory.
+		if workers := min(pr.ParallelReads(), 2*runtime.GOMAXPROCS(0)); workers > 1 {
 			switch end, err := v.parallel(ctx, r, workers); {
 			case err != nil:
 				return v.res, err

@@ -3,19 +3,22 @@ package sqlstore
 import (
 	"context"
 	"database/sql/driver"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 
 	"github.com/accessbroker/accessbroker/audit"
+	"github.com/jackc/pgx/v5"
 )
 
-// Verify's parallel check reads the log through ReadStored (audit.StoredReader). A row is
-// read as one text column: seq, time_ms and the text columns joined with the unit separator
-// (U+001F) by concat_ws in the database, so that database/sql and the driver convert one
-// value a row, not fourteen (and no integer through Scan's reflection), and the event's
-// fields are substrings of it. Its evidence is left as the stored text when that text is its
+// Verify's parallel check reads the log through ReadStored (audit.StoredReader). On SQLite a
+// row is read as one text column: seq, time_ms and the text columns joined with the unit
+// separator (U+001F) by concat_ws in the database, so that database/sql and the driver
+// convert one value a row, not fourteen (and no integer through Scan's reflection), and the
+// event's fields are substrings of it. On PostgreSQL pgx reads the fourteen columns as they
+// are without a value allocated for each, and joining them would only cost the server. Its evidence is left as the stored text when that text is its
 // canonical encoding (audit.CanonicalEvidence), as json.Marshal writes evidence without
 // characters it escapes: the check hashes it as it is, without a map.
 //
@@ -37,18 +40,13 @@ import (
 const storedFields = 2 + packedFields
 
 // storedRows is the stored page query in each dialect.
-var (
-	storedRowsSQLite   = storedRowsSQL("char(31)", "ifnull", "time_ms")
-	storedRowsPostgres = storedRowsSQL("chr(31)", "coalesce", "time_ms::text")
-)
-
-func storedRowsSQL(sep, ifnull, timeText string) string {
+var storedRowsSQLite = func() string {
 	cols := []string{"seq"}
-	for _, c := range append([]string{timeText}, packedText[:]...) {
-		cols = append(cols, ifnull+"("+c+", "+sep+")")
+	for _, c := range append([]string{"time_ms"}, packedText[:]...) {
+		cols = append(cols, "ifnull("+c+", char(31))")
 	}
-	return `SELECT concat_ws(` + sep + `, ` + strings.Join(cols, ", ") + `) FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?`
-}
+	return `SELECT concat_ws(char(31), ` + strings.Join(cols, ", ") + `) FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?`
+}()
 
 // SQLite memory map sizes: the read pool's (sqliteDSN), and a stored read's.
 const (
@@ -119,39 +117,101 @@ func (s *Store) readStoredSQLite(ctx context.Context, after int64, limit int, ou
 	return out, true, rows.Err()
 }
 
+// storedColsPostgres is the stored page query on PostgreSQL: the columns as they are, with no
+// concat_ws for the server to run (pgx hands a row's values over without allocating for
+// each, and a NULL is seen as one). The type checks below keep the read to the schema's
+// types: a column whose type was changed is read through ReadEvents.
+var storedColsPostgres = `SELECT seq, time_ms, ` + strings.Join(packedText[:], ", ") +
+	` FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2`
+
+// PostgreSQL type OIDs of the audit columns (pg_type).
+const (
+	pgOIDInt8 = 20
+	pgOIDText = 25
+)
+
 // readStoredPostgres reads a page through pgx, whose rows are read without a value
 // allocated for each: their texts are gathered into one string, of which the events'
 // fields are substrings. ok=false: the page must be read through ReadEvents.
 func (s *Store) readStoredPostgres(ctx context.Context, after int64, limit int, out []audit.StoredEvent) (_ []audit.StoredEvent, ok bool, err error) {
-	rows, err := s.pool.Query(ctx, rebind(storedRowsPostgres), after, limit)
+	rows, err := s.pool.Query(ctx, storedColsPostgres, after, limit)
 	if err != nil {
 		return out, false, err
 	}
 	defer rows.Close()
+	fds := rows.FieldDescriptions()
+	if len(fds) != storedFields {
+		return out, false, nil
+	}
+	for i, fd := range fds {
+		want := uint32(pgOIDText)
+		if i < 2 { // seq, time_ms
+			want = pgOIDInt8
+		}
+		if fd.DataTypeOID != want {
+			return out, false, nil
+		}
+	}
+	type row struct {
+		seq, t int64
+		ends   [packedFields]int // where each text column ends in the page
+	}
 	var page strings.Builder
-	ends := make([]int, 0, min(limit, 10000))
+	rs := make([]row, 0, min(limit, 10000))
 	for rows.Next() {
 		v := rows.RawValues()
-		if len(v) != 1 || v[0] == nil {
+		if len(v) != storedFields {
+			return out, false, nil
+		}
+		var r row
+		var ok1, ok2 bool
+		r.seq, ok1 = pgInt8(v[0], fds[0].Format)
+		r.t, ok2 = pgInt8(v[1], fds[1].Format)
+		if !ok1 || !ok2 {
 			return out, false, nil
 		}
 		if page.Len() == 0 {
-			page.Grow(len(v[0]) * min(limit, 10000) * 5 / 4) // rows differ mostly in their evidence
+			n := 0
+			for _, c := range v[2:] {
+				n += len(c)
+			}
+			page.Grow(n * min(limit, 10000) * 5 / 4) // rows differ mostly in their evidence
 		}
-		page.Write(v[0])
-		ends = append(ends, page.Len())
+		for j, c := range v[2:] {
+			if c == nil { // NULL: ReadEvents says what it makes of it
+				return out, false, nil
+			}
+			page.Write(c)
+			r.ends[j] = page.Len()
+		}
+		rs = append(rs, r)
 	}
 	if err := rows.Err(); err != nil {
 		return out, false, err
 	}
 	text, start := page.String(), 0
-	for _, end := range ends {
-		if out, ok, err = appendStored(out, text[start:end]); err != nil || !ok {
-			return out, false, err
+	for i := range rs {
+		var f [packedFields]string
+		for j, end := range rs[i].ends {
+			f[j], start = text[start:end], end
 		}
-		start = end
+		if out, err = appendFields(out, rs[i].seq, rs[i].t, &f); err != nil {
+			return out, true, err
+		}
 	}
 	return out, true, nil
+}
+
+// pgInt8 reads a bigint value in the format pgx asked for.
+func pgInt8(v []byte, format int16) (int64, bool) {
+	if format == pgx.BinaryFormatCode {
+		if len(v) != 8 {
+			return 0, false
+		}
+		return int64(binary.BigEndian.Uint64(v)), true
+	}
+	n, err := strconv.ParseInt(string(v), 10, 64)
+	return n, err == nil
 }
 
 // appendStored appends the event of one row's joined text. ok=false means the text does not
@@ -159,17 +219,9 @@ func (s *Store) readStoredPostgres(ctx context.Context, after int64, limit int, 
 // ReadEvents reports for the same row.
 func appendStored(out []audit.StoredEvent, text string) (_ []audit.StoredEvent, ok bool, err error) {
 	var f [storedFields]string
-	for j := range storedFields - 1 {
-		i := strings.IndexByte(text, packedSep)
-		if i < 0 {
-			return out, false, nil
-		}
-		f[j], text = text[:i], text[i+1:]
-	}
-	if strings.IndexByte(text, packedSep) >= 0 {
+	if !splitPacked(text, f[:]) {
 		return out, false, nil
 	}
-	f[storedFields-1] = text
 	seq, err := strconv.ParseInt(f[0], 10, 64)
 	if err != nil {
 		return out, false, nil
@@ -178,24 +230,31 @@ func appendStored(out []audit.StoredEvent, text string) (_ []audit.StoredEvent, 
 	if err != nil {
 		return out, false, nil
 	}
-	out = append(out, audit.StoredEvent{Event: audit.Event{Seq: seq, Time: fromMS(t), ID: f[2],
-		Actor:  audit.Actor{Kind: audit.ActorKind(f[3]), ID: f[4], Email: f[5]},
-		Action: audit.Action(f[6]), RequestID: f[7], GrantID: f[8], Resource: f[9], Reason: f[10]}})
+	out, err = appendFields(out, seq, t, (*[packedFields]string)(f[2:]))
+	return out, true, err
+}
+
+// appendFields appends the event of one row: its seq, time and text columns (packedText's
+// order). Errors are those ReadEvents reports for the same row.
+func appendFields(out []audit.StoredEvent, seq, t int64, f *[packedFields]string) (_ []audit.StoredEvent, err error) {
+	out = append(out, audit.StoredEvent{Event: audit.Event{Seq: seq, Time: fromMS(t), ID: f[0],
+		Actor:  audit.Actor{Kind: audit.ActorKind(f[1]), ID: f[2], Email: f[3]},
+		Action: audit.Action(f[4]), RequestID: f[5], GrantID: f[6], Resource: f[7], Reason: f[8]}})
 	e := &out[len(out)-1]
-	switch ev := f[11]; {
+	switch ev := f[9]; {
 	case ev == "":
 	case audit.CanonicalEvidence(ev):
 		e.EvidenceJSON = ev
 	default:
 		if e.Evidence, err = decodeEvidence(ev); err != nil {
-			return out, true, fmt.Errorf("audit event %d evidence: %w", seq, err)
+			return out, fmt.Errorf("audit event %d evidence: %w", seq, err)
 		}
 	}
-	if e.PrevHash, err = parseHash(f[12]); err != nil {
-		return out, true, fmt.Errorf("audit event %d prev_hash: %w", seq, err)
+	if e.PrevHash, err = parseHash(f[10]); err != nil {
+		return out, fmt.Errorf("audit event %d prev_hash: %w", seq, err)
 	}
-	if e.Hash, err = parseHash(f[13]); err != nil {
-		return out, true, fmt.Errorf("audit event %d hash: %w", seq, err)
+	if e.Hash, err = parseHash(f[11]); err != nil {
+		return out, fmt.Errorf("audit event %d hash: %w", seq, err)
 	}
-	return out, true, nil
+	return out, nil
 }

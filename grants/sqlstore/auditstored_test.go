@@ -182,6 +182,52 @@ func TestVerifyStoredFramingAttack(t *testing.T) {
 	}
 }
 
+// TestReadStoredFollowsColumnTypes: on PostgreSQL ReadStored reads the columns' bytes as
+// they come; a column whose type was changed (by a migration gone wrong, or an attacker)
+// comes in another form than ReadEvents reads it in (char(n) padded, jsonb with its version
+// byte), and ReadStored must then return what ReadEvents does.
+func TestReadStoredFollowsColumnTypes(t *testing.T) {
+	for _, alter := range []string{
+		`ALTER TABLE audit_events ALTER COLUMN reason TYPE char(40)`,
+		`ALTER TABLE audit_events ALTER COLUMN evidence TYPE jsonb USING evidence::jsonb`,
+	} {
+		t.Run(alter, func(t *testing.T) {
+			dsn := newPGSchema(t)
+			s := openPG(t, dsn, clocktest.New(storetest.Start))
+			c := &grants.Change{}
+			for i := range 5 {
+				c.Events = append(c.Events, &audit.Event{ID: grants.NewID("e"), Time: storetest.Start, Actor: audit.Actor{Kind: audit.ActorSystem, ID: "t"},
+					Action: audit.ActionGrantIssued, Resource: "prod-db", Reason: fmt.Sprintf("checking %d", i), Evidence: map[string]string{"k": "v"}})
+			}
+			storetest.MustApply(t, s, c)
+			ctx := context.Background()
+			if _, err := pgConn(t, dsn).Exec(ctx, alter); err != nil {
+				t.Fatal(err)
+			}
+			want, err := s.ReadEvents(ctx, 0, 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			buf, err := s.ReadStored(ctx, 0, 10, nil)
+			if err != nil {
+				t.Fatalf("ReadStored: %v", err)
+			}
+			got := make([]audit.Event, len(buf))
+			for i, e := range buf {
+				got[i] = e.Event
+				if e.EvidenceJSON != "" {
+					if err := json.Unmarshal([]byte(e.EvidenceJSON), &got[i].Evidence); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Fatalf("ReadStored differs (-ReadEvents +ReadStored):\n%s", diff)
+			}
+		})
+	}
+}
+
 // rawSQLite opens the database file as an attacker would, closed when the test ends.
 func rawSQLite(t *testing.T, path string) *sql.DB {
 	t.Helper()
