@@ -13,40 +13,24 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// Verify's parallel check reads the log through ReadStored (audit.StoredReader). On SQLite a
-// row is read as one text column: seq, time_ms and the text columns joined with the unit
-// separator (U+001F) by concat_ws in the database, so that database/sql and the driver
-// convert one value a row, not fourteen (and no integer through Scan's reflection), and the
-// event's fields are substrings of it. On PostgreSQL pgx reads the fourteen columns as they
-// are without a value allocated for each, and joining them would only cost the server. Its evidence is left as the stored text when that text is its
-// canonical encoding (audit.CanonicalEvidence), as json.Marshal writes evidence without
-// characters it escapes: the check hashes it as it is, without a map.
-//
-// concat_ws leaves out NULL arguments, and a column may hold anything once an attacker has
-// rebuilt the table: a NULL left out and a separator inside another column would cancel
-// out, so every column goes through ifnull(column, separator), which makes a NULL one more
-// field. A row then splits into exactly storedFields fields only when no column is NULL or
-// holds the separator, and the page is read again through ReadEvents when a row does not (or
-// when its seq or time does not parse as ReadEvents would read it). The events are those
-// ReadEvents returns either way, and what the parallel check does not find clean it checks
-// again through ReadEvents.
+// Verify's parallel check reads the log through ReadStored (audit.StoredReader): the rows as
+// ReadEvents reads them, with the store's buffers reused and no value allocated a column.
+// On SQLite the rows go through the store's SQL function ab_stored_row (storedrow.go); on
+// PostgreSQL pgx reads the fourteen columns as they are. A row whose values are not of the
+// schema's types (a NULL, a blob, a number in a text column: a table an attacker rebuilt)
+// sends its page through ReadEvents, so the events are those ReadEvents returns either way,
+// and what the parallel check does not find clean it checks again through ReadEvents. An
+// event's evidence is left as the stored text when that text is its canonical encoding
+// (audit.CanonicalEvidence), as json.Marshal writes evidence without characters it escapes:
+// the check hashes it as it is, without a map.
 //
 // On SQLite the page is read on a connection whose memory map is widened to the whole file
 // for the read (mmap_size, put back afterwards): a database larger than the pool's map is
 // otherwise read page by page with pread into a page cache that a scan of the log churns
 // through, which cost as much as the rows' decoding (#16.5).
 
-// storedFields is the number of fields a row has: seq, time_ms and the packed text columns.
+// storedFields is the number of columns a stored row has: seq, time_ms and the text columns.
 const storedFields = 2 + packedFields
-
-// storedRows is the stored page query in each dialect.
-var storedRowsSQLite = func() string {
-	cols := []string{"seq"}
-	for _, c := range append([]string{"time_ms"}, packedText[:]...) {
-		cols = append(cols, "ifnull("+c+", char(31))")
-	}
-	return `SELECT concat_ws(char(31), ` + strings.Join(cols, ", ") + `) FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?`
-}()
 
 // SQLite memory map sizes: the read pool's (sqliteDSN), and a stored read's.
 const (
@@ -100,21 +84,24 @@ func (s *Store) readStoredSQLite(ctx context.Context, after int64, limit int, ou
 			err = errors.Join(err, fmt.Errorf("restore mmap_size: %w", rerr))
 		}
 	}()
-	rows, err := conn.QueryContext(ctx, storedRowsSQLite, after, limit)
+	token, page := newStoredPage(int(s.storedPageBytes.Load()), min(limit, 10000))
+	defer storedPages.Delete(token)
+	rows, err := conn.QueryContext(ctx, storedRowsSQLite, token, after, limit)
 	if err != nil {
 		return out, false, err
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var text string
-		if err := rows.Scan(&text); err != nil {
-			return out, false, err
-		}
-		if out, ok, err = appendStored(out, text); err != nil || !ok {
-			return out, false, err
-		}
 	}
-	return out, true, rows.Err()
+	if err := rows.Err(); err != nil {
+		return out, false, err
+	}
+	if page.odd {
+		return out, false, nil
+	}
+	s.storedPageBytes.Store(int64(cap(page.text)))
+	out, err = page.events(out)
+	return out, true, err
 }
 
 // storedColsPostgres is the stored page query on PostgreSQL: the columns as they are, with no
@@ -212,26 +199,6 @@ func pgInt8(v []byte, format int16) (int64, bool) {
 	}
 	n, err := strconv.ParseInt(string(v), 10, 64)
 	return n, err == nil
-}
-
-// appendStored appends the event of one row's joined text. ok=false means the text does not
-// split into storedFields fields that parse as ReadEvents would read them; errors are those
-// ReadEvents reports for the same row.
-func appendStored(out []audit.StoredEvent, text string) (_ []audit.StoredEvent, ok bool, err error) {
-	var f [storedFields]string
-	if !splitPacked(text, f[:]) {
-		return out, false, nil
-	}
-	seq, err := strconv.ParseInt(f[0], 10, 64)
-	if err != nil {
-		return out, false, nil
-	}
-	t, err := strconv.ParseInt(f[1], 10, 64)
-	if err != nil {
-		return out, false, nil
-	}
-	out, err = appendFields(out, seq, t, (*[packedFields]string)(f[2:]))
-	return out, true, err
 }
 
 // appendFields appends the event of one row: its seq, time and text columns (packedText's

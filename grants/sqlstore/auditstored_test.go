@@ -228,6 +228,51 @@ func TestReadStoredFollowsColumnTypes(t *testing.T) {
 	}
 }
 
+// TestReadStoredOddValuesOnSQLite: a SQLite column holds whatever was written to it, of any
+// type (a table rebuilt by hand, an attacker). A value that is not of the column's declared
+// type must come out of ReadStored as ReadEvents reads it: the same events, or the same
+// error.
+func TestReadStoredOddValuesOnSQLite(t *testing.T) {
+	for _, edit := range []string{
+		`UPDATE audit_events SET reason = CAST(reason AS BLOB) WHERE seq = 2`,
+		`UPDATE audit_events SET evidence = CAST(evidence AS BLOB) WHERE seq = 3`,
+		`UPDATE audit_events SET time_ms = 1.5 WHERE seq = 2`,
+		`UPDATE audit_events SET time_ms = 'soon' WHERE seq = 2`,
+	} {
+		t.Run(edit, func(t *testing.T) {
+			path := t.TempDir() + "/ab.db"
+			s, err := sqlstore.Open(context.Background(), "sqlite", "file:"+path, clocktest.New(storetest.Start), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { s.Close() })
+			storetest.MustApply(t, s, &grants.Change{Events: storedEvents()})
+			execAll(t, rawSQLite(t, path), `DROP TRIGGER audit_events_no_update`, edit)
+			ctx := context.Background()
+			want, wantErr := s.ReadEvents(ctx, 0, 100)
+			buf, err := s.ReadStored(ctx, 0, 100, nil)
+			if fmt.Sprint(err) != fmt.Sprint(wantErr) {
+				t.Fatalf("ReadStored error %v; ReadEvents error %v", err, wantErr)
+			}
+			if err != nil {
+				return
+			}
+			got := make([]audit.Event, len(buf))
+			for i, e := range buf {
+				got[i] = e.Event
+				if e.EvidenceJSON != "" {
+					if err := json.Unmarshal([]byte(e.EvidenceJSON), &got[i].Evidence); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Fatalf("ReadStored differs (-ReadEvents +ReadStored):\n%s", diff)
+			}
+		})
+	}
+}
+
 // rawSQLite opens the database file as an attacker would, closed when the test ends.
 func rawSQLite(t *testing.T, path string) *sql.DB {
 	t.Helper()

@@ -23,6 +23,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -74,6 +75,8 @@ type Store struct {
 	// and the WAL checkpointer (nil when read-only).
 	wstmts, rstmts *stmtCacheConnector
 	ckpt           *checkpointer
+	// storedPageBytes is the size of the last page ReadStored read, for the next one's buffer.
+	storedPageBytes atomic.Int64
 }
 
 var _ grants.Store = (*Store)(nil)
