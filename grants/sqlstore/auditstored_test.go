@@ -212,18 +212,7 @@ func TestReadStoredFollowsColumnTypes(t *testing.T) {
 			if err != nil {
 				t.Fatalf("ReadStored: %v", err)
 			}
-			got := make([]audit.Event, len(buf))
-			for i, e := range buf {
-				got[i] = e.Event
-				if e.EvidenceJSON != "" {
-					if err := json.Unmarshal([]byte(e.EvidenceJSON), &got[i].Evidence); err != nil {
-						t.Fatal(err)
-					}
-				}
-			}
-			if diff := cmp.Diff(want, got); diff != "" {
-				t.Fatalf("ReadStored differs (-ReadEvents +ReadStored):\n%s", diff)
-			}
+			sameEvents(t, want, buf)
 		})
 	}
 }
@@ -257,19 +246,25 @@ func TestReadStoredOddValuesOnSQLite(t *testing.T) {
 			if err != nil {
 				return
 			}
-			got := make([]audit.Event, len(buf))
-			for i, e := range buf {
-				got[i] = e.Event
-				if e.EvidenceJSON != "" {
-					if err := json.Unmarshal([]byte(e.EvidenceJSON), &got[i].Evidence); err != nil {
-						t.Fatal(err)
-					}
-				}
-			}
-			if diff := cmp.Diff(want, got); diff != "" {
-				t.Fatalf("ReadStored differs (-ReadEvents +ReadStored):\n%s", diff)
-			}
+			sameEvents(t, want, buf)
 		})
+	}
+}
+
+// sameEvents fails the test unless the stored events are want, their evidence texts decoded.
+func sameEvents(t *testing.T, want []audit.Event, stored []audit.StoredEvent) {
+	t.Helper()
+	got := make([]audit.Event, len(stored))
+	for i, e := range stored {
+		got[i] = e.Event
+		if e.EvidenceJSON != "" {
+			if err := json.Unmarshal([]byte(e.EvidenceJSON), &got[i].Evidence); err != nil {
+				t.Fatalf("seq %d: evidence text %q: %v", e.Seq, e.EvidenceJSON, err)
+			}
+		}
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Fatalf("ReadStored differs (-ReadEvents +ReadStored):\n%s", diff)
 	}
 }
 
