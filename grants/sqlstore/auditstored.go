@@ -11,6 +11,7 @@ import (
 
 	"github.com/accessbroker/accessbroker/audit"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 // Verify's parallel check reads the log through ReadStored (audit.StoredReader): the rows as
@@ -111,14 +112,8 @@ func (s *Store) readStoredSQLite(ctx context.Context, after int64, limit int, ou
 var storedColsPostgres = `SELECT seq, time_ms, ` + strings.Join(packedText[:], ", ") +
 	` FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2`
 
-// PostgreSQL type OIDs of the audit columns (pg_type).
-const (
-	pgOIDInt8 = 20
-	pgOIDText = 25
-)
-
 // readStoredPostgres reads a page through pgx, whose rows are read without a value
-// allocated for each: their texts are gathered into one string, of which the events'
+// allocated for each: their texts are copied into one storedPage, of which the events'
 // fields are substrings. ok=false: the page must be read through ReadEvents.
 func (s *Store) readStoredPostgres(ctx context.Context, after int64, limit int, out []audit.StoredEvent) (_ []audit.StoredEvent, ok bool, err error) {
 	rows, err := s.pool.Query(ctx, storedColsPostgres, after, limit)
@@ -131,62 +126,42 @@ func (s *Store) readStoredPostgres(ctx context.Context, after int64, limit int, 
 		return out, false, nil
 	}
 	for i, fd := range fds {
-		want := uint32(pgOIDText)
+		want := uint32(pgtype.TextOID)
 		if i < 2 { // seq, time_ms
-			want = pgOIDInt8
+			want = pgtype.Int8OID
 		}
 		if fd.DataTypeOID != want {
 			return out, false, nil
 		}
 	}
-	type row struct {
-		seq, t int64
-		ends   [packedFields]int // where each text column ends in the page
-	}
-	var page strings.Builder
-	rs := make([]row, 0, min(limit, 10000))
+	page := &storedPage{text: make([]byte, 0, s.storedPageBytes.Load()), rows: make([]storedRow, 0, min(limit, 10000))}
 	for rows.Next() {
 		v := rows.RawValues()
 		if len(v) != storedFields {
 			return out, false, nil
 		}
-		var r row
+		var r storedRow
 		var ok1, ok2 bool
 		r.seq, ok1 = pgInt8(v[0], fds[0].Format)
 		r.t, ok2 = pgInt8(v[1], fds[1].Format)
 		if !ok1 || !ok2 {
 			return out, false, nil
 		}
-		if page.Len() == 0 {
-			n := 0
-			for _, c := range v[2:] {
-				n += len(c)
-			}
-			page.Grow(n * min(limit, 10000) * 5 / 4) // rows differ mostly in their evidence
-		}
 		for j, c := range v[2:] {
 			if c == nil { // NULL: ReadEvents says what it makes of it
 				return out, false, nil
 			}
-			page.Write(c)
-			r.ends[j] = page.Len()
+			page.text = append(page.text, c...)
+			r.ends[j] = len(page.text)
 		}
-		rs = append(rs, r)
+		page.rows = append(page.rows, r)
 	}
 	if err := rows.Err(); err != nil {
 		return out, false, err
 	}
-	text, start := page.String(), 0
-	for i := range rs {
-		var f [packedFields]string
-		for j, end := range rs[i].ends {
-			f[j], start = text[start:end], end
-		}
-		if out, err = appendFields(out, rs[i].seq, rs[i].t, &f); err != nil {
-			return out, true, err
-		}
-	}
-	return out, true, nil
+	s.storedPageBytes.Store(int64(cap(page.text)))
+	out, err = page.events(out)
+	return out, true, err
 }
 
 // pgInt8 reads a bigint value in the format pgx asked for.

@@ -184,8 +184,9 @@ func TestVerifyStoredFramingAttack(t *testing.T) {
 
 // TestReadStoredFollowsColumnTypes: on PostgreSQL ReadStored reads the columns' bytes as
 // they come; a column whose type was changed (by a migration gone wrong, or an attacker)
-// comes in another form than ReadEvents reads it in (char(n) padded, jsonb with its version
-// byte), and ReadStored must then return what ReadEvents does.
+// can come in another form than ReadEvents reads it in (char(n) padded: the case that fails
+// without the type check; jsonb, re-spaced by the server), and ReadStored must then return
+// what ReadEvents does.
 func TestReadStoredFollowsColumnTypes(t *testing.T) {
 	for _, alter := range []string{
 		`ALTER TABLE audit_events ALTER COLUMN reason TYPE char(40)`,

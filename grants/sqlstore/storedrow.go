@@ -39,7 +39,8 @@ func init() {
 var storedRowsSQLite = `SELECT ` + storedRowFunc + `(?, seq, time_ms, ` + strings.Join(packedText[:], ", ") +
 	`) FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?`
 
-// storedPage is a page being read by ab_stored_row.
+// storedPage is a page of stored rows being read: by ab_stored_row on SQLite, by
+// readStoredPostgres on PostgreSQL.
 type storedPage struct {
 	text []byte      // the rows' text columns, one after the other
 	rows []storedRow // in the order read
